@@ -1,0 +1,1 @@
+//! Project paths (being written).
