@@ -1,1 +1,43 @@
-//! x
+//! # iris-store
+//!
+//! Durable persistence of iris session records in a single redb file.
+//!
+//! - **Durability.** Every acknowledged write was committed with `Durability::Immediate`: a
+//!   `kill -9` of the process loses nothing that was acknowledged.
+//! - **Throughput.** One writer thread applies every queued mutation in one transaction (group
+//!   commit), so one fsync serves many callers. A rejected mutation fails only its own caller.
+//! - **Reads** run on the caller's thread against a snapshot and never wait for the writer.
+//! - **Indexes and counters** keep `list(from)`, `list(to)`, `stats` and the start-up reset
+//!   proportional to what they return or change, not to the size of the store.
+//! - **Format.** Values are a version byte plus postcard; the schema version is checked at open.
+//!
+//! ```
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use iris_core::{Pair, SessionId, SessionRecord, TeamName, Timestamp};
+//! use iris_store::{Change, Store};
+//!
+//! let store = Store::in_memory()?;
+//! let pair = Pair::new(TeamName::new("alpha")?, TeamName::new("beta")?);
+//! let record = store
+//!     .create(SessionRecord::new(pair.clone(), SessionId::new_v4(), Timestamp::now()))
+//!     .await?;
+//! store.update(record.session_id, Change::IncrementMessageCount(1)).await?;
+//! assert_eq!(store.get_by_pair(&pair)?.map(|r| r.message_count), Some(1));
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+pub mod codec;
+mod counters;
+mod error;
+mod mutation;
+mod store;
+mod tables;
+mod writer;
+
+pub use error::{OpenError, StoreError};
+pub use mutation::{Applied, Change, Mutation};
+pub use store::{Store, StoreOptions};
+pub use tables::SCHEMA_VERSION;
+pub use writer::WriterStats;

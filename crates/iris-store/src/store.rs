@@ -1,0 +1,542 @@
+//! The public [`Store`] handle: opening, reads, and writes through the group-commit writer.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use iris_core::{
+    AgentProcessMark, Pair, SessionFilter, SessionId, SessionRecord, SessionStats, SessionStatus,
+    TeamName,
+};
+use redb::backends::InMemoryBackend;
+use redb::{
+    Database, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::codec;
+use crate::counters::Counters;
+use crate::error::{OpenError, StorageContext, StoreError};
+use crate::mutation::{Applied, Change, Mutation, decode_session, key};
+use crate::tables::{
+    LIVE, META, META_COUNTERS, META_SCHEMA, PAIRS, PAIRS_BY_TO, SCHEMA_VERSION, SESSIONS,
+    TABLE_NAMES,
+};
+use crate::writer::{self, Job, Shared, WriterCounters, WriterStats};
+
+/// How a store is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// The most mutations committed in one transaction. `1` commits every mutation on its own,
+    /// which is the anchor the group-commit benchmark compares against.
+    pub max_batch: usize,
+    /// How many mutations may wait for the writer before submitters wait for room.
+    pub queue_capacity: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_batch: 8192,
+            queue_capacity: 65_536,
+        }
+    }
+}
+
+/// A cheap, cloneable handle to the session store.
+///
+/// Reads run on the caller's thread against a consistent snapshot (redb MVCC) and never wait for
+/// writes. Writes are submitted to one writer thread that commits them in groups, each durably,
+/// and resolve once their group is on disk. The writer stops and the file is released when the
+/// last handle is dropped.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Arc<Database>,
+    path: Option<PathBuf>,
+    shared: Arc<Shared>,
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer finish what is queued; joining it means the file is
+        // released by the time the last handle is gone, so the same process can reopen it.
+        self.jobs.take();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the store writer thread panicked");
+        }
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path` with default options.
+    ///
+    /// The parent directory is created if missing, and a new file gets mode 0600.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store, OpenError> {
+        Self::open_with(path, StoreOptions::default())
+    }
+
+    /// Opens (or creates) the store at `path`.
+    pub fn open_with(path: impl AsRef<Path>, options: StoreOptions) -> Result<Store, OpenError> {
+        let path = path.as_ref().to_path_buf();
+        let io = |source| OpenError::Io {
+            path: path.clone(),
+            source,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        // Create the file ourselves so that it is private from its first byte.
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        let db = Database::builder()
+            .create(&path)
+            .map_err(|e| classify_open_error(&path, e.into()))?;
+        Self::start(db, Some(path), options)
+    }
+
+    /// A store held in memory only, for tests and throwaway runs.
+    pub fn in_memory() -> Result<Store, OpenError> {
+        Self::in_memory_with(StoreOptions::default())
+    }
+
+    /// A store held in memory only.
+    pub fn in_memory_with(options: StoreOptions) -> Result<Store, OpenError> {
+        let db = Database::builder()
+            .create_with_backend(InMemoryBackend::new())
+            .map_err(|e| classify_open_error(Path::new(":memory:"), e.into()))?;
+        Self::start(db, None, options)
+    }
+
+    fn start(
+        db: Database,
+        path: Option<PathBuf>,
+        options: StoreOptions,
+    ) -> Result<Store, OpenError> {
+        let shown = path.clone().unwrap_or_else(|| PathBuf::from(":memory:"));
+        let counters = prepare_schema(&db, &shown)?;
+        let db = Arc::new(db);
+        let shared = Arc::new(Shared {
+            committed: Mutex::new(counters.clone()),
+            work: WriterCounters::default(),
+        });
+        let (jobs, receiver) = mpsc::channel(options.queue_capacity.max(1));
+        let thread = writer::spawn(
+            db.clone(),
+            shared.clone(),
+            counters,
+            options.max_batch.max(1),
+            receiver,
+        )
+        .map_err(|source| OpenError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        tracing::debug!(path = %shown.display(), "store opened");
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                path,
+                shared,
+                jobs: Some(jobs),
+                thread: Some(thread),
+            }),
+        })
+    }
+
+    /// The database file, or `None` for an in-memory store.
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.path.as_deref()
+    }
+
+    // ----- reads -----
+
+    /// The record with this session id.
+    pub fn get_by_session_id(
+        &self,
+        session_id: &SessionId,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let sessions = self.read_table(SESSIONS, "sessions")?;
+        read_session(&sessions, key(session_id))
+    }
+
+    /// The record of this pair.
+    pub fn get_by_pair(&self, pair: &Pair) -> Result<Option<SessionRecord>, StoreError> {
+        let txn = self.inner.db.begin_read().during("starting a read")?;
+        let pairs = txn.open_table(PAIRS).during("opening table pairs")?;
+        let Some(raw) = pairs
+            .get((pair.from.as_str(), pair.to.as_str()))
+            .during("reading a pair")?
+            .map(|g| g.value())
+        else {
+            return Ok(None);
+        };
+        let sessions = txn.open_table(SESSIONS).during("opening table sessions")?;
+        read_session(&sessions, raw)
+    }
+
+    /// The records that pass `filter`, newest `last_used_at` first (ties by id), limited.
+    ///
+    /// A filter on `from` or `to` reads only that team's index range; otherwise every record is
+    /// read.
+    pub fn list(&self, filter: &SessionFilter) -> Result<Vec<SessionRecord>, StoreError> {
+        let txn = self.inner.db.begin_read().during("starting a read")?;
+        let sessions = txn.open_table(SESSIONS).during("opening table sessions")?;
+        let mut records = Vec::new();
+        let mut keep = |record: SessionRecord| {
+            if filter.matches(&record) {
+                records.push(record);
+            }
+        };
+        let index = match (&filter.from, &filter.to) {
+            (Some(from), _) => Some((PAIRS, from)),
+            (None, Some(to)) => Some((PAIRS_BY_TO, to)),
+            (None, None) => None,
+        };
+        if let Some((table, team)) = index {
+            let index = txn.open_table(table).during("opening a pair index")?;
+            for raw in team_range(&index, team)? {
+                if let Some(record) = read_session(&sessions, raw)? {
+                    keep(record);
+                }
+            }
+        } else {
+            for entry in sessions.iter().during("scanning sessions")? {
+                let (k, v) = entry.during("scanning sessions")?;
+                keep(decode_session(k.value(), v.value())?);
+            }
+        }
+        filter.order_and_limit(&mut records);
+        Ok(records)
+    }
+
+    /// Aggregate statistics, from counters maintained by every write (no scan).
+    pub fn stats(&self) -> SessionStats {
+        match self.inner.shared.committed.lock() {
+            Ok(counters) => counters.stats(),
+            Err(poisoned) => poisoned.into_inner().stats(),
+        }
+    }
+
+    /// How much work the writer has done.
+    pub fn writer_stats(&self) -> WriterStats {
+        self.inner.shared.work.snapshot()
+    }
+
+    /// Records that carry an agent process mark, i.e. whose process may have outlived a crashed
+    /// node. Reads only the live index.
+    pub fn agent_process_marks(&self) -> Result<Vec<(SessionId, AgentProcessMark)>, StoreError> {
+        let txn = self.inner.db.begin_read().during("starting a read")?;
+        let live = txn.open_table(LIVE).during("opening table live")?;
+        let sessions = txn.open_table(SESSIONS).during("opening table sessions")?;
+        let mut marks = Vec::new();
+        for entry in live.iter().during("scanning live sessions")? {
+            let raw = entry.during("scanning live sessions")?.0.value();
+            if let Some(record) = read_session(&sessions, raw)?
+                && let Some(mark) = record.agent_process
+            {
+                marks.push((record.session_id, mark));
+            }
+        }
+        Ok(marks)
+    }
+
+    // ----- writes -----
+
+    /// Submits one mutation and waits until it is durable (or rejected).
+    pub async fn submit(&self, mutation: Mutation) -> Result<Applied, StoreError> {
+        let jobs = self.inner.jobs.as_ref().ok_or(StoreError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        jobs.send(Job { mutation, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Inserts a new record; the returned copy carries the assigned row `id`.
+    pub async fn create(&self, record: SessionRecord) -> Result<SessionRecord, StoreError> {
+        self.submit(Mutation::Create(record))
+            .await
+            .and_then(Applied::into_record)
+    }
+
+    /// Inserts several records in one transaction: all of them, or none.
+    pub async fn create_many(
+        &self,
+        records: Vec<SessionRecord>,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.submit(Mutation::CreateMany(records))
+            .await
+            .and_then(Applied::into_records)
+    }
+
+    /// Applies one change to a record.
+    pub async fn update(
+        &self,
+        session_id: SessionId,
+        change: Change,
+    ) -> Result<SessionRecord, StoreError> {
+        self.update_all(session_id, vec![change]).await
+    }
+
+    /// Applies several changes to one record atomically.
+    pub async fn update_all(
+        &self,
+        session_id: SessionId,
+        changes: Vec<Change>,
+    ) -> Result<SessionRecord, StoreError> {
+        self.submit(Mutation::Update {
+            session_id,
+            changes,
+        })
+        .await
+        .and_then(Applied::into_record)
+    }
+
+    /// Sets the status of several records in one transaction: all of them, or none.
+    pub async fn set_status_many(
+        &self,
+        session_ids: Vec<SessionId>,
+        status: SessionStatus,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.submit(Mutation::SetStatusMany {
+            session_ids,
+            status,
+        })
+        .await
+        .and_then(Applied::into_records)
+    }
+
+    /// Replaces a stored record wholesale (same pair, session id and row id).
+    pub async fn put(&self, record: SessionRecord) -> Result<SessionRecord, StoreError> {
+        self.submit(Mutation::Put(record))
+            .await
+            .and_then(Applied::into_record)
+    }
+
+    /// Deletes by session id, returning the deleted record (`None` if there was none).
+    pub async fn delete(&self, session_id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        self.submit(Mutation::Delete(session_id))
+            .await
+            .and_then(Applied::into_deleted)
+    }
+
+    /// Deletes by pair, returning the deleted record (`None` if there was none).
+    pub async fn delete_by_pair(&self, pair: Pair) -> Result<Option<SessionRecord>, StoreError> {
+        self.submit(Mutation::DeleteByPair(pair))
+            .await
+            .and_then(Applied::into_deleted)
+    }
+
+    /// Sets every process state to `stopped` and clears every current turn; returns how many
+    /// records changed. Visits only the live index, so its cost follows the records it changes.
+    pub async fn reset_all_process_states(&self) -> Result<u64, StoreError> {
+        self.submit(Mutation::ResetAllProcessStates)
+            .await
+            .and_then(Applied::into_count)
+    }
+
+    fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        table: redb::TableDefinition<K, V>,
+        name: &'static str,
+    ) -> Result<ReadOnlyTable<K, V>, StoreError> {
+        let txn = self.inner.db.begin_read().during("starting a read")?;
+        txn.open_table(table).during(name)
+    }
+}
+
+impl Applied {
+    fn into_record(self) -> Result<SessionRecord, StoreError> {
+        match self {
+            Applied::Record(record) => Ok(record),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn into_records(self) -> Result<Vec<SessionRecord>, StoreError> {
+        match self {
+            Applied::Records(records) => Ok(records),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn into_deleted(self) -> Result<Option<SessionRecord>, StoreError> {
+        match self {
+            Applied::Deleted(record) => Ok(record),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn into_count(self) -> Result<u64, StoreError> {
+        match self {
+            Applied::Count(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// The writer answered a mutation with the wrong kind of outcome: a bug in this crate.
+fn unexpected(applied: Applied) -> StoreError {
+    StoreError::Corrupt {
+        what: "a writer acknowledgement".into(),
+        reason: format!("unexpected outcome {applied:?}; please report this bug"),
+    }
+}
+
+fn read_session(
+    sessions: &ReadOnlyTable<u128, &'static [u8]>,
+    raw: u128,
+) -> Result<Option<SessionRecord>, StoreError> {
+    let guard = sessions.get(raw).during("reading a session")?;
+    guard.map(|g| decode_session(raw, g.value())).transpose()
+}
+
+/// The session keys of every pair whose first element is `team`, from a pair index.
+fn team_range(
+    index: &ReadOnlyTable<(&'static str, &'static str), u128>,
+    team: &TeamName,
+) -> Result<Vec<u128>, StoreError> {
+    let mut keys = Vec::new();
+    for entry in index
+        .range((team.as_str(), "")..)
+        .during("reading a pair index")?
+    {
+        let (k, v) = entry.during("reading a pair index")?;
+        if k.value().0 != team.as_str() {
+            break;
+        }
+        keys.push(v.value());
+    }
+    Ok(keys)
+}
+
+/// Checks (or writes, for a new file) the schema version, creates missing tables, and loads the
+/// counters, recounting them if they are missing.
+fn prepare_schema(db: &Database, path: &Path) -> Result<Counters, OpenError> {
+    let storage = |source: redb::Error| classify_open_error(path, source);
+    let txn = db.begin_write().map_err(|e| storage(e.into()))?;
+    let existing: Vec<String> = txn
+        .list_tables()
+        .map_err(|e| storage(e.into()))?
+        .map(|t| t.name().to_owned())
+        .collect();
+    let counters;
+    {
+        let mut meta = txn.open_table(META).map_err(|e| storage(e.into()))?;
+        let stored_version = meta
+            .get(META_SCHEMA)
+            .map_err(|e| storage(e.into()))?
+            .map(|g| codec::decode::<u32>(g.value()));
+        match stored_version {
+            None if existing.iter().any(|t| !TABLE_NAMES.contains(&t.as_str())) => {
+                return Err(OpenError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: format!("it holds tables {existing:?} but no iris schema version"),
+                });
+            }
+            None => {
+                let version = codec::encode(&SCHEMA_VERSION).map_err(|e| corrupt(path, e))?;
+                meta.insert(META_SCHEMA, version.as_slice())
+                    .map_err(|e| storage(e.into()))?;
+            }
+            Some(Ok(SCHEMA_VERSION)) => {}
+            Some(Ok(found)) => {
+                return Err(OpenError::UnsupportedSchema {
+                    path: path.to_path_buf(),
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            Some(Err(e)) => return Err(corrupt(path, e)),
+        }
+        let stored_counters = meta
+            .get(META_COUNTERS)
+            .map_err(|e| storage(e.into()))?
+            .map(|g| codec::decode::<Counters>(g.value()));
+        counters = match stored_counters {
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => return Err(corrupt(path, e)),
+            None => None,
+        };
+    }
+    for table in [PAIRS, PAIRS_BY_TO] {
+        txn.open_table(table).map_err(|e| storage(e.into()))?;
+    }
+    txn.open_table(LIVE).map_err(|e| storage(e.into()))?;
+    let counters = {
+        let sessions = txn.open_table(SESSIONS).map_err(|e| storage(e.into()))?;
+        match counters {
+            Some(c) => c,
+            None => recount(&sessions).map_err(|e| match e {
+                StoreError::Storage { source, .. } => OpenError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: source.to_string(),
+                },
+                other => corrupt(path, other),
+            })?,
+        }
+    };
+    txn.commit().map_err(|e| storage(e.into()))?;
+    Ok(counters)
+}
+
+/// Rebuilds counters by scanning every record (only for a file that has none).
+fn recount(sessions: &redb::Table<u128, &'static [u8]>) -> Result<Counters, StoreError> {
+    let mut counters = Counters::default();
+    if sessions.len().during("counting sessions")? == 0 {
+        return Ok(counters);
+    }
+    for entry in sessions.iter().during("scanning sessions")? {
+        let (k, v) = entry.during("scanning sessions")?;
+        let record = decode_session(k.value(), v.value())?;
+        counters.next_id = counters.next_id.max(record.id + 1);
+        counters.add(&record);
+    }
+    Ok(counters)
+}
+
+fn corrupt(path: &Path, reason: impl std::fmt::Display) -> OpenError {
+    OpenError::Corrupt {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Maps redb's open failures onto errors that say what to do.
+fn classify_open_error(path: &Path, error: redb::Error) -> OpenError {
+    let path = path.to_path_buf();
+    match error {
+        redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch => {
+            OpenError::Locked { path }
+        }
+        redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            OpenError::NotADatabase {
+                path,
+                reason: io.to_string(),
+            }
+        }
+        redb::Error::Corrupted(reason) => OpenError::Corrupt { path, reason },
+        redb::Error::UpgradeRequired(version) => OpenError::Corrupt {
+            path,
+            reason: format!("redb file format {version} needs an upgrade"),
+        },
+        source => OpenError::Storage { path, source },
+    }
+}
