@@ -197,12 +197,14 @@ impl<'txn> WriteTables<'txn> {
                 session_ids,
                 status,
             } => {
-                let olds = session_ids
-                    .iter()
-                    .map(|id| self.require(id))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let mut out = Vec::with_capacity(olds.len());
-                for old in olds {
+                // All must exist before any is written. Each is then re-read, so that an id
+                // listed twice is counted once.
+                for id in session_ids {
+                    self.require(id)?;
+                }
+                let mut out = Vec::with_capacity(session_ids.len());
+                for id in session_ids {
+                    let old = self.require(id)?;
                     let mut record = old.clone();
                     record.status = *status;
                     self.store(counters, Some(&old), &record)?;

@@ -1,0 +1,163 @@
+//! The record encoding: round trips, and decoding what version 1 wrote.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::pair;
+use iris_core::{
+    AgentProcessMark, ProcessState, SessionId, SessionRecord, SessionStatus, Timestamp, TurnId,
+    UsageTotals,
+};
+use iris_store::codec::{DecodeError, RECORD_VERSION, decode_record, encode_record};
+use proptest::prelude::*;
+
+/// `fixtures/record_v1.bin` holds exactly this record, as written by encoding version 1.
+fn fixture_record() -> SessionRecord {
+    let mut r = SessionRecord::new(
+        pair("frontend", "backend-api"),
+        SessionId::parse("f47ac10b-58cc-4372-a567-0e02b2c3d479").unwrap(),
+        Timestamp::from_millis(1_764_046_586_123),
+    );
+    r.id = 42;
+    r.last_used_at = Timestamp::from_millis(1_764_046_999_000);
+    r.message_count = 17;
+    r.status = SessionStatus::CompactPending;
+    r.process_state = ProcessState::Processing;
+    r.current_turn = Some(TurnId::from(
+        uuid::Uuid::parse_str("019abcde-0123-7456-89ab-cdef01234567").unwrap(),
+    ));
+    r.last_response_at = Some(Timestamp::from_millis(1_764_046_998_500));
+    r.launch_command = Some("claude '--resume=f47ac10b-58cc-4372-a567-0e02b2c3d479'".into());
+    r.team_config_snapshot = Some("{\n  \"path\": \"/srv/backend\"\n}".into());
+    r.agent_session_id = Some("0b7e2a52-5f59-4c4e-9a8e-1c2d3e4f5a6b".into());
+    r.agent_process = Some(AgentProcessMark {
+        pid: 31337,
+        pgid: 31337,
+        start_ticks: Some(123_456_789),
+    });
+    r.usage = UsageTotals {
+        cost_usd: 0.125,
+        input_tokens: 1_000,
+        output_tokens: 2_000,
+        cache_creation_input_tokens: 300,
+        cache_read_input_tokens: 4_000,
+    };
+    r.failed_turns = 2;
+    r.interrupted_turns = 1;
+    r
+}
+
+const FIXTURE: &[u8] = include_bytes!("fixtures/record_v1.bin");
+
+#[test]
+fn decodes_a_record_written_by_version_1() {
+    assert_eq!(FIXTURE[0], 1);
+    assert_eq!(decode_record(FIXTURE).unwrap(), fixture_record());
+}
+
+#[test]
+fn version_1_encoding_is_unchanged() {
+    // If this fails, the record's wire format changed: add a new encoding version and keep a
+    // decoder for version 1 instead of editing the fixture.
+    assert_eq!(RECORD_VERSION, 1);
+    assert_eq!(encode_record(&fixture_record()).unwrap(), FIXTURE);
+}
+
+#[test]
+fn unknown_versions_and_garbage_are_typed_errors() {
+    let mut future = FIXTURE.to_vec();
+    future[0] = 9;
+    assert_eq!(
+        decode_record(&future),
+        Err(DecodeError::UnknownVersion {
+            found: 9,
+            supported: 1
+        })
+    );
+    assert_eq!(decode_record(&[]), Err(DecodeError::Empty));
+    assert!(matches!(
+        decode_record(&FIXTURE[..FIXTURE.len() / 2]),
+        Err(DecodeError::Malformed(_))
+    ));
+}
+
+fn arb_record() -> impl Strategy<Value = SessionRecord> {
+    (
+        (
+            "[a-z][a-z0-9_@.-]{0,20}",
+            "[a-z][a-z0-9_@.-]{0,20}",
+            any::<[u8; 16]>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            0..SessionStatus::ALL.len(),
+            0..ProcessState::ALL.len(),
+        ),
+        (
+            proptest::option::of(any::<u128>()),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(".{0,40}"),
+            proptest::option::of(".{0,40}"),
+            proptest::option::of(any::<(u32, u32, Option<u64>)>()),
+            (0.0f64..1e6, any::<[u64; 4]>()),
+            any::<(u64, u64)>(),
+        ),
+    )
+        .prop_map(
+            |(
+                (from, to, id, row, created, count, status, process),
+                (turn, response, cmd, snap, mark, (cost, tokens), (failed, interrupted)),
+            )| {
+                let id = SessionId::from_uuid(uuid::Builder::from_random_bytes(id).into_uuid())
+                    .unwrap();
+                let mut r = SessionRecord::new(pair(&from, &to), id, Timestamp::from_millis(created));
+                r.id = row;
+                r.message_count = count;
+                r.status = SessionStatus::ALL[status];
+                r.process_state = ProcessState::ALL[process];
+                r.current_turn = turn.map(|t| TurnId::from(uuid::Uuid::from_u128(t)));
+                r.last_response_at = response.map(Timestamp::from_millis);
+                r.launch_command = cmd;
+                r.team_config_snapshot = snap;
+                r.agent_process = mark.map(|(pid, pgid, start_ticks)| AgentProcessMark {
+                    pid,
+                    pgid,
+                    start_ticks,
+                });
+                r.usage = UsageTotals {
+                    cost_usd: cost,
+                    input_tokens: tokens[0],
+                    output_tokens: tokens[1],
+                    cache_creation_input_tokens: tokens[2],
+                    cache_read_input_tokens: tokens[3],
+                };
+                r.failed_turns = failed;
+                r.interrupted_turns = interrupted;
+                r
+            },
+        )
+}
+
+proptest! {
+    #[test]
+    fn records_round_trip(record in arb_record()) {
+        let bytes = encode_record(&record).unwrap();
+        prop_assert_eq!(decode_record(&bytes).unwrap(), record);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = decode_record(&bytes);
+    }
+}
+
+/// Writes the fixture. Run once, by hand, when a new encoding version is introduced:
+/// `IRIS_WRITE_FIXTURE=1 cargo test -p iris-store --test codec write_fixture -- --ignored`.
+#[test]
+#[ignore = "writes the fixture file; run by hand only"]
+fn write_fixture() {
+    if std::env::var_os("IRIS_WRITE_FIXTURE").is_some() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/record_v1.bin");
+        std::fs::write(path, encode_record(&fixture_record()).unwrap()).unwrap();
+    }
+}
