@@ -1,1 +1,173 @@
-//! Configuration (being written).
+//! The TOML configuration file.
+//!
+//! ```toml
+//! [settings]
+//! max_processes = "${IRIS_MAX_PROCESSES:-10}"   # interpolated, then coerced to a number
+//! idle_timeout = "1h"
+//!
+//! [agent]
+//! command = "claude"
+//!
+//! [teams.frontend]
+//! path = "../frontend"                          # relative to this file's directory
+//! description = "The web UI"
+//! ```
+//!
+//! Loading runs these steps, and stops at the first error (every [`ConfigError`] names the file,
+//! the key or variable involved, and what to do):
+//!
+//! 1. parse the TOML (errors give line and column);
+//! 2. expand `${VAR}`, `${VAR:-default}` and `$$` in every string value ([`mod@interpolate`]);
+//! 3. check that every `[teams.NAME]` is a valid [`TeamName`];
+//! 4. deserialize, rejecting unknown keys and coercing strings into numbers, booleans and
+//!    durations where a typed value is expected;
+//! 5. resolve relative paths against the configuration file's directory.
+//!
+//! Paths are not checked for existence here; runtime validation ([`crate::project_path`]) does
+//! that. The shipped, commented example is `config/iris.toml` in the repository.
+
+mod coerce;
+mod error;
+pub mod interpolate;
+mod key_path;
+mod load;
+mod model;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use error::ConfigError;
+pub use interpolate::{Env, InterpolationError, interpolate};
+pub use model::{
+    AgentConfig, AgentOverride, DatabaseLocation, GrantPermission, RemoteConfig, SessionInit,
+    Settings, TeamConfig,
+};
+
+use crate::team::TeamName;
+
+/// A loaded, validated configuration.
+///
+/// Serializes to the file format (with every default filled in and every path absolute), so
+/// [`Config::to_toml_string`] shows the effective configuration and loads back to the same value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Config {
+    settings: Settings,
+    database: DatabaseLocation,
+    agent: AgentConfig,
+    teams: BTreeMap<TeamName, TeamConfig>,
+    #[serde(skip)]
+    config_dir: PathBuf,
+    #[serde(skip)]
+    source: String,
+}
+
+impl Config {
+    /// Reads and loads the configuration file at `path`, interpolating from the process
+    /// environment. Relative paths inside are resolved against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with_env(path, &process_env)
+    }
+
+    /// [`Config::load`] with an explicit environment.
+    pub fn load_with_env(path: &Path, env: Env<'_>) -> Result<Config, ConfigError> {
+        load::load_file(path, env)
+    }
+
+    /// Loads configuration text. Relative paths are resolved against `config_dir` (made absolute
+    /// against the current directory if it is not), `source_name` is used in error messages, and
+    /// `env` looks up `${VAR}` references.
+    pub fn from_toml_str(
+        text: &str,
+        config_dir: &Path,
+        source_name: &str,
+        env: Env<'_>,
+    ) -> Result<Config, ConfigError> {
+        load::load_str(text, config_dir, source_name, env)
+    }
+
+    /// The effective configuration as TOML: defaults filled in, variables expanded, paths
+    /// absolute, and every `$` in a value written `$$`. Loading it back (with the same
+    /// configuration directory) gives an equal configuration.
+    pub fn to_toml_string(&self) -> Result<String, ConfigError> {
+        let serialize_error = |e: toml::ser::Error| ConfigError::Serialize {
+            message: e.to_string(),
+        };
+        let mut table = toml::Table::try_from(self).map_err(serialize_error)?;
+        interpolate::escape_table(&mut table);
+        toml::to_string(&table).map_err(serialize_error)
+    }
+
+    /// `[settings]`.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// `[database]`, resolved.
+    pub fn database(&self) -> &DatabaseLocation {
+        &self.database
+    }
+
+    /// `[agent]`: the agent command before any team's override.
+    pub fn agent(&self) -> &AgentConfig {
+        &self.agent
+    }
+
+    /// Every team, by name.
+    pub fn teams(&self) -> &BTreeMap<TeamName, TeamConfig> {
+        &self.teams
+    }
+
+    /// The team's configuration, or `None` if no such team is configured.
+    pub fn team(&self, name: &TeamName) -> Option<&TeamConfig> {
+        self.teams.get(name)
+    }
+
+    /// The team names, sorted.
+    pub fn team_names(&self) -> impl Iterator<Item = &TeamName> {
+        self.teams.keys()
+    }
+
+    /// The agent command for `team`: `[agent]` with the team's override applied.
+    pub fn agent_for(&self, team: &TeamName) -> Option<AgentConfig> {
+        self.team(team).map(|t| t.effective_agent(&self.agent))
+    }
+
+    /// The idle timeout for `team`: its own, or `settings.idle_timeout`.
+    pub fn idle_timeout_for(&self, team: &TeamName) -> Option<Duration> {
+        self.team(team)
+            .map(|t| t.effective_idle_timeout(&self.settings))
+    }
+
+    /// The session-initialisation timeout for `team`: its own, or
+    /// `settings.session_init_timeout`.
+    pub fn session_init_timeout_for(&self, team: &TeamName) -> Option<Duration> {
+        self.team(team)
+            .map(|t| t.effective_session_init_timeout(&self.settings))
+    }
+
+    /// The absolute directory relative paths were resolved against (the file's directory).
+    pub fn config_dir(&self) -> &Path {
+        &self.config_dir
+    }
+
+    /// Where the configuration came from: the file's path, or the name given to
+    /// [`Config::from_toml_str`].
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+}
+
+/// Looks a variable up in the process environment; a value that is not Unicode is converted
+/// lossily rather than treated as unset. A name no environment can hold is unset.
+fn process_env(name: &str) -> Option<String> {
+    if name.is_empty() || name.contains(['=', '\0']) {
+        return None;
+    }
+    std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests;

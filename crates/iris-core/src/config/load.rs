@@ -1,0 +1,388 @@
+//! The load pipeline: parse the TOML, interpolate strings, deserialize with coercion (unknown keys
+//! rejected), then resolve paths and validate team names.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::error::ConfigError;
+use crate::config::interpolate::{self, Env, InterpolationError};
+use crate::config::key_path::{self, Segment};
+use crate::config::model::{
+    AgentConfig, AgentOverride, DatabaseLocation, GrantPermission, RemoteConfig, Settings,
+    TeamConfig,
+};
+use crate::config::{Config, coerce};
+use crate::team::TeamName;
+
+/// The whole file as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    settings: Settings,
+    #[serde(default)]
+    database: RawDatabase,
+    #[serde(default)]
+    agent: AgentConfig,
+    #[serde(default)]
+    teams: BTreeMap<String, RawTeam>,
+}
+
+/// `[database]` as written.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawDatabase {
+    #[serde(deserialize_with = "coerce::opt_non_empty")]
+    path: Option<String>,
+    #[serde(deserialize_with = "coerce::boolean")]
+    in_memory: bool,
+}
+
+/// `[teams.NAME]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTeam {
+    #[serde(deserialize_with = "coerce::non_empty")]
+    path: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    agent: AgentOverride,
+    #[serde(default, deserialize_with = "coerce::opt_duration")]
+    idle_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "coerce::opt_duration")]
+    session_init_timeout: Option<Duration>,
+    #[serde(default)]
+    remote: Option<RawRemote>,
+    #[serde(default)]
+    grant_permission: GrantPermission,
+    #[serde(default)]
+    allowed_tools: Vec<String>,
+    #[serde(default)]
+    disallowed_tools: Vec<String>,
+    #[serde(default, deserialize_with = "coerce::opt_string_empty_is_none")]
+    append_system_prompt: Option<String>,
+    #[serde(default, deserialize_with = "coerce::opt_string_empty_is_none")]
+    node: Option<String>,
+}
+
+/// `[teams.NAME.remote]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRemote {
+    #[serde(deserialize_with = "coerce::non_empty")]
+    destination: String,
+    #[serde(default, deserialize_with = "coerce::opt_port")]
+    port: Option<u16>,
+    #[serde(default, deserialize_with = "coerce::opt_non_empty")]
+    identity: Option<String>,
+    #[serde(default)]
+    options: Vec<String>,
+    #[serde(default)]
+    extra_args: Vec<String>,
+}
+
+/// Reads and loads the file at `path`.
+pub(crate) fn load_file(path: &Path, env: Env<'_>) -> Result<Config, ConfigError> {
+    let path = std::path::absolute(path).map_err(|source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let text = std::fs::read_to_string(&path).map_err(|source| {
+        if source.kind() == io::ErrorKind::NotFound {
+            ConfigError::NotFound { path: path.clone() }
+        } else {
+            ConfigError::Io {
+                path: path.clone(),
+                source,
+            }
+        }
+    })?;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    load_str(&text, dir, &path.display().to_string(), env)
+}
+
+/// Loads configuration text whose relative paths are relative to `config_dir`.
+pub(crate) fn load_str(
+    text: &str,
+    config_dir: &Path,
+    file: &str,
+    env: Env<'_>,
+) -> Result<Config, ConfigError> {
+    let config_dir = std::path::absolute(config_dir)
+        .map_err(|source| ConfigError::Io {
+            path: config_dir.to_owned(),
+            source,
+        })?
+        .components()
+        .collect::<PathBuf>();
+    let mut table = text
+        .parse::<toml::Table>()
+        .map_err(|e| syntax_error(text, file, &e))?;
+    interpolate::interpolate_table(&mut table, env).map_err(|located| match located.error {
+        InterpolationError::MissingVar { var } => ConfigError::MissingVar {
+            file: file.to_owned(),
+            key_path: located.key_path,
+            var,
+        },
+        problem => ConfigError::Interpolation {
+            file: file.to_owned(),
+            key_path: located.key_path,
+            problem,
+        },
+    })?;
+    check_team_names(&table, file)?;
+    let raw: RawConfig =
+        serde_path_to_error::deserialize(table).map_err(|e| serde_error(file, &e))?;
+    Resolver {
+        file,
+        dir: &config_dir,
+    }
+    .resolve(raw, config_dir.clone())
+}
+
+/// A [`ConfigError::Syntax`] with a 1-based line and column.
+fn syntax_error(text: &str, file: &str, error: &toml::de::Error) -> ConfigError {
+    let offset = error.span().map_or(0, |span| span.start).min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    ConfigError::Syntax {
+        file: file.to_owned(),
+        line,
+        column,
+        message: error.message().trim().replace('\n', "; "),
+    }
+}
+
+/// Rejects a `[teams.NAME]` whose NAME is not a [`TeamName`], before anything inside it is read.
+fn check_team_names(table: &toml::Table, file: &str) -> Result<(), ConfigError> {
+    let Some(toml::Value::Table(teams)) = table.get("teams") else {
+        return Ok(());
+    };
+    for name in teams.keys() {
+        team_name(name, file)?;
+    }
+    Ok(())
+}
+
+fn team_name(name: &str, file: &str) -> Result<TeamName, ConfigError> {
+    TeamName::new(name).map_err(|source| ConfigError::InvalidTeamName {
+        file: file.to_owned(),
+        key_path: key_path::render(&[
+            Segment::Key("teams".to_owned()),
+            Segment::Key(name.to_owned()),
+        ]),
+        name: name.to_owned(),
+        source,
+    })
+}
+
+/// Turns a deserialization error into an [`ConfigError::UnknownKey`] or [`ConfigError::Invalid`].
+fn serde_error(file: &str, error: &serde_path_to_error::Error<toml::de::Error>) -> ConfigError {
+    let mut segments = key_path::from_serde(error.path());
+    let message = error.inner().message();
+    if let Some((key, tail)) = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+    {
+        if segments.last() != Some(&Segment::Key(key.to_owned())) {
+            segments.push(Segment::Key(key.to_owned()));
+        }
+        let expected = tail
+            .strip_prefix(", expected ")
+            .map(str::to_owned)
+            .or_else(|| {
+                tail.contains("there are no fields")
+                    .then(|| "no keys here".to_owned())
+            });
+        return ConfigError::UnknownKey {
+            file: file.to_owned(),
+            key_path: render_or_top(&segments),
+            expected,
+        };
+    }
+    if let Some((key, _)) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+    {
+        segments.push(Segment::Key(key.to_owned()));
+        return ConfigError::Invalid {
+            file: file.to_owned(),
+            key_path: render_or_top(&segments),
+            message: "this key is required but missing; add it".to_owned(),
+        };
+    }
+    // serde names the Rust type a table deserializes into; the user wrote a TOML table.
+    let message = match message.find("expected struct ") {
+        Some(at) => format!("{}expected a table", &message[..at]),
+        None => message.to_owned(),
+    };
+    ConfigError::Invalid {
+        file: file.to_owned(),
+        key_path: render_or_top(&segments),
+        message,
+    }
+}
+
+fn render_or_top(segments: &[Segment]) -> String {
+    if segments.is_empty() {
+        "(top level)".to_owned()
+    } else {
+        key_path::render(segments)
+    }
+}
+
+/// Resolves paths and builds the typed configuration.
+struct Resolver<'a> {
+    file: &'a str,
+    dir: &'a Path,
+}
+
+impl Resolver<'_> {
+    fn resolve(&self, raw: RawConfig, config_dir: PathBuf) -> Result<Config, ConfigError> {
+        let database = if raw.database.in_memory {
+            DatabaseLocation::InMemory
+        } else {
+            let written = raw
+                .database
+                .path
+                .as_deref()
+                .unwrap_or(DatabaseLocation::DEFAULT_PATH);
+            DatabaseLocation::File(self.local_path(written, &["database", "path"])?)
+        };
+        let mut teams = BTreeMap::new();
+        for (name, team) in raw.teams {
+            let team_config = self.team(&name, team)?;
+            teams.insert(team_name(&name, self.file)?, team_config);
+        }
+        Ok(Config {
+            settings: raw.settings,
+            database,
+            agent: raw.agent,
+            teams,
+            config_dir,
+            source: self.file.to_owned(),
+        })
+    }
+
+    fn team(&self, name: &str, raw: RawTeam) -> Result<TeamConfig, ConfigError> {
+        let at = |key: &str| ["teams", name, key].map(str::to_owned);
+        let remote = match raw.remote {
+            Some(remote) => Some(self.remote(name, remote)?),
+            None => None,
+        };
+        let path = if remote.is_some() {
+            self.remote_path(&raw.path, &at("path"))?
+        } else {
+            self.local_path(&raw.path, &at("path"))?
+        };
+        Ok(TeamConfig {
+            path,
+            description: raw.description,
+            agent: raw.agent,
+            idle_timeout: raw.idle_timeout,
+            session_init_timeout: raw.session_init_timeout,
+            grant_permission: raw.grant_permission,
+            allowed_tools: raw.allowed_tools,
+            disallowed_tools: raw.disallowed_tools,
+            append_system_prompt: raw.append_system_prompt,
+            node: raw.node,
+            remote,
+        })
+    }
+
+    fn remote(&self, name: &str, raw: RawRemote) -> Result<RemoteConfig, ConfigError> {
+        let at = |key: &str| ["teams", name, "remote", key].map(str::to_owned);
+        let destination = raw.destination.trim();
+        if destination.starts_with('-') || destination.contains(char::is_whitespace) {
+            return Err(self.invalid(
+                &at("destination"),
+                format!(
+                    "{destination:?} is not an ssh destination; write one host such as \"user@host\" (put ssh flags in `extra_args` or `options`)"
+                ),
+            ));
+        }
+        if let Some(bad) = raw
+            .options
+            .iter()
+            .find(|o| o.trim().is_empty() || o.trim_start().starts_with('-'))
+        {
+            return Err(self.invalid(
+                &at("options"),
+                format!(
+                    "{bad:?} is not an ssh option; write each as \"Name=value\", such as \"ProxyJump=bastion\" (iris adds the -o)"
+                ),
+            ));
+        }
+        let identity = match raw.identity {
+            Some(identity) => Some(self.local_path(&identity, &at("identity"))?),
+            None => None,
+        };
+        Ok(RemoteConfig {
+            destination: destination.to_owned(),
+            port: raw.port,
+            identity,
+            options: raw.options,
+            extra_args: raw.extra_args,
+        })
+    }
+
+    /// A local path: relative ones are resolved against the configuration file's directory.
+    fn local_path<S: AsRef<str>>(&self, written: &str, at: &[S]) -> Result<PathBuf, ConfigError> {
+        self.no_tilde(written, at)?;
+        let path = Path::new(written);
+        let joined = if path.is_absolute() {
+            path.to_owned()
+        } else {
+            self.dir.join(path)
+        };
+        // Drops `.` components and doubled separators; `..` is kept, because resolving it
+        // lexically would be wrong across symlinks.
+        Ok(joined.components().collect())
+    }
+
+    /// A path on a remote host: it must be absolute, since it cannot be resolved here.
+    fn remote_path<S: AsRef<str>>(&self, written: &str, at: &[S]) -> Result<PathBuf, ConfigError> {
+        self.no_tilde(written, at)?;
+        let path = Path::new(written);
+        if !path.is_absolute() {
+            return Err(self.invalid(
+                at,
+                format!(
+                    "{written:?} is relative, but a remote team's path is on the remote host and cannot be resolved here; write it absolute, such as \"/home/me/project\""
+                ),
+            ));
+        }
+        Ok(path.components().collect())
+    }
+
+    fn no_tilde<S: AsRef<str>>(&self, written: &str, at: &[S]) -> Result<(), ConfigError> {
+        if written.starts_with('~') {
+            return Err(self.invalid(
+                at,
+                format!(
+                    "{written:?} starts with `~`, which iris does not expand; write an absolute path, one relative to the configuration file's directory, or use \"${{HOME}}/…\""
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn invalid<S: AsRef<str>>(&self, at: &[S], message: String) -> ConfigError {
+        let segments: Vec<Segment> = at
+            .iter()
+            .map(|s| Segment::Key(s.as_ref().to_owned()))
+            .collect();
+        ConfigError::Invalid {
+            file: self.file.to_owned(),
+            key_path: key_path::render(&segments),
+            message,
+        }
+    }
+}

@@ -1,0 +1,993 @@
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::error::{Coded, ErrorCode};
+use crate::{CompactionPolicy, TeamName};
+
+const DIR: &str = "/srv/iris/config";
+const FILE: &str = "test.toml";
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+/// An environment holding exactly `pairs`.
+fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let map: BTreeMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    move |name: &str| map.get(name).cloned()
+}
+
+fn load(text: &str) -> Config {
+    load_env(text, &no_env)
+}
+
+fn load_env(text: &str, env: Env<'_>) -> Config {
+    Config::from_toml_str(text, Path::new(DIR), FILE, env)
+        .unwrap_or_else(|e| panic!("should load: {e}\n---\n{text}"))
+}
+
+fn err(text: &str) -> ConfigError {
+    err_env(text, &no_env)
+}
+
+fn err_env(text: &str, env: Env<'_>) -> ConfigError {
+    match Config::from_toml_str(text, Path::new(DIR), FILE, env) {
+        Ok(config) => panic!("should fail, got {config:?}\n---\n{text}"),
+        Err(e) => e,
+    }
+}
+
+fn team(name: &str) -> TeamName {
+    TeamName::new(name).unwrap()
+}
+
+/// Asserts `e` is `Invalid` at `key` and returns its message.
+fn invalid_at(e: &ConfigError, key: &str) -> String {
+    match e {
+        ConfigError::Invalid { file, key_path, .. } => {
+            assert_eq!(file, FILE);
+            assert_eq!(key_path, key, "{e}");
+        }
+        other => panic!("expected Invalid at {key}, got {other:?}"),
+    }
+    let shown = e.to_string();
+    assert!(shown.contains(FILE) && shown.contains(key), "{shown}");
+    shown
+}
+
+fn unknown_at(text: &str, key: &str) -> String {
+    let e = err(text);
+    match &e {
+        ConfigError::UnknownKey { file, key_path, .. } => {
+            assert_eq!(file, FILE);
+            assert_eq!(key_path, key, "{e}");
+        }
+        other => panic!("expected UnknownKey at {key}, got {other:?}"),
+    }
+    let shown = e.to_string();
+    assert!(shown.contains(key) && shown.contains("spelling"), "{shown}");
+    shown
+}
+
+// ---------------------------------------------------------------------------------------------
+// Defaults
+
+#[test]
+fn an_empty_file_is_a_valid_config_with_the_originals_defaults() {
+    let config = load("");
+    let s = config.settings();
+    assert_eq!(s.spawn_timeout, Duration::from_secs(20));
+    assert_eq!(s.response_timeout, Duration::from_secs(120));
+    assert_eq!(s.idle_timeout, Duration::from_secs(3600));
+    assert_eq!(s.session_init_timeout, Duration::from_secs(30));
+    assert_eq!(s.health_check_interval, Duration::from_secs(30));
+    assert_eq!(s.passivate_after, Duration::from_secs(300));
+    assert_eq!(s.max_processes.get(), 10);
+    assert_eq!(s.queue_depth.get(), 16);
+    assert_eq!(s.session_init, SessionInit::Eager);
+    assert_eq!(s.compaction, CompactionPolicy::default());
+    assert_eq!(*s, Settings::default());
+    assert_eq!(config.agent(), &AgentConfig::default());
+    assert_eq!(config.agent().command, "claude");
+    assert!(config.agent().args.is_empty() && config.agent().env.is_empty());
+    assert!(config.teams().is_empty());
+    assert_eq!(
+        config.database(),
+        &DatabaseLocation::File(PathBuf::from("/srv/iris/config/data/iris.redb"))
+    );
+    assert_eq!(config.config_dir(), Path::new(DIR));
+    assert_eq!(config.source(), FILE);
+}
+
+#[test]
+fn a_team_gets_the_originals_defaults() {
+    let config = load("[teams.alpha]\npath = \"/p/alpha\"\n");
+    let alpha = config.team(&team("alpha")).unwrap();
+    assert_eq!(alpha.grant_permission, GrantPermission::Ask);
+    assert_eq!(alpha.description, "");
+    assert!(!alpha.is_remote());
+    assert!(alpha.allowed_tools.is_empty() && alpha.disallowed_tools.is_empty());
+    assert_eq!(alpha.append_system_prompt, None);
+    assert_eq!(alpha.node, None);
+    assert_eq!(
+        config.agent_for(&team("alpha")),
+        Some(AgentConfig::default())
+    );
+    assert_eq!(
+        config.idle_timeout_for(&team("alpha")),
+        Some(Duration::from_secs(3600))
+    );
+    assert_eq!(
+        config.session_init_timeout_for(&team("alpha")),
+        Some(Duration::from_secs(30))
+    );
+    assert_eq!(config.team(&team("nope")), None);
+    assert_eq!(config.agent_for(&team("nope")), None);
+    assert_eq!(config.idle_timeout_for(&team("nope")), None);
+}
+
+#[test]
+fn every_setting_can_be_set() {
+    let config = load(
+        r#"
+        [settings]
+        spawn_timeout = "5s"
+        response_timeout = "2m"
+        idle_timeout = "90m"
+        session_init_timeout = "45s"
+        health_check_interval = "1m 30s"
+        passivate_after = "10m"
+        max_processes = 3
+        queue_depth = 4
+        session_init = "lazy"
+
+        [settings.compaction]
+        max_messages = 50
+        aged_messages = "${AGED:-7}"
+        max_age = "2days"
+        "#,
+    );
+    let s = config.settings();
+    assert_eq!(s.spawn_timeout, Duration::from_secs(5));
+    assert_eq!(s.response_timeout, Duration::from_secs(120));
+    assert_eq!(s.idle_timeout, Duration::from_secs(90 * 60));
+    assert_eq!(s.session_init_timeout, Duration::from_secs(45));
+    assert_eq!(s.health_check_interval, Duration::from_secs(90));
+    assert_eq!(s.passivate_after, Duration::from_secs(600));
+    assert_eq!(s.max_processes.get(), 3);
+    assert_eq!(s.queue_depth.get(), 4);
+    assert_eq!(s.session_init, SessionInit::Lazy);
+    assert_eq!(
+        s.compaction,
+        CompactionPolicy {
+            max_messages: 50,
+            aged_messages: 7,
+            max_age: Duration::from_secs(2 * 24 * 3600),
+        }
+    );
+}
+
+#[test]
+fn a_partial_compaction_table_keeps_the_other_defaults() {
+    let config = load("[settings.compaction]\nmax_messages = 9\n");
+    let c = config.settings().compaction;
+    assert_eq!(c.max_messages, 9);
+    assert_eq!(c.aged_messages, CompactionPolicy::default().aged_messages);
+    assert_eq!(c.max_age, CompactionPolicy::default().max_age);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paths
+
+#[test]
+fn relative_team_and_database_paths_resolve_against_the_config_dir() {
+    let config = load(
+        r#"
+        [database]
+        path = "state/iris.redb"
+
+        [teams.alpha]
+        path = "../examples/teams/alpha"
+
+        [teams.beta]
+        path = "./beta"
+
+        [teams.gamma]
+        path = "/abs/gamma"
+        "#,
+    );
+    assert_eq!(
+        config.database(),
+        &DatabaseLocation::File(PathBuf::from("/srv/iris/config/state/iris.redb"))
+    );
+    assert_eq!(
+        config.database().path(),
+        Some(Path::new("/srv/iris/config/state/iris.redb"))
+    );
+    let path = |name: &str| config.team(&team(name)).unwrap().path.clone();
+    assert_eq!(
+        path("alpha"),
+        PathBuf::from("/srv/iris/config/../examples/teams/alpha")
+    );
+    assert_eq!(path("beta"), PathBuf::from("/srv/iris/config/beta"));
+    assert_eq!(path("gamma"), PathBuf::from("/abs/gamma"));
+    for t in config.teams().values() {
+        assert!(t.path.is_absolute());
+    }
+}
+
+#[test]
+fn an_absolute_database_path_is_kept() {
+    let config = load("[database]\npath = \"/var/lib/iris/db.redb\"\n");
+    assert_eq!(
+        config.database(),
+        &DatabaseLocation::File(PathBuf::from("/var/lib/iris/db.redb"))
+    );
+}
+
+#[test]
+fn a_relative_config_dir_is_made_absolute() {
+    let config = Config::from_toml_str("", Path::new("some/dir"), FILE, &no_env).unwrap();
+    assert!(config.config_dir().is_absolute());
+    assert!(config.config_dir().ends_with("some/dir"));
+    assert!(config.database().path().unwrap().is_absolute());
+}
+
+#[test]
+fn a_tilde_path_is_rejected_with_a_hint() {
+    let e = err("[teams.alpha]\npath = \"~/proj\"\n");
+    let shown = invalid_at(&e, "teams.alpha.path");
+    assert!(shown.contains("${HOME}"), "{shown}");
+}
+
+#[test]
+fn a_missing_team_path_is_an_error_naming_the_key() {
+    let e = err("[teams.alpha]\ndescription = \"x\"\n");
+    let shown = invalid_at(&e, "teams.alpha.path");
+    assert!(shown.contains("required"), "{shown}");
+}
+
+#[test]
+fn an_empty_team_path_is_rejected() {
+    let e = err("[teams.alpha]\npath = \"${P:-}\"\n");
+    invalid_at(&e, "teams.alpha.path");
+}
+
+#[test]
+fn in_memory_database() {
+    let config = load("[database]\nin_memory = true\n");
+    assert_eq!(config.database(), &DatabaseLocation::InMemory);
+    assert_eq!(config.database().path(), None);
+    // in_memory wins over a path, so one template can switch between them with a variable.
+    let text = "[database]\npath = \"${IRIS_DB_PATH:-data/x.redb}\"\nin_memory = \"${IRIS_DB_IN_MEMORY:-false}\"\n";
+    assert_eq!(
+        load(text).database(),
+        &DatabaseLocation::File(PathBuf::from("/srv/iris/config/data/x.redb"))
+    );
+    let env = env_of(&[("IRIS_DB_IN_MEMORY", "true")]);
+    assert_eq!(load_env(text, &env).database(), &DatabaseLocation::InMemory);
+    let env = env_of(&[("IRIS_DB_IN_MEMORY", "maybe")]);
+    let shown = invalid_at(&err_env(text, &env), "database.in_memory");
+    assert!(shown.contains("\"maybe\"") && shown.contains("true or false"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interpolation and coercion
+
+#[test]
+fn max_processes_from_a_variable_with_a_default() {
+    let text = "[settings]\nmax_processes = \"${IRIS_MAX_PROCESSES:-10}\"\n";
+    assert_eq!(load(text).settings().max_processes.get(), 10);
+    let env = env_of(&[("IRIS_MAX_PROCESSES", "4")]);
+    assert_eq!(load_env(text, &env).settings().max_processes.get(), 4);
+    let env = env_of(&[("IRIS_MAX_PROCESSES", "ten")]);
+    let shown = invalid_at(&err_env(text, &env), "settings.max_processes");
+    assert!(shown.contains("\"ten\""), "{shown}");
+}
+
+#[test]
+fn a_set_but_empty_variable_wins_over_the_default() {
+    let text = "[teams.alpha]\npath = \"/p\"\ndescription = \"${DESC:-fallback}\"\n";
+    assert_eq!(
+        load(text).team(&team("alpha")).unwrap().description,
+        "fallback"
+    );
+    let env = env_of(&[("DESC", "")]);
+    assert_eq!(
+        load_env(text, &env)
+            .team(&team("alpha"))
+            .unwrap()
+            .description,
+        ""
+    );
+    // …even where the empty value is then invalid: the variable is not ignored.
+    let text = "[settings]\nmax_processes = \"${N:-10}\"\n";
+    let env = env_of(&[("N", "")]);
+    invalid_at(&err_env(text, &env), "settings.max_processes");
+}
+
+#[test]
+fn two_interpolations_in_one_string() {
+    let env = env_of(&[("A", "one")]);
+    assert_eq!(interpolate("${A:-x}/${B:-y}", &env).unwrap(), "one/y");
+    assert_eq!(
+        interpolate("${B:-x}-${A}-${C:-z}", &env).unwrap(),
+        "x-one-z"
+    );
+    let text = "[teams.alpha]\npath = \"/${ROOT:-srv}/${TEAM:-alpha}\"\n";
+    let env = env_of(&[("TEAM", "a2")]);
+    assert_eq!(
+        load_env(text, &env).team(&team("alpha")).unwrap().path,
+        PathBuf::from("/srv/a2")
+    );
+}
+
+#[test]
+fn dollar_dollar_is_a_literal_dollar() {
+    let env = env_of(&[("A", "v")]);
+    assert_eq!(interpolate("cost $$5", &env).unwrap(), "cost $5");
+    assert_eq!(interpolate("$$${A}", &env).unwrap(), "$v");
+    assert_eq!(interpolate("$${A}", &env).unwrap(), "${A}");
+    assert_eq!(interpolate("$$$$", &env).unwrap(), "$$");
+    // A `$` not followed by `$` or `{` is kept.
+    assert_eq!(interpolate("$HOME and $", &env).unwrap(), "$HOME and $");
+    let config = load_env("[agent]\nargs = [\"--price=$$3\", \"${A}\"]\n", &env);
+    assert_eq!(config.agent().args, vec!["--price=$3", "v"]);
+}
+
+#[test]
+fn defaults_are_literal_and_may_hold_colons() {
+    assert_eq!(
+        interpolate("${URL:-http://localhost:1615}", &no_env).unwrap(),
+        "http://localhost:1615"
+    );
+    assert_eq!(interpolate("${X:-}", &no_env).unwrap(), "");
+    assert_eq!(interpolate("${X:-$$}", &no_env).unwrap(), "$$");
+}
+
+#[test]
+fn a_missing_variable_names_the_variable_the_key_and_the_fix() {
+    let e = err("[teams.alpha]\npath = \"${PROJECTS}/alpha\"\n");
+    match &e {
+        ConfigError::MissingVar {
+            file,
+            key_path,
+            var,
+        } => {
+            assert_eq!(file, FILE);
+            assert_eq!(key_path, "teams.alpha.path");
+            assert_eq!(var, "PROJECTS");
+        }
+        other => panic!("expected MissingVar, got {other:?}"),
+    }
+    let shown = e.to_string();
+    assert!(shown.contains(FILE), "{shown}");
+    assert!(shown.contains("teams.alpha.path"), "{shown}");
+    assert!(
+        shown.contains("set it or write ${PROJECTS:-default}"),
+        "{shown}"
+    );
+
+    let e = err("[settings]\nmax_processes = \"${IRIS_MAX}\"\n");
+    assert!(
+        matches!(&e, ConfigError::MissingVar { key_path, var, .. }
+            if key_path == "settings.max_processes" && var == "IRIS_MAX"),
+        "{e:?}"
+    );
+    let e = err("[agent]\nargs = [\"a\", \"${ARG}\"]\n");
+    assert!(
+        matches!(&e, ConfigError::MissingVar { key_path, .. } if key_path == "agent.args[1]"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn malformed_references_are_errors_with_a_fix() {
+    for (value, expected) in [
+        ("${A", "never closed"),
+        ("${A:-x", "never closed"),
+        ("${}", "empty variable name"),
+        ("${:-x}", "empty variable name"),
+        ("${A:x}", "not followed by `-`"),
+        ("${A:=x}", "not followed by `-`"),
+    ] {
+        let text = format!("[teams.alpha]\npath = \"/p\"\ndescription = \"{value}\"\n");
+        let e = err(&text);
+        assert!(
+            matches!(&e, ConfigError::Interpolation { key_path, .. } if key_path == "teams.alpha.description"),
+            "{value}: {e:?}"
+        );
+        let shown = e.to_string();
+        assert!(shown.contains(expected), "{value}: {shown}");
+        assert!(shown.contains(FILE), "{shown}");
+    }
+}
+
+#[test]
+fn keys_and_non_strings_are_not_interpolated() {
+    let config = load("[agent.env]\n\"${KEY}\" = \"v\"\n\n[settings]\nmax_processes = 7\n");
+    assert_eq!(
+        config.agent().env.get("${KEY}").map(String::as_str),
+        Some("v")
+    );
+    assert_eq!(config.settings().max_processes.get(), 7);
+}
+
+#[test]
+fn interpolation_reaches_nested_tables_and_arrays() {
+    let env = env_of(&[("HOST", "build@ci"), ("TOOL", "Bash")]);
+    let config = load_env(
+        r#"
+        [teams.alpha]
+        path = "/p"
+        allowed_tools = ["Read", "${TOOL}"]
+        [teams.alpha.remote]
+        destination = "${HOST}"
+        port = "${SSH_PORT:-2222}"
+        "#,
+        &env,
+    );
+    let alpha = config.team(&team("alpha")).unwrap();
+    assert_eq!(alpha.allowed_tools, vec!["Read", "Bash"]);
+    let remote = alpha.remote.as_ref().unwrap();
+    assert_eq!(remote.destination, "build@ci");
+    assert_eq!(remote.port, Some(2222));
+}
+
+#[test]
+fn the_process_env_loader_uses_the_real_environment() {
+    // PATH is set in any test environment; the loader must see it.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("iris.toml");
+    std::fs::write(
+        &file,
+        "[teams.alpha]\npath = \"/p\"\ndescription = \"${PATH}\"\n",
+    )
+    .unwrap();
+    let config = Config::load(&file).unwrap();
+    assert!(!config.team(&team("alpha")).unwrap().description.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rejections
+
+#[test]
+fn unknown_keys_are_named_by_their_full_path() {
+    let shown = unknown_at("setings = 1\n", "setings");
+    assert!(shown.contains("`settings`"), "{shown}");
+    unknown_at("[settings]\nmax_process = 3\n", "settings.max_process");
+    unknown_at(
+        "[settings.compaction]\nmax_mesages = 3\n",
+        "settings.compaction.max_mesages",
+    );
+    unknown_at("[database]\ninmemory = true\n", "database.inmemory");
+    let shown = unknown_at(
+        "[teams.alpha]\npath = \"/p\"\n[teams.alpha.agent]\ncomand = \"x\"\n",
+        "teams.alpha.agent.comand",
+    );
+    assert!(shown.contains("`command`"), "{shown}");
+    unknown_at(
+        "[teams.alpha]\npath = \"/p\"\n[teams.alpha.remote]\ndestination = \"h\"\nhostt = \"x\"\n",
+        "teams.alpha.remote.hostt",
+    );
+    unknown_at(
+        "[teams.\"service.v2\"]\npath = \"/p\"\ncolour = \"#fff\"\n",
+        "teams.\"service.v2\".colour",
+    );
+}
+
+#[test]
+fn a_syntax_error_gives_file_line_and_column() {
+    let e = err("[settings]\nmax_processes = = 3\n");
+    match &e {
+        ConfigError::Syntax {
+            file, line, column, ..
+        } => {
+            assert_eq!(file, FILE);
+            assert_eq!(*line, 2);
+            assert_eq!(*column, 17);
+        }
+        other => panic!("expected Syntax, got {other:?}"),
+    }
+    let shown = e.to_string();
+    assert!(shown.starts_with("test.toml:2:17:"), "{shown}");
+
+    let e = err("[settings]\nspawn_timeout = \"5s\"\nspawn_timeout = \"6s\"\n");
+    assert!(
+        matches!(
+            e,
+            ConfigError::Syntax {
+                line: 3,
+                column: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn bad_durations_name_the_key_show_the_value_and_an_example() {
+    let shown = invalid_at(
+        &err("[settings]\nspawn_timeout = \"20 sekunden\"\n"),
+        "settings.spawn_timeout",
+    );
+    assert!(shown.contains("\"20 sekunden\""), "{shown}");
+    assert!(shown.contains("\"20s\""), "{shown}");
+
+    // The original's milliseconds are not silently reinterpreted.
+    let shown = invalid_at(
+        &err("[settings]\nidle_timeout = 3600000\n"),
+        "settings.idle_timeout",
+    );
+    assert!(shown.contains("3600000ms"), "{shown}");
+
+    let shown = invalid_at(
+        &err("[settings]\nresponse_timeout = \"0s\"\n"),
+        "settings.response_timeout",
+    );
+    assert!(shown.contains("greater than zero"), "{shown}");
+
+    invalid_at(
+        &err("[teams.alpha]\npath = \"/p\"\nidle_timeout = \"soon\"\n"),
+        "teams.alpha.idle_timeout",
+    );
+    invalid_at(
+        &err("[settings.compaction]\nmax_age = \"a week\"\n"),
+        "settings.compaction.max_age",
+    );
+}
+
+#[test]
+fn an_invalid_team_name_names_the_key_and_the_rule() {
+    let e = err("[teams.\"bad name\"]\npath = \"/p\"\n");
+    match &e {
+        ConfigError::InvalidTeamName { key_path, name, .. } => {
+            assert_eq!(key_path, "teams.\"bad name\"");
+            assert_eq!(name, "bad name");
+        }
+        other => panic!("expected InvalidTeamName, got {other:?}"),
+    }
+    let shown = e.to_string();
+    assert!(
+        shown.contains(FILE) && shown.contains("teams.\"bad name\""),
+        "{shown}"
+    );
+    assert!(shown.contains("invalid character"), "{shown}");
+
+    let shown = err("[teams.-flag]\npath = \"/p\"\n").to_string();
+    assert!(shown.contains("must not begin with"), "{shown}");
+    // The name is checked before the table's contents.
+    assert!(matches!(
+        err("[teams.\"a;b\"]\nbogus = 1\n"),
+        ConfigError::InvalidTeamName { .. }
+    ));
+}
+
+#[test]
+fn zero_processes_or_queue_depth_are_rejected() {
+    let shown = invalid_at(
+        &err("[settings]\nmax_processes = 0\n"),
+        "settings.max_processes",
+    );
+    assert!(shown.contains("at least 1"), "{shown}");
+    invalid_at(
+        &err("[settings]\nmax_processes = \"${N:-0}\"\n"),
+        "settings.max_processes",
+    );
+    invalid_at(
+        &err("[settings]\nmax_processes = -3\n"),
+        "settings.max_processes",
+    );
+    invalid_at(
+        &err("[settings]\nqueue_depth = 0\n"),
+        "settings.queue_depth",
+    );
+}
+
+#[test]
+fn wrong_types_and_enum_values_name_the_key() {
+    invalid_at(
+        &err("[settings]\nmax_processes = [1]\n"),
+        "settings.max_processes",
+    );
+    let shown = invalid_at(
+        &err("[settings]\nsession_init = \"sometimes\"\n"),
+        "settings.session_init",
+    );
+    assert!(shown.contains("eager") && shown.contains("lazy"), "{shown}");
+    let shown = invalid_at(
+        &err("[teams.alpha]\npath = \"/p\"\ngrant_permission = \"maybe\"\n"),
+        "teams.alpha.grant_permission",
+    );
+    assert!(shown.contains("forward"), "{shown}");
+    invalid_at(&err("[agent]\ncommand = \"\"\n"), "agent.command");
+    invalid_at(&err("[agent]\nargs = \"--x\"\n"), "agent.args");
+    invalid_at(&err("[agent.env]\nDEBUG = 1\n"), "agent.env.DEBUG");
+    invalid_at(&err("[agent.env]\n\"A=B\" = \"1\"\n"), "agent.env");
+    let shown = invalid_at(&err("[teams]\nalpha = 3\n"), "teams.alpha");
+    assert!(
+        shown.contains("expected a table") && !shown.contains("Raw"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn grant_permission_values() {
+    for (written, expected) in [
+        ("yes", GrantPermission::Yes),
+        ("no", GrantPermission::No),
+        ("ask", GrantPermission::Ask),
+        ("forward", GrantPermission::Forward),
+    ] {
+        let config = load(&format!(
+            "[teams.alpha]\npath = \"/p\"\ngrant_permission = \"{written}\"\n"
+        ));
+        assert_eq!(
+            config.team(&team("alpha")).unwrap().grant_permission,
+            expected
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Teams
+
+#[test]
+fn per_team_overrides_and_agent_merge() {
+    let config = load(
+        r#"
+        [agent]
+        command = "claude"
+        args = ["--verbose"]
+        env = { SHARED = "base", ONLY_BASE = "1" }
+
+        [teams.alpha]
+        path = "/p/alpha"
+        description = "The alpha team"
+        idle_timeout = "10m"
+        session_init_timeout = "1m"
+        allowed_tools = ["Read", "Grep"]
+        disallowed_tools = ["Bash"]
+        append_system_prompt = "Be brief."
+        node = "node-1"
+        grant_permission = "forward"
+
+        [teams.alpha.agent]
+        command = "/opt/claude/bin/claude"
+        env = { SHARED = "alpha", ONLY_ALPHA = "2" }
+
+        [teams.beta]
+        path = "/p/beta"
+        agent = { args = [] }
+
+        [teams.gamma]
+        path = "/p/gamma"
+        agent = { args = ["--model", "x"] }
+        append_system_prompt = ""
+        "#,
+    );
+    let alpha_name = team("alpha");
+    let alpha = config.team(&alpha_name).unwrap();
+    assert_eq!(alpha.description, "The alpha team");
+    assert_eq!(alpha.allowed_tools, vec!["Read", "Grep"]);
+    assert_eq!(alpha.disallowed_tools, vec!["Bash"]);
+    assert_eq!(alpha.append_system_prompt.as_deref(), Some("Be brief."));
+    assert_eq!(alpha.node.as_deref(), Some("node-1"));
+    assert_eq!(alpha.grant_permission, GrantPermission::Forward);
+    assert_eq!(
+        config.idle_timeout_for(&alpha_name),
+        Some(Duration::from_secs(600))
+    );
+    assert_eq!(
+        config.session_init_timeout_for(&alpha_name),
+        Some(Duration::from_secs(60))
+    );
+
+    let agent = config.agent_for(&alpha_name).unwrap();
+    assert_eq!(agent.command, "/opt/claude/bin/claude");
+    assert_eq!(agent.args, vec!["--verbose"], "args not given: inherited");
+    let env: Vec<(&str, &str)> = agent
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        env,
+        vec![("ONLY_ALPHA", "2"), ("ONLY_BASE", "1"), ("SHARED", "alpha")]
+    );
+    assert_eq!(alpha.effective_agent(config.agent()), agent);
+
+    let beta = config.agent_for(&team("beta")).unwrap();
+    assert_eq!(beta.command, "claude");
+    assert!(beta.args.is_empty(), "an empty list replaces the base args");
+    assert_eq!(beta.env, config.agent().env);
+    assert_eq!(
+        config.idle_timeout_for(&team("beta")),
+        Some(Duration::from_secs(3600))
+    );
+
+    let gamma = config.team(&team("gamma")).unwrap();
+    assert_eq!(
+        config.agent_for(&team("gamma")).unwrap().args,
+        vec!["--model", "x"]
+    );
+    assert_eq!(gamma.append_system_prompt, None, "empty means unset");
+
+    let names: Vec<&str> = config.team_names().map(TeamName::as_str).collect();
+    assert_eq!(names, vec!["alpha", "beta", "gamma"]);
+}
+
+#[test]
+fn a_remote_table_parses() {
+    let config = load(
+        r#"
+        [teams.far]
+        path = "/home/me/project"
+        [teams.far.remote]
+        destination = "me@build-host"
+        port = 2222
+        identity = "keys/id_ed25519"
+        options = ["ProxyJump=bastion", "ConnectTimeout=10"]
+        extra_args = ["-C"]
+        "#,
+    );
+    let far = config.team(&team("far")).unwrap();
+    assert!(far.is_remote());
+    assert_eq!(far.path, PathBuf::from("/home/me/project"));
+    assert_eq!(
+        far.remote,
+        Some(RemoteConfig {
+            destination: "me@build-host".to_owned(),
+            port: Some(2222),
+            identity: Some(PathBuf::from("/srv/iris/config/keys/id_ed25519")),
+            options: vec![
+                "ProxyJump=bastion".to_owned(),
+                "ConnectTimeout=10".to_owned()
+            ],
+            extra_args: vec!["-C".to_owned()],
+        })
+    );
+
+    let minimal = load("[teams.far]\npath = \"/p\"\nremote = { destination = \"host\" }\n");
+    let remote = minimal.team(&team("far")).unwrap().remote.clone().unwrap();
+    assert_eq!(remote.port, None);
+    assert_eq!(remote.identity, None);
+    assert!(remote.options.is_empty() && remote.extra_args.is_empty());
+}
+
+#[test]
+fn remote_mistakes_are_rejected() {
+    let base = "[teams.far]\npath = \"/p\"\n";
+    let shown = invalid_at(
+        &err("[teams.far]\npath = \"project\"\nremote = { destination = \"h\" }\n"),
+        "teams.far.path",
+    );
+    assert!(shown.contains("remote host"), "{shown}");
+    invalid_at(
+        &err(&format!("{base}remote = {{ port = 22 }}\n")),
+        "teams.far.remote.destination",
+    );
+    invalid_at(
+        &err(&format!(
+            "{base}remote = {{ destination = \"-oProxyCommand=evil\" }}\n"
+        )),
+        "teams.far.remote.destination",
+    );
+    invalid_at(
+        &err(&format!("{base}remote = {{ destination = \"a b\" }}\n")),
+        "teams.far.remote.destination",
+    );
+    for port in ["0", "70000", "\"ssh\""] {
+        invalid_at(
+            &err(&format!(
+                "{base}remote = {{ destination = \"h\", port = {port} }}\n"
+            )),
+            "teams.far.remote.port",
+        );
+    }
+    invalid_at(
+        &err(&format!(
+            "{base}remote = {{ destination = \"h\", options = [\"-o\"] }}\n"
+        )),
+        "teams.far.remote.options",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+
+#[test]
+fn load_resolves_against_the_files_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("iris.toml");
+    std::fs::write(&file, "[teams.alpha]\npath = \"alpha\"\n").unwrap();
+    let config = Config::load_with_env(&file, &no_env).unwrap();
+    assert_eq!(config.config_dir(), dir.path());
+    assert_eq!(config.source(), file.display().to_string());
+    assert_eq!(
+        config.team(&team("alpha")).unwrap().path,
+        dir.path().join("alpha")
+    );
+    assert_eq!(
+        config.database(),
+        &DatabaseLocation::File(dir.path().join("data/iris.redb"))
+    );
+}
+
+#[test]
+fn errors_from_a_file_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("iris.toml");
+    std::fs::write(&file, "[settings]\nmax_processes = 0\n").unwrap();
+    let shown = Config::load_with_env(&file, &no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(shown.contains(&file.display().to_string()), "{shown}");
+}
+
+#[test]
+fn a_missing_file_says_which_path_and_how_to_create_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nope.toml");
+    let e = Config::load(&file).unwrap_err();
+    assert!(
+        matches!(&e, ConfigError::NotFound { path } if *path == file),
+        "{e:?}"
+    );
+    let shown = e.to_string();
+    assert!(shown.contains(&file.display().to_string()), "{shown}");
+    assert!(shown.contains("create it"), "{shown}");
+    // A directory is not a configuration file.
+    let e = Config::load(dir.path()).unwrap_err();
+    assert!(matches!(e, ConfigError::Io { .. }), "{e:?}");
+}
+
+#[test]
+fn the_shipped_example_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/iris.toml");
+    let config = Config::load_with_env(&path, &no_env).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = config.team_names().map(TeamName::as_str).collect();
+    assert_eq!(names, vec!["alpha", "beta", "gamma"]);
+    for name in names {
+        let t = team(name);
+        assert_eq!(config.agent_for(&t).unwrap().command, "fake-claude");
+        let path = &config.team(&t).unwrap().path;
+        assert!(path.is_absolute());
+        assert!(path.ends_with(format!("examples/teams/{name}")), "{path:?}");
+        assert!(!config.team(&t).unwrap().is_remote());
+    }
+    assert_eq!(*config.settings(), Settings::default());
+    assert!(config.config_dir().ends_with("config"));
+    // It also loads with its variables set.
+    let env = env_of(&[("IRIS_MAX_PROCESSES", "3"), ("IRIS_DB_IN_MEMORY", "true")]);
+    let config = Config::load_with_env(&path, &env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.settings().max_processes,
+        NonZeroUsize::new(3).unwrap()
+    );
+    assert_eq!(config.database(), &DatabaseLocation::InMemory);
+}
+
+#[test]
+fn the_effective_config_round_trips_through_toml() {
+    let config = load(
+        r#"
+        [settings]
+        idle_timeout = "90m"
+        session_init = "lazy"
+        [settings.compaction]
+        max_age = "3days"
+        [agent]
+        args = ["--verbose"]
+        env = { A = "1" }
+        [teams.alpha]
+        path = "alpha"
+        description = "Alpha"
+        idle_timeout = "5m"
+        agent = { command = "other", env = { B = "2" } }
+        [teams."service.v2"]
+        path = "/p/v2"
+        grant_permission = "no"
+        remote = { destination = "h", port = 2200, options = ["ProxyJump=b"] }
+        "#,
+    );
+    let text = config.to_toml_string().unwrap();
+    let again = Config::from_toml_str(&text, Path::new(DIR), FILE, &no_env)
+        .unwrap_or_else(|e| panic!("{e}\n---\n{text}"));
+    assert_eq!(again, config, "{text}");
+    assert!(text.contains("idle_timeout = \"1h 30m\""), "{text}");
+
+    // Values holding `$` survive the trip: they are written escaped.
+    let dollars =
+        load("[teams.alpha]\npath = \"/p/$$${X:-x}\"\ndescription = \"costs $$5, see $${HOME}\"\n");
+    assert_eq!(
+        dollars.team(&team("alpha")).unwrap().description,
+        "costs $5, see ${HOME}"
+    );
+    let text = dollars.to_toml_string().unwrap();
+    assert_eq!(
+        Config::from_toml_str(&text, Path::new(DIR), FILE, &no_env).unwrap(),
+        dollars,
+        "{text}"
+    );
+
+    let in_memory = load("[database]\nin_memory = true\n");
+    let text = in_memory.to_toml_string().unwrap();
+    assert!(text.contains("in_memory = true"), "{text}");
+    assert_eq!(
+        Config::from_toml_str(&text, Path::new(DIR), FILE, &no_env).unwrap(),
+        in_memory
+    );
+}
+
+#[test]
+fn every_error_has_the_config_error_code() {
+    let errors = [
+        err("x = = 1"),
+        err("bogus = 1"),
+        err("[settings]\nmax_processes = 0\n"),
+        err("[settings]\nmax_processes = \"${X}\"\n"),
+        err("[settings]\nmax_processes = \"${X\"\n"),
+        err("[teams.\"a b\"]\npath = \"/p\"\n"),
+        ConfigError::NotFound {
+            path: PathBuf::from("/x"),
+        },
+    ];
+    for e in errors {
+        assert_eq!(e.code(), ErrorCode::ConfigError, "{e}");
+    }
+    assert_eq!(
+        InterpolationError::EmptyName { offset: 0 }.code(),
+        ErrorCode::ConfigError
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Properties
+
+fn some_env(name: &str) -> Option<String> {
+    match name {
+        "A" => Some("alpha".to_owned()),
+        "E" => Some(String::new()),
+        "D" => Some("$${B}".to_owned()),
+        _ => None,
+    }
+}
+
+proptest! {
+    #[test]
+    fn interpolation_never_panics(s in ".*") {
+        let _ = interpolate(&s, &some_env);
+    }
+
+    #[test]
+    fn interpolation_never_panics_on_reference_soup(s in "[AB:E$\\-{}x]{0,40}") {
+        let _ = interpolate(&s, &some_env);
+    }
+
+    #[test]
+    fn strings_without_dollar_are_unchanged(s in "[^$]*") {
+        prop_assert_eq!(interpolate(&s, &some_env), Ok(s));
+    }
+
+    #[test]
+    fn escaping_every_dollar_gives_the_string_back(s in ".*") {
+        let escaped = s.replace('$', "$$");
+        prop_assert_eq!(interpolate(&escaped, &some_env), Ok(s));
+    }
+
+    #[test]
+    fn substituted_values_are_not_reinterpolated(v in ".*") {
+        let env = |_: &str| Some(v.clone());
+        prop_assert_eq!(interpolate("${X}", &env), Ok(v.clone()));
+    }
+}
