@@ -1,1 +1,23 @@
-//! x
+//! # iris
+//!
+//! A supervisor runtime for long-lived coding-agent sessions: one persistent conversation per
+//! ordered pair of teams, with a durable record that survives restarts.
+//!
+//! This crate re-exports the library crates for embedders:
+//!
+//! - [`core`] (`iris-core`): team names, session ids, records, validation, transcript paths and
+//!   configuration.
+//! - [`store`] (`iris-store`): durable redb persistence with a group-commit writer.
+//!
+//! The session runtime (actors), the agent process layer and the `iris` binary arrive in later
+//! milestones; see `ARCHITECTURE.md`.
+#![deny(missing_docs)]
+
+pub use iris_core as core;
+pub use iris_store as store;
+
+pub use iris_core::{
+    Coded, ErrorCode, Pair, ProcessState, SessionFilter, SessionId, SessionRecord, SessionStats,
+    SessionStatus, TeamName, Timestamp,
+};
+pub use iris_store::{Store, StoreError};

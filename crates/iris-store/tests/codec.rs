@@ -108,9 +108,10 @@ fn arb_record() -> impl Strategy<Value = SessionRecord> {
                 (from, to, id, row, created, count, status, process),
                 (turn, response, cmd, snap, mark, (cost, tokens), (failed, interrupted)),
             )| {
-                let id = SessionId::from_uuid(uuid::Builder::from_random_bytes(id).into_uuid())
-                    .unwrap();
-                let mut r = SessionRecord::new(pair(&from, &to), id, Timestamp::from_millis(created));
+                let id =
+                    SessionId::from_uuid(uuid::Builder::from_random_bytes(id).into_uuid()).unwrap();
+                let mut r =
+                    SessionRecord::new(pair(&from, &to), id, Timestamp::from_millis(created));
                 r.id = row;
                 r.message_count = count;
                 r.status = SessionStatus::ALL[status];

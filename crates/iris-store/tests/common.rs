@@ -16,5 +16,9 @@ pub fn record(from: &str, to: &str) -> SessionRecord {
 }
 
 pub fn record_at(from: &str, to: &str, millis: u64) -> SessionRecord {
-    SessionRecord::new(pair(from, to), SessionId::new_v4(), Timestamp::from_millis(millis))
+    SessionRecord::new(
+        pair(from, to),
+        SessionId::new_v4(),
+        Timestamp::from_millis(millis),
+    )
 }

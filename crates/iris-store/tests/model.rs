@@ -25,10 +25,20 @@ enum Target {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Create { from: usize, to: usize, reuse_id: Option<usize> },
+    Create {
+        from: usize,
+        to: usize,
+        reuse_id: Option<usize>,
+    },
     CreateMany(Vec<(usize, usize)>),
-    Update { target: Target, changes: Vec<Change> },
-    SetStatusMany { targets: Vec<Target>, status: SessionStatus },
+    Update {
+        target: Target,
+        changes: Vec<Change>,
+    },
+    SetStatusMany {
+        targets: Vec<Target>,
+        status: SessionStatus,
+    },
     Delete(Target),
     DeleteByPair(usize, usize),
     Reset,
@@ -150,7 +160,11 @@ impl Model {
     }
 
     fn delete_pair(&mut self, pair: &Pair) -> Outcome {
-        let id = self.records.values().find(|r| r.pair() == *pair).map(|r| r.session_id);
+        let id = self
+            .records
+            .values()
+            .find(|r| r.pair() == *pair)
+            .map(|r| r.session_id);
         Outcome::Deleted(id.and_then(|id| self.records.remove(&id)))
     }
 
@@ -179,7 +193,11 @@ fn reduce<T>(result: Result<T, StoreError>, ok: impl FnOnce(T) -> Outcome) -> Ou
 
 fn new_record(from: usize, to: usize, id: SessionId, clock: &mut u64) -> SessionRecord {
     *clock += 1;
-    SessionRecord::new(pair(TEAMS[from], TEAMS[to]), id, Timestamp::from_millis(*clock))
+    SessionRecord::new(
+        pair(TEAMS[from], TEAMS[to]),
+        id,
+        Timestamp::from_millis(*clock),
+    )
 }
 
 async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
@@ -206,17 +224,26 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .map(|(f, t)| new_record(f, t, SessionId::new_v4(), &mut clock))
                     .collect();
                 let expected = model.create_many(records.clone());
-                (expected, reduce(store.create_many(records).await, Outcome::Records))
+                (
+                    expected,
+                    reduce(store.create_many(records).await, Outcome::Records),
+                )
             }
             Op::Update { target, changes } => {
                 let id = model.resolve(&target);
                 let expected = model.update(id, &changes);
-                (expected, reduce(store.update_all(id, changes).await, Outcome::Record))
+                (
+                    expected,
+                    reduce(store.update_all(id, changes).await, Outcome::Record),
+                )
             }
             Op::SetStatusMany { targets, status } => {
                 let ids: Vec<_> = targets.iter().map(|t| model.resolve(t)).collect();
                 let expected = model.set_status_many(&ids, status);
-                (expected, reduce(store.set_status_many(ids, status).await, Outcome::Records))
+                (
+                    expected,
+                    reduce(store.set_status_many(ids, status).await, Outcome::Records),
+                )
             }
             Op::Delete(target) => {
                 let id = model.resolve(&target);
@@ -226,7 +253,10 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::DeleteByPair(f, t) => {
                 let p = pair(TEAMS[f], TEAMS[t]);
                 let expected = model.delete_pair(&p);
-                (expected, reduce(store.delete_by_pair(p).await, Outcome::Deleted))
+                (
+                    expected,
+                    reduce(store.delete_by_pair(p).await, Outcome::Deleted),
+                )
             }
             Op::Reset => (
                 model.reset(),
@@ -245,7 +275,10 @@ fn check_same(store: &Store, model: &Model) -> Result<(), TestCaseError> {
     let all = SessionFilter::all();
     all.order_and_limit(&mut expected);
     prop_assert_eq!(store.list(&all).unwrap(), expected);
-    prop_assert_eq!(store.stats(), SessionStats::from_records(model.records.values()));
+    prop_assert_eq!(
+        store.stats(),
+        SessionStats::from_records(model.records.values())
+    );
     for from in TEAMS {
         for to in TEAMS {
             let p = pair(from, to);
@@ -256,7 +289,12 @@ fn check_same(store: &Store, model: &Model) -> Result<(), TestCaseError> {
             SessionFilter::all().from_team(common::team(from)),
             SessionFilter::all().to_team(common::team(from)),
         ] {
-            let mut want: Vec<_> = model.records.values().filter(|r| filter.matches(r)).cloned().collect();
+            let mut want: Vec<_> = model
+                .records
+                .values()
+                .filter(|r| filter.matches(r))
+                .cloned()
+                .collect();
             filter.order_and_limit(&mut want);
             prop_assert_eq!(store.list(&filter).unwrap(), want);
         }

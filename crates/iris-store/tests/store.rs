@@ -169,7 +169,10 @@ async fn records_and_counters_survive_a_reopen() {
 #[tokio::test]
 async fn create_assigns_an_id_and_the_originals_defaults() {
     let (_dir, store) = file_store();
-    let r = store.create(record("team-iris", "team-alpha")).await.unwrap();
+    let r = store
+        .create(record("team-iris", "team-alpha"))
+        .await
+        .unwrap();
     assert!(r.id > 0);
     assert_eq!(r.from_team, team("team-iris"));
     assert_eq!(r.to_team, team("team-alpha"));
@@ -264,7 +267,12 @@ async fn fifty_unique_pairs_are_all_retrievable() {
     let store = Store::in_memory().unwrap();
     let mut ids = Vec::new();
     for i in 0..50 {
-        ids.push(store.create(record(&format!("from{i}"), "to")).await.unwrap());
+        ids.push(
+            store
+                .create(record(&format!("from{i}"), "to"))
+                .await
+                .unwrap(),
+        );
     }
     for r in ids {
         assert_eq!(store.get_by_session_id(&r.session_id).unwrap(), Some(r));
@@ -303,7 +311,11 @@ async fn list_filters_by_from_to_status_and_limit() {
         .list(&SessionFilter::all().from_team(team("frontend")))
         .unwrap();
     assert_eq!(from_frontend.len(), 2);
-    assert!(from_frontend.iter().all(|r| r.from_team == team("frontend")));
+    assert!(
+        from_frontend
+            .iter()
+            .all(|r| r.from_team == team("frontend"))
+    );
     let beta = store
         .list(&SessionFilter::all().from_team(team("team-beta")))
         .unwrap();
@@ -350,7 +362,10 @@ async fn list_orders_by_last_used_newest_first() {
         .update(ids[0], Change::TouchLastUsed(Timestamp::from_millis(5_000)))
         .await
         .unwrap();
-    assert_eq!(store.list(&SessionFilter::all()).unwrap()[0].session_id, ids[0]);
+    assert_eq!(
+        store.list(&SessionFilter::all()).unwrap()[0].session_id,
+        ids[0]
+    );
 }
 
 #[tokio::test]
@@ -441,7 +456,10 @@ async fn message_counts_accumulate() {
             .await
             .unwrap();
     }
-    assert_eq!(store.get_by_session_id(&id).unwrap().unwrap().message_count, 12);
+    assert_eq!(
+        store.get_by_session_id(&id).unwrap().unwrap().message_count,
+        12
+    );
     store
         .update(id, Change::IncrementMessageCount(1_000_000))
         .await
@@ -449,7 +467,10 @@ async fn message_counts_accumulate() {
     let back = store.get_by_session_id(&id).unwrap().unwrap();
     assert_eq!(back.message_count, 1_000_012);
     store.update(id, Change::ResetMessageCount).await.unwrap();
-    assert_eq!(store.get_by_session_id(&id).unwrap().unwrap().message_count, 0);
+    assert_eq!(
+        store.get_by_session_id(&id).unwrap().unwrap().message_count,
+        0
+    );
     assert_eq!(store.stats().total_messages, 0);
 }
 
@@ -469,7 +490,10 @@ async fn a_hundred_increments_and_touches_count_a_hundred() {
             .await
             .unwrap();
     }
-    assert_eq!(store.get_by_session_id(&id).unwrap().unwrap().message_count, 100);
+    assert_eq!(
+        store.get_by_session_id(&id).unwrap().unwrap().message_count,
+        100
+    );
 }
 
 #[tokio::test]
@@ -483,7 +507,10 @@ async fn status_walks_persist() {
         SessionStatus::Active,
     ] {
         store.update(id, Change::SetStatus(status)).await.unwrap();
-        assert_eq!(store.get_by_session_id(&id).unwrap().unwrap().status, status);
+        assert_eq!(
+            store.get_by_session_id(&id).unwrap().unwrap().status,
+            status
+        );
     }
 }
 
@@ -516,7 +543,10 @@ async fn debug_info_is_set_overwritten_and_round_trips_long_values() {
     store.update(id, set(&long_cmd, &long_snap)).await.unwrap();
     let back = store.get_by_session_id(&id).unwrap().unwrap();
     assert_eq!(back.launch_command.as_deref(), Some(long_cmd.as_str()));
-    assert_eq!(back.team_config_snapshot.as_deref(), Some(long_snap.as_str()));
+    assert_eq!(
+        back.team_config_snapshot.as_deref(),
+        Some(long_snap.as_str())
+    );
 }
 
 #[tokio::test]
@@ -528,7 +558,10 @@ async fn current_turn_and_last_response_are_written() {
     let back = store
         .update_all(
             id,
-            vec![Change::SetCurrentTurn(Some(turn)), Change::SetLastResponse(at)],
+            vec![
+                Change::SetCurrentTurn(Some(turn)),
+                Change::SetLastResponse(at),
+            ],
         )
         .await
         .unwrap();
@@ -561,7 +594,10 @@ async fn put_replaces_a_record_but_not_its_identity() {
     moved.to_team = team("c");
     let err = store.put(moved).await.unwrap_err();
     assert!(matches!(err, StoreError::Mismatch { .. }), "{err}");
-    assert_eq!(store.get_by_session_id(&r.session_id).unwrap(), Some(changed));
+    assert_eq!(
+        store.get_by_session_id(&r.session_id).unwrap(),
+        Some(changed)
+    );
 }
 
 // ----- delete -----
@@ -573,10 +609,12 @@ async fn delete_removes_the_record_and_its_pair() {
     assert_eq!(store.delete(r.session_id).await.unwrap(), Some(r.clone()));
     assert_eq!(store.get_by_session_id(&r.session_id).unwrap(), None);
     assert_eq!(store.get_by_pair(&pair("a", "b")).unwrap(), None);
-    assert!(store
-        .list(&SessionFilter::all().to_team(team("b")))
-        .unwrap()
-        .is_empty());
+    assert!(
+        store
+            .list(&SessionFilter::all().to_team(team("b")))
+            .unwrap()
+            .is_empty()
+    );
     // The pair is free again.
     store.create(record("a", "b")).await.unwrap();
 }
@@ -586,7 +624,13 @@ async fn delete_by_pair_works_for_self_pairs() {
     let store = Store::in_memory().unwrap();
     store.create(record("a", "a")).await.unwrap();
     store.create(record("a", "b")).await.unwrap();
-    assert!(store.delete_by_pair(pair("a", "a")).await.unwrap().is_some());
+    assert!(
+        store
+            .delete_by_pair(pair("a", "a"))
+            .await
+            .unwrap()
+            .is_some()
+    );
     assert_eq!(store.get_by_pair(&pair("a", "a")).unwrap(), None);
     assert!(store.get_by_pair(&pair("a", "b")).unwrap().is_some());
 }
@@ -605,7 +649,12 @@ async fn stats_are_zero_on_an_empty_store() {
     let store = Store::in_memory().unwrap();
     let stats = store.stats();
     assert_eq!(
-        (stats.total, stats.active, stats.archived, stats.total_messages),
+        (
+            stats.total,
+            stats.active,
+            stats.archived,
+            stats.total_messages
+        ),
         (0, 0, 0, 0)
     );
     assert!(stats.by_status.values().all(|n| *n == 0));
@@ -700,7 +749,10 @@ async fn reset_keeps_process_marks_for_the_reaper() {
         .await
         .unwrap();
     assert_eq!(store.reset_all_process_states().await.unwrap(), 1);
-    assert_eq!(store.agent_process_marks().unwrap(), vec![(r.session_id, mark)]);
+    assert_eq!(
+        store.agent_process_marks().unwrap(),
+        vec![(r.session_id, mark)]
+    );
     store
         .update(r.session_id, Change::SetAgentProcess(None))
         .await
@@ -787,18 +839,22 @@ async fn concurrent_writers_share_commits() {
     let tasks: Vec<_> = (0..500)
         .map(|_| {
             let store = store.clone();
-            tokio::spawn(async move {
-                store.update(id, Change::IncrementMessageCount(1)).await
-            })
+            tokio::spawn(async move { store.update(id, Change::IncrementMessageCount(1)).await })
         })
         .collect();
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    assert_eq!(store.get_by_session_id(&id).unwrap().unwrap().message_count, 500);
+    assert_eq!(
+        store.get_by_session_id(&id).unwrap().unwrap().message_count,
+        500
+    );
     let work = store.writer_stats();
     assert_eq!(work.mutations, 501);
-    assert!(work.max_batch > 1, "500 concurrent writes were never grouped: {work:?}");
+    assert!(
+        work.max_batch > 1,
+        "500 concurrent writes were never grouped: {work:?}"
+    );
 }
 
 #[tokio::test]
