@@ -1,0 +1,1 @@
+//! Command building (being written).

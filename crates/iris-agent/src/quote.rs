@@ -1,0 +1,1 @@
+//! POSIX quoting (being written).
