@@ -8,11 +8,13 @@
 //! - [`core`] (`iris-core`): team names, session ids, records, validation, transcript paths and
 //!   configuration.
 //! - [`store`] (`iris-store`): durable redb persistence with a group-commit writer.
+//! - [`agent`] (`iris-agent`): agent child processes, the stream-json codec and conversations.
 //!
-//! The session runtime (actors), the agent process layer and the `iris` binary arrive in later
-//! milestones; see `ARCHITECTURE.md`.
+//! The session runtime (actors) and the `iris` binary arrive in later milestones; see
+//! `ARCHITECTURE.md`.
 #![deny(missing_docs)]
 
+pub use iris_agent as agent;
 pub use iris_core as core;
 pub use iris_store as store;
 

@@ -10,10 +10,13 @@
 //!   gracefully: close stdin, SIGTERM the group, SIGKILL the group.
 //! - [`procfs`]: process facts from `/proc`, to tell a live agent from a zombie or a reused pid.
 //! - [`codec`]: frames the CLI's stdout into lines and decodes the stream-json events.
+//! - [`conversation`]: the `initialize` handshake, turns, interrupts, permission answers and the
+//!   graceful stop, over one agent process.
 #![deny(missing_docs)]
 
 pub mod codec;
 pub mod command;
+pub mod conversation;
 pub mod process;
 pub mod procfs;
 pub mod quote;

@@ -85,7 +85,12 @@ async fn stop_kills_what_the_agent_left_in_its_group() {
     )
     .unwrap();
     let pgid = p.pgid();
-    let out = p.stop(quick()).await;
+    // A generous wait for stdin EOF: `cat` must get scheduled, even on a loaded machine.
+    let grace = StopGrace {
+        after_stdin_close: Duration::from_secs(10),
+        ..quick()
+    };
+    let out = p.stop(grace).await;
     assert_eq!(out.stage, StopStage::StdinClosed);
     assert!(out.killed_leftovers, "the background sleep was left behind");
     assert!(procfs::live_group_members(pgid).is_empty());

@@ -1,1 +1,0 @@
-//! The stream-json codec (being written).

@@ -1,0 +1,75 @@
+//! What can go wrong while talking to an agent.
+
+use std::time::Duration;
+
+use iris_core::{Coded, ErrorCode};
+
+use crate::codec::CodecError;
+use crate::process::{ExitInfo, SpawnError};
+
+/// Why a conversation could not start, or a turn could not finish.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// The agent could not be started.
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    /// The agent exited before it answered the `initialize` handshake.
+    #[error("the agent exited before it was ready: it {exit}")]
+    ExitedBeforeReady {
+        /// How it ended.
+        exit: ExitInfo,
+    },
+    /// The agent did not answer the handshake in time.
+    #[error(
+        "the agent did not answer the initialize handshake within {after:?}; check that the command is a Claude Code CLI that supports --input-format stream-json, or raise spawn_timeout"
+    )]
+    HandshakeTimeout {
+        /// The limit that passed.
+        after: Duration,
+    },
+    /// The agent refused the handshake.
+    #[error("the agent refused the initialize handshake: {message}")]
+    HandshakeRejected {
+        /// Its error message.
+        message: String,
+    },
+    /// The agent exited while a turn was in flight.
+    #[error("the agent exited during the turn: it {exit}")]
+    Exited {
+        /// How it ended.
+        exit: ExitInfo,
+    },
+    /// The agent produced no output for too long; it was killed.
+    #[error(
+        "the agent produced no output for {after:?} and was killed; raise response_timeout if turns legitimately take longer"
+    )]
+    Stalled {
+        /// The silence that was tolerated.
+        after: Duration,
+    },
+    /// The turn was interrupted and the agent did not finish it within the grace period, so it
+    /// was killed.
+    #[error("the turn was interrupted and the agent did not stop within {grace:?}; it was killed")]
+    InterruptTimedOut {
+        /// The grace period.
+        grace: Duration,
+    },
+    /// The agent's output broke the protocol (an over-long or malformed line); it was killed.
+    #[error("the agent broke the stream-json protocol and was killed: {0}")]
+    Protocol(#[from] CodecError),
+    /// The conversation has ended (the agent exited or was stopped).
+    #[error("the agent is no longer running; start a new conversation")]
+    NotRunning,
+}
+
+impl Coded for AgentError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            AgentError::HandshakeTimeout { .. }
+            | AgentError::Stalled { .. }
+            | AgentError::InterruptTimedOut { .. } => ErrorCode::Timeout,
+            _ => ErrorCode::ProcessError,
+        }
+    }
+}

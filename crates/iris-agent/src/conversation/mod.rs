@@ -1,0 +1,387 @@
+//! A conversation with one agent process: handshake, turns, interrupt, stop.
+//!
+//! [`Conversation::start`] spawns the agent, starts the tasks that own its pipes, and completes
+//! the `initialize` handshake (no model call, no cost). [`Conversation::turn`] sends one user
+//! message and streams every event until the turn's `result`. Every wait is bounded, and an
+//! agent that exits is reported at once with its exit status and stderr tail, never by waiting
+//! out a timeout.
+
+mod error;
+mod io;
+mod permission;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::process::Command;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+pub use error::AgentError;
+pub use permission::{
+    ConfiguredPolicy, Decision, DecisionFuture, PermissionPolicy, PermissionRequest,
+};
+
+use crate::codec::{
+    DEFAULT_MAX_LINE, DecodedEvent, Event, HostRequest, RequestIds, ResultEvent, SystemEvent,
+    control_request, user_message,
+};
+use crate::process::{AgentProcess, DEFAULT_STDERR_TAIL, ExitInfo, StopGrace, StopOutcome};
+use io::ReaderMsg;
+
+/// After the agent exits mid-turn, how long to keep reading what it printed before the exit.
+const EXIT_DRAIN: Duration = Duration::from_millis(200);
+
+/// Limits of a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConversationOptions {
+    /// How long the spawn plus the `initialize` handshake may take.
+    pub spawn_timeout: Duration,
+    /// After an interrupt, how long the agent has to end the turn before it is killed.
+    pub interrupt_grace: Duration,
+    /// The longest stdout line accepted.
+    pub max_line: usize,
+    /// How much stderr to keep for error reports.
+    pub stderr_tail: usize,
+}
+
+impl Default for ConversationOptions {
+    fn default() -> Self {
+        ConversationOptions {
+            spawn_timeout: Duration::from_secs(20),
+            interrupt_grace: Duration::from_secs(10),
+            max_line: DEFAULT_MAX_LINE,
+            stderr_tail: DEFAULT_STDERR_TAIL,
+        }
+    }
+}
+
+/// How a turn ended, with everything its `result` event reported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnReport {
+    /// All text blocks of all assistant messages of the turn, joined with newlines.
+    pub text: String,
+    /// The `result` event.
+    pub result: ResultEvent,
+    /// The conversation id after this turn, if the agent reported one.
+    pub session_id: Option<String>,
+    /// Whether the agent reported a different conversation id than before (persist it).
+    pub session_id_changed: bool,
+}
+
+impl TurnReport {
+    /// Whether the turn failed: an error result or an error subtype.
+    pub fn failed(&self) -> bool {
+        self.result.is_failure()
+    }
+}
+
+/// Interrupts the turn in flight. Cheap to clone; usable while a turn is running.
+#[derive(Debug, Clone)]
+pub struct Interrupter {
+    writer: mpsc::WeakUnboundedSender<String>,
+    ids: Arc<RequestIds>,
+    requested: watch::Sender<Option<Instant>>,
+}
+
+impl Interrupter {
+    /// Sends an `interrupt` control request. The running turn then has the grace period to end
+    /// with a `result`; otherwise the agent is killed.
+    pub fn interrupt(&self) {
+        let Some(writer) = self.writer.upgrade() else {
+            return;
+        };
+        let id = self.ids.next_id();
+        let _ = writer.send(control_request(&id, &HostRequest::Interrupt));
+        self.requested.send_if_modified(|at| {
+            let first = at.is_none();
+            at.get_or_insert_with(Instant::now);
+            first
+        });
+    }
+}
+
+/// A live agent process holding one conversation.
+#[derive(Debug)]
+pub struct Conversation {
+    process: AgentProcess,
+    writer: Option<mpsc::UnboundedSender<String>>,
+    events: mpsc::Receiver<ReaderMsg>,
+    ids: Arc<RequestIds>,
+    interrupts: watch::Sender<Option<Instant>>,
+    session_id: Option<String>,
+    /// User messages sent whose `result` has not been read: a turn whose future was dropped
+    /// leaves one behind, and its result must not be taken for the next turn's.
+    unfinished_turns: usize,
+    options: ConversationOptions,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Conversation {
+    /// Spawns `command` and completes the handshake within `options.spawn_timeout`.
+    pub async fn start(
+        command: Command,
+        policy: Arc<dyn PermissionPolicy>,
+        options: ConversationOptions,
+    ) -> Result<Conversation, AgentError> {
+        let mut process = AgentProcess::spawn(command, options.stderr_tail)?;
+        let (Some(stdin), Some(stdout)) = (process.take_stdin(), process.take_stdout()) else {
+            return Err(AgentError::NotRunning);
+        };
+        let (writer, lines) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::channel(1024);
+        let tasks = vec![
+            tokio::spawn(io::write_loop(stdin, lines)),
+            tokio::spawn(io::read_loop(
+                stdout,
+                options.max_line,
+                events_tx,
+                writer.downgrade(),
+                policy,
+            )),
+        ];
+        let mut conversation = Conversation {
+            process,
+            writer: Some(writer),
+            events,
+            ids: Arc::new(RequestIds::new()),
+            interrupts: watch::channel(None).0,
+            session_id: None,
+            unfinished_turns: 0,
+            options,
+            tasks,
+        };
+        conversation.handshake().await?;
+        Ok(conversation)
+    }
+
+    async fn handshake(&mut self) -> Result<(), AgentError> {
+        let id = self.ids.next_id();
+        self.send(control_request(&id, &HostRequest::Initialize))?;
+        let deadline = Instant::now() + self.options.spawn_timeout;
+        let mut exit = self.process.exit_watch();
+        loop {
+            tokio::select! {
+                msg = self.events.recv() => match msg {
+                    Some(ReaderMsg::Event(decoded)) => {
+                        self.note_session_id(&decoded.event);
+                        if let Event::ControlResponse(response) = &decoded.event
+                            && response.request_id == id
+                        {
+                            return if response.is_success() {
+                                Ok(())
+                            } else {
+                                Err(AgentError::HandshakeRejected {
+                                    message: response.error.clone().unwrap_or_default(),
+                                })
+                            };
+                        }
+                    }
+                    Some(ReaderMsg::Failed(error)) => return Err(self.fault(error.into())),
+                    None => return Err(self.exited_before_ready().await),
+                },
+                _ = exit.wait_for(Option::is_some) => return Err(self.exited_before_ready().await),
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.process.kill();
+                    return Err(AgentError::HandshakeTimeout { after: self.options.spawn_timeout });
+                }
+            }
+        }
+    }
+
+    /// Sends `text` as one user message and waits for the turn's `result`, forwarding every
+    /// event to `sink` (if given) as it arrives. `stall` bounds the silence between events: when
+    /// it passes, the agent is killed and the turn fails with [`AgentError::Stalled`].
+    pub async fn turn(
+        &mut self,
+        text: &str,
+        sink: Option<&mpsc::Sender<DecodedEvent>>,
+        stall: Duration,
+    ) -> Result<TurnReport, AgentError> {
+        if self.process.exit_info().is_some() {
+            return Err(AgentError::NotRunning);
+        }
+        let _ = self.interrupts.send_replace(None);
+        self.send(user_message(text))?;
+        let mut abandoned = self.unfinished_turns;
+        self.unfinished_turns += 1;
+        let mut texts: Vec<String> = Vec::new();
+        let mut exit = self.process.exit_watch();
+        let mut interrupted = self.interrupts.subscribe();
+        let mut stall_deadline = Instant::now() + stall;
+        let previous_id = self.session_id.clone();
+        // Once the agent has exited, what it printed last may still be in the pipe: keep
+        // reading until EOF, for a moment at most (a grandchild may hold stdout open).
+        let mut exit_drain: Option<Instant> = None;
+        loop {
+            let interrupt_deadline = interrupted
+                .borrow()
+                .map(|at| at + self.options.interrupt_grace);
+            tokio::select! {
+                msg = self.events.recv() => match msg {
+                    Some(ReaderMsg::Event(decoded)) => {
+                        stall_deadline = Instant::now() + stall;
+                        self.note_session_id(&decoded.event);
+                        match &decoded.event {
+                            Event::Assistant(assistant) => {
+                                let t = assistant.text();
+                                if !t.is_empty() {
+                                    texts.push(t);
+                                }
+                            }
+                            Event::Result(_) if abandoned > 0 => {
+                                // The end of an earlier, abandoned turn.
+                                abandoned -= 1;
+                                self.unfinished_turns -= 1;
+                                texts.clear();
+                                continue;
+                            }
+                            Event::Result(result) => {
+                                self.unfinished_turns -= 1;
+                                let report = TurnReport {
+                                    text: texts.join("\n"),
+                                    result: result.clone(),
+                                    session_id: self.session_id.clone(),
+                                    session_id_changed: previous_id.is_some()
+                                        && previous_id != self.session_id,
+                                };
+                                forward(sink, *decoded).await;
+                                return Ok(report);
+                            }
+                            _ => {}
+                        }
+                        forward(sink, *decoded).await;
+                    }
+                    Some(ReaderMsg::Failed(error)) => return Err(self.fault(error.into())),
+                    None => return Err(self.exited().await),
+                },
+                _ = exit.wait_for(Option::is_some), if exit_drain.is_none() => {
+                    exit_drain = Some(Instant::now() + EXIT_DRAIN);
+                }
+                _ = sleep_until_opt(exit_drain) => return Err(self.exited().await),
+                _ = tokio::time::sleep_until(stall_deadline), if exit_drain.is_none() => {
+                    self.process.kill();
+                    return Err(AgentError::Stalled { after: stall });
+                }
+                _ = sleep_until_opt(interrupt_deadline) => {
+                    self.process.kill();
+                    return Err(AgentError::InterruptTimedOut { grace: self.options.interrupt_grace });
+                }
+                _ = interrupted.changed() => {}
+            }
+        }
+    }
+
+    /// A handle that interrupts the turn in flight.
+    pub fn interrupter(&self) -> Interrupter {
+        Interrupter {
+            writer: match &self.writer {
+                Some(writer) => writer.downgrade(),
+                // Stopped: an interrupter with nothing to reach.
+                None => mpsc::unbounded_channel().0.downgrade(),
+            },
+            ids: self.ids.clone(),
+            requested: self.interrupts.clone(),
+        }
+    }
+
+    /// The conversation id the agent last reported.
+    pub fn session_id(&self) -> Option<&str> {
+        self.session_id.as_deref()
+    }
+
+    /// The agent process.
+    pub fn process(&self) -> &AgentProcess {
+        &self.process
+    }
+
+    /// Whether the agent has exited.
+    pub fn has_exited(&self) -> bool {
+        self.process.exit_info().is_some()
+    }
+
+    /// Stops the agent gracefully (close stdin, SIGTERM the group, SIGKILL the group). Safe to
+    /// call more than once, and after the agent exited on its own.
+    pub async fn stop(&mut self, grace: StopGrace) -> StopOutcome {
+        // Dropping the last sender makes the writer task close stdin.
+        self.writer.take();
+        self.process.stop(grace).await
+    }
+
+    fn send(&self, line: String) -> Result<(), AgentError> {
+        match &self.writer {
+            Some(writer) if writer.send(line).is_ok() => Ok(()),
+            _ => Err(AgentError::NotRunning),
+        }
+    }
+
+    fn note_session_id(&mut self, event: &Event) {
+        let reported = match event {
+            Event::System(SystemEvent::Init(init)) => Some(init.session_id.as_str()),
+            Event::Result(result) => Some(result.session_id.as_str()),
+            _ => None,
+        };
+        if let Some(id) = reported.filter(|id| !id.is_empty())
+            && self.session_id.as_deref() != Some(id)
+        {
+            if let Some(old) = &self.session_id {
+                tracing::info!(old, new = id, "agent reported a new conversation id");
+            }
+            self.session_id = Some(id.to_owned());
+        }
+    }
+
+    /// The agent broke the protocol: kill it and report why.
+    fn fault(&self, error: AgentError) -> AgentError {
+        self.process.kill();
+        error
+    }
+
+    async fn exit_info(&self) -> ExitInfo {
+        // The exit is being observed; give the watcher a moment to publish it.
+        self.process
+            .wait_exit(Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| ExitInfo {
+                code: None,
+                signal: None,
+                stderr_tail: self.process.stderr_tail().text(),
+            })
+    }
+
+    async fn exited_before_ready(&self) -> AgentError {
+        AgentError::ExitedBeforeReady {
+            exit: self.exit_info().await,
+        }
+    }
+
+    async fn exited(&self) -> AgentError {
+        AgentError::Exited {
+            exit: self.exit_info().await,
+        }
+    }
+}
+
+impl Drop for Conversation {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        // The AgentProcess field kills the group as it drops.
+    }
+}
+
+async fn forward(sink: Option<&mpsc::Sender<DecodedEvent>>, event: DecodedEvent) {
+    if let Some(sink) = sink {
+        // A caller that stopped listening does not stop the turn.
+        let _ = sink.send(event).await;
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
