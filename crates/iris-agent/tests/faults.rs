@@ -365,3 +365,37 @@ async fn an_interrupt_ends_the_turn_in_flight() {
     assert_eq!(next.text, "echo: after");
     stop_clean(c).await;
 }
+
+#[tokio::test]
+async fn a_launch_built_from_team_config_holds_a_conversation() {
+    use iris_agent::command::{self, LaunchOptions};
+    use iris_core::TeamName;
+    use iris_core::config::Config;
+
+    let team = Team::new();
+    let toml = format!(
+        "[agent]\ncommand = {:?}\nenv = {{ CLAUDE_CONFIG_DIR = {:?} }}\n[teams.beta]\npath = {:?}\ngrant_permission = \"yes\"\n",
+        support::fake_claude().display().to_string(),
+        team.config.path().display().to_string(),
+        team.project.path().display().to_string(),
+    );
+    let config = Config::from_toml_str(&toml, team.project.path(), "test.toml", &|_| None).unwrap();
+    let beta = TeamName::new("beta").unwrap();
+    let id = SessionId::new_v4();
+    let launch = command::build_launch(
+        &beta,
+        config.team(&beta).unwrap(),
+        &config.agent_for(&beta).unwrap(),
+        &command::Conversation::New(id),
+        &LaunchOptions::default(),
+    )
+    .unwrap();
+    let mut c = Conversation::start(launch.to_command(), policy(GrantPermission::Yes), options())
+        .await
+        .unwrap();
+    let report = c.turn("via config", None, STALL).await.unwrap();
+    assert_eq!(report.text, "echo: via config");
+    assert_eq!(report.session_id, Some(id.to_string()));
+    stop_clean(c).await;
+    assert!(team.transcript(&id).is_some());
+}
