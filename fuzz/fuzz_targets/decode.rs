@@ -25,7 +25,10 @@ fuzz_target!(|data: &[u8]| {
     let mut sync_too_long = false;
     'outer: for piece in input.chunks(chunk) {
         framer.push(piece);
-        assert!(framer.buffered() <= limit + chunk, "framer buffered past its bound");
+        assert!(
+            framer.buffered() <= limit + chunk,
+            "framer buffered past its bound"
+        );
         while let Some(line) = framer.next_line() {
             match line {
                 Ok(line) => {
