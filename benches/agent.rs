@@ -69,17 +69,10 @@ impl Scratch {
 
     fn command(&self) -> tokio::process::Command {
         let mut c = tokio::process::Command::new(&self.program);
-        c.args([
-            "--print",
-            "--output-format",
-            "stream-json",
-            "--verbose",
-            "--input-format",
-            "stream-json",
-            &format!("--session-id={}", SessionId::new_v4()),
-        ])
-        .current_dir(self.project.path())
-        .env("CLAUDE_CONFIG_DIR", self.config.path());
+        c.args(iris::agent::command::STREAM_JSON_ARGS)
+            .arg(format!("--session-id={}", SessionId::new_v4()))
+            .current_dir(self.project.path())
+            .env("CLAUDE_CONFIG_DIR", self.config.path());
         c
     }
 }

@@ -1,7 +1,8 @@
 //! Where the CLI keeps transcripts (`<config>/projects/<sanitized cwd>/<id>.jsonl`) and the
 //! append-only writer for them.
 //!
-//! The naming matches `iris_core::transcript` (which fake-claude may not depend on): the path is
+//! The naming matches `iris_core::transcript`, but is written again on purpose: fake-claude stands
+//! in for the real CLI, so sharing iris's code would hide a bug in it instead of catching it. The path is
 //! NFC-normalized, every character outside `[A-Za-z0-9]` becomes `-`, and names over 200
 //! characters are cut and suffixed with `-` and the SDK's base-36 `simpleHash` of the path.
 

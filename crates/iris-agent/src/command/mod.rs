@@ -42,6 +42,16 @@ use crate::quote::quote_for_display;
 pub use error::{ArgList, CommandError, Origin};
 pub use tools::{ToolRuleError, validate_tool_rule};
 
+/// The flags that make the CLI a headless stream-json peer; every launch carries them.
+pub const STREAM_JSON_ARGS: [&str; 6] = [
+    "--print",
+    "--output-format",
+    "stream-json",
+    "--verbose",
+    "--input-format",
+    "stream-json",
+];
+
 /// The variable Claude Code sets in the processes it runs; removed so the agent does not think it
 /// is nested inside another Claude Code.
 pub const NESTED_ENV_VAR: &str = "CLAUDECODE";
@@ -301,17 +311,7 @@ fn agent_argv(
     check_arg_list(team_name, &options.extra_args, ArgList::ExtraArgs)?;
 
     let mut args = agent.args.clone();
-    args.extend(
-        [
-            "--print",
-            "--output-format",
-            "stream-json",
-            "--verbose",
-            "--input-format",
-            "stream-json",
-        ]
-        .map(str::to_owned),
-    );
+    args.extend(STREAM_JSON_ARGS.map(str::to_owned));
     args.push(match conversation {
         Conversation::New(id) => format!("--session-id={id}"),
         Conversation::Resume(id) => {

@@ -55,21 +55,13 @@ impl Team {
 
     fn command_with(&self, conversation: &str, env: &[(&str, &str)]) -> Command {
         let mut c = Command::new(fake_claude());
-        c.args([
-            "--print",
-            "--output-format",
-            "stream-json",
-            "--verbose",
-            "--input-format",
-            "stream-json",
-            conversation,
-            "--permission-prompt-tool=stdio",
-        ])
-        .current_dir(self.project.path())
-        .env("CLAUDE_CONFIG_DIR", self.config.path())
-        .env_remove("CLAUDECODE")
-        .env_remove("FAKE_CLAUDE_FAIL_START")
-        .env_remove("FAKE_CLAUDE_START_DELAY_MS");
+        c.args(iris_agent::command::STREAM_JSON_ARGS)
+            .args([conversation, "--permission-prompt-tool=stdio"])
+            .current_dir(self.project.path())
+            .env("CLAUDE_CONFIG_DIR", self.config.path())
+            .env_remove("CLAUDECODE")
+            .env_remove("FAKE_CLAUDE_FAIL_START")
+            .env_remove("FAKE_CLAUDE_START_DELAY_MS");
         for (k, v) in env {
             c.env(k, v);
         }
