@@ -220,12 +220,35 @@ impl Launch {
                 words.push(quote_for_display(name));
             }
             for (name, value) in &self.env_set {
-                words.push(quote_for_display(&format!("{name}={value}")));
+                words.push(quote_for_display(&format!(
+                    "{name}={}",
+                    redact_env_value(name, value)
+                )));
             }
         }
         words.push(quote_for_display(&self.program));
         words.extend(self.args.iter().map(|a| quote_for_display(a)));
         words.join(" ")
+    }
+}
+
+/// What the debug forms (`display`, the snapshot) show for an environment value: they are stored
+/// in the session database, so values of variables that look like credentials are hidden.
+pub fn redact_env_value<'a>(name: &str, value: &'a str) -> &'a str {
+    const SECRET_WORDS: [&str; 7] = [
+        "KEY",
+        "TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "CREDENTIAL",
+        "AUTH",
+    ];
+    let upper = name.to_ascii_uppercase();
+    if SECRET_WORDS.iter().any(|w| upper.contains(w)) {
+        "<redacted>"
+    } else {
+        value
     }
 }
 
@@ -292,10 +315,15 @@ pub fn team_config_snapshot(
         "name".to_owned(),
         serde_json::Value::String(team_name.as_str().to_owned()),
     );
-    snapshot.insert(
-        "agent".to_owned(),
-        serde_json::to_value(agent).unwrap_or(serde_json::Value::Null),
-    );
+    let mut agent = serde_json::to_value(agent).unwrap_or(serde_json::Value::Null);
+    if let Some(serde_json::Value::Object(env)) = agent.get_mut("env") {
+        for (name, value) in env.iter_mut() {
+            if let serde_json::Value::String(text) = value {
+                *text = redact_env_value(name, text).to_owned();
+            }
+        }
+    }
+    snapshot.insert("agent".to_owned(), agent);
     serde_json::to_string_pretty(&serde_json::Value::Object(snapshot)).unwrap_or_default()
 }
 

@@ -542,3 +542,34 @@ fn snapshot_is_the_effective_team_config() {
     );
     assert!(snapshot.contains('\n'), "pretty: {snapshot}");
 }
+
+#[test]
+fn debug_forms_hide_credentials_but_the_launch_keeps_them() {
+    let mut agent = AgentConfig::default();
+    agent
+        .env
+        .insert("ANTHROPIC_API_KEY".into(), "sk-secret-value".into());
+    agent.env.insert("LOG_LEVEL".into(), "debug".into());
+    let name = TeamName::new("alpha").unwrap();
+    let team = TeamConfig::new(PathBuf::from("/work/alpha"));
+    let launch = build_launch(
+        &name,
+        &team,
+        &agent,
+        &Conversation::New(SessionId::new_v4()),
+        &LaunchOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        launch
+            .env_set()
+            .get("ANTHROPIC_API_KEY")
+            .map(String::as_str),
+        Some("sk-secret-value")
+    );
+    for shown in [launch.display(), team_config_snapshot(&name, &team, &agent)] {
+        assert!(!shown.contains("sk-secret-value"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        assert!(shown.contains("debug"), "{shown}");
+    }
+}
