@@ -9,6 +9,7 @@
 //!   group on drop, and on parent death), keeps its stderr tail, watches its exit and stops it
 //!   gracefully: close stdin, SIGTERM the group, SIGKILL the group.
 //! - [`procfs`]: process facts from `/proc`, to tell a live agent from a zombie or a reused pid.
+//! - [`reap`]: kills agent process groups a crashed run left behind, never a reused pid.
 //! - [`codec`]: frames the CLI's stdout into lines and decodes the stream-json events.
 //! - [`conversation`]: the `initialize` handshake, turns, interrupts, permission answers and the
 //!   graceful stop, over one agent process.
@@ -20,3 +21,4 @@ pub mod conversation;
 pub mod process;
 pub mod procfs;
 pub mod quote;
+pub mod reap;

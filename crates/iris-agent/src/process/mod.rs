@@ -8,7 +8,7 @@
 //! this process is killed outright. (The death signal follows the spawning *thread*: spawn from
 //! a runtime worker thread, not from a short-lived blocking thread.)
 
-mod group;
+pub(crate) mod group;
 mod pdeathsig;
 mod stderr_tail;
 
