@@ -252,6 +252,16 @@ async fn a_big_reply_is_fine_and_an_over_long_line_is_a_protocol_error() {
 }
 
 #[tokio::test]
+async fn a_slow_reply_within_the_stall_limit_completes() {
+    let team = Team::new();
+    let mut c = start(&team, &SessionId::new_v4()).await;
+    let report = c.turn("!sleep 200", None, STALL).await.unwrap();
+    assert!(!report.failed());
+    assert!(report.text.starts_with("echo:"), "{}", report.text);
+    stop_clean(c).await;
+}
+
+#[tokio::test]
 async fn an_error_result_is_a_failed_turn() {
     let team = Team::new();
     let mut c = start(&team, &SessionId::new_v4()).await;
