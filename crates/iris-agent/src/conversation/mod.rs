@@ -13,6 +13,7 @@ mod permission;
 use std::sync::Arc;
 use std::time::Duration;
 
+use iris_core::UsageTotals;
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -74,6 +75,18 @@ impl TurnReport {
     /// Whether the turn failed: an error result or an error subtype.
     pub fn failed(&self) -> bool {
         self.result.is_failure()
+    }
+
+    /// The turn's cost and tokens, in the form session records accumulate.
+    pub fn usage_totals(&self) -> UsageTotals {
+        let usage = self.result.usage.unwrap_or_default();
+        UsageTotals {
+            cost_usd: self.result.total_cost_usd.unwrap_or(0.0),
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cache_creation_input_tokens: usage.cache_creation_input_tokens,
+            cache_read_input_tokens: usage.cache_read_input_tokens,
+        }
     }
 }
 
