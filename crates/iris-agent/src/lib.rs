@@ -13,6 +13,28 @@
 //! - [`codec`]: frames the CLI's stdout into lines and decodes the stream-json events.
 //! - [`conversation`]: the `initialize` handshake, turns, interrupts, permission answers and the
 //!   graceful stop, over one agent process.
+//!
+//! ```no_run
+//! # async fn demo(config: iris_core::config::Config) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::{sync::Arc, time::Duration};
+//! use iris_agent::command::{build_launch, Conversation as Start, LaunchOptions};
+//! use iris_agent::conversation::{ConfiguredPolicy, Conversation, ConversationOptions};
+//! use iris_agent::process::StopGrace;
+//! use iris_core::{SessionId, TeamName};
+//!
+//! let beta = TeamName::new("beta")?;
+//! let team = config.team(&beta).ok_or("no team beta")?;
+//! let agent = config.agent_for(&beta).ok_or("no team beta")?;
+//! let launch = build_launch(&beta, team, &agent, &Start::New(SessionId::new_v4()), &LaunchOptions::default())?;
+//! let policy = Arc::new(ConfiguredPolicy::new(team.grant_permission, vec![], vec![]));
+//! let mut conversation =
+//!     Conversation::start(launch.to_command(), policy, ConversationOptions::default()).await?;
+//! let report = conversation.turn("hello", None, Duration::from_secs(120)).await?;
+//! println!("{} (cost ${:?})", report.text, report.result.total_cost_usd);
+//! conversation.stop(StopGrace::default()).await;
+//! # Ok(())
+//! # }
+//! ```
 #![deny(missing_docs)]
 
 pub mod codec;
