@@ -204,7 +204,8 @@ impl Conversation {
     }
 
     /// Sends `text` as one user message and waits for the turn's `result`, forwarding every
-    /// event to `sink` (if given) as it arrives. `stall` bounds the silence between events: when
+    /// event to `sink` (if given) as it arrives; a full sink misses events rather than stall the
+    /// turn, so size it for the events it should see. `stall` bounds the silence between events: when
     /// it passes, the agent is killed and the turn fails with [`AgentError::Stalled`].
     pub async fn turn(
         &mut self,
@@ -259,12 +260,12 @@ impl Conversation {
                                     session_id_changed: previous_id.is_some()
                                         && previous_id != self.session_id,
                                 };
-                                forward(sink, *decoded).await;
+                                forward(sink, *decoded);
                                 return Ok(report);
                             }
                             _ => {}
                         }
-                        forward(sink, *decoded).await;
+                        forward(sink, *decoded);
                     }
                     Some(ReaderMsg::Failed(error)) => return Err(self.fault(error.into())),
                     None => return Err(self.exited().await),
@@ -385,10 +386,13 @@ impl Drop for Conversation {
     }
 }
 
-async fn forward(sink: Option<&mpsc::Sender<DecodedEvent>>, event: DecodedEvent) {
-    if let Some(sink) = sink {
-        // A caller that stopped listening does not stop the turn.
-        let _ = sink.send(event).await;
+/// Hands `event` to the caller's sink without waiting: a sink that is full (a caller that stopped
+/// reading) loses the event rather than stalling the turn, whose outcome does not depend on it.
+fn forward(sink: Option<&mpsc::Sender<DecodedEvent>>, event: DecodedEvent) {
+    if let Some(sink) = sink
+        && let Err(mpsc::error::TrySendError::Full(_)) = sink.try_send(event)
+    {
+        tracing::debug!("a turn subscriber is full; an event was not delivered to it");
     }
 }
 
