@@ -55,6 +55,30 @@ const STREAM: [&str; 6] = [
     "stream-json",
 ];
 
+/// The default team's launch with `agent`, which must succeed.
+fn launch(agent: &AgentConfig) -> Launch {
+    build_launch(
+        &name(),
+        &team(),
+        agent,
+        &Conversation::New(sid()),
+        &LaunchOptions::default(),
+    )
+    .unwrap()
+}
+
+/// The default team's launch with `agent`, which must be refused.
+fn refused(agent: &AgentConfig) -> CommandError {
+    build_launch(
+        &name(),
+        &team(),
+        agent,
+        &Conversation::New(sid()),
+        &LaunchOptions::default(),
+    )
+    .unwrap_err()
+}
+
 fn expected_args(rest: &[&str]) -> Vec<String> {
     let mut args = strings(&STREAM);
     args.extend(strings(rest));
@@ -157,14 +181,7 @@ fn every_optional_flag_in_order() {
 fn to_command_carries_argv_cwd_and_env() {
     let mut agent = AgentConfig::default();
     agent.env.insert("FOO".to_owned(), "bar baz".to_owned());
-    let launch = build_launch(
-        &name(),
-        &team(),
-        &agent,
-        &Conversation::New(sid()),
-        &LaunchOptions::default(),
-    )
-    .unwrap();
+    let launch = launch(&agent);
     let command = launch.to_command();
     let std = command.as_std();
     assert_eq!(std.get_program(), "claude");
@@ -307,14 +324,7 @@ fn reserved_flags_are_refused_in_both_lists() {
             args: vec![flag.to_owned()],
             ..AgentConfig::default()
         };
-        let e = build_launch(
-            &name(),
-            &team(),
-            &agent,
-            &Conversation::New(sid()),
-            &LaunchOptions::default(),
-        )
-        .unwrap_err();
+        let e = refused(&agent);
         assert!(
             matches!(&e, CommandError::ReservedFlag { flag: f, list: ArgList::AgentArgs, .. } if f == flag),
             "{flag}: {e}"
@@ -386,14 +396,7 @@ fn a_bare_double_dash_is_refused() {
         args: strings(&["--"]),
         ..AgentConfig::default()
     };
-    let e = build_launch(
-        &name(),
-        &team(),
-        &agent,
-        &Conversation::New(sid()),
-        &LaunchOptions::default(),
-    )
-    .unwrap_err();
+    let e = refused(&agent);
     assert!(matches!(e, CommandError::ArgumentTerminator { .. }), "{e}");
 }
 
@@ -448,14 +451,7 @@ fn bad_agent_commands_and_env_are_refused() {
             command: command.to_owned(),
             ..AgentConfig::default()
         };
-        let e = build_launch(
-            &name(),
-            &team(),
-            &agent,
-            &Conversation::New(sid()),
-            &LaunchOptions::default(),
-        )
-        .unwrap_err();
+        let e = refused(&agent);
         assert!(
             matches!(e, CommandError::InvalidAgentCommand { .. }),
             "{command:?}: {e}"
@@ -464,14 +460,7 @@ fn bad_agent_commands_and_env_are_refused() {
     for env_name in ["", "A=B", "-u"] {
         let mut agent = AgentConfig::default();
         agent.env.insert(env_name.to_owned(), "x".to_owned());
-        let e = build_launch(
-            &name(),
-            &team(),
-            &agent,
-            &Conversation::New(sid()),
-            &LaunchOptions::default(),
-        )
-        .unwrap_err();
+        let e = refused(&agent);
         assert!(
             matches!(e, CommandError::InvalidEnvName { .. }),
             "{env_name:?}: {e}"
