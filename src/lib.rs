@@ -9,13 +9,15 @@
 //!   configuration.
 //! - [`store`] (`iris-store`): durable redb persistence with a group-commit writer.
 //! - [`agent`] (`iris-agent`): agent child processes, the stream-json codec and conversations.
+//! - [`runtime`] (`iris-runtime`): the registry and session actors behind the `Runtime` handle
+//!   (in progress).
 //!
-//! The session runtime (actors) and the `iris` binary arrive in later milestones; see
-//! `ARCHITECTURE.md`.
+//! The `iris` binary arrives in a later milestone; see `ARCHITECTURE.md`.
 #![deny(missing_docs)]
 
 pub use iris_agent as agent;
 pub use iris_core as core;
+pub use iris_runtime as runtime;
 pub use iris_store as store;
 
 pub use iris_core::{

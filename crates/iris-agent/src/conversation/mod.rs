@@ -194,7 +194,7 @@ impl Conversation {
                     Some(ReaderMsg::Failed(error)) => return Err(self.fault(error.into())),
                     None => return Err(self.exited_before_ready().await),
                 },
-                _ = exit.wait_for(Option::is_some) => return Err(self.exited_before_ready().await),
+                _ = has_exited(&mut exit) => return Err(self.exited_before_ready().await),
                 _ = tokio::time::sleep_until(deadline) => {
                     self.process.kill();
                     return Err(AgentError::HandshakeTimeout { after: self.options.spawn_timeout });
@@ -270,7 +270,7 @@ impl Conversation {
                     Some(ReaderMsg::Failed(error)) => return Err(self.fault(error.into())),
                     None => return Err(self.exited().await),
                 },
-                _ = exit.wait_for(Option::is_some), if exit_drain.is_none() => {
+                _ = has_exited(&mut exit), if exit_drain.is_none() => {
                     exit_drain = Some(Instant::now() + EXIT_DRAIN);
                 }
                 _ = sleep_until_opt(exit_drain) => return Err(self.exited().await),
@@ -396,9 +396,34 @@ fn forward(sink: Option<&mpsc::Sender<DecodedEvent>>, event: DecodedEvent) {
     }
 }
 
+/// Resolves once the agent has exited. (It returns nothing, so no watch guard is held across
+/// the await in a `select!` branch, which keeps the conversation's futures `Send`.)
+async fn has_exited(exit: &mut watch::Receiver<Option<ExitInfo>>) {
+    let _ = exit.wait_for(Option::is_some).await;
+}
+
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// A static check: the conversation's futures are `Send`, so actors and spawned tasks can hold
+/// them across awaits. It fails to compile, not at run time.
+#[cfg(test)]
+#[allow(dead_code)]
+fn conversation_futures_are_send(
+    conversation: &mut Conversation,
+    command: Command,
+    policy: Arc<dyn PermissionPolicy>,
+) {
+    fn send<T: Send>(_: T) {}
+    send(Conversation::start(
+        command,
+        policy,
+        ConversationOptions::default(),
+    ));
+    send(conversation.turn("hello", None, Duration::ZERO));
+    send(conversation.stop(StopGrace::default()));
 }

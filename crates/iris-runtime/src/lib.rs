@@ -1,0 +1,18 @@
+//! # iris-runtime
+//!
+//! The session runtime: a Registry actor that is the only creator of sessions (single-flight per
+//! pair), one SessionActor per live pair that is the only writer of its record and owns the
+//! pair's agent process, and the [`Runtime`] handle that embedders, the node and tests drive.
+//! Reads of live sessions go through a published map and per-session snapshots, never through a
+//! mailbox.
+#![deny(missing_docs)]
+
+pub mod error;
+mod registry;
+mod runtime;
+mod session;
+mod shared;
+pub mod startup;
+
+pub use error::RuntimeError;
+pub use runtime::Runtime;

@@ -1,0 +1,261 @@
+//! The public [`Runtime`] handle.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use iris_agent::process::StopGrace;
+use iris_core::config::Config;
+use iris_core::{
+    CompactionPolicy, Pair, SessionFilter, SessionId, SessionRecord, SessionStats, TeamName,
+    Timestamp,
+};
+use iris_store::{Change, Store};
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef};
+
+use crate::error::RuntimeError;
+use crate::registry::{Registry, RegistryMsg};
+use crate::session::{SessionMsg, shutdown_timeout};
+use crate::shared::{SessionHandle, Shared};
+use crate::startup::{self, StartupReport};
+
+/// How long a message to a live session may wait for its answer.
+const SESSION_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A cheap, cloneable handle to a running iris runtime. `Send + Sync`.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use iris_core::{TeamName, config::Config};
+/// use iris_runtime::Runtime;
+///
+/// let config = Config::load("config/iris.toml".as_ref())?;
+/// let store = iris_store::Store::open(config.database().path().ok_or("in-memory")?)?;
+/// let runtime = Runtime::start(config, store).await?;
+/// let (alpha, beta) = (TeamName::new("alpha")?, TeamName::new("beta")?);
+/// let session = runtime.get_or_create_session(&alpha, &beta).await?;
+/// println!("alpha->beta is session {}", session.session_id);
+/// runtime.shutdown(std::time::Duration::from_secs(5)).await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    shared: Arc<Shared>,
+    registry: ActorRef<RegistryMsg>,
+    startup: Arc<StartupReport>,
+}
+
+impl Runtime {
+    /// Runs the start-up sequence (validate teams, reset process states, reap leftovers of a
+    /// previous run), then starts the registry.
+    pub async fn start(config: Config, store: Store) -> Result<Runtime, RuntimeError> {
+        let report = startup::prepare(&config, &store, Duration::from_secs(2)).await?;
+        let shared = Shared::new(config, store);
+        let (registry, _join) =
+            Actor::spawn(None, Registry, shared.clone())
+                .await
+                .map_err(|e| {
+                    RuntimeError::Store(
+                        format!("could not start the registry: {e}"),
+                        iris_core::ErrorCode::ProcessError,
+                    )
+                })?;
+        Ok(Runtime {
+            shared,
+            registry,
+            startup: Arc::new(report),
+        })
+    }
+
+    /// What start-up found and did.
+    pub fn startup_report(&self) -> &StartupReport {
+        &self.startup
+    }
+
+    /// The pair's session, created if it does not exist. An existing live session is read
+    /// without entering any mailbox.
+    pub async fn get_or_create_session(
+        &self,
+        from: &TeamName,
+        to: &TeamName,
+    ) -> Result<Arc<SessionRecord>, RuntimeError> {
+        let pair = Pair::new(from.clone(), to.clone());
+        if let Some(handle) = self.shared.live.get(&pair) {
+            return Ok(handle.record());
+        }
+        Ok(self.obtain(pair, false).await?.record())
+    }
+
+    /// Creates the pair's session; `AlreadyExists` if it has one.
+    pub async fn create_session(
+        &self,
+        from: &TeamName,
+        to: &TeamName,
+    ) -> Result<Arc<SessionRecord>, RuntimeError> {
+        let pair = Pair::new(from.clone(), to.clone());
+        Ok(self.obtain(pair, true).await?.record())
+    }
+
+    /// The pair's session, if it has one. Never creates.
+    pub fn get_session(
+        &self,
+        from: &TeamName,
+        to: &TeamName,
+    ) -> Result<Option<Arc<SessionRecord>>, RuntimeError> {
+        let pair = Pair::new(from.clone(), to.clone());
+        if let Some(handle) = self.shared.live.get(&pair) {
+            return Ok(Some(handle.record()));
+        }
+        Ok(self.shared.store.get_by_pair(&pair)?.map(Arc::new))
+    }
+
+    /// The session with this id, if any.
+    pub fn get_session_by_id(&self, id: &SessionId) -> Result<Option<SessionRecord>, RuntimeError> {
+        Ok(self.shared.store.get_by_session_id(id)?)
+    }
+
+    /// Sessions matching `filter`, newest use first.
+    pub fn list_sessions(
+        &self,
+        filter: &SessionFilter,
+    ) -> Result<Vec<SessionRecord>, RuntimeError> {
+        Ok(self.shared.store.list(filter)?)
+    }
+
+    /// Sets `last_used_at` to now.
+    pub async fn record_usage(&self, id: &SessionId) -> Result<SessionRecord, RuntimeError> {
+        self.mutate(id, vec![Change::TouchLastUsed(Timestamp::now())])
+            .await
+    }
+
+    /// Adds `by` to the message count.
+    pub async fn increment_message_count(
+        &self,
+        id: &SessionId,
+        by: u64,
+    ) -> Result<SessionRecord, RuntimeError> {
+        self.mutate(id, vec![Change::IncrementMessageCount(by)])
+            .await
+    }
+
+    /// Overwrites the debug fields.
+    pub async fn update_debug_info(
+        &self,
+        id: &SessionId,
+        launch_command: Option<String>,
+        team_config_snapshot: Option<String>,
+    ) -> Result<SessionRecord, RuntimeError> {
+        self.mutate(
+            id,
+            vec![Change::SetDebugInfo {
+                launch_command,
+                team_config_snapshot,
+            }],
+        )
+        .await
+    }
+
+    /// Whether `record` should be compacted now, by the configured thresholds.
+    pub fn should_compact(&self, record: &SessionRecord) -> bool {
+        let policy: &CompactionPolicy = &self.shared.config.settings().compaction;
+        policy.should_compact(record, Timestamp::now())
+    }
+
+    /// Store statistics (maintained counters).
+    pub fn stats(&self) -> SessionStats {
+        self.shared.store.stats()
+    }
+
+    /// Agent processes spawned since start.
+    pub fn agent_spawns(&self) -> u64 {
+        self.shared.agent_spawns.load(Ordering::Relaxed)
+    }
+
+    /// Live session actors.
+    pub fn live_sessions(&self) -> usize {
+        self.shared.live.len()
+    }
+
+    /// Stops every session (their agents gracefully, within `grace` per step) and the registry.
+    pub async fn shutdown(&self, grace: Duration) {
+        let stop = StopGrace {
+            after_stdin_close: grace,
+            after_sigterm: grace,
+            after_sigkill: Duration::from_secs(5),
+        };
+        let handles: Vec<SessionHandle> =
+            self.shared.live.iter().map(|e| e.value().clone()).collect();
+        let stops = handles.into_iter().map(|h| async move {
+            let _ = h
+                .actor
+                .call(
+                    |reply| SessionMsg::Shutdown { grace: stop, reply },
+                    Some(shutdown_timeout(&stop)),
+                )
+                .await;
+        });
+        for stop in stops {
+            stop.await;
+        }
+        if let Err(error) = self
+            .registry
+            .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(10)))
+            .await
+        {
+            tracing::warn!(%error, "the registry did not stop in time");
+        }
+    }
+
+    /// Routes `changes` through the session's actor, the only writer of its record.
+    async fn mutate(
+        &self,
+        id: &SessionId,
+        changes: Vec<Change>,
+    ) -> Result<SessionRecord, RuntimeError> {
+        let record =
+            self.shared
+                .store
+                .get_by_session_id(id)?
+                .ok_or_else(|| RuntimeError::NotFound {
+                    what: format!("with id {id}"),
+                })?;
+        let handle = self.obtain(record.pair(), false).await?;
+        let answer = handle
+            .actor
+            .call(
+                |reply| SessionMsg::Mutate { changes, reply },
+                Some(SESSION_CALL_TIMEOUT),
+            )
+            .await;
+        match answer {
+            Ok(CallResult::Success(result)) => result,
+            Ok(CallResult::Timeout) => Err(RuntimeError::Timeout {
+                what: format!("session {id}"),
+            }),
+            Ok(CallResult::SenderError) | Err(_) => Err(RuntimeError::ShuttingDown),
+        }
+    }
+
+    async fn obtain(&self, pair: Pair, must_create: bool) -> Result<SessionHandle, RuntimeError> {
+        let answer = self
+            .registry
+            .call(
+                |reply| RegistryMsg::Obtain {
+                    pair: pair.clone(),
+                    must_create,
+                    reply,
+                },
+                Some(self.shared.creation_timeout()),
+            )
+            .await;
+        match answer {
+            Ok(CallResult::Success(result)) => result,
+            Ok(CallResult::Timeout) => Err(RuntimeError::Timeout {
+                what: format!("creating the session of {pair}"),
+            }),
+            Ok(CallResult::SenderError) | Err(_) => Err(RuntimeError::ShuttingDown),
+        }
+    }
+}

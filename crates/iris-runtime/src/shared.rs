@@ -1,0 +1,71 @@
+//! What every actor of one runtime shares, and the published map of live sessions.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use iris_core::config::Config;
+use iris_core::{Pair, SessionRecord};
+use iris_store::Store;
+use ractor::ActorRef;
+
+use crate::error::RuntimeError;
+use crate::session::SessionMsg;
+
+/// A live session: its actor, and the snapshot of its record that the actor republishes after
+/// every change. Reading the snapshot enters no mailbox.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionHandle {
+    pub actor: ActorRef<SessionMsg>,
+    pub snapshot: Arc<ArcSwap<SessionRecord>>,
+}
+
+impl SessionHandle {
+    pub fn record(&self) -> Arc<SessionRecord> {
+        self.snapshot.load_full()
+    }
+}
+
+/// Configuration, store and bookkeeping shared by the registry and the session actors.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: Config,
+    pub store: Store,
+    /// Pair → live session, published by the registry for mailbox-free reads.
+    pub live: DashMap<Pair, SessionHandle>,
+    /// Agent processes spawned since start (for tests and metrics).
+    pub agent_spawns: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(config: Config, store: Store) -> Arc<Shared> {
+        Arc::new(Shared {
+            config,
+            store,
+            live: DashMap::new(),
+            agent_spawns: AtomicU64::new(0),
+        })
+    }
+
+    pub fn count_spawn(&self) {
+        self.agent_spawns.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How long a caller waits for a session to be created: the agent's spawn and handshake,
+    /// plus a margin for the durable writes.
+    pub fn creation_timeout(&self) -> Duration {
+        self.config.settings().spawn_timeout + Duration::from_secs(10)
+    }
+
+    /// Checks that both teams are configured, `to` first as in the original.
+    pub fn check_teams(&self, pair: &Pair) -> Result<(), RuntimeError> {
+        for team in [&pair.to, &pair.from] {
+            if self.config.team(team).is_none() {
+                return Err(RuntimeError::UnknownTeam { team: team.clone() });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,68 @@
+//! Shared support for the root's cross-crate tests: the fake-claude binary and scratch teams.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use iris::core::config::Config;
+
+/// The workspace's fake-claude binary (built by `cargo test --workspace`; built here if missing).
+pub fn fake_claude() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let path = exe
+            .parent()
+            .and_then(Path::parent)
+            .unwrap()
+            .join("fake-claude");
+        if !path.exists() {
+            let ok = std::process::Command::new(env!("CARGO"))
+                .args(["build", "-p", "fake-claude", "--bin", "fake-claude"])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "building fake-claude failed");
+        }
+        path
+    })
+}
+
+/// A scratch world: team directories, a Claude config dir and a database location.
+pub struct World {
+    pub root: tempfile::TempDir,
+    pub claude_home: tempfile::TempDir,
+}
+
+impl World {
+    pub fn new() -> World {
+        World {
+            root: tempfile::tempdir().unwrap(),
+            claude_home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.root.path().join("data/iris.redb")
+    }
+
+    /// A config with `teams` (directories created), fake-claude as the agent, and `extra`
+    /// appended to `[settings]`.
+    pub fn config(&self, teams: &[&str], command: &Path, settings: &str) -> Config {
+        let mut toml = format!(
+            "[settings]\n{settings}\n[agent]\ncommand = {:?}\nenv = {{ CLAUDE_CONFIG_DIR = {:?} }}\n",
+            command.display().to_string(),
+            self.claude_home.path().display().to_string()
+        );
+        for team in teams {
+            std::fs::create_dir_all(self.root.path().join("teams").join(team)).unwrap();
+            writeln!(
+                toml,
+                "[teams.{team}]\npath = \"teams/{team}\"\ngrant_permission = \"yes\""
+            )
+            .unwrap();
+        }
+        Config::from_toml_str(&toml, self.root.path(), "test.toml", &|_| None).unwrap()
+    }
+}
