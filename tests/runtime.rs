@@ -75,7 +75,7 @@ async fn ten_thousand_distinct_pairs_are_created_concurrently() {
         ids.insert(call.await.unwrap().unwrap().session_id);
     }
     assert_eq!(ids.len(), 10_000);
-    assert_eq!(runtime.stats().total, 10_000);
+    assert_eq!(runtime.stats().sessions.total, 10_000);
     assert_eq!(runtime.agent_spawns(), 0, "lazy creation spawns no agent");
 }
 
@@ -125,7 +125,7 @@ async fn an_unknown_to_is_reported_before_an_unknown_from() {
         matches!(&err, RuntimeError::UnknownTeam { team: t } if t.as_str() == "ghost-from"),
         "{err}"
     );
-    assert_eq!(runtime.stats().total, 0);
+    assert_eq!(runtime.stats().sessions.total, 0);
 }
 
 #[tokio::test]
@@ -172,7 +172,11 @@ async fn a_failed_eager_creation_leaves_nothing_and_a_later_attempt_succeeds() {
         1,
         "every waiter got the same error: {messages:?}"
     );
-    assert_eq!(runtime.stats().total, 0, "no record is left behind");
+    assert_eq!(
+        runtime.stats().sessions.total,
+        0,
+        "no record is left behind"
+    );
 
     // Fix the agent: the same runtime now creates the session.
     std::os::unix::fs::symlink(fake_claude(), &agent).unwrap();
@@ -181,7 +185,7 @@ async fn a_failed_eager_creation_leaves_nothing_and_a_later_attempt_succeeds() {
         .await
         .unwrap();
     assert_eq!(record.process_state, ProcessState::Idle);
-    assert_eq!(runtime.stats().total, 1);
+    assert_eq!(runtime.stats().sessions.total, 1);
     runtime.shutdown(Duration::from_secs(2)).await;
 }
 
@@ -236,4 +240,173 @@ async fn mutations_of_an_unknown_id_are_typed_not_found() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::SessionNotFound);
+}
+
+/// Polls `check` until it holds, for at most five seconds.
+async fn eventually(mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the condition never held"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn deleting_stops_the_agent_removes_the_record_and_the_transcript() {
+    let world = World::new();
+    let runtime = start(&world, &["a", "b"], "").await;
+    let record = runtime
+        .get_or_create_session(&team("a"), &team("b"))
+        .await
+        .unwrap();
+    let mark = record.agent_process.unwrap();
+    // fake-claude writes its transcript at the first user message; make one exist.
+    let project = world.root.path().join("teams/b").canonicalize().unwrap();
+    let locator = iris::core::transcript::TranscriptLocator::new(world.claude_home.path());
+    let path = locator.transcript_path(&project, &record.session_id);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, "{}\n").unwrap();
+
+    let deletion = runtime
+        .delete_session(&record.session_id, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        deletion.deleted.map(|r| r.session_id),
+        Some(record.session_id)
+    );
+    assert_eq!(
+        deletion.transcript,
+        iris::runtime::TranscriptRemoval::Removed(path.clone())
+    );
+    assert!(!path.exists());
+    assert!(
+        runtime
+            .get_session_by_id(&record.session_id)
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        iris::agent::procfs::live_group_members(mark.pgid).is_empty(),
+        "the agent was stopped"
+    );
+    eventually(|| runtime.live_sessions() == 0).await;
+
+    // The pair is free: the next request creates a new session.
+    let fresh = runtime
+        .get_or_create_session(&team("a"), &team("b"))
+        .await
+        .unwrap();
+    assert_ne!(fresh.session_id, record.session_id);
+    runtime.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn deleting_an_unknown_id_deletes_nothing() {
+    let world = World::new();
+    let runtime = start(&world, &["a"], "").await;
+    let deletion = runtime
+        .delete_session(&iris::core::SessionId::new_v4(), true)
+        .await
+        .unwrap();
+    assert_eq!(deletion.deleted, None);
+}
+
+#[tokio::test]
+async fn compaction_walks_the_status_and_resets_the_count() {
+    let world = World::new();
+    let runtime = start(&world, &["a", "b"], "").await;
+    let record = runtime
+        .get_or_create_session(&team("a"), &team("b"))
+        .await
+        .unwrap();
+    runtime
+        .increment_message_count(&record.session_id, 600)
+        .await
+        .unwrap();
+    let before = runtime
+        .get_session_by_id(&record.session_id)
+        .unwrap()
+        .unwrap();
+    assert!(runtime.should_compact(&before));
+    let after = runtime.compact_session(&record.session_id).await.unwrap();
+    assert_eq!(after.message_count, 0);
+    assert_eq!(after.status, iris::core::SessionStatus::Active);
+    assert!(!runtime.should_compact(&after));
+    runtime.shutdown(Duration::from_secs(2)).await;
+}
+
+/// Passivation uses a short real timer: paused tokio time would also advance past the store's
+/// writer thread (a real thread) and time out the calls that wait for it.
+#[tokio::test]
+async fn a_passivated_session_comes_back_with_the_same_record() {
+    let world = World::new();
+    let runtime = start(
+        &world,
+        &["a", "b"],
+        "session_init = \"lazy\"\npassivate_after = \"300ms\"",
+    )
+    .await;
+    let record = runtime
+        .get_or_create_session(&team("a"), &team("b"))
+        .await
+        .unwrap();
+    runtime
+        .increment_message_count(&record.session_id, 2)
+        .await
+        .unwrap();
+    eventually(|| runtime.live_sessions() == 0).await;
+    let back = runtime
+        .get_or_create_session(&team("a"), &team("b"))
+        .await
+        .unwrap();
+    assert_eq!(back.session_id, record.session_id);
+    assert_eq!(back.message_count, 2);
+    assert_eq!(runtime.live_sessions(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_actor_restarts_and_three_failures_mark_the_session_error() {
+    let world = World::new();
+    let runtime = start(&world, &["a", "b"], "session_init = \"lazy\"").await;
+    let (a, b) = (team("a"), team("b"));
+    let record = runtime.get_or_create_session(&a, &b).await.unwrap();
+    runtime
+        .increment_message_count(&record.session_id, 5)
+        .await
+        .unwrap();
+
+    runtime.inject_session_failure(&a, &b).await.unwrap();
+    // Restarted from its stored record: the same session, with its count.
+    let after_one = runtime
+        .increment_message_count(&record.session_id, 1)
+        .await
+        .unwrap();
+    assert_eq!(after_one.message_count, 6);
+
+    runtime.inject_session_failure(&a, &b).await.unwrap();
+    runtime.inject_session_failure(&a, &b).await.unwrap();
+    let mut last = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline {
+        match runtime.get_or_create_session(&a, &b).await {
+            Err(e) => {
+                last = Some(e);
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+    let err = last.expect("requests fail fast after three failures");
+    assert!(matches!(err, RuntimeError::SessionFailed { .. }), "{err}");
+    eventually(|| {
+        runtime
+            .get_session_by_id(&record.session_id)
+            .unwrap()
+            .is_some_and(|r| r.status == iris::core::SessionStatus::Error)
+    })
+    .await;
 }

@@ -47,6 +47,24 @@ pub enum RuntimeError {
     /// The store failed.
     #[error("{0}")]
     Store(String, ErrorCode),
+    /// The session's actor failed repeatedly; the session is in status `error`.
+    #[error(
+        "session {pair} failed repeatedly and is in status error ({reason}); wake or reset it to try again"
+    )]
+    SessionFailed {
+        /// The pair.
+        pair: Pair,
+        /// The last failure.
+        reason: String,
+    },
+    /// The session is busy with a lifecycle change.
+    #[error("session {pair} is {what}; retry in a moment")]
+    Busy {
+        /// The pair.
+        pair: Pair,
+        /// What it is doing.
+        what: &'static str,
+    },
     /// An answer did not come in time.
     #[error("{what} did not answer in time; retry, or check the node's logs")]
     Timeout {
@@ -67,6 +85,9 @@ impl Coded for RuntimeError {
             RuntimeError::NotFound { .. } => ErrorCode::SessionNotFound,
             RuntimeError::Agent { code, .. } | RuntimeError::Store(_, code) => *code,
             RuntimeError::Timeout { .. } => ErrorCode::Timeout,
+            RuntimeError::SessionFailed { .. } | RuntimeError::Busy { .. } => {
+                ErrorCode::ProcessError
+            }
             RuntimeError::ShuttingDown => ErrorCode::ProcessError,
         }
     }

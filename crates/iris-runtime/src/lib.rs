@@ -15,4 +15,5 @@ mod shared;
 pub mod startup;
 
 pub use error::RuntimeError;
-pub use runtime::Runtime;
+pub use runtime::{Runtime, RuntimeStats};
+pub use session::{Deletion, TranscriptRemoval};

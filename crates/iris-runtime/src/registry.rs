@@ -6,8 +6,11 @@
 //! registry's handler, so creations of different pairs proceed in parallel. A pair's key is
 //! freed only when its actor's termination is observed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use arc_swap::ArcSwap;
 use iris_core::{ErrorCode, Pair, SessionId, SessionRecord, Timestamp};
@@ -17,7 +20,7 @@ use ractor::{
 };
 
 use crate::error::RuntimeError;
-use crate::session::{SessionActor, SessionArgs};
+use crate::session::{Deletion, SessionActor, SessionArgs, delete_session, mark_error};
 use crate::shared::{SessionHandle, Shared};
 
 /// A request's reply port.
@@ -38,6 +41,14 @@ pub(crate) enum RegistryMsg {
         pair: Pair,
         outcome: Result<Started, RuntimeError>,
     },
+    /// Delete the pair's session (its actor and agent stop first).
+    Retire {
+        pair: Pair,
+        delete_transcript: bool,
+        reply: RpcReplyPort<Result<Deletion, RuntimeError>>,
+    },
+    /// A retirement task finished its deletion.
+    Retired { pair: Pair },
 }
 
 /// What a creation task brings back.
@@ -55,15 +66,35 @@ struct Waiter {
     reply: Reply,
 }
 
+/// Where a pair stands. A key leaves the map only when its actor's termination is observed (and,
+/// for a deletion, when the deletion is done), so no pair ever has two actors.
 enum Slot {
+    /// A creation (or restart) is in flight; these callers wait for it.
     Starting(Vec<Waiter>),
+    /// The actor runs.
     Live(SessionHandle),
+    /// The session is being deleted; these callers wait, then get a new session.
+    Stopping {
+        waiters: Vec<Waiter>,
+        /// The actor that still has to terminate, if there was one.
+        actor: Option<ActorId>,
+        /// Whether the record is deleted.
+        deleted: bool,
+    },
+    /// The actor failed too often; requests fail fast until the session is woken or reset.
+    Failed(RuntimeError),
 }
+
+/// How many failures within [`FAILURE_WINDOW`] put a session in status `error`.
+const MAX_FAILURES: usize = 3;
+/// The window of the restart budget.
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 pub(crate) struct RegistryState {
     shared: Arc<Shared>,
     slots: HashMap<Pair, Slot>,
     by_actor: HashMap<ActorId, Pair>,
+    failures: HashMap<Pair, VecDeque<Instant>>,
 }
 
 pub(crate) struct Registry;
@@ -82,6 +113,7 @@ impl Actor for Registry {
             shared,
             slots: HashMap::new(),
             by_actor: HashMap::new(),
+            failures: HashMap::new(),
         })
     }
 
@@ -98,6 +130,12 @@ impl Actor for Registry {
                 reply,
             } => state.obtain(&myself, pair, Waiter { must_create, reply }),
             RegistryMsg::Started { pair, outcome } => state.started(pair, outcome),
+            RegistryMsg::Retire {
+                pair,
+                delete_transcript,
+                reply,
+            } => state.retire(&myself, pair, delete_transcript, reply),
+            RegistryMsg::Retired { pair } => state.retired(&myself, pair),
         }
         Ok(())
     }
@@ -106,18 +144,15 @@ impl Actor for Registry {
     /// session that ends frees its pair.
     async fn handle_supervisor_evt(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         event: SupervisionEvent,
         state: &mut RegistryState,
     ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                state.release(&cell, reason.as_deref().unwrap_or("stopped"));
+                state.terminated(&myself, &cell, reason.as_deref().unwrap_or("stopped"));
             }
-            SupervisionEvent::ActorFailed(cell, error) => {
-                tracing::error!(%error, "a session actor failed");
-                state.release(&cell, "failed");
-            }
+            SupervisionEvent::ActorFailed(cell, error) => state.failed(&myself, &cell, &error),
             _ => {}
         }
         Ok(())
@@ -139,19 +174,36 @@ impl RegistryState {
                 };
                 let _ = waiter.reply.send(answer);
             }
-            Some(Slot::Starting(waiters)) => waiters.push(waiter),
-            None => {
-                self.slots
-                    .insert(pair.clone(), Slot::Starting(vec![waiter]));
-                tokio::spawn(bring_up(self.shared.clone(), myself.clone(), pair));
+            Some(Slot::Starting(waiters)) | Some(Slot::Stopping { waiters, .. }) => {
+                waiters.push(waiter);
             }
+            Some(Slot::Failed(error)) => {
+                let _ = waiter.reply.send(Err(error.clone()));
+            }
+            None => self.start_flight(myself, pair, vec![waiter]),
         }
     }
 
+    /// Starts bringing `pair` up (load or create, then start its actor) for `waiters`.
+    fn start_flight(&mut self, myself: &ActorRef<RegistryMsg>, pair: Pair, waiters: Vec<Waiter>) {
+        self.slots.insert(pair.clone(), Slot::Starting(waiters));
+        tokio::spawn(bring_up(self.shared.clone(), myself.clone(), pair));
+    }
+
     fn started(&mut self, pair: Pair, outcome: Result<Started, RuntimeError>) {
-        let Some(Slot::Starting(waiters)) = self.slots.remove(&pair) else {
-            tracing::error!(%pair, "a creation finished for a pair that was not starting");
-            return;
+        let waiters = match self.slots.remove(&pair) {
+            Some(Slot::Starting(waiters)) => waiters,
+            other => {
+                // Cannot happen: only a flight puts a pair in Starting. Never keep two actors.
+                tracing::error!(%pair, "a creation finished for a pair that was not starting");
+                if let Some(slot) = other {
+                    self.slots.insert(pair, slot);
+                }
+                if let Ok(started) = outcome {
+                    started.handle.actor.stop(Some("duplicate".into()));
+                }
+                return;
+            }
         };
         match outcome {
             Ok(Started { handle, created }) => {
@@ -168,6 +220,7 @@ impl RegistryState {
                     let _ = waiter.reply.send(answer);
                 }
                 self.by_actor.insert(handle.actor.get_id(), pair.clone());
+                // A session that comes up again after a failure keeps its failure history.
                 self.shared.live.insert(pair.clone(), handle.clone());
                 self.slots.insert(pair, Slot::Live(handle));
             }
@@ -179,11 +232,149 @@ impl RegistryState {
         }
     }
 
-    fn release(&mut self, cell: &ActorCell, why: &str) {
-        if let Some(pair) = self.by_actor.remove(&cell.get_id()) {
-            tracing::debug!(%pair, why, "session actor ended; its pair is free");
-            self.shared.live.remove(&pair);
-            self.slots.remove(&pair);
+    /// A session actor stopped (deleted, passivated or shut down): free its pair, unless a
+    /// deletion still runs; callers that waited on a deletion get a new session.
+    fn terminated(&mut self, myself: &ActorRef<RegistryMsg>, cell: &ActorCell, why: &str) {
+        let Some(pair) = self.by_actor.remove(&cell.get_id()) else {
+            return;
+        };
+        tracing::debug!(%pair, why, "session actor ended");
+        match self.slots.remove(&pair) {
+            Some(Slot::Live(_)) => {
+                self.shared.live.remove(&pair);
+            }
+            Some(Slot::Stopping {
+                waiters, deleted, ..
+            }) => {
+                if deleted {
+                    self.after_stopping(myself, pair, waiters);
+                } else {
+                    self.slots.insert(
+                        pair,
+                        Slot::Stopping {
+                            waiters,
+                            actor: None,
+                            deleted,
+                        },
+                    );
+                }
+            }
+            Some(other) => {
+                self.slots.insert(pair, other);
+            }
+            None => {}
+        }
+    }
+
+    /// A session actor failed (panicked or returned an error): restart it from its stored
+    /// record, unless it failed too often, in which case the session goes to status `error`.
+    fn failed(
+        &mut self,
+        myself: &ActorRef<RegistryMsg>,
+        cell: &ActorCell,
+        error: &ActorProcessingErr,
+    ) {
+        let Some(pair) = self.by_actor.remove(&cell.get_id()) else {
+            return;
+        };
+        self.shared.live.remove(&pair);
+        let stopping = matches!(self.slots.get(&pair), Some(Slot::Stopping { .. }));
+        if stopping {
+            // A deletion is under way; treat the failure as the end of the actor.
+            self.by_actor.insert(cell.get_id(), pair);
+            self.terminated(myself, cell, "failed while stopping");
+            return;
+        }
+        self.slots.remove(&pair);
+        let now = Instant::now();
+        let recent = self.failures.entry(pair.clone()).or_default();
+        recent.retain(|at| now.duration_since(*at) < FAILURE_WINDOW);
+        recent.push_back(now);
+        if recent.len() >= MAX_FAILURES {
+            tracing::error!(%pair, %error, failures = recent.len(), "session actor keeps failing; marking the session as error");
+            let failure = RuntimeError::SessionFailed {
+                pair: pair.clone(),
+                reason: error.to_string(),
+            };
+            self.slots.insert(pair.clone(), Slot::Failed(failure));
+            tokio::spawn(mark_error(self.shared.clone(), pair));
+        } else {
+            tracing::warn!(%pair, %error, failures = recent.len(), "session actor failed; restarting it from its stored record");
+            self.start_flight(myself, pair, Vec::new());
+        }
+    }
+
+    /// Deletes `pair`'s session: its actor (if any) stops its agent and deletes the record; the
+    /// key stays taken until both the deletion and the actor's end are seen.
+    fn retire(
+        &mut self,
+        myself: &ActorRef<RegistryMsg>,
+        pair: Pair,
+        delete_transcript: bool,
+        reply: RpcReplyPort<Result<Deletion, RuntimeError>>,
+    ) {
+        let actor = match self.slots.remove(&pair) {
+            Some(Slot::Live(handle)) => {
+                self.shared.live.remove(&pair);
+                Some(handle.actor)
+            }
+            Some(busy @ (Slot::Starting(_) | Slot::Stopping { .. })) => {
+                self.slots.insert(pair.clone(), busy);
+                let _ = reply.send(Err(RuntimeError::Busy {
+                    pair,
+                    what: "being created or deleted",
+                }));
+                return;
+            }
+            Some(Slot::Failed(_)) | None => None,
+        };
+        self.failures.remove(&pair);
+        self.slots.insert(
+            pair.clone(),
+            Slot::Stopping {
+                waiters: Vec::new(),
+                actor: actor.as_ref().map(|a| a.get_id()),
+                deleted: false,
+            },
+        );
+        let shared = self.shared.clone();
+        let registry = myself.clone();
+        tokio::spawn(async move {
+            let outcome = delete_session(&shared, &pair, actor, delete_transcript).await;
+            let _ = reply.send(outcome);
+            let _ = registry.cast(RegistryMsg::Retired { pair });
+        });
+    }
+
+    /// A deletion finished: free the key if the actor is gone too.
+    fn retired(&mut self, myself: &ActorRef<RegistryMsg>, pair: Pair) {
+        match self.slots.remove(&pair) {
+            Some(Slot::Stopping {
+                waiters,
+                actor: None,
+                ..
+            }) => self.after_stopping(myself, pair, waiters),
+            Some(Slot::Stopping { waiters, actor, .. }) => {
+                self.slots.insert(
+                    pair,
+                    Slot::Stopping {
+                        waiters,
+                        actor,
+                        deleted: true,
+                    },
+                );
+            }
+            Some(other) => {
+                self.slots.insert(pair, other);
+            }
+            None => {}
+        }
+    }
+
+    /// The pair is free again: callers that arrived during the deletion get a fresh session.
+    fn after_stopping(&mut self, myself: &ActorRef<RegistryMsg>, pair: Pair, waiters: Vec<Waiter>) {
+        if !waiters.is_empty() {
+            self.start_flight(myself, pair, waiters);
         }
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use iris_agent::process::StopGrace;
 use iris_core::config::Config;
 use iris_core::{
-    CompactionPolicy, Pair, SessionFilter, SessionId, SessionRecord, SessionStats, TeamName,
-    Timestamp,
+    CompactionPolicy, Pair, ProcessState, SessionFilter, SessionId, SessionRecord, SessionStats,
+    TeamName, Timestamp,
 };
 use iris_store::{Change, Store};
 use ractor::rpc::CallResult;
@@ -16,7 +16,7 @@ use ractor::{Actor, ActorRef};
 
 use crate::error::RuntimeError;
 use crate::registry::{Registry, RegistryMsg};
-use crate::session::{SessionMsg, shutdown_timeout};
+use crate::session::{Deletion, SessionMsg, TranscriptRemoval, shutdown_timeout};
 use crate::shared::{SessionHandle, Shared};
 use crate::startup::{self, StartupReport};
 
@@ -157,15 +157,68 @@ impl Runtime {
         .await
     }
 
+    /// Deletes the session with this id: its actor and agent stop, the record is deleted
+    /// durably, and with `delete_transcript` the transcript file too (a failure to remove it is
+    /// reported in the result). Deleting an unknown id deletes nothing, as in the original.
+    pub async fn delete_session(
+        &self,
+        id: &SessionId,
+        delete_transcript: bool,
+    ) -> Result<Deletion, RuntimeError> {
+        let Some(record) = self.shared.store.get_by_session_id(id)? else {
+            return Ok(Deletion {
+                deleted: None,
+                transcript: TranscriptRemoval::NotRequested,
+            });
+        };
+        let pair = record.pair();
+        let answer = self
+            .registry
+            .call(
+                |reply| RegistryMsg::Retire {
+                    pair: pair.clone(),
+                    delete_transcript,
+                    reply,
+                },
+                Some(shutdown_timeout(&StopGrace::default())),
+            )
+            .await;
+        unwrap_call(answer, || format!("deleting session {pair}"))?
+    }
+
+    /// Compacts the session with this id: status `compacting`, `/compact` to its agent if one
+    /// runs, message count reset, status `active`; status `error` if the agent fails.
+    pub async fn compact_session(&self, id: &SessionId) -> Result<SessionRecord, RuntimeError> {
+        let handle = self.handle_for(id).await?;
+        let timeout = self.shared.config.settings().response_timeout + Duration::from_secs(5);
+        let answer = handle
+            .actor
+            .call(|reply| SessionMsg::Compact { reply }, Some(timeout))
+            .await;
+        unwrap_call(answer, || format!("compacting session {id}"))?
+    }
+
     /// Whether `record` should be compacted now, by the configured thresholds.
     pub fn should_compact(&self, record: &SessionRecord) -> bool {
         let policy: &CompactionPolicy = &self.shared.config.settings().compaction;
         policy.should_compact(record, Timestamp::now())
     }
 
-    /// Store statistics (maintained counters).
-    pub fn stats(&self) -> SessionStats {
-        self.shared.store.stats()
+    /// Totals by status and by process state, plus live actors, live agent processes and the
+    /// store's write batches.
+    pub fn stats(&self) -> RuntimeStats {
+        let sessions = self.shared.store.stats();
+        RuntimeStats {
+            live_processes: sessions
+                .by_process_state
+                .iter()
+                .filter(|(state, _)| **state != ProcessState::Stopped)
+                .map(|(_, n)| *n)
+                .sum(),
+            sessions,
+            live_actors: self.shared.live.len() as u64,
+            store_write_batches: self.shared.store.writer_stats().batches,
+        }
     }
 
     /// Agent processes spawned since start.
@@ -214,14 +267,7 @@ impl Runtime {
         id: &SessionId,
         changes: Vec<Change>,
     ) -> Result<SessionRecord, RuntimeError> {
-        let record =
-            self.shared
-                .store
-                .get_by_session_id(id)?
-                .ok_or_else(|| RuntimeError::NotFound {
-                    what: format!("with id {id}"),
-                })?;
-        let handle = self.obtain(record.pair(), false).await?;
+        let handle = self.handle_for(id).await?;
         let answer = handle
             .actor
             .call(
@@ -229,13 +275,36 @@ impl Runtime {
                 Some(SESSION_CALL_TIMEOUT),
             )
             .await;
-        match answer {
-            Ok(CallResult::Success(result)) => result,
-            Ok(CallResult::Timeout) => Err(RuntimeError::Timeout {
-                what: format!("session {id}"),
-            }),
-            Ok(CallResult::SenderError) | Err(_) => Err(RuntimeError::ShuttingDown),
-        }
+        unwrap_call(answer, || format!("session {id}"))?
+    }
+
+    /// The live actor of the session with this id, brought up from the store if needed.
+    async fn handle_for(&self, id: &SessionId) -> Result<SessionHandle, RuntimeError> {
+        let record =
+            self.shared
+                .store
+                .get_by_session_id(id)?
+                .ok_or_else(|| RuntimeError::NotFound {
+                    what: format!("with id {id}"),
+                })?;
+        self.obtain(record.pair(), false).await
+    }
+
+    /// Test hook: makes the pair's actor fail as a panic would.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub async fn inject_session_failure(
+        &self,
+        from: &TeamName,
+        to: &TeamName,
+    ) -> Result<(), RuntimeError> {
+        let handle = self
+            .obtain(Pair::new(from.clone(), to.clone()), false)
+            .await?;
+        handle
+            .actor
+            .cast(SessionMsg::Crash)
+            .map_err(|_| RuntimeError::ShuttingDown)
     }
 
     async fn obtain(&self, pair: Pair, must_create: bool) -> Result<SessionHandle, RuntimeError> {
@@ -250,12 +319,31 @@ impl Runtime {
                 Some(self.shared.creation_timeout()),
             )
             .await;
-        match answer {
-            Ok(CallResult::Success(result)) => result,
-            Ok(CallResult::Timeout) => Err(RuntimeError::Timeout {
-                what: format!("creating the session of {pair}"),
-            }),
-            Ok(CallResult::SenderError) | Err(_) => Err(RuntimeError::ShuttingDown),
-        }
+        unwrap_call(answer, || format!("creating the session of {pair}"))?
     }
+}
+
+/// The answer of an actor call, with a timeout or a dead actor as typed errors.
+fn unwrap_call<T, M>(
+    answer: Result<CallResult<T>, ractor::MessagingErr<M>>,
+    what: impl FnOnce() -> String,
+) -> Result<T, RuntimeError> {
+    match answer {
+        Ok(CallResult::Success(value)) => Ok(value),
+        Ok(CallResult::Timeout) => Err(RuntimeError::Timeout { what: what() }),
+        Ok(CallResult::SenderError) | Err(_) => Err(RuntimeError::ShuttingDown),
+    }
+}
+
+/// Runtime statistics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeStats {
+    /// Totals, by status and by process state (from the store's counters).
+    pub sessions: SessionStats,
+    /// Session actors running on this node.
+    pub live_actors: u64,
+    /// Sessions whose agent process is not stopped.
+    pub live_processes: u64,
+    /// Write transactions the store has committed.
+    pub store_write_batches: u64,
 }

@@ -10,9 +10,13 @@ use iris_agent::conversation::{ConfiguredPolicy, Conversation, ConversationOptio
 use iris_agent::process::StopGrace;
 use iris_core::config::AgentConfig;
 use iris_core::transcript::TranscriptLocator;
-use iris_core::{Coded, Pair, ProcessState, SessionRecord};
+use std::path::PathBuf;
+
+use iris_core::{Coded, Pair, ProcessState, SessionRecord, SessionStatus};
 use iris_store::Change;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::error::RuntimeError;
 use crate::shared::Shared;
@@ -30,6 +34,48 @@ pub(crate) enum SessionMsg {
         grace: StopGrace,
         reply: RpcReplyPort<()>,
     },
+    /// Stop the agent, delete the record (and the transcript, if asked), then stop the actor.
+    Delete {
+        delete_transcript: bool,
+        reply: RpcReplyPort<Result<Deletion, RuntimeError>>,
+    },
+    /// Walk the original's compaction: `compacting`, `/compact` to a live agent, count reset,
+    /// `active` (or `error` on failure).
+    Compact {
+        reply: RpcReplyPort<Result<SessionRecord, RuntimeError>>,
+    },
+    /// Passivate if nothing happened for `passivate_after` and no agent runs.
+    PassivateCheck,
+    /// Test hook: fail the actor as a panic would.
+    #[cfg(feature = "testing")]
+    Crash,
+}
+
+/// The result of deleting a session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deletion {
+    /// The deleted record, or `None` if there was none.
+    pub deleted: Option<SessionRecord>,
+    /// What happened to the transcript.
+    pub transcript: TranscriptRemoval,
+}
+
+/// What happened to a deleted session's transcript.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TranscriptRemoval {
+    /// Removal was not asked for.
+    NotRequested,
+    /// The file was removed.
+    Removed(PathBuf),
+    /// There was no transcript to remove.
+    NotFound,
+    /// Removal failed; the file may still exist.
+    Failed {
+        /// The file, when known.
+        path: Option<PathBuf>,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// How a SessionActor starts.
@@ -45,6 +91,10 @@ pub(crate) struct SessionArgs {
 
 pub(crate) struct SessionState {
     pair: Pair,
+    /// When the last message (other than a passivation check) arrived.
+    last_activity: Instant,
+    /// The one pending passivation timer; aborted when the actor stops.
+    passivation: Option<JoinHandle<Result<(), MessagingErr<SessionMsg>>>>,
     record: SessionRecord,
     snapshot: Arc<ArcSwap<SessionRecord>>,
     shared: Arc<Shared>,
@@ -64,6 +114,8 @@ impl Actor for SessionActor {
         args: SessionArgs,
     ) -> Result<SessionState, ActorProcessingErr> {
         let mut state = SessionState {
+            last_activity: Instant::now(),
+            passivation: None,
             pair: args.record.pair(),
             snapshot: args.snapshot,
             record: args.record,
@@ -77,12 +129,25 @@ impl Actor for SessionActor {
         Ok(state)
     }
 
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        let after = state.shared.config.settings().passivate_after;
+        state.arm_passivation(&myself, after);
+        Ok(())
+    }
+
     async fn handle(
         &self,
         myself: ActorRef<Self::Msg>,
         message: SessionMsg,
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
+        if !matches!(message, SessionMsg::PassivateCheck) {
+            state.last_activity = Instant::now();
+        }
         match message {
             SessionMsg::Mutate { changes, reply } => {
                 let result = state.apply(changes).await;
@@ -93,6 +158,23 @@ impl Actor for SessionActor {
                 let _ = reply.send(());
                 myself.stop(Some("shutdown".into()));
             }
+            SessionMsg::Delete {
+                delete_transcript,
+                reply,
+            } => {
+                let result = state.delete(delete_transcript).await;
+                let _ = reply.send(result);
+                myself.stop(Some("deleted".into()));
+            }
+            SessionMsg::Compact { reply } => {
+                let result = state.compact().await;
+                let _ = reply.send(result);
+            }
+            SessionMsg::PassivateCheck => state.check_passivation(&myself),
+            #[cfg(feature = "testing")]
+            SessionMsg::Crash => {
+                return Err(format!("injected failure of session {}", state.pair).into());
+            }
         }
         Ok(())
     }
@@ -102,6 +184,9 @@ impl Actor for SessionActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
+        if let Some(timer) = state.passivation.take() {
+            timer.abort();
+        }
         // Normally stopped already; a still-running agent is stopped here, and its group is
         // killed on drop even if this never runs.
         state.stop_agent(StopGrace::default()).await;
@@ -110,6 +195,89 @@ impl Actor for SessionActor {
 }
 
 impl SessionState {
+    /// Arms the single passivation timer to fire `after` from now.
+    fn arm_passivation(&mut self, myself: &ActorRef<SessionMsg>, after: Duration) {
+        self.passivation = Some(myself.send_after(after, || SessionMsg::PassivateCheck));
+    }
+
+    /// Passivates when the session has been idle, with no agent, for `passivate_after`;
+    /// otherwise re-arms the timer for the time that remains. One timer per actor at a time,
+    /// re-armed only when it fires, so activity costs nothing but an `Instant`.
+    fn check_passivation(&mut self, myself: &ActorRef<SessionMsg>) {
+        let after = self.shared.config.settings().passivate_after;
+        let idle = self.last_activity.elapsed();
+        if self.conversation.is_none() && idle >= after {
+            tracing::debug!(pair = %self.pair, "passivating an idle session");
+            self.passivation = None;
+            myself.stop(Some("passivated".into()));
+        } else {
+            self.arm_passivation(
+                myself,
+                after.saturating_sub(idle).max(Duration::from_millis(1)),
+            );
+        }
+    }
+
+    /// Stops the agent, deletes the record durably, then the transcript if asked.
+    async fn delete(&mut self, delete_transcript: bool) -> Result<Deletion, RuntimeError> {
+        self.stop_agent(StopGrace::default()).await;
+        let deleted = self.shared.store.delete(self.record.session_id).await?;
+        let transcript = if delete_transcript {
+            remove_transcript(&self.shared, &self.pair, &self.record).await
+        } else {
+            TranscriptRemoval::NotRequested
+        };
+        tracing::info!(pair = %self.pair, session = %self.record.session_id, ?transcript, "session deleted");
+        Ok(Deletion {
+            deleted,
+            transcript,
+        })
+    }
+
+    /// The original's status walk, with `/compact` sent to a live agent as a turn.
+    async fn compact(&mut self) -> Result<SessionRecord, RuntimeError> {
+        self.apply(vec![Change::SetStatus(SessionStatus::Compacting)])
+            .await?;
+        let turn = match self.conversation.as_mut() {
+            Some(conversation) => {
+                let stall = self.shared.config.settings().response_timeout;
+                conversation
+                    .turn("/compact", None, stall)
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|report| {
+                        if report.failed() {
+                            Err(report
+                                .result
+                                .result
+                                .unwrap_or_else(|| report.result.subtype.clone()))
+                        } else {
+                            Ok(())
+                        }
+                    })
+            }
+            None => Ok(()),
+        };
+        match turn {
+            Ok(()) => {
+                self.apply(vec![
+                    Change::ResetMessageCount,
+                    Change::SetStatus(SessionStatus::Active),
+                ])
+                .await
+            }
+            Err(reason) => {
+                self.apply(vec![Change::SetStatus(SessionStatus::Error)])
+                    .await?;
+                Err(RuntimeError::Agent {
+                    pair: self.pair.clone(),
+                    code: iris_core::ErrorCode::ProcessError,
+                    reason: format!("compaction failed: {reason}"),
+                })
+            }
+        }
+    }
+
     /// Writes `changes` durably, then republishes the snapshot.
     async fn apply(&mut self, changes: Vec<Change>) -> Result<SessionRecord, RuntimeError> {
         let record = self
@@ -185,12 +353,8 @@ impl SessionState {
     /// Whether the agent already has a transcript of this conversation, looked up where the
     /// agent will look: its own `CLAUDE_CONFIG_DIR` if the team sets one, else ours.
     fn transcript_exists(&self, project: &std::path::Path, agent: &AgentConfig) -> bool {
-        let locator = match agent.env.get("CLAUDE_CONFIG_DIR") {
-            Some(dir) => TranscriptLocator::new(dir),
-            None => match TranscriptLocator::from_env() {
-                Ok(locator) => locator,
-                Err(_) => return false,
-            },
+        let Some(locator) = transcript_locator(agent) else {
+            return false;
         };
         let canonical = project
             .canonicalize()
@@ -220,4 +384,128 @@ impl SessionState {
 /// How long a Shutdown may take: the whole stop sequence plus a margin.
 pub(crate) fn shutdown_timeout(grace: &StopGrace) -> Duration {
     grace.after_stdin_close + grace.after_sigterm + grace.after_sigkill + Duration::from_secs(5)
+}
+
+/// Deletes `pair`'s session: through its actor when one runs, else directly in the store (no
+/// other writer can exist: the registry holds the pair's key while this runs).
+pub(crate) async fn delete_session(
+    shared: &Arc<Shared>,
+    pair: &Pair,
+    actor: Option<ActorRef<SessionMsg>>,
+    delete_transcript: bool,
+) -> Result<Deletion, RuntimeError> {
+    if let Some(actor) = actor {
+        let answer = actor
+            .call(
+                |reply| SessionMsg::Delete {
+                    delete_transcript,
+                    reply,
+                },
+                Some(shutdown_timeout(&StopGrace::default())),
+            )
+            .await;
+        return match answer {
+            Ok(ractor::rpc::CallResult::Success(result)) => result,
+            Ok(ractor::rpc::CallResult::Timeout) => Err(RuntimeError::Timeout {
+                what: format!("deleting session {pair}"),
+            }),
+            _ => Err(RuntimeError::ShuttingDown),
+        };
+    }
+    let Some(record) = shared.store.get_by_pair(pair)? else {
+        return Ok(Deletion {
+            deleted: None,
+            transcript: TranscriptRemoval::NotRequested,
+        });
+    };
+    let deleted = shared.store.delete(record.session_id).await?;
+    let transcript = if delete_transcript {
+        remove_transcript(shared, pair, &record).await
+    } else {
+        TranscriptRemoval::NotRequested
+    };
+    Ok(Deletion {
+        deleted,
+        transcript,
+    })
+}
+
+/// Removes the transcript of `record` where the agent keeps it.
+async fn remove_transcript(
+    shared: &Shared,
+    pair: &Pair,
+    record: &SessionRecord,
+) -> TranscriptRemoval {
+    let config = &shared.config;
+    let (Some(team), Some(agent)) = (config.team(&pair.to), config.agent_for(&pair.to)) else {
+        return TranscriptRemoval::Failed {
+            path: None,
+            reason: format!("team {} is no longer configured", pair.to),
+        };
+    };
+    if team.is_remote() {
+        return TranscriptRemoval::Failed {
+            path: None,
+            reason: "removing a remote team's transcript is not supported yet; remove it on the remote host".into(),
+        };
+    }
+    let Some(locator) = transcript_locator(&agent) else {
+        return TranscriptRemoval::Failed {
+            path: None,
+            reason:
+                "neither CLAUDE_CONFIG_DIR nor HOME is set, so the transcript cannot be located"
+                    .into(),
+        };
+    };
+    let project = match tokio::fs::canonicalize(&team.path).await {
+        Ok(path) => path,
+        Err(_) => team.path.clone(),
+    };
+    let id = record.session_id;
+    let found = tokio::task::spawn_blocking(move || locator.find_transcript(&project, &id))
+        .await
+        .ok()
+        .flatten();
+    let Some(path) = found else {
+        return TranscriptRemoval::NotFound;
+    };
+    match tokio::fs::remove_file(&path).await {
+        Ok(()) => TranscriptRemoval::Removed(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => TranscriptRemoval::NotFound,
+        Err(e) => TranscriptRemoval::Failed {
+            path: Some(path),
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// Where the agent keeps transcripts: its own `CLAUDE_CONFIG_DIR` if the team sets one, else
+/// ours.
+fn transcript_locator(agent: &AgentConfig) -> Option<TranscriptLocator> {
+    match agent.env.get("CLAUDE_CONFIG_DIR") {
+        Some(dir) => Some(TranscriptLocator::new(dir)),
+        None => TranscriptLocator::from_env().ok(),
+    }
+}
+
+/// Records durably that `pair`'s session failed too often.
+pub(crate) async fn mark_error(shared: Arc<Shared>, pair: Pair) {
+    let result = match shared.store.get_by_pair(&pair) {
+        Ok(Some(record)) => shared
+            .store
+            .update_all(
+                record.session_id,
+                vec![
+                    Change::SetStatus(SessionStatus::Error),
+                    Change::SetProcessState(ProcessState::Stopped),
+                ],
+            )
+            .await
+            .map(|_| ()),
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    if let Err(error) = result {
+        tracing::error!(%pair, %error, "could not record the session's error status");
+    }
 }
