@@ -13,7 +13,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use arc_swap::ArcSwap;
-use iris_core::{ErrorCode, Pair, SessionId, SessionRecord, Timestamp};
+use iris_core::{ErrorCode, Pair, ProcessState, SessionId, SessionRecord, Timestamp};
+use iris_store::Change;
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr,
     SupervisionEvent,
@@ -379,6 +380,12 @@ impl RegistryState {
     }
 }
 
+fn needs_cleanup(record: &SessionRecord) -> bool {
+    record.process_state != ProcessState::Stopped
+        || record.current_turn.is_some()
+        || record.agent_process.is_some()
+}
+
 fn already_exists(pair: &Pair, existing: SessionId) -> RuntimeError {
     RuntimeError::AlreadyExists {
         pair: pair.clone(),
@@ -400,6 +407,22 @@ async fn load_or_create(
     pair: &Pair,
 ) -> Result<Started, RuntimeError> {
     let (record, created) = match shared.store.get_by_pair(pair)? {
+        // No actor holds this pair on this node, so no agent of it runs here: whatever the
+        // record says about a process is stale (a failed actor's agent died with it).
+        Some(record) if needs_cleanup(&record) => {
+            let cleaned = shared
+                .store
+                .update_all(
+                    record.session_id,
+                    vec![
+                        Change::SetProcessState(ProcessState::Stopped),
+                        Change::SetCurrentTurn(None),
+                        Change::SetAgentProcess(None),
+                    ],
+                )
+                .await?;
+            (cleaned, false)
+        }
         Some(record) => (record, false),
         None => {
             let fresh = SessionRecord::new(pair.clone(), SessionId::new_v4(), Timestamp::now());

@@ -240,17 +240,23 @@ impl Runtime {
         };
         let handles: Vec<SessionHandle> =
             self.shared.live.iter().map(|e| e.value().clone()).collect();
-        let stops = handles.into_iter().map(|h| async move {
-            let _ = h
-                .actor
-                .call(
-                    |reply| SessionMsg::Shutdown { grace: stop, reply },
-                    Some(shutdown_timeout(&stop)),
-                )
-                .await;
-        });
+        // Every session stops its agent at the same time; each stop is bounded.
+        let stops: Vec<_> = handles
+            .into_iter()
+            .map(|h| {
+                tokio::spawn(async move {
+                    let _ = h
+                        .actor
+                        .call(
+                            |reply| SessionMsg::Shutdown { grace: stop, reply },
+                            Some(shutdown_timeout(&stop)),
+                        )
+                        .await;
+                })
+            })
+            .collect();
         for stop in stops {
-            stop.await;
+            let _ = stop.await;
         }
         if let Err(error) = self
             .registry
