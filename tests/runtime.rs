@@ -409,4 +409,11 @@ async fn a_failed_actor_restarts_and_three_failures_mark_the_session_error() {
             .is_some_and(|r| r.status == iris::core::SessionStatus::Error)
     })
     .await;
+
+    // A reset brings it back, with its record.
+    runtime.reset_session(&a, &b).await.unwrap();
+    let back = runtime.get_or_create_session(&a, &b).await.unwrap();
+    assert_eq!(back.session_id, record.session_id);
+    assert_eq!(back.status, iris::core::SessionStatus::Active);
+    assert_eq!(back.message_count, 6);
 }

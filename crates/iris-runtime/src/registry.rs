@@ -50,6 +50,12 @@ pub(crate) enum RegistryMsg {
     },
     /// A retirement task finished its deletion.
     Retired { pair: Pair },
+    /// Clear a session's failure state (status `error` after repeated failures), so requests
+    /// bring it up again.
+    Reset {
+        pair: Pair,
+        reply: RpcReplyPort<Result<(), RuntimeError>>,
+    },
 }
 
 /// What a creation task brings back.
@@ -92,6 +98,7 @@ const MAX_FAILURES: usize = 3;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 pub(crate) struct RegistryState {
+    myself: ActorRef<RegistryMsg>,
     shared: Arc<Shared>,
     slots: HashMap<Pair, Slot>,
     by_actor: HashMap<ActorId, Pair>,
@@ -107,10 +114,11 @@ impl Actor for Registry {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         shared: Arc<Shared>,
     ) -> Result<RegistryState, ActorProcessingErr> {
         Ok(RegistryState {
+            myself,
             shared,
             slots: HashMap::new(),
             by_actor: HashMap::new(),
@@ -137,6 +145,7 @@ impl Actor for Registry {
                 reply,
             } => state.retire(&myself, pair, delete_transcript, reply),
             RegistryMsg::Retired { pair } => state.retired(&myself, pair),
+            RegistryMsg::Reset { pair, reply } => state.reset(pair, reply),
         }
         Ok(())
     }
@@ -372,12 +381,52 @@ impl RegistryState {
         }
     }
 
+    /// Forgets the pair's failures. A session in the `Failed` slot is freed and its status set
+    /// back to `active` before the reply, so the next request brings it up.
+    fn reset(&mut self, pair: Pair, reply: RpcReplyPort<Result<(), RuntimeError>>) {
+        self.failures.remove(&pair);
+        if !matches!(self.slots.get(&pair), Some(Slot::Failed(_))) {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        // Keep the key taken until the status is written, so no request sees a half-reset.
+        self.slots.insert(
+            pair.clone(),
+            Slot::Stopping {
+                waiters: Vec::new(),
+                actor: None,
+                deleted: false,
+            },
+        );
+        let shared = self.shared.clone();
+        let registry = self.myself.clone();
+        tokio::spawn(async move {
+            let result = set_active(&shared, &pair).await;
+            let _ = reply.send(result);
+            let _ = registry.cast(RegistryMsg::Retired { pair });
+        });
+    }
+
     /// The pair is free again: callers that arrived during the deletion get a fresh session.
     fn after_stopping(&mut self, myself: &ActorRef<RegistryMsg>, pair: Pair, waiters: Vec<Waiter>) {
         if !waiters.is_empty() {
             self.start_flight(myself, pair, waiters);
         }
     }
+}
+
+/// Sets the pair's stored status back to `active`.
+async fn set_active(shared: &Shared, pair: &Pair) -> Result<(), RuntimeError> {
+    if let Some(record) = shared.store.get_by_pair(pair)? {
+        shared
+            .store
+            .update(
+                record.session_id,
+                Change::SetStatus(iris_core::SessionStatus::Active),
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 fn needs_cleanup(record: &SessionRecord) -> bool {

@@ -198,6 +198,23 @@ impl Runtime {
         unwrap_call(answer, || format!("compacting session {id}"))?
     }
 
+    /// Takes a session out of status `error` after repeated failures of its actor, so the next
+    /// request brings it up again. A no-op for a healthy session.
+    pub async fn reset_session(&self, from: &TeamName, to: &TeamName) -> Result<(), RuntimeError> {
+        let pair = Pair::new(from.clone(), to.clone());
+        let answer = self
+            .registry
+            .call(
+                |reply| RegistryMsg::Reset {
+                    pair: pair.clone(),
+                    reply,
+                },
+                Some(SESSION_CALL_TIMEOUT),
+            )
+            .await;
+        unwrap_call(answer, || format!("resetting session {pair}"))?
+    }
+
     /// Whether `record` should be compacted now, by the configured thresholds.
     pub fn should_compact(&self, record: &SessionRecord) -> bool {
         let policy: &CompactionPolicy = &self.shared.config.settings().compaction;
