@@ -417,3 +417,40 @@ async fn a_failed_actor_restarts_and_three_failures_mark_the_session_error() {
     assert_eq!(back.status, iris::core::SessionStatus::Active);
     assert_eq!(back.message_count, 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutation_racing_a_deletion_never_resurrects_the_pair() {
+    let world = World::new();
+    let runtime = start(&world, &["a", "b"], "session_init = \"lazy\"").await;
+    for _ in 0..50 {
+        let old = runtime
+            .get_or_create_session(&team("a"), &team("b"))
+            .await
+            .unwrap()
+            .session_id;
+        let (r1, r2, r3) = (runtime.clone(), runtime.clone(), runtime.clone());
+        let delete = tokio::spawn(async move { r1.delete_session(&old, false).await });
+        let increment = tokio::spawn(async move { r2.increment_message_count(&old, 1).await });
+        let second_delete = tokio::spawn(async move { r3.delete_session(&old, false).await });
+        let deleted = [
+            delete.await.unwrap().unwrap(),
+            second_delete.await.unwrap().unwrap(),
+        ];
+        assert_eq!(
+            deleted.iter().filter(|d| d.deleted.is_some()).count(),
+            1,
+            "exactly one of two concurrent deletions deletes"
+        );
+        match increment.await.unwrap() {
+            Ok(record) => assert_eq!(record.session_id, old, "the increment hit another session"),
+            Err(e) => assert_eq!(e.code(), ErrorCode::SessionNotFound, "{e}"),
+        }
+        assert!(
+            runtime
+                .get_session(&team("a"), &team("b"))
+                .unwrap()
+                .is_none(),
+            "the deleted pair came back"
+        );
+    }
+}

@@ -21,7 +21,9 @@ use ractor::{
 };
 
 use crate::error::RuntimeError;
-use crate::session::{Deletion, SessionActor, SessionArgs, delete_session, mark_error};
+use crate::session::{
+    Deletion, SessionActor, SessionArgs, TranscriptRemoval, delete_session, mark_error,
+};
 use crate::shared::{SessionHandle, Shared};
 
 /// A request's reply port.
@@ -35,6 +37,9 @@ pub(crate) enum RegistryMsg {
     Obtain {
         pair: Pair,
         must_create: bool,
+        /// For a request by session id: the session it must be. Such a request never creates;
+        /// if the pair's session is another one, or is being deleted, it is `NotFound`.
+        expect: Option<SessionId>,
         reply: Reply,
     },
     /// A creation task finished.
@@ -70,19 +75,26 @@ pub(crate) struct Started {
 #[derive(Debug)]
 struct Waiter {
     must_create: bool,
+    expect: Option<SessionId>,
     reply: Reply,
 }
 
 /// Where a pair stands. A key leaves the map only when its actor's termination is observed (and,
 /// for a deletion, when the deletion is done), so no pair ever has two actors.
 enum Slot {
-    /// A creation (or restart) is in flight; these callers wait for it.
-    Starting(Vec<Waiter>),
+    /// A creation (or restart) is in flight; these callers wait for it. A `load_only` flight
+    /// (started by a request by id) brings up a stored record but never creates one.
+    Starting {
+        waiters: Vec<Waiter>,
+        load_only: bool,
+    },
     /// The actor runs.
     Live(SessionHandle),
     /// The session is being deleted; these callers wait, then get a new session.
     Stopping {
         waiters: Vec<Waiter>,
+        /// Whether the record is being deleted (rather than reset).
+        deleting: bool,
         /// The actor that still has to terminate, if there was one.
         actor: Option<ActorId>,
         /// Whether the record is deleted.
@@ -136,8 +148,17 @@ impl Actor for Registry {
             RegistryMsg::Obtain {
                 pair,
                 must_create,
+                expect,
                 reply,
-            } => state.obtain(&myself, pair, Waiter { must_create, reply }),
+            } => state.obtain(
+                &myself,
+                pair,
+                Waiter {
+                    must_create,
+                    expect,
+                    reply,
+                },
+            ),
             RegistryMsg::Started { pair, outcome } => state.started(pair, outcome),
             RegistryMsg::Retire {
                 pair,
@@ -177,32 +198,46 @@ impl RegistryState {
         }
         match self.slots.get_mut(&pair) {
             Some(Slot::Live(handle)) => {
-                let answer = if waiter.must_create {
-                    Err(already_exists(&pair, handle.record().session_id))
-                } else {
-                    Ok(handle.clone())
-                };
+                let answer = answer_for(&waiter, &pair, handle, false);
                 let _ = waiter.reply.send(answer);
             }
-            Some(Slot::Starting(waiters)) | Some(Slot::Stopping { waiters, .. }) => {
+            Some(Slot::Stopping { deleting: true, .. }) if waiter.expect.is_some() => {
+                let _ = waiter.reply.send(Err(not_found(waiter.expect)));
+            }
+            Some(Slot::Starting { waiters, .. }) | Some(Slot::Stopping { waiters, .. }) => {
                 waiters.push(waiter);
             }
             Some(Slot::Failed(error)) => {
                 let _ = waiter.reply.send(Err(error.clone()));
             }
-            None => self.start_flight(myself, pair, vec![waiter]),
+            None => {
+                let load_only = waiter.expect.is_some();
+                self.start_flight(myself, pair, vec![waiter], load_only);
+            }
         }
     }
 
-    /// Starts bringing `pair` up (load or create, then start its actor) for `waiters`.
-    fn start_flight(&mut self, myself: &ActorRef<RegistryMsg>, pair: Pair, waiters: Vec<Waiter>) {
-        self.slots.insert(pair.clone(), Slot::Starting(waiters));
-        tokio::spawn(bring_up(self.shared.clone(), myself.clone(), pair));
+    /// Starts bringing `pair` up (load, or create unless `load_only`, then start its actor).
+    fn start_flight(
+        &mut self,
+        myself: &ActorRef<RegistryMsg>,
+        pair: Pair,
+        waiters: Vec<Waiter>,
+        load_only: bool,
+    ) {
+        self.slots
+            .insert(pair.clone(), Slot::Starting { waiters, load_only });
+        tokio::spawn(bring_up(
+            self.shared.clone(),
+            myself.clone(),
+            pair,
+            load_only,
+        ));
     }
 
     fn started(&mut self, pair: Pair, outcome: Result<Started, RuntimeError>) {
-        let waiters = match self.slots.remove(&pair) {
-            Some(Slot::Starting(waiters)) => waiters,
+        let (waiters, load_only) = match self.slots.remove(&pair) {
+            Some(Slot::Starting { waiters, load_only }) => (waiters, load_only),
             other => {
                 // Cannot happen: only a flight puts a pair in Starting. Never keep two actors.
                 tracing::error!(%pair, "a creation finished for a pair that was not starting");
@@ -217,22 +252,32 @@ impl RegistryState {
         };
         match outcome {
             Ok(Started { handle, created }) => {
-                let session_id = handle.record().session_id;
                 // The first caller that asked for a creation gets it, if this flight created
                 // the record; every other creator learns that it exists.
                 let mut creation_available = created;
                 for waiter in waiters {
-                    let answer = if waiter.must_create && !std::mem::take(&mut creation_available) {
-                        Err(already_exists(&pair, session_id))
-                    } else {
-                        Ok(handle.clone())
-                    };
+                    let creates = waiter.must_create && std::mem::take(&mut creation_available);
+                    let answer = answer_for(&waiter, &pair, &handle, creates);
                     let _ = waiter.reply.send(answer);
                 }
                 self.by_actor.insert(handle.actor.get_id(), pair.clone());
                 // A session that comes up again after a failure keeps its failure history.
                 self.shared.live.insert(pair.clone(), handle.clone());
                 self.slots.insert(pair, Slot::Live(handle));
+            }
+            Err(RuntimeError::NotFound { .. }) if load_only => {
+                // No stored record: requests by id fail; requests that may create get a new flight.
+                let mut creators = Vec::new();
+                for waiter in waiters {
+                    if waiter.expect.is_some() {
+                        let _ = waiter.reply.send(Err(not_found(waiter.expect)));
+                    } else {
+                        creators.push(waiter);
+                    }
+                }
+                if !creators.is_empty() {
+                    self.start_flight(&self.myself.clone(), pair, creators, false);
+                }
             }
             Err(error) => {
                 for waiter in waiters {
@@ -254,7 +299,10 @@ impl RegistryState {
                 self.shared.live.remove(&pair);
             }
             Some(Slot::Stopping {
-                waiters, deleted, ..
+                waiters,
+                deleting,
+                deleted,
+                ..
             }) => {
                 if deleted {
                     self.after_stopping(myself, pair, waiters);
@@ -263,6 +311,7 @@ impl RegistryState {
                         pair,
                         Slot::Stopping {
                             waiters,
+                            deleting,
                             actor: None,
                             deleted,
                         },
@@ -310,7 +359,7 @@ impl RegistryState {
             tokio::spawn(mark_error(self.shared.clone(), pair));
         } else {
             tracing::warn!(%pair, %error, failures = recent.len(), "session actor failed; restarting it from its stored record");
-            self.start_flight(myself, pair, Vec::new());
+            self.start_flight(myself, pair, Vec::new(), false);
         }
     }
 
@@ -328,7 +377,29 @@ impl RegistryState {
                 self.shared.live.remove(&pair);
                 Some(handle.actor)
             }
-            Some(busy @ (Slot::Starting(_) | Slot::Stopping { .. })) => {
+            Some(Slot::Stopping {
+                waiters,
+                deleting: true,
+                actor,
+                deleted,
+            }) => {
+                // Another deletion of this pair is under way: this one deletes nothing.
+                self.slots.insert(
+                    pair,
+                    Slot::Stopping {
+                        waiters,
+                        deleting: true,
+                        actor,
+                        deleted,
+                    },
+                );
+                let _ = reply.send(Ok(Deletion {
+                    deleted: None,
+                    transcript: TranscriptRemoval::NotRequested,
+                }));
+                return;
+            }
+            Some(busy @ (Slot::Starting { .. } | Slot::Stopping { .. })) => {
                 self.slots.insert(pair.clone(), busy);
                 let _ = reply.send(Err(RuntimeError::Busy {
                     pair,
@@ -343,6 +414,7 @@ impl RegistryState {
             pair.clone(),
             Slot::Stopping {
                 waiters: Vec::new(),
+                deleting: true,
                 actor: actor.as_ref().map(|a| a.get_id()),
                 deleted: false,
             },
@@ -364,11 +436,17 @@ impl RegistryState {
                 actor: None,
                 ..
             }) => self.after_stopping(myself, pair, waiters),
-            Some(Slot::Stopping { waiters, actor, .. }) => {
+            Some(Slot::Stopping {
+                waiters,
+                deleting,
+                actor,
+                ..
+            }) => {
                 self.slots.insert(
                     pair,
                     Slot::Stopping {
                         waiters,
+                        deleting,
                         actor,
                         deleted: true,
                     },
@@ -394,6 +472,7 @@ impl RegistryState {
             pair.clone(),
             Slot::Stopping {
                 waiters: Vec::new(),
+                deleting: false,
                 actor: None,
                 deleted: false,
             },
@@ -410,7 +489,7 @@ impl RegistryState {
     /// The pair is free again: callers that arrived during the deletion get a fresh session.
     fn after_stopping(&mut self, myself: &ActorRef<RegistryMsg>, pair: Pair, waiters: Vec<Waiter>) {
         if !waiters.is_empty() {
-            self.start_flight(myself, pair, waiters);
+            self.start_flight(myself, pair, waiters, false);
         }
     }
 }
@@ -435,6 +514,31 @@ fn needs_cleanup(record: &SessionRecord) -> bool {
         || record.agent_process.is_some()
 }
 
+/// What a waiter gets from a live session: `NotFound` if it asked for another session by id,
+/// `AlreadyExists` if it wanted to create one and this was not its creation, else the handle.
+fn answer_for(
+    waiter: &Waiter,
+    pair: &Pair,
+    handle: &SessionHandle,
+    created_for_it: bool,
+) -> Result<SessionHandle, RuntimeError> {
+    let session_id = handle.record().session_id;
+    match waiter.expect {
+        Some(expected) if expected != session_id => Err(not_found(Some(expected))),
+        _ if waiter.must_create && !created_for_it => Err(already_exists(pair, session_id)),
+        _ => Ok(handle.clone()),
+    }
+}
+
+fn not_found(expected: Option<SessionId>) -> RuntimeError {
+    RuntimeError::NotFound {
+        what: match expected {
+            Some(id) => format!("with id {id}"),
+            None => "for this pair".into(),
+        },
+    }
+}
+
 fn already_exists(pair: &Pair, existing: SessionId) -> RuntimeError {
     RuntimeError::AlreadyExists {
         pair: pair.clone(),
@@ -445,8 +549,13 @@ fn already_exists(pair: &Pair, existing: SessionId) -> RuntimeError {
 /// Loads or creates the pair's record, starts its actor (linked to the registry), and reports
 /// back. A record this flight created is deleted again if the actor fails to start, so a failed
 /// eager creation leaves nothing behind.
-async fn bring_up(shared: Arc<Shared>, registry: ActorRef<RegistryMsg>, pair: Pair) {
-    let outcome = load_or_create(&shared, &registry, &pair).await;
+async fn bring_up(
+    shared: Arc<Shared>,
+    registry: ActorRef<RegistryMsg>,
+    pair: Pair,
+    load_only: bool,
+) {
+    let outcome = load_or_create(&shared, &registry, &pair, load_only).await;
     let _ = registry.cast(RegistryMsg::Started { pair, outcome });
 }
 
@@ -454,6 +563,7 @@ async fn load_or_create(
     shared: &Arc<Shared>,
     registry: &ActorRef<RegistryMsg>,
     pair: &Pair,
+    load_only: bool,
 ) -> Result<Started, RuntimeError> {
     let (record, created) = match shared.store.get_by_pair(pair)? {
         // No actor holds this pair on this node, so no agent of it runs here: whatever the
@@ -473,6 +583,11 @@ async fn load_or_create(
             (cleaned, false)
         }
         Some(record) => (record, false),
+        None if load_only => {
+            return Err(RuntimeError::NotFound {
+                what: format!("for {pair}"),
+            });
+        }
         None => {
             let fresh = SessionRecord::new(pair.clone(), SessionId::new_v4(), Timestamp::now());
             (shared.store.create(fresh).await?, true)

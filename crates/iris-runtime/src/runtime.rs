@@ -195,7 +195,10 @@ impl Runtime {
             .actor
             .call(|reply| SessionMsg::Compact { reply }, Some(timeout))
             .await;
-        unwrap_call(answer, || format!("compacting session {id}"))?
+        self.gone_if_deleted(
+            id,
+            unwrap_call(answer, || format!("compacting session {id}")),
+        )?
     }
 
     /// Takes a session out of status `error` after repeated failures of its actor, so the next
@@ -298,7 +301,26 @@ impl Runtime {
                 Some(SESSION_CALL_TIMEOUT),
             )
             .await;
-        unwrap_call(answer, || format!("session {id}"))?
+        self.gone_if_deleted(id, unwrap_call(answer, || format!("session {id}")))?
+    }
+
+    /// An actor that went away mid-call was usually stopped by a deletion: say `NotFound` then,
+    /// not that the runtime is shutting down.
+    fn gone_if_deleted<T>(
+        &self,
+        id: &SessionId,
+        result: Result<T, RuntimeError>,
+    ) -> Result<T, RuntimeError> {
+        match result {
+            Err(RuntimeError::ShuttingDown)
+                if matches!(self.shared.store.get_by_session_id(id), Ok(None)) =>
+            {
+                Err(RuntimeError::NotFound {
+                    what: format!("with id {id}"),
+                })
+            }
+            other => other,
+        }
     }
 
     /// The live actor of the session with this id, brought up from the store if needed.
@@ -310,7 +332,7 @@ impl Runtime {
                 .ok_or_else(|| RuntimeError::NotFound {
                     what: format!("with id {id}"),
                 })?;
-        self.obtain(record.pair(), false).await
+        self.obtain_as(record.pair(), false, Some(*id)).await
     }
 
     /// Test hook: makes the pair's actor fail as a panic would.
@@ -331,12 +353,22 @@ impl Runtime {
     }
 
     async fn obtain(&self, pair: Pair, must_create: bool) -> Result<SessionHandle, RuntimeError> {
+        self.obtain_as(pair, must_create, None).await
+    }
+
+    async fn obtain_as(
+        &self,
+        pair: Pair,
+        must_create: bool,
+        expect: Option<SessionId>,
+    ) -> Result<SessionHandle, RuntimeError> {
         let answer = self
             .registry
             .call(
                 |reply| RegistryMsg::Obtain {
                     pair: pair.clone(),
                     must_create,
+                    expect,
                     reply,
                 },
                 Some(self.shared.creation_timeout()),
