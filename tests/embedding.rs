@@ -2,7 +2,8 @@
 //! session record, hold a conversation with the team's agent (fake-claude), and record the turn.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,25 +13,6 @@ use iris::agent::process::StopGrace;
 use iris::core::config::Config;
 use iris::core::{Pair, ProcessState, SessionId, SessionRecord, TeamName, Timestamp};
 use iris::store::Change;
-
-/// The workspace's fake-claude binary (built by `cargo test --workspace`; built here if missing).
-fn fake_claude() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("fake-claude");
-    if !path.exists() {
-        let ok = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "fake-claude", "--bin", "fake-claude"])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "building fake-claude failed");
-    }
-    path
-}
 
 #[tokio::test]
 async fn config_store_and_agent_work_together() {
@@ -56,7 +38,7 @@ path = "teams/beta"
 description = "answers"
 grant_permission = "yes"
 "#,
-        fake = fake_claude().display().to_string(),
+        fake = support::fake_claude().display().to_string(),
         home = claude_home.path().display().to_string(),
     );
     std::fs::write(root.path().join("iris.toml"), toml).unwrap();
