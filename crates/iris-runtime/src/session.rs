@@ -444,9 +444,12 @@ async fn remove_transcript(
         };
     };
     if team.is_remote() {
-        return TranscriptRemoval::Failed {
-            path: None,
-            reason: "removing a remote team's transcript is not supported yet; remove it on the remote host".into(),
+        return match remote_removal(&pair.to, team, &agent, &record.session_id) {
+            Ok((launch, shown)) => run_remote_removal(launch.to_command(), shown).await,
+            Err(e) => TranscriptRemoval::Failed {
+                path: None,
+                reason: e.to_string(),
+            },
         };
     }
     let Some(locator) = transcript_locator(&agent) else {
@@ -509,3 +512,82 @@ pub(crate) async fn mark_error(shared: Arc<Shared>, pair: Pair) {
         tracing::error!(%pair, %error, "could not record the session's error status");
     }
 }
+
+/// Exit status the remote removal script uses for "no such transcript".
+const REMOTE_NOT_FOUND: i32 = 3;
+
+/// The ssh command that removes a remote team's transcript, and the path as shown to humans.
+///
+/// The transcript lives under the remote user's `$CLAUDE_CONFIG_DIR` (the team's agent env may
+/// set it) or `~/.claude`, so a remote `sh -c` script resolves it. The only pieces interpolated
+/// into the script are the sanitized directory name (`[A-Za-z0-9-]` only) and the session id (a
+/// UUID), so nothing in it can be read as shell syntax.
+pub(crate) fn remote_removal(
+    team_name: &iris_core::TeamName,
+    team: &iris_core::config::TeamConfig,
+    agent: &AgentConfig,
+    id: &iris_core::SessionId,
+) -> Result<(iris_agent::command::Launch, String), iris_agent::command::CommandError> {
+    let sanitized = iris_core::transcript::sanitize_project_path(&team.path.to_string_lossy());
+    let relative = format!("projects/{sanitized}/{id}.jsonl");
+    let script = format!(
+        "f=\"${{CLAUDE_CONFIG_DIR:-$HOME/.claude}}/{relative}\"; \
+         if [ -e \"$f\" ]; then rm -f -- \"$f\"; else exit {REMOTE_NOT_FOUND}; fi"
+    );
+    let env: std::collections::BTreeMap<String, String> = agent
+        .env
+        .get("CLAUDE_CONFIG_DIR")
+        .map(|dir| ("CLAUDE_CONFIG_DIR".to_owned(), dir.clone()))
+        .into_iter()
+        .collect();
+    let launch =
+        command::build_remote_command(team_name, team, "sh", &["-c".to_owned(), script], &env)?;
+    let destination = team.remote.as_ref().map_or("", |r| r.destination.as_str());
+    let root = env
+        .get("CLAUDE_CONFIG_DIR")
+        .map_or("~/.claude", String::as_str);
+    Ok((launch, format!("{destination}:{root}/{relative}")))
+}
+
+/// Runs a remote removal with a time limit and reads its outcome from the exit status.
+async fn run_remote_removal(
+    mut command: tokio::process::Command,
+    shown: String,
+) -> TranscriptRemoval {
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let path = Some(PathBuf::from(&shown));
+    match tokio::time::timeout(REMOTE_REMOVAL_TIMEOUT, command.output()).await {
+        Ok(Ok(output)) if output.status.success() => {
+            TranscriptRemoval::Removed(PathBuf::from(shown))
+        }
+        Ok(Ok(output)) if output.status.code() == Some(REMOTE_NOT_FOUND) => {
+            TranscriptRemoval::NotFound
+        }
+        Ok(Ok(output)) => TranscriptRemoval::Failed {
+            path,
+            reason: format!(
+                "ssh {}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        },
+        Ok(Err(e)) => TranscriptRemoval::Failed {
+            path,
+            reason: format!("could not run ssh: {e}"),
+        },
+        Err(_) => TranscriptRemoval::Failed {
+            path,
+            reason: format!("ssh did not finish within {REMOTE_REMOVAL_TIMEOUT:?}"),
+        },
+    }
+}
+
+/// How long removing a remote transcript may take.
+const REMOTE_REMOVAL_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests;

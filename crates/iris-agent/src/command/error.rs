@@ -183,6 +183,12 @@ pub enum CommandError {
         /// The team.
         team: TeamName,
     },
+    /// A remote command was asked for a team that is not remote.
+    #[error("team {team} is not a remote team; run the command locally")]
+    NotRemote {
+        /// The team.
+        team: TeamName,
+    },
     /// A remote team's path cannot be sent to the remote shell.
     #[error("team {team}: the remote path {path:?} {reason}")]
     InvalidRemotePath {
@@ -210,7 +216,9 @@ pub enum CommandError {
 impl Coded for CommandError {
     fn code(&self) -> ErrorCode {
         match self {
-            CommandError::InvalidResumeId { .. } => ErrorCode::ValidationError,
+            CommandError::InvalidResumeId { .. } | CommandError::NotRemote { .. } => {
+                ErrorCode::ValidationError
+            }
             CommandError::ReservedFlag { list, .. }
             | CommandError::ArgumentTerminator { list, .. } => list.origin().code(),
             CommandError::NulByte { origin, .. } | CommandError::EmptyValue { origin, .. } => {

@@ -275,18 +275,36 @@ pub fn build_launch(
             env_set: env,
             remote: false,
         }),
-        Some(remote) => {
-            let ssh_args = remote::ssh_argv(team_name, team, remote, &agent.command, &args, &env)?;
-            Ok(Launch {
-                program: "ssh".to_owned(),
-                args: ssh_args,
-                cwd: None,
-                env_remove: vec![NESTED_ENV_VAR.to_owned()],
-                env_set: BTreeMap::new(),
-                remote: true,
-            })
-        }
+        Some(_) => build_remote_command(team_name, team, &agent.command, &args, &env),
     }
+}
+
+/// A command run on a remote team's host, in the team's directory, over the team's ssh
+/// settings: `ssh … -- <destination> "cd '<path>' && exec env -u CLAUDECODE '<K=V>'… '<program>'
+/// '<arg>'…"`, every piece quoted. The agent's launch uses it; so does maintenance such as
+/// removing a transcript.
+pub fn build_remote_command(
+    team_name: &TeamName,
+    team: &TeamConfig,
+    program: &str,
+    args: &[String],
+    env: &BTreeMap<String, String>,
+) -> Result<Launch, CommandError> {
+    let Some(remote) = &team.remote else {
+        return Err(CommandError::NotRemote {
+            team: team_name.clone(),
+        });
+    };
+    validate_program(team_name, program, true)?;
+    let ssh_args = remote::ssh_argv(team_name, team, remote, program, args, env)?;
+    Ok(Launch {
+        program: "ssh".to_owned(),
+        args: ssh_args,
+        cwd: None,
+        env_remove: vec![NESTED_ENV_VAR.to_owned()],
+        env_set: BTreeMap::new(),
+        remote: true,
+    })
 }
 
 /// The effective configuration a team's agent is launched with, as pretty JSON: the team's
