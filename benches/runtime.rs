@@ -49,13 +49,15 @@
 //! P1 and P2 rates from the timed runs of the criterion groups above.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod common;
+
+use common::{Tally, rate, tallied, tally, tally_commits, verdict};
 use std::cell::OnceCell;
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
@@ -266,40 +268,6 @@ async fn bring_up(runtime: &Runtime, pairs: &Arc<Vec<(TeamName, TeamName)>>, tas
 }
 
 // ----- our own tallies, for the summary -----
-
-#[derive(Debug, Default, Clone, Copy)]
-struct Tally {
-    elements: u64,
-    elapsed: Duration,
-    runs: u64,
-    /// Store commits during the timed runs (P2).
-    commits: u64,
-}
-
-impl Tally {
-    fn per_second(&self) -> f64 {
-        self.elements as f64 / self.elapsed.as_secs_f64()
-    }
-}
-
-static TALLIES: Mutex<BTreeMap<String, Tally>> = Mutex::new(BTreeMap::new());
-
-fn tally(name: &str, elements: u64, elapsed: Duration) {
-    let mut tallies = TALLIES.lock().unwrap();
-    let t = tallies.entry(name.to_owned()).or_default();
-    t.elements += elements;
-    t.elapsed += elapsed;
-    t.runs += 1;
-}
-
-fn tally_commits(name: &str, commits: u64) {
-    let mut tallies = TALLIES.lock().unwrap();
-    tallies.entry(name.to_owned()).or_default().commits += commits;
-}
-
-fn tallied(name: &str) -> Option<Tally> {
-    TALLIES.lock().unwrap().get(name).copied()
-}
 
 // ----- P1 -----
 
@@ -623,20 +591,6 @@ fn rss_child(variant: &str) {
 }
 
 // ----- summary -----
-
-fn rate(per_second: f64) -> String {
-    if per_second >= 1e6 {
-        format!("{:.2}M/s", per_second / 1e6)
-    } else if per_second >= 1e3 {
-        format!("{:.1}k/s", per_second / 1e3)
-    } else {
-        format!("{per_second:.0}/s")
-    }
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "MISSED" }
-}
 
 fn summary(rt: &Tokio, warm: Option<&Warm>, sizes: Sizes, rss: &[Rss], quick: bool) {
     println!();

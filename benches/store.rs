@@ -25,17 +25,19 @@
 //! the benchmarks that run. In `--test` mode (`cargo test --benches`) the 1M case is skipped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod common;
+
+use common::{Tally, rate, tallied, tally, tally_writer};
 use std::cell::OnceCell;
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use iris_core::{Pair, ProcessState, SessionFilter, SessionId, SessionRecord, TeamName, Timestamp};
-use iris_store::{Change, Store, StoreOptions, WriterStats};
+use iris_store::{Change, Store, StoreOptions};
 use tempfile::TempDir;
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
@@ -149,39 +151,6 @@ fn filled(rt: &Runtime, teams: usize, per_team: usize) -> Filled {
 
 // ----- our own tallies, for the summary -----
 
-#[derive(Debug, Default, Clone)]
-struct Tally {
-    elements: u64,
-    elapsed: Duration,
-    /// One entry per timed run of `iter_custom`, per element.
-    per_element: Vec<Duration>,
-    writer: Option<WriterStats>,
-}
-
-impl Tally {
-    fn per_second(&self) -> f64 {
-        self.elements as f64 / self.elapsed.as_secs_f64()
-    }
-}
-
-static TALLIES: Mutex<BTreeMap<String, Tally>> = Mutex::new(BTreeMap::new());
-
-fn tally(name: &str, elements: u64, elapsed: Duration, writer: Option<WriterStats>) {
-    let mut tallies = TALLIES.lock().unwrap();
-    let t = tallies.entry(name.to_owned()).or_default();
-    t.elements += elements;
-    t.elapsed += elapsed;
-    t.per_element
-        .push(elapsed / u32::try_from(elements.max(1)).unwrap_or(u32::MAX));
-    if writer.is_some() {
-        t.writer = writer;
-    }
-}
-
-fn tallied(name: &str) -> Option<Tally> {
-    TALLIES.lock().unwrap().get(name).cloned()
-}
-
 // ----- workloads -----
 
 /// Runs `total` operations from `submitters` concurrent tasks, each awaiting its own operation
@@ -249,12 +218,8 @@ fn bench_create(c: &mut Criterion, rt: &Runtime) {
                 }
             });
             let elapsed = start.elapsed();
-            tally(
-                "create/sequential",
-                iters,
-                elapsed,
-                Some(store.writer_stats()),
-            );
+            tally("create/sequential", iters, elapsed);
+            tally_writer("create/sequential", store.writer_stats());
             elapsed
         });
     });
@@ -272,12 +237,8 @@ fn bench_create(c: &mut Criterion, rt: &Runtime) {
                     black_box(store.create(nth_record("c", n)).await.unwrap());
                 }
             });
-            tally(
-                "create/concurrent_64",
-                iters,
-                elapsed,
-                Some(store.writer_stats()),
-            );
+            tally("create/concurrent_64", iters, elapsed);
+            tally_writer("create/concurrent_64", store.writer_stats());
             elapsed
         });
     });
@@ -323,7 +284,8 @@ fn bench_mutations(c: &mut Criterion, rt: &Runtime) {
                                 black_box(store.update_all(id, changes).await.unwrap());
                             }
                         });
-                        tally(&name, iters, elapsed, Some(store.writer_stats()));
+                        tally(&name, iters, elapsed);
+                        tally_writer(&name, store.writer_stats());
                         elapsed
                     });
                 },
@@ -410,7 +372,7 @@ fn bench_stats_and_reset(c: &mut Criterion, rt: &Runtime, fixtures: &Fixtures) {
                 let changed = rt.block_on(f.store.reset_all_process_states()).unwrap();
                 let elapsed = start.elapsed();
                 assert_eq!(changed, live.len() as u64);
-                tally("reset/100k_10pct", 1, elapsed, None);
+                tally("reset/100k_10pct", 1, elapsed);
                 timed += elapsed;
             }
             timed
@@ -467,7 +429,7 @@ fn bench_reopen_1m(c: &mut Criterion, rt: &Runtime) {
                     drop(store);
                     let expected = if live_pct > 0 { live.len() as u64 } else { 0 };
                     assert_eq!(changed, expected);
-                    tally(&format!("reopen_1m/{id}"), 1, elapsed, None);
+                    tally(&format!("reopen_1m/{id}"), 1, elapsed);
                     timed += elapsed;
                 }
                 timed
@@ -478,16 +440,6 @@ fn bench_reopen_1m(c: &mut Criterion, rt: &Runtime) {
 }
 
 // ----- summary -----
-
-fn rate(per_second: f64) -> String {
-    if per_second >= 1e6 {
-        format!("{:.2}M/s", per_second / 1e6)
-    } else if per_second >= 1e3 {
-        format!("{:.1}k/s", per_second / 1e3)
-    } else {
-        format!("{per_second:.0}/s")
-    }
-}
 
 fn batch(t: &Tally) -> String {
     t.writer.map_or_else(String::new, |w| {

@@ -1,0 +1,86 @@
+//! What the benches share: tallies of their own timed runs (criterion does not expose its
+//! estimates), from which each bench prints a plain summary with ratios to its anchor.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use iris::store::WriterStats;
+
+/// Totals of the timed runs recorded under one name.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    /// Elements (operations) timed.
+    pub elements: u64,
+    /// Time they took.
+    pub elapsed: Duration,
+    /// Timed runs.
+    pub runs: u64,
+    /// Time per element of each run.
+    pub per_element: Vec<Duration>,
+    /// The store writer's counters at the last run, when recorded.
+    pub writer: Option<WriterStats>,
+    /// Store commits during the runs, when recorded.
+    pub commits: u64,
+}
+
+impl Tally {
+    /// Elements per second over every run.
+    pub fn per_second(&self) -> f64 {
+        self.elements as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+static TALLIES: Mutex<BTreeMap<String, Tally>> = Mutex::new(BTreeMap::new());
+
+fn with_tally(name: &str, update: impl FnOnce(&mut Tally)) {
+    let mut tallies = TALLIES.lock().unwrap_or_else(|p| p.into_inner());
+    update(tallies.entry(name.to_owned()).or_default());
+}
+
+/// Records one timed run of `elements` operations.
+pub fn tally(name: &str, elements: u64, elapsed: Duration) {
+    with_tally(name, |t| {
+        t.elements += elements;
+        t.elapsed += elapsed;
+        t.runs += 1;
+        t.per_element
+            .push(elapsed / u32::try_from(elements.max(1)).unwrap_or(u32::MAX));
+    });
+}
+
+/// Records the store writer's counters after a run.
+pub fn tally_writer(name: &str, writer: WriterStats) {
+    with_tally(name, |t| t.writer = Some(writer));
+}
+
+/// Adds store commits made during a run.
+pub fn tally_commits(name: &str, commits: u64) {
+    with_tally(name, |t| t.commits += commits);
+}
+
+/// What was recorded under `name`.
+pub fn tallied(name: &str) -> Option<Tally> {
+    TALLIES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(name)
+        .cloned()
+}
+
+/// A rate for humans: `4.94M/s`, `118.3k/s`, `950/s`.
+pub fn rate(per_second: f64) -> String {
+    if per_second >= 1e6 {
+        format!("{:.2}M/s", per_second / 1e6)
+    } else if per_second >= 1e3 {
+        format!("{:.1}k/s", per_second / 1e3)
+    } else {
+        format!("{per_second:.0}/s")
+    }
+}
+
+/// `met` or `MISSED`, for a target.
+pub fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "MISSED" }
+}
