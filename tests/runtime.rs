@@ -454,3 +454,27 @@ async fn a_mutation_racing_a_deletion_never_resurrects_the_pair() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutations_survive_an_actor_that_keeps_passivating() {
+    let world = World::new();
+    // Passivation after 1 ms races every call with an actor that is about to stop.
+    let runtime = start(
+        &world,
+        &["a", "b"],
+        "session_init = \"lazy\"\npassivate_after = \"1ms\"",
+    )
+    .await;
+    let id = runtime
+        .get_or_create_session(&team("a"), &team("b"))
+        .await
+        .unwrap()
+        .session_id;
+    for n in 1..=200 {
+        let record = runtime.increment_message_count(&id, 1).await.unwrap();
+        assert_eq!((record.session_id, record.message_count), (id, n));
+        if n % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+    }
+}

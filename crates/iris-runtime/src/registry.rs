@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 use iris_core::{ErrorCode, Pair, ProcessState, SessionId, SessionRecord, Timestamp};
 use iris_store::Change;
 use ractor::{
-    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr,
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort, SpawnErr,
     SupervisionEvent,
 };
 
@@ -195,6 +195,18 @@ impl RegistryState {
         if let Err(e) = self.shared.check_teams(&pair) {
             let _ = waiter.reply.send(Err(e));
             return;
+        }
+        if let Some(Slot::Live(handle)) = self.slots.get(&pair)
+            && !matches!(
+                handle.actor.get_status(),
+                ActorStatus::Starting | ActorStatus::Running
+            )
+        {
+            // The actor is stopping (passivation, say) and its termination is not handled yet:
+            // forget it now, so its end frees nothing, and bring the session up again.
+            self.by_actor.remove(&handle.actor.get_id());
+            self.shared.live.remove(&pair);
+            self.slots.remove(&pair);
         }
         match self.slots.get_mut(&pair) {
             Some(Slot::Live(handle)) => {

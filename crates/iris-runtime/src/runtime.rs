@@ -12,7 +12,7 @@ use iris_core::{
 };
 use iris_store::{Change, Store};
 use ractor::rpc::CallResult;
-use ractor::{Actor, ActorRef};
+use ractor::{Actor, ActorRef, RpcReplyPort};
 
 use crate::error::RuntimeError;
 use crate::registry::{Registry, RegistryMsg};
@@ -189,16 +189,9 @@ impl Runtime {
     /// Compacts the session with this id: status `compacting`, `/compact` to its agent if one
     /// runs, message count reset, status `active`; status `error` if the agent fails.
     pub async fn compact_session(&self, id: &SessionId) -> Result<SessionRecord, RuntimeError> {
-        let handle = self.handle_for(id).await?;
         let timeout = self.shared.config.settings().response_timeout + Duration::from_secs(5);
-        let answer = handle
-            .actor
-            .call(|reply| SessionMsg::Compact { reply }, Some(timeout))
-            .await;
-        self.gone_if_deleted(
-            id,
-            unwrap_call(answer, || format!("compacting session {id}")),
-        )?
+        self.call_session(id, timeout, |reply| SessionMsg::Compact { reply })
+            .await
     }
 
     /// Takes a session out of status `error` after repeated failures of its actor, so the next
@@ -293,15 +286,36 @@ impl Runtime {
         id: &SessionId,
         changes: Vec<Change>,
     ) -> Result<SessionRecord, RuntimeError> {
-        let handle = self.handle_for(id).await?;
-        let answer = handle
-            .actor
-            .call(
-                |reply| SessionMsg::Mutate { changes, reply },
-                Some(SESSION_CALL_TIMEOUT),
-            )
-            .await;
-        self.gone_if_deleted(id, unwrap_call(answer, || format!("session {id}")))?
+        self.call_session(id, SESSION_CALL_TIMEOUT, |reply| SessionMsg::Mutate {
+            changes: changes.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// Asks the session's actor, bringing it up if needed. An actor can stop between the
+    /// lookup and the call (passivation drops what is queued behind it), so a call that finds
+    /// it gone is retried a few times against a fresh actor; a session deleted meanwhile is
+    /// `NotFound`.
+    async fn call_session<T: Send + 'static>(
+        &self,
+        id: &SessionId,
+        timeout: Duration,
+        message: impl Fn(RpcReplyPort<Result<T, RuntimeError>>) -> SessionMsg,
+    ) -> Result<T, RuntimeError> {
+        const ATTEMPTS: u32 = 3;
+        let mut attempt = 0;
+        loop {
+            let handle = self.handle_for(id).await?;
+            let answer = handle.actor.call(&message, Some(timeout)).await;
+            match self.gone_if_deleted(id, unwrap_call(answer, || format!("session {id}"))) {
+                Err(RuntimeError::ShuttingDown) if attempt + 1 < ATTEMPTS => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(2 * u64::from(attempt))).await;
+                }
+                other => return other?,
+            }
+        }
     }
 
     /// An actor that went away mid-call was usually stopped by a deletion: say `NotFound` then,
