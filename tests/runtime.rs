@@ -478,3 +478,51 @@ async fn mutations_survive_an_actor_that_keeps_passivating() {
         }
     }
 }
+
+#[tokio::test]
+async fn plain_data_requests_drive_the_runtime() {
+    use iris::runtime::{SessionReply, SessionRequest};
+    use iris::store::Change;
+
+    let world = World::new();
+    let runtime = start(&world, &["a", "b"], "session_init = \"lazy\"").await;
+    let pair = iris::core::Pair::new(team("a"), team("b"));
+    let Ok(SessionReply::Session(created)) = runtime
+        .handle(SessionRequest::Create { pair: pair.clone() })
+        .await
+    else {
+        panic!("create failed");
+    };
+    let again = runtime
+        .handle(SessionRequest::Create { pair: pair.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), ErrorCode::AlreadyExists);
+    let Ok(SessionReply::Session(mutated)) = runtime
+        .handle(SessionRequest::Mutate {
+            session_id: created.session_id,
+            changes: vec![Change::IncrementMessageCount(4)],
+        })
+        .await
+    else {
+        panic!("mutate failed");
+    };
+    assert_eq!(mutated.message_count, 4);
+    let Ok(SessionReply::Deleted(deletion)) = runtime
+        .handle(SessionRequest::Delete {
+            session_id: created.session_id,
+            delete_transcript: false,
+        })
+        .await
+    else {
+        panic!("delete failed");
+    };
+    assert_eq!(
+        deletion.deleted.map(|r| r.session_id),
+        Some(created.session_id)
+    );
+    assert_eq!(
+        runtime.handle(SessionRequest::Reset { pair }).await,
+        Ok(SessionReply::Done)
+    );
+}

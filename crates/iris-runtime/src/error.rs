@@ -3,7 +3,7 @@
 use iris_core::{Coded, ErrorCode, Pair, SessionId, TeamName};
 
 /// Why a runtime operation failed.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum RuntimeError {
     /// A team is not in the configuration.
@@ -63,7 +63,7 @@ pub enum RuntimeError {
         /// The pair.
         pair: Pair,
         /// What it is doing.
-        what: &'static str,
+        what: String,
     },
     /// An answer did not come in time.
     #[error("{what} did not answer in time; retry, or check the node's logs")]

@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod protocol;
 mod registry;
 mod runtime;
 mod session;
@@ -15,5 +16,6 @@ mod shared;
 pub mod startup;
 
 pub use error::RuntimeError;
+pub use protocol::{SessionReply, SessionRequest};
 pub use runtime::{Runtime, RuntimeStats};
 pub use session::{Deletion, TranscriptRemoval};

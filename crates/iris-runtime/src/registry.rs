@@ -415,7 +415,7 @@ impl RegistryState {
                 self.slots.insert(pair.clone(), busy);
                 let _ = reply.send(Err(RuntimeError::Busy {
                     pair,
-                    what: "being created or deleted",
+                    what: "being created or deleted".into(),
                 }));
                 return;
             }

@@ -15,6 +15,7 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, RpcReplyPort};
 
 use crate::error::RuntimeError;
+use crate::protocol::{SessionReply, SessionRequest};
 use crate::registry::{Registry, RegistryMsg};
 use crate::session::{Deletion, SessionMsg, TranscriptRemoval, shutdown_timeout};
 use crate::shared::{SessionHandle, Shared};
@@ -209,6 +210,33 @@ impl Runtime {
             )
             .await;
         unwrap_call(answer, || format!("resetting session {pair}"))?
+    }
+
+    /// Executes a plain-data request on this node (what a cluster layer forwards here).
+    pub async fn handle(&self, request: SessionRequest) -> Result<SessionReply, RuntimeError> {
+        Ok(match request {
+            SessionRequest::GetOrCreate { pair } => SessionReply::Session(
+                (*self.get_or_create_session(&pair.from, &pair.to).await?).clone(),
+            ),
+            SessionRequest::Create { pair } => {
+                SessionReply::Session((*self.create_session(&pair.from, &pair.to).await?).clone())
+            }
+            SessionRequest::Mutate {
+                session_id,
+                changes,
+            } => SessionReply::Session(self.mutate(&session_id, changes).await?),
+            SessionRequest::Compact { session_id } => {
+                SessionReply::Session(self.compact_session(&session_id).await?)
+            }
+            SessionRequest::Delete {
+                session_id,
+                delete_transcript,
+            } => SessionReply::Deleted(self.delete_session(&session_id, delete_transcript).await?),
+            SessionRequest::Reset { pair } => {
+                self.reset_session(&pair.from, &pair.to).await?;
+                SessionReply::Done
+            }
+        })
     }
 
     /// Whether `record` should be compacted now, by the configured thresholds.

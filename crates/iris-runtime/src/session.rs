@@ -52,7 +52,7 @@ pub(crate) enum SessionMsg {
 }
 
 /// The result of deleting a session.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Deletion {
     /// The deleted record, or `None` if there was none.
     pub deleted: Option<SessionRecord>,
@@ -61,7 +61,7 @@ pub struct Deletion {
 }
 
 /// What happened to a deleted session's transcript.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TranscriptRemoval {
     /// Removal was not asked for.
     NotRequested,

@@ -8,6 +8,7 @@ use iris_core::{
     TurnId, UsageTotals,
 };
 use redb::{ReadableTable, Table, WriteTransaction};
+use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::counters::Counters;
@@ -16,7 +17,7 @@ use crate::tables::{LIVE, PAIRS, PAIRS_BY_TO, SESSIONS};
 
 /// One durable write, submitted to the store's writer. Plain data, so a later layer can forward
 /// it between nodes.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Mutation {
     /// Insert a new record. The store assigns its `id`. Fails with `PairExists` or
@@ -49,7 +50,7 @@ pub enum Mutation {
 }
 
 /// One change to a record, applied by [`Mutation::Update`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Change {
     /// Set `last_used_at`.
