@@ -308,7 +308,8 @@ impl SessionState {
             code,
             reason,
         };
-        let conversation = if team.is_remote() || !self.transcript_exists(&team.path, &agent) {
+        let conversation = if team.is_remote() || !self.transcript_exists(&team.path, &agent).await
+        {
             command::Conversation::New(self.record.session_id)
         } else {
             let id = self
@@ -351,15 +352,19 @@ impl SessionState {
     }
 
     /// Whether the agent already has a transcript of this conversation, looked up where the
-    /// agent will look: its own `CLAUDE_CONFIG_DIR` if the team sets one, else ours.
-    fn transcript_exists(&self, project: &std::path::Path, agent: &AgentConfig) -> bool {
+    /// agent will look: its own `CLAUDE_CONFIG_DIR` if the team sets one, else ours. The lookup
+    /// touches the filesystem, so it runs off the actor's thread.
+    async fn transcript_exists(&self, project: &std::path::Path, agent: &AgentConfig) -> bool {
         let Some(locator) = transcript_locator(agent) else {
             return false;
         };
-        let canonical = project
-            .canonicalize()
-            .unwrap_or_else(|_| project.to_path_buf());
-        locator.transcript_exists(&canonical, &self.record.session_id)
+        let (project, id) = (project.to_path_buf(), self.record.session_id);
+        tokio::task::spawn_blocking(move || {
+            let canonical = project.canonicalize().unwrap_or(project);
+            locator.transcript_exists(&canonical, &id)
+        })
+        .await
+        .unwrap_or(false)
     }
 
     /// Stops the agent, if any, and records that it is gone.
