@@ -110,6 +110,7 @@ const MAX_FAILURES: usize = 3;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 pub(crate) struct RegistryState {
+    /// This registry, for the tasks it spawns to report back to.
     myself: ActorRef<RegistryMsg>,
     shared: Arc<Shared>,
     slots: HashMap<Pair, Slot>,
@@ -140,7 +141,7 @@ impl Actor for Registry {
 
     async fn handle(
         &self,
-        myself: ActorRef<Self::Msg>,
+        _myself: ActorRef<Self::Msg>,
         message: RegistryMsg,
         state: &mut RegistryState,
     ) -> Result<(), ActorProcessingErr> {
@@ -151,7 +152,6 @@ impl Actor for Registry {
                 expect,
                 reply,
             } => state.obtain(
-                &myself,
                 pair,
                 Waiter {
                     must_create,
@@ -164,8 +164,8 @@ impl Actor for Registry {
                 pair,
                 delete_transcript,
                 reply,
-            } => state.retire(&myself, pair, delete_transcript, reply),
-            RegistryMsg::Retired { pair } => state.retired(&myself, pair),
+            } => state.retire(pair, delete_transcript, reply),
+            RegistryMsg::Retired { pair } => state.retired(pair),
             RegistryMsg::Reset { pair, reply } => state.reset(pair, reply),
         }
         Ok(())
@@ -175,15 +175,15 @@ impl Actor for Registry {
     /// session that ends frees its pair.
     async fn handle_supervisor_evt(
         &self,
-        myself: ActorRef<Self::Msg>,
+        _myself: ActorRef<Self::Msg>,
         event: SupervisionEvent,
         state: &mut RegistryState,
     ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                state.terminated(&myself, &cell, reason.as_deref().unwrap_or("stopped"));
+                state.terminated(&cell, reason.as_deref().unwrap_or("stopped"));
             }
-            SupervisionEvent::ActorFailed(cell, error) => state.failed(&myself, &cell, &error),
+            SupervisionEvent::ActorFailed(cell, error) => state.failed(&cell, &error),
             _ => {}
         }
         Ok(())
@@ -191,7 +191,7 @@ impl Actor for Registry {
 }
 
 impl RegistryState {
-    fn obtain(&mut self, myself: &ActorRef<RegistryMsg>, pair: Pair, waiter: Waiter) {
+    fn obtain(&mut self, pair: Pair, waiter: Waiter) {
         if let Err(e) = self.shared.check_teams(&pair) {
             let _ = waiter.reply.send(Err(e));
             return;
@@ -224,24 +224,18 @@ impl RegistryState {
             }
             None => {
                 let load_only = waiter.expect.is_some();
-                self.start_flight(myself, pair, vec![waiter], load_only);
+                self.start_flight(pair, vec![waiter], load_only);
             }
         }
     }
 
     /// Starts bringing `pair` up (load, or create unless `load_only`, then start its actor).
-    fn start_flight(
-        &mut self,
-        myself: &ActorRef<RegistryMsg>,
-        pair: Pair,
-        waiters: Vec<Waiter>,
-        load_only: bool,
-    ) {
+    fn start_flight(&mut self, pair: Pair, waiters: Vec<Waiter>, load_only: bool) {
         self.slots
             .insert(pair.clone(), Slot::Starting { waiters, load_only });
         tokio::spawn(bring_up(
             self.shared.clone(),
-            myself.clone(),
+            self.myself.clone(),
             pair,
             load_only,
         ));
@@ -288,7 +282,7 @@ impl RegistryState {
                     }
                 }
                 if !creators.is_empty() {
-                    self.start_flight(&self.myself.clone(), pair, creators, false);
+                    self.start_flight(pair, creators, false);
                 }
             }
             Err(error) => {
@@ -301,7 +295,7 @@ impl RegistryState {
 
     /// A session actor stopped (deleted, passivated or shut down): free its pair, unless a
     /// deletion still runs; callers that waited on a deletion get a new session.
-    fn terminated(&mut self, myself: &ActorRef<RegistryMsg>, cell: &ActorCell, why: &str) {
+    fn terminated(&mut self, cell: &ActorCell, why: &str) {
         let Some(pair) = self.by_actor.remove(&cell.get_id()) else {
             return;
         };
@@ -317,7 +311,7 @@ impl RegistryState {
                 ..
             }) => {
                 if deleted {
-                    self.after_stopping(myself, pair, waiters);
+                    self.after_stopping(pair, waiters);
                 } else {
                     self.slots.insert(
                         pair,
@@ -339,12 +333,7 @@ impl RegistryState {
 
     /// A session actor failed (panicked or returned an error): restart it from its stored
     /// record, unless it failed too often, in which case the session goes to status `error`.
-    fn failed(
-        &mut self,
-        myself: &ActorRef<RegistryMsg>,
-        cell: &ActorCell,
-        error: &ActorProcessingErr,
-    ) {
+    fn failed(&mut self, cell: &ActorCell, error: &ActorProcessingErr) {
         let Some(pair) = self.by_actor.remove(&cell.get_id()) else {
             return;
         };
@@ -353,7 +342,7 @@ impl RegistryState {
         if stopping {
             // A deletion is under way; treat the failure as the end of the actor.
             self.by_actor.insert(cell.get_id(), pair);
-            self.terminated(myself, cell, "failed while stopping");
+            self.terminated(cell, "failed while stopping");
             return;
         }
         self.slots.remove(&pair);
@@ -371,7 +360,7 @@ impl RegistryState {
             tokio::spawn(mark_error(self.shared.clone(), pair));
         } else {
             tracing::warn!(%pair, %error, failures = recent.len(), "session actor failed; restarting it from its stored record");
-            self.start_flight(myself, pair, Vec::new(), false);
+            self.start_flight(pair, Vec::new(), false);
         }
     }
 
@@ -379,7 +368,6 @@ impl RegistryState {
     /// key stays taken until both the deletion and the actor's end are seen.
     fn retire(
         &mut self,
-        myself: &ActorRef<RegistryMsg>,
         pair: Pair,
         delete_transcript: bool,
         reply: RpcReplyPort<Result<Deletion, RuntimeError>>,
@@ -432,7 +420,7 @@ impl RegistryState {
             },
         );
         let shared = self.shared.clone();
-        let registry = myself.clone();
+        let registry = self.myself.clone();
         tokio::spawn(async move {
             let outcome = delete_session(&shared, &pair, actor, delete_transcript).await;
             let _ = reply.send(outcome);
@@ -441,13 +429,13 @@ impl RegistryState {
     }
 
     /// A deletion finished: free the key if the actor is gone too.
-    fn retired(&mut self, myself: &ActorRef<RegistryMsg>, pair: Pair) {
+    fn retired(&mut self, pair: Pair) {
         match self.slots.remove(&pair) {
             Some(Slot::Stopping {
                 waiters,
                 actor: None,
                 ..
-            }) => self.after_stopping(myself, pair, waiters),
+            }) => self.after_stopping(pair, waiters),
             Some(Slot::Stopping {
                 waiters,
                 deleting,
@@ -499,9 +487,9 @@ impl RegistryState {
     }
 
     /// The pair is free again: callers that arrived during the deletion get a fresh session.
-    fn after_stopping(&mut self, myself: &ActorRef<RegistryMsg>, pair: Pair, waiters: Vec<Waiter>) {
+    fn after_stopping(&mut self, pair: Pair, waiters: Vec<Waiter>) {
         if !waiters.is_empty() {
-            self.start_flight(myself, pair, waiters, false);
+            self.start_flight(pair, waiters, false);
         }
     }
 }
