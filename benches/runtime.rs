@@ -11,7 +11,7 @@
 //! | `p1_latency` | `Runtime::get_or_create_session` of a live pair (10k live pairs), one task awaiting one call after the other | the same lookup through the registry's mailbox | P1: p50 ≤ 2 µs |
 //! | `p1_throughput_2_tasks` | the same, from 2 tasks on the 2 worker threads | the same | P1: ≥ 1M/s |
 //! | `p2_concurrent_creations` | 10,000 distinct pairs (100 teams → 100×100) created at once, one task per pair, through `get_or_create_session` on a fresh store and runtime per run | the same with `StoreOptions { max_batch: 1 }`: one commit per creation | P2: ≥ 20k/s |
-//! | P5 (not criterion) | RSS per live idle session over 317² = 100,489 sessions | | P5: ≤ 4 KiB |
+//! | P5 (not criterion) | RSS per live idle session over 317² = 100,489 sessions | as many bare ractor actors (no state, no messages) | P5: ≤ 4 KiB |
 //!
 //! **The P1 anchor.** The runtime has no public "look up through the registry" call, but
 //! `Runtime::create_session` of a pair that is live takes exactly that path: a `ractor` call to
@@ -33,6 +33,10 @@
 //!   up then only loads records and starts actors.
 //! - `created`: the sessions are created through `get_or_create_session` between the two
 //!   readings, so the figure also includes the store's growth (redb's cache of the new pages).
+//! - `bare_actor` (the anchor): as many ractor actors with no state, linked to one supervisor,
+//!   spawned the same way. It is the floor any actor-per-session design pays with ractor 0.16:
+//!   each actor preallocates two unbounded tokio channels (a 32-slot block each; the
+//!   supervision channel's slots are 80 bytes) besides its task.
 //!
 //! Sessions are brought up by 256 concurrent tasks (not one task per pair, so that the transient
 //! memory of 100k waiting tasks does not count).
@@ -497,7 +501,7 @@ fn rss_bytes() -> u64 {
 /// Runs both P5 variants, each in a fresh child process of this binary.
 fn measure_rss(sizes: Sizes) -> Vec<Rss> {
     let exe = std::env::current_exe().unwrap();
-    ["preloaded", "created"]
+    ["preloaded", "created", "bare_actor"]
         .iter()
         .filter_map(|variant| {
             let output = Command::new(&exe)
@@ -543,6 +547,9 @@ fn rss_child(variant: &str) {
         .enable_all()
         .build()
         .unwrap();
+    if variant == "bare_actor" {
+        bare_actors_child(&rt, teams * teams);
+    }
     let scene = Scene::new(teams);
     let db = tempfile::tempdir().unwrap();
     let store = Store::open(db.path().join("iris.redb")).unwrap();
@@ -587,6 +594,61 @@ fn rss_child(variant: &str) {
     // Skip tearing down 100k actors: remove the files and leave.
     let _ = std::fs::remove_dir_all(db.path());
     drop(scene);
+    std::process::exit(0);
+}
+
+/// An actor with no state that handles no messages: the P5 anchor.
+struct Bare;
+
+impl ractor::Actor for Bare {
+    type Msg = ();
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _myself: ractor::ActorRef<()>,
+        _args: (),
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        Ok(())
+    }
+}
+
+/// Spawns `count` bare actors linked to one supervisor (as session actors are linked to the
+/// registry), from the same number of concurrent tasks as the sessions, and prints the RSS.
+fn bare_actors_child(rt: &Tokio, count: usize) -> ! {
+    let (supervisor, _) = rt.block_on(ractor::Actor::spawn(None, Bare, ())).unwrap();
+    let before = rss_bytes();
+    let start = Instant::now();
+    let actors = rt.block_on(async {
+        let mut tasks = JoinSet::new();
+        for task in 0..BRING_UP_TASKS {
+            let supervisor = supervisor.get_cell();
+            tasks.spawn(async move {
+                let mut mine = Vec::new();
+                for _ in (task..count).step_by(BRING_UP_TASKS) {
+                    let (actor, _) =
+                        ractor::Actor::spawn_linked(None, Bare, (), supervisor.clone())
+                            .await
+                            .unwrap();
+                    mine.push(actor);
+                }
+                mine
+            });
+        }
+        let mut all = Vec::with_capacity(count);
+        while let Some(mine) = tasks.join_next().await {
+            all.extend(mine.unwrap());
+        }
+        all
+    });
+    let bring_up_time = start.elapsed();
+    let after = rss_bytes();
+    assert_eq!(actors.len(), count);
+    println!(
+        "RSS_RESULT variant=bare_actor sessions={count} before={before} after={after} bring_up_ns={}",
+        bring_up_time.as_nanos()
+    );
     std::process::exit(0);
 }
 
@@ -645,16 +707,28 @@ fn summary(rt: &Tokio, warm: Option<&Warm>, sizes: Sizes, rss: &[Rss], quick: bo
             group.per_second() / anchor.per_second(),
         );
     }
+    let anchor = rss.iter().find(|r| r.variant == "bare_actor");
     for r in rss {
         let what = match r.variant.as_str() {
             "preloaded" => "records preloaded, store cache warm",
+            "bare_actor" => "anchor: a bare ractor actor, no state",
             _ => "created between the readings, includes the store's growth",
         };
-        let target = if r.variant == "preloaded" {
-            format!(" [<= 4 KiB: {}]", verdict(r.per_session() <= 4096.0))
-        } else {
-            String::new()
-        };
+        let mut target = String::new();
+        if let Some(anchor) = anchor.filter(|_| r.variant != "bare_actor") {
+            let _ = write!(
+                target,
+                " = {:.2}x the bare actor",
+                r.per_session() / anchor.per_session()
+            );
+        }
+        if r.variant == "preloaded" {
+            let _ = write!(
+                target,
+                " [<= 4 KiB: {}]",
+                verdict(r.per_session() <= 4096.0)
+            );
+        }
         println!(
             "P5 RSS per live idle session ({what}): {:.0} B over {} sessions (RSS {} -> {} MiB; brought up in {:.1?}){target}",
             r.per_session(),

@@ -3,8 +3,9 @@
 use std::borrow::Borrow;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Coded, ErrorCode};
 
@@ -78,16 +79,18 @@ impl Coded for TeamNameError {
 /// The rules are the original's (non-empty, at most 100 characters, only `[A-Za-z0-9_\-@.]`, none
 /// of its dangerous substrings), plus the gaps it left open: `.` and `..` are rejected, and so is
 /// a name that begins with `-` or `.`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct TeamName(String);
+///
+/// The name is shared (`Arc<str>`): a pair is cloned into several maps per live session, and a
+/// clone should cost a counter increment rather than an allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TeamName(Arc<str>);
 
 impl TeamName {
     /// Validates `name` and wraps it.
     pub fn new(name: impl Into<String>) -> Result<Self, TeamNameError> {
         let name = name.into();
         validate(&name)?;
-        Ok(TeamName(name))
+        Ok(TeamName(name.into()))
     }
 
     /// The name as a string slice.
@@ -97,7 +100,7 @@ impl TeamName {
 
     /// Unwraps the inner string.
     pub fn into_string(self) -> String {
-        self.0
+        self.0.as_ref().to_owned()
     }
 }
 
@@ -181,6 +184,12 @@ impl AsRef<str> for TeamName {
 impl Borrow<str> for TeamName {
     fn borrow(&self) -> &str {
         &self.0
+    }
+}
+
+impl Serialize for TeamName {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
     }
 }
 

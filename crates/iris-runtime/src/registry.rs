@@ -595,9 +595,9 @@ async fn load_or_create(
     };
     let eager =
         created && shared.config.settings().session_init == iris_core::config::SessionInit::Eager;
-    let snapshot = Arc::new(ArcSwap::from_pointee(record.clone()));
+    let session_id = record.session_id;
+    let snapshot = Arc::new(ArcSwap::from_pointee(record));
     let args = SessionArgs {
-        record: record.clone(),
         snapshot: snapshot.clone(),
         shared: shared.clone(),
         start_agent: eager,
@@ -611,7 +611,7 @@ async fn load_or_create(
             })
         }
         Err(spawn_error) => {
-            if created && let Err(error) = shared.store.delete(record.session_id).await {
+            if created && let Err(error) = shared.store.delete(session_id).await {
                 tracing::error!(%pair, %error, "could not delete the record of a failed creation");
             }
             Err(unwrap_start_error(pair, spawn_error))

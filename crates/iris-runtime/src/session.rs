@@ -12,7 +12,7 @@ use iris_core::config::AgentConfig;
 use iris_core::transcript::TranscriptLocator;
 use std::path::PathBuf;
 
-use iris_core::{Coded, Pair, ProcessState, SessionRecord, SessionStatus};
+use iris_core::{Coded, Pair, ProcessState, SessionId, SessionRecord, SessionStatus};
 use iris_store::Change;
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
 use tokio::task::JoinHandle;
@@ -81,8 +81,8 @@ pub enum TranscriptRemoval {
 /// How a SessionActor starts.
 #[derive(Debug)]
 pub(crate) struct SessionArgs {
-    pub record: SessionRecord,
-    /// Where the actor publishes its record; the registry hands the same cell to readers.
+    /// The stored record, published. The actor keeps no other copy and republishes here after
+    /// every change; the registry hands the same cell to readers.
     pub snapshot: Arc<ArcSwap<SessionRecord>>,
     pub shared: Arc<Shared>,
     /// Spawn the agent and complete its handshake before the actor counts as started.
@@ -95,7 +95,8 @@ pub(crate) struct SessionState {
     last_activity: Instant,
     /// The one pending passivation timer; aborted when the actor stops.
     passivation: Option<JoinHandle<Result<(), MessagingErr<SessionMsg>>>>,
-    record: SessionRecord,
+    /// The session's id; the rest of the record lives only in `snapshot` (one copy per session).
+    id: SessionId,
     snapshot: Arc<ArcSwap<SessionRecord>>,
     shared: Arc<Shared>,
     conversation: Option<Conversation>,
@@ -113,18 +114,22 @@ impl Actor for SessionActor {
         _myself: ActorRef<Self::Msg>,
         args: SessionArgs,
     ) -> Result<SessionState, ActorProcessingErr> {
+        let (pair, id) = {
+            let record = args.snapshot.load();
+            (record.pair(), record.session_id)
+        };
         let mut state = SessionState {
             last_activity: Instant::now(),
             passivation: None,
-            pair: args.record.pair(),
+            pair,
+            id,
             snapshot: args.snapshot,
-            record: args.record,
             shared: args.shared,
             conversation: None,
         };
         if args.start_agent {
             // Boxed as a RuntimeError so the registry can hand every waiter the typed error.
-            state.start_agent().await.map_err(Box::new)?;
+            Box::pin(state.start_agent()).await.map_err(Box::new)?;
         }
         Ok(state)
     }
@@ -135,7 +140,9 @@ impl Actor for SessionActor {
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
         let after = state.shared.config.settings().passivate_after;
-        state.arm_passivation(&myself, after);
+        if std::env::var("XP_NOTIMER").is_err() {
+            state.arm_passivation(&myself, after);
+        }
         Ok(())
     }
 
@@ -148,13 +155,15 @@ impl Actor for SessionActor {
         if !matches!(message, SessionMsg::PassivateCheck) {
             state.last_activity = Instant::now();
         }
+        // Every async body below is boxed: ractor keeps the handler future inline in the actor's
+        // task, so the largest one would otherwise be paid by every idle actor (P5).
         match message {
             SessionMsg::Mutate { changes, reply } => {
-                let result = state.apply(changes).await;
+                let result = Box::pin(state.apply(changes)).await;
                 let _ = reply.send(result);
             }
             SessionMsg::Shutdown { grace, reply } => {
-                state.stop_agent(grace).await;
+                Box::pin(state.stop_agent(grace)).await;
                 let _ = reply.send(());
                 myself.stop(Some("shutdown".into()));
             }
@@ -162,12 +171,12 @@ impl Actor for SessionActor {
                 delete_transcript,
                 reply,
             } => {
-                let result = state.delete(delete_transcript).await;
+                let result = Box::pin(state.delete(delete_transcript)).await;
                 let _ = reply.send(result);
                 myself.stop(Some("deleted".into()));
             }
             SessionMsg::Compact { reply } => {
-                let result = state.compact().await;
+                let result = Box::pin(state.compact()).await;
                 let _ = reply.send(result);
             }
             SessionMsg::PassivateCheck => state.check_passivation(&myself),
@@ -189,7 +198,7 @@ impl Actor for SessionActor {
         }
         // Normally stopped already; a still-running agent is stopped here, and its group is
         // killed on drop even if this never runs.
-        state.stop_agent(StopGrace::default()).await;
+        Box::pin(state.stop_agent(StopGrace::default())).await;
         Ok(())
     }
 }
@@ -221,13 +230,13 @@ impl SessionState {
     /// Stops the agent, deletes the record durably, then the transcript if asked.
     async fn delete(&mut self, delete_transcript: bool) -> Result<Deletion, RuntimeError> {
         self.stop_agent(StopGrace::default()).await;
-        let deleted = self.shared.store.delete(self.record.session_id).await?;
+        let deleted = self.shared.store.delete(self.id).await?;
         let transcript = if delete_transcript {
-            remove_transcript(&self.shared, &self.pair, &self.record).await
+            remove_transcript(&self.shared, &self.pair, &self.snapshot.load()).await
         } else {
             TranscriptRemoval::NotRequested
         };
-        tracing::info!(pair = %self.pair, session = %self.record.session_id, ?transcript, "session deleted");
+        tracing::info!(pair = %self.pair, session = %self.id, ?transcript, "session deleted");
         Ok(Deletion {
             deleted,
             transcript,
@@ -280,18 +289,13 @@ impl SessionState {
 
     /// Writes `changes` durably, then republishes the snapshot.
     async fn apply(&mut self, changes: Vec<Change>) -> Result<SessionRecord, RuntimeError> {
-        let record = self
-            .shared
-            .store
-            .update_all(self.record.session_id, changes)
-            .await?;
+        let record = self.shared.store.update_all(self.id, changes).await?;
         self.publish(record.clone());
         Ok(record)
     }
 
     fn publish(&mut self, record: SessionRecord) {
-        self.snapshot.store(Arc::new(record.clone()));
-        self.record = record;
+        self.snapshot.store(Arc::new(record));
     }
 
     /// Spawns the agent (`--session-id` for a conversation without a transcript, `--resume`
@@ -310,13 +314,14 @@ impl SessionState {
         };
         let conversation = if team.is_remote() || !self.transcript_exists(&team.path, &agent).await
         {
-            command::Conversation::New(self.record.session_id)
+            command::Conversation::New(self.id)
         } else {
             let id = self
-                .record
+                .snapshot
+                .load()
                 .agent_session_id
                 .clone()
-                .unwrap_or_else(|| self.record.session_id.to_string());
+                .unwrap_or_else(|| self.id.to_string());
             command::Conversation::Resume(id)
         };
         let launch =
@@ -347,7 +352,7 @@ impl SessionState {
             },
         ])
         .await?;
-        tracing::info!(pair = %self.pair, session = %self.record.session_id, pid = mark.pid, "agent ready");
+        tracing::info!(pair = %self.pair, session = %self.id, pid = mark.pid, "agent ready");
         Ok(())
     }
 
@@ -358,7 +363,7 @@ impl SessionState {
         let Some(locator) = transcript_locator(agent) else {
             return false;
         };
-        let (project, id) = (project.to_path_buf(), self.record.session_id);
+        let (project, id) = (project.to_path_buf(), self.id);
         tokio::task::spawn_blocking(move || {
             let canonical = project.canonicalize().unwrap_or(project);
             locator.transcript_exists(&canonical, &id)
