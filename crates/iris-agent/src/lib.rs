@@ -8,6 +8,8 @@
 //! - [`process`]: spawns the agent as the leader of its own process group (killed with the
 //!   group on drop, and on parent death), keeps its stderr tail, watches its exit and stops it
 //!   gracefully: close stdin, SIGTERM the group, SIGKILL the group.
+//! - [`guardian`]: one forked helper per process that SIGKILLs every agent process group still
+//!   owned when the process dies by any means (SIGKILL included), grandchildren and all.
 //! - [`procfs`]: process facts from `/proc`, to tell a live agent from a zombie or a reused pid.
 //! - [`reap`]: kills agent process groups a crashed run left behind, never a reused pid.
 //! - [`codec`]: frames the CLI's stdout into lines and decodes the stream-json events.
@@ -40,6 +42,7 @@
 pub mod codec;
 pub mod command;
 pub mod conversation;
+pub mod guardian;
 pub mod process;
 pub mod procfs;
 pub mod quote;

@@ -9,6 +9,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// A stable, machine-readable error code. The string form (`as_str`) never changes once released.
+///
+/// New codes go at the end: the declaration order is also the stored encoding of a turn's failure
+/// code (postcard writes the variant's position).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[non_exhaustive]
@@ -35,11 +38,13 @@ pub enum ErrorCode {
     StoreCorrupt,
     /// A storage operation failed (I/O, a closed store).
     StoreError,
+    /// A session's queue of waiting messages is full (`queue_depth`); retry later.
+    QueueFull,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::TeamNotFound,
         ErrorCode::SessionNotFound,
         ErrorCode::ValidationError,
@@ -51,6 +56,7 @@ impl ErrorCode {
         ErrorCode::StoreLocked,
         ErrorCode::StoreCorrupt,
         ErrorCode::StoreError,
+        ErrorCode::QueueFull,
     ];
 
     /// The stable string form, e.g. `"TEAM_NOT_FOUND"`.
@@ -67,6 +73,7 @@ impl ErrorCode {
             ErrorCode::StoreLocked => "STORE_LOCKED",
             ErrorCode::StoreCorrupt => "STORE_CORRUPT",
             ErrorCode::StoreError => "STORE_ERROR",
+            ErrorCode::QueueFull => "QUEUE_FULL",
         }
     }
 }
@@ -86,6 +93,16 @@ pub trait Coded {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn declaration_order_is_stable() {
+        // Stored turn failures encode a code by its position: never reorder, only append.
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(*code as usize, i, "{code}");
+        }
+        assert_eq!(ErrorCode::ALL[4], ErrorCode::ProcessError);
+        assert_eq!(ErrorCode::ALL[11], ErrorCode::QueueFull);
+    }
 
     #[test]
     fn serde_form_matches_as_str() {

@@ -6,6 +6,7 @@
 //!
 //! - [`TeamName`], [`SessionId`], [`TurnId`] and [`Pair`]: validated identities.
 //! - [`SessionRecord`], [`SessionStatus`], [`ProcessState`]: the durable record of a conversation.
+//! - [`TurnRecord`], [`TurnStatus`], [`TurnFailure`]: the durable ledger of a session's turns.
 //! - [`SessionFilter`], [`SessionStats`], [`CompactionPolicy`]: queries over records.
 //! - [`project_path`] and [`transcript`]: filesystem rules for team directories and transcripts.
 //! - [`config`]: the TOML configuration, with `${VAR:-default}` interpolation.
@@ -24,6 +25,7 @@ pub mod status;
 pub mod team;
 pub mod time;
 pub mod transcript;
+pub mod turn;
 
 pub use compaction::CompactionPolicy;
 pub use error::{Coded, ErrorCode};
@@ -34,3 +36,4 @@ pub use session_id::{SessionId, SessionIdError, TurnId};
 pub use status::{ProcessState, SessionStatus, UnknownStateError};
 pub use team::{TeamName, TeamNameError};
 pub use time::Timestamp;
+pub use turn::{TurnFailure, TurnRecord, TurnStatus, truncate_text};

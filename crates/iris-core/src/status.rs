@@ -83,6 +83,8 @@ macro_rules! snake_enum {
     };
 }
 
+pub(crate) use snake_enum;
+
 snake_enum! {
     /// The lifecycle status of a session record.
     SessionStatus, "session status",

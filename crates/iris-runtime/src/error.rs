@@ -71,6 +71,16 @@ pub enum RuntimeError {
         /// What did not answer.
         what: String,
     },
+    /// The session's queue is full; the tell was not queued.
+    #[error(
+        "the queue of session {pair} is full ({depth} turns waiting); retry after some finish, or raise queue_depth"
+    )]
+    QueueFull {
+        /// The pair.
+        pair: Pair,
+        /// `queue_depth`.
+        depth: usize,
+    },
     /// The runtime is shutting down or has stopped.
     #[error("the iris runtime is shutting down; retry against a running node")]
     ShuttingDown,
@@ -89,6 +99,7 @@ impl Coded for RuntimeError {
                 ErrorCode::ProcessError
             }
             RuntimeError::ShuttingDown => ErrorCode::ProcessError,
+            RuntimeError::QueueFull { .. } => ErrorCode::QueueFull,
         }
     }
 }

@@ -8,14 +8,19 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod metrics;
+mod pool;
 pub mod protocol;
 mod registry;
 mod runtime;
 mod session;
 mod shared;
 pub mod startup;
+pub mod tell;
 
 pub use error::RuntimeError;
+pub use pool::PoolView;
 pub use protocol::{SessionReply, SessionRequest};
-pub use runtime::{Runtime, RuntimeStats};
-pub use session::{Deletion, TranscriptRemoval};
+pub use runtime::{Runtime, RuntimeStats, TurnHandle};
+pub use session::{Cancelled, Deletion, PairStatus, TranscriptRemoval};
+pub use tell::{TellOptions, TellOutcome, TurnError, TurnEvent, TurnResult, Wait};

@@ -8,18 +8,24 @@ use iris_agent::process::StopGrace;
 use iris_core::config::Config;
 use iris_core::{
     CompactionPolicy, Pair, ProcessState, SessionFilter, SessionId, SessionRecord, SessionStats,
-    TeamName, Timestamp,
+    TeamName, Timestamp, TurnId, TurnRecord,
 };
 use iris_store::{Change, Store};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, RpcReplyPort};
+use tokio::sync::broadcast;
 
 use crate::error::RuntimeError;
+use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::pool::{PoolArgs, PoolMsg, PoolView, ProcessPool};
 use crate::protocol::{SessionReply, SessionRequest};
 use crate::registry::{Registry, RegistryMsg};
-use crate::session::{Deletion, SessionMsg, TranscriptRemoval, shutdown_timeout};
+use crate::session::{
+    Cancelled, Deletion, PairStatus, SessionMsg, Ticket, TranscriptRemoval, shutdown_timeout,
+};
 use crate::shared::{SessionHandle, Shared};
 use crate::startup::{self, StartupReport};
+use crate::tell::{TellOptions, TellOutcome, TurnError, TurnEvent, Wait};
 
 /// How long a message to a live session may wait for its answer.
 const SESSION_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,7 +59,22 @@ impl Runtime {
     /// previous run), then starts the registry.
     pub async fn start(config: Config, store: Store) -> Result<Runtime, RuntimeError> {
         let report = startup::prepare(&config, &store, Duration::from_secs(2)).await?;
-        let shared = Shared::new(config, store);
+        let metrics = Arc::new(Metrics::default());
+        let settings = config.settings();
+        let pool_args = PoolArgs {
+            max: settings.max_processes.get(),
+            health_check_interval: settings.health_check_interval,
+            metrics: metrics.clone(),
+        };
+        let (pool, _join) = Actor::spawn(None, ProcessPool, pool_args)
+            .await
+            .map_err(|e| {
+                RuntimeError::Store(
+                    format!("could not start the process pool: {e}"),
+                    iris_core::ErrorCode::ProcessError,
+                )
+            })?;
+        let shared = Shared::new(config, store, pool, metrics);
         let (registry, _join) =
             Actor::spawn(None, Registry, shared.clone())
                 .await
@@ -212,6 +233,225 @@ impl Runtime {
         unwrap_call(answer, || format!("resetting session {pair}"))?
     }
 
+    // ----- tells -----
+
+    /// Queues `message` as a turn of the `from`→`to` session (created if needed) and waits for
+    /// it as `options.wait` says. Errors before the turn exists (unknown team, full queue, a
+    /// session in status `error`, shutdown) are `Err`; everything after is a [`TellOutcome`].
+    pub async fn tell(
+        &self,
+        from: &TeamName,
+        to: &TeamName,
+        message: impl Into<String>,
+        options: TellOptions,
+    ) -> Result<TellOutcome, RuntimeError> {
+        let turn = self.submit(from, to, message).await?;
+        Ok(match options.wait {
+            Wait::Async => TellOutcome::Accepted {
+                turn_id: turn.turn_id(),
+            },
+            Wait::Complete => turn.outcome().await,
+            Wait::Timeout(limit) => turn.outcome_within(limit).await,
+        })
+    }
+
+    /// Queues a turn and returns its handle at once: its id, its event stream and its outcome.
+    pub async fn submit(
+        &self,
+        from: &TeamName,
+        to: &TeamName,
+        message: impl Into<String>,
+    ) -> Result<TurnHandle, RuntimeError> {
+        self.shared.check_open()?;
+        let message = message.into();
+        let pair = Pair::new(from.clone(), to.clone());
+        let ticket = self
+            .call_pair(&pair, SESSION_CALL_TIMEOUT, |reply| SessionMsg::Tell {
+                from: from.clone(),
+                message: message.clone(),
+                reply,
+            })
+            .await?;
+        Ok(TurnHandle { ticket })
+    }
+
+    /// A turn from the ledger, by id: queued, running, or finished (also after a restart).
+    pub fn turn(&self, turn_id: &TurnId) -> Result<Option<TurnRecord>, RuntimeError> {
+        Ok(self.shared.store.turn(*turn_id)?)
+    }
+
+    /// The pair's most recent turns, newest first (from the ledger, so also after a restart).
+    pub fn report(
+        &self,
+        from: &TeamName,
+        to: &TeamName,
+        limit: usize,
+    ) -> Result<Vec<TurnRecord>, RuntimeError> {
+        let pair = Pair::new(from.clone(), to.clone());
+        let Some(record) = self.get_session(from, to)? else {
+            return Err(RuntimeError::NotFound {
+                what: format!("for {pair}"),
+            });
+        };
+        Ok(self.shared.store.turns(record.session_id, limit)?)
+    }
+
+    // ----- lifecycle -----
+
+    /// Creates the pair's session if needed and starts its agent (spawn and handshake). Also
+    /// takes the session out of status `error`.
+    pub async fn wake(
+        &self,
+        from: &TeamName,
+        to: &TeamName,
+    ) -> Result<SessionRecord, RuntimeError> {
+        self.shared.check_open()?;
+        let pair = Pair::new(from.clone(), to.clone());
+        let limit = 2 * self.shared.config.settings().spawn_timeout + SESSION_CALL_TIMEOUT;
+        self.call_pair(&pair, limit, |reply| SessionMsg::Wake { reply })
+            .await
+    }
+
+    /// Wakes `from`→every other configured team, a few at a time. One answer per team.
+    pub async fn wake_all(
+        &self,
+        from: &TeamName,
+    ) -> Vec<(TeamName, Result<SessionRecord, RuntimeError>)> {
+        const PARALLEL: usize = 4;
+        let teams: Vec<TeamName> = self
+            .shared
+            .config
+            .team_names()
+            .filter(|team| *team != from)
+            .cloned()
+            .collect();
+        let mut answers = Vec::with_capacity(teams.len());
+        for batch in teams.chunks(PARALLEL) {
+            let mut wakes = tokio::task::JoinSet::new();
+            for (index, team) in batch.iter().enumerate() {
+                let (runtime, from, team) = (self.clone(), from.clone(), team.clone());
+                wakes.spawn(async move { (index, runtime.wake(&from, &team).await) });
+            }
+            let mut results: Vec<Option<Result<SessionRecord, RuntimeError>>> =
+                (0..batch.len()).map(|_| None).collect();
+            while let Some(joined) = wakes.join_next().await {
+                if let Ok((index, result)) = joined {
+                    results[index] = Some(result);
+                }
+            }
+            for (team, result) in batch.iter().zip(results) {
+                let result = result.unwrap_or(Err(RuntimeError::ShuttingDown));
+                answers.push((team.clone(), result));
+            }
+        }
+        answers
+    }
+
+    /// Stops the pair's agent after the turn in flight (`force`: interrupts it first). Queued
+    /// turns are cancelled. A pair without a live session is asleep already.
+    pub async fn sleep(
+        &self,
+        from: &TeamName,
+        to: &TeamName,
+        force: bool,
+    ) -> Result<(), RuntimeError> {
+        let pair = Pair::new(from.clone(), to.clone());
+        let Some(handle) = self.live_handle(&pair) else {
+            return Ok(());
+        };
+        let settings = self.shared.config.settings();
+        let limit = settings.response_timeout + shutdown_timeout(&StopGrace::default());
+        let answer = handle
+            .actor
+            .call(|reply| SessionMsg::Sleep { force, reply }, Some(limit))
+            .await;
+        unwrap_call(answer, || format!("putting {pair} to sleep"))?
+    }
+
+    /// Interrupts the pair's turn in flight; with `drop_queue`, cancels its queued turns too
+    /// (each fails as `Cancelled`).
+    pub async fn cancel(
+        &self,
+        from: &TeamName,
+        to: &TeamName,
+        drop_queue: bool,
+    ) -> Result<Cancelled, RuntimeError> {
+        let pair = Pair::new(from.clone(), to.clone());
+        let Some(handle) = self.live_handle(&pair) else {
+            return Ok(Cancelled::default());
+        };
+        let answer = handle
+            .actor
+            .call(
+                |reply| SessionMsg::Cancel { drop_queue, reply },
+                Some(SESSION_CALL_TIMEOUT),
+            )
+            .await;
+        unwrap_call(answer, || format!("cancelling the turn of {pair}"))
+    }
+
+    /// Deletes the pair's session and its transcript, then creates a new one, as the original
+    /// does.
+    pub async fn reboot(
+        &self,
+        from: &TeamName,
+        to: &TeamName,
+    ) -> Result<SessionRecord, RuntimeError> {
+        self.shared.check_open()?;
+        if let Some(record) = self.get_session(from, to)? {
+            self.delete_session(&record.session_id, true).await?;
+        }
+        Ok((*self.get_or_create_session(from, to).await?).clone())
+    }
+
+    /// What the pair's session is doing (never creates one).
+    pub async fn status(&self, from: &TeamName, to: &TeamName) -> Result<PairStatus, RuntimeError> {
+        let pair = Pair::new(from.clone(), to.clone());
+        self.shared.check_teams(&pair)?;
+        if let Some(handle) = self.live_handle(&pair) {
+            let answer = handle
+                .actor
+                .call(
+                    |reply| SessionMsg::Inspect { reply },
+                    Some(SESSION_CALL_TIMEOUT),
+                )
+                .await;
+            if let Ok(status) = unwrap_call(answer, || format!("the status of {pair}")) {
+                return Ok(status);
+            }
+        }
+        Ok(PairStatus {
+            session: self.shared.store.get_by_pair(&pair)?,
+            awake: false,
+            busy: false,
+            queued: 0,
+            current_turn: None,
+        })
+    }
+
+    /// Whether the pair's agent process is alive.
+    pub async fn is_awake(&self, from: &TeamName, to: &TeamName) -> Result<bool, RuntimeError> {
+        Ok(self.status(from, to).await?.awake)
+    }
+
+    /// The runtime's counters and histograms.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared.metrics.snapshot()
+    }
+
+    /// The process pool's occupancy.
+    pub async fn pool(&self) -> Result<PoolView, RuntimeError> {
+        let answer = self
+            .shared
+            .pool
+            .call(
+                |reply| PoolMsg::Inspect { reply },
+                Some(SESSION_CALL_TIMEOUT),
+            )
+            .await;
+        unwrap_call(answer, || "the process pool".to_owned())
+    }
+
     /// Executes a plain-data request on this node (what a cluster layer forwards here).
     pub async fn handle(&self, request: SessionRequest) -> Result<SessionReply, RuntimeError> {
         Ok(match request {
@@ -274,6 +514,9 @@ impl Runtime {
 
     /// Stops every session (their agents gracefully, within `grace` per step) and the registry.
     pub async fn shutdown(&self, grace: Duration) {
+        self.shared
+            .closing
+            .store(true, std::sync::atomic::Ordering::Release);
         let stop = StopGrace {
             after_stdin_close: grace,
             after_sigterm: grace,
@@ -306,6 +549,7 @@ impl Runtime {
         {
             tracing::warn!(%error, "the registry did not stop in time");
         }
+        self.shared.pool.stop(Some("shutdown".into()));
     }
 
     /// Routes `changes` through the session's actor, the only writer of its record.
@@ -362,6 +606,39 @@ impl Runtime {
                 })
             }
             other => other,
+        }
+    }
+
+    /// The pair's live handle, if it has a live actor.
+    fn live_handle(&self, pair: &Pair) -> Option<SessionHandle> {
+        self.shared.live.get(pair).map(|h| h.value().clone())
+    }
+
+    /// Asks the pair's actor (bringing the session up, or creating it), retrying a few times
+    /// when the actor stopped between the lookup and the call (passivation).
+    async fn call_pair<T: Send + 'static>(
+        &self,
+        pair: &Pair,
+        timeout: Duration,
+        message: impl Fn(RpcReplyPort<Result<T, RuntimeError>>) -> SessionMsg,
+    ) -> Result<T, RuntimeError> {
+        const ATTEMPTS: u32 = 3;
+        let mut attempt = 0;
+        loop {
+            let handle = match self.live_handle(pair) {
+                Some(handle) => handle,
+                None => self.obtain(pair.clone(), false).await?,
+            };
+            let answer = handle.actor.call(&message, Some(timeout)).await;
+            match unwrap_call(answer, || format!("session {pair}")) {
+                Err(RuntimeError::ShuttingDown)
+                    if attempt + 1 < ATTEMPTS && self.shared.check_open().is_ok() =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(2 * u64::from(attempt))).await;
+                }
+                other => return other?,
+            }
         }
     }
 
@@ -443,4 +720,67 @@ pub struct RuntimeStats {
     pub live_processes: u64,
     /// Write transactions the store has committed.
     pub store_write_batches: u64,
+}
+
+/// A queued turn: its id, its events as they stream, and its outcome.
+#[derive(Debug)]
+pub struct TurnHandle {
+    ticket: Ticket,
+}
+
+impl TurnHandle {
+    /// The turn's id.
+    pub fn turn_id(&self) -> TurnId {
+        self.ticket.turn_id
+    }
+
+    /// A subscription to the turn's events. The first one was taken when the turn was queued,
+    /// so it misses nothing; each call returns a receiver that starts from there.
+    pub fn events(&self) -> broadcast::Receiver<TurnEvent> {
+        self.ticket.events.resubscribe()
+    }
+
+    /// Takes the subscription that was made when the turn was queued (it misses nothing).
+    pub fn into_events(self) -> broadcast::Receiver<TurnEvent> {
+        self.ticket.events
+    }
+
+    /// The assistant text streamed so far.
+    pub fn partial(&self) -> String {
+        self.ticket
+            .partial
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Waits for the turn to end. Never hangs: if its session stops without finishing it, the
+    /// outcome is `Interrupted`.
+    pub async fn outcome(&self) -> TellOutcome {
+        let mut outcome = self.ticket.outcome.clone();
+        match outcome.wait_for(Option::is_some).await {
+            Ok(done) => done.clone().unwrap_or_else(|| self.vanished()),
+            Err(_) => self.vanished(),
+        }
+    }
+
+    /// Waits at most `limit`; then `CallerTimeout` with the text so far (the turn goes on).
+    pub async fn outcome_within(&self, limit: Duration) -> TellOutcome {
+        match tokio::time::timeout(limit, self.outcome()).await {
+            Ok(outcome) => outcome,
+            Err(_) => TellOutcome::CallerTimeout {
+                turn_id: self.turn_id(),
+                partial: self.partial(),
+            },
+        }
+    }
+
+    fn vanished(&self) -> TellOutcome {
+        TellOutcome::Failed {
+            turn_id: self.turn_id(),
+            error: TurnError::Interrupted {
+                reason: "its session stopped before the turn finished".into(),
+            },
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! What every actor of one runtime shares, and the published map of live sessions.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -12,6 +12,8 @@ use iris_store::Store;
 use ractor::ActorRef;
 
 use crate::error::RuntimeError;
+use crate::metrics::Metrics;
+use crate::pool::PoolMsg;
 use crate::session::SessionMsg;
 
 /// A live session: its actor, and the snapshot of its record that the actor republishes after
@@ -37,16 +39,38 @@ pub(crate) struct Shared {
     pub live: DashMap<Pair, SessionHandle>,
     /// Agent processes spawned since start (for tests and metrics).
     pub agent_spawns: AtomicU64,
+    /// The node's process pool.
+    pub pool: ActorRef<PoolMsg>,
+    /// Counters and histograms.
+    pub metrics: Arc<Metrics>,
+    /// Set by shutdown: no new tells, wakes or sessions.
+    pub closing: AtomicBool,
 }
 
 impl Shared {
-    pub fn new(config: Config, store: Store) -> Arc<Shared> {
+    pub fn new(
+        config: Config,
+        store: Store,
+        pool: ActorRef<PoolMsg>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Shared> {
         Arc::new(Shared {
             config,
             store,
             live: DashMap::new(),
             agent_spawns: AtomicU64::new(0),
+            pool,
+            metrics,
+            closing: AtomicBool::new(false),
         })
+    }
+
+    /// Fails once shutdown has begun.
+    pub fn check_open(&self) -> Result<(), RuntimeError> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(RuntimeError::ShuttingDown);
+        }
+        Ok(())
     }
 
     pub fn count_spawn(&self) {

@@ -7,7 +7,8 @@
 //!    here. An error names the team and the rule it broke, and stops start-up before the store is
 //!    touched.
 //! 2. **Reset every process state to `stopped`** ([`Store::reset_all_process_states`]): no agent
-//!    process survives a restart of the node, so no record may claim one.
+//!    process survives a restart of the node, so no record may claim one. Turns that were
+//!    queued or running become `interrupted` ([`Store::interrupt_open_turns`]).
 //! 3. **Kill leftover agent process groups** recorded by a previous run
 //!    ([`Store::agent_process_marks`], [`reap_leftover`]). A group is only killed when its leader
 //!    is proven to be the process iris started (same pid *and* start time), so a pid the kernel has
@@ -34,6 +35,8 @@ pub struct StartupReport {
     /// How many records had a process state other than `stopped` (or a current turn) and were
     /// reset.
     pub reset: u64,
+    /// Turns that were queued or running when the previous run ended, now `interrupted`.
+    pub interrupted_turns: u64,
     /// Every recorded agent process mark and what became of it, in the order the store listed the
     /// marks.
     pub reaped: Vec<(SessionId, ReapOutcome)>,
@@ -116,11 +119,24 @@ pub async fn prepare(
             "reset process states left by a previous run"
         );
     }
+    let interrupted_turns = store
+        .interrupt_open_turns(iris_core::Timestamp::now())
+        .await?;
+    if interrupted_turns > 0 {
+        tracing::warn!(
+            turns = interrupted_turns,
+            "turns in flight when the previous run ended are marked interrupted"
+        );
+    }
 
     // 3. Reap.
     let marks = store.agent_process_marks()?;
     let reaped = reap_all(store, marks, patience).await?;
-    Ok(StartupReport { reset, reaped })
+    Ok(StartupReport {
+        reset,
+        interrupted_turns,
+        reaped,
+    })
 }
 
 /// Reaps every mark with bounded parallelism, logs each outcome and clears the marks that no longer

@@ -1,15 +1,20 @@
 //! The on-disk encoding of values: one version byte, then postcard.
 //!
-//! postcard's wire format is frozen and documented, so a record written today stays readable. A
-//! change to [`SessionRecord`]'s fields needs a new version byte here and a decoder for the old
-//! one; `tests/fixtures/record_v1.bin` pins version 1.
+//! postcard's wire format is frozen and documented, so a value written today stays readable. Each
+//! kind of value has its own version byte: a change to [`SessionRecord`]'s fields needs a new
+//! [`RECORD_VERSION`] and a decoder for the old one, a change to [`TurnRecord`]'s a new
+//! [`TURN_VERSION`]. `tests/fixtures/record_v1.bin` pins record version 1 and
+//! `tests/fixtures/turn_v1.bin` turn version 1.
 
-use iris_core::SessionRecord;
+use iris_core::{SessionRecord, TurnRecord};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// The encoding version this build writes.
+/// The encoding version this build writes for session records and internal values.
 pub const RECORD_VERSION: u8 = 1;
+
+/// The encoding version this build writes for turn records.
+pub const TURN_VERSION: u8 = 1;
 
 /// Why stored bytes could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,19 +37,12 @@ pub enum DecodeError {
 
 /// Encodes `value` as the version byte followed by postcard.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, postcard::Error> {
-    postcard::to_extend(value, vec![RECORD_VERSION])
+    encode_as(RECORD_VERSION, value)
 }
 
 /// Decodes bytes written by [`encode`].
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    let (&version, payload) = bytes.split_first().ok_or(DecodeError::Empty)?;
-    if version != RECORD_VERSION {
-        return Err(DecodeError::UnknownVersion {
-            found: version,
-            supported: RECORD_VERSION,
-        });
-    }
-    postcard::from_bytes(payload).map_err(|e| DecodeError::Malformed(e.to_string()))
+    decode_as(RECORD_VERSION, bytes)
 }
 
 /// Encodes a session record.
@@ -55,4 +53,29 @@ pub fn encode_record(record: &SessionRecord) -> Result<Vec<u8>, postcard::Error>
 /// Decodes a session record.
 pub fn decode_record(bytes: &[u8]) -> Result<SessionRecord, DecodeError> {
     decode(bytes)
+}
+
+/// Encodes a turn record ([`TURN_VERSION`] followed by postcard).
+pub fn encode_turn(turn: &TurnRecord) -> Result<Vec<u8>, postcard::Error> {
+    encode_as(TURN_VERSION, turn)
+}
+
+/// Decodes a turn record written by [`encode_turn`].
+pub fn decode_turn(bytes: &[u8]) -> Result<TurnRecord, DecodeError> {
+    decode_as(TURN_VERSION, bytes)
+}
+
+fn encode_as<T: Serialize>(version: u8, value: &T) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_extend(value, vec![version])
+}
+
+fn decode_as<T: DeserializeOwned>(supported: u8, bytes: &[u8]) -> Result<T, DecodeError> {
+    let (&version, payload) = bytes.split_first().ok_or(DecodeError::Empty)?;
+    if version != supported {
+        return Err(DecodeError::UnknownVersion {
+            found: version,
+            supported,
+        });
+    }
+    postcard::from_bytes(payload).map_err(|e| DecodeError::Malformed(e.to_string()))
 }

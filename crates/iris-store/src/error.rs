@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use iris_core::{Coded, ErrorCode, Pair, SessionId};
+use iris_core::{Coded, ErrorCode, Pair, SessionId, TurnId};
 
 /// Why a store could not be opened. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -85,8 +85,9 @@ impl Coded for OpenError {
 
 /// Why a store operation failed.
 ///
-/// A rejected mutation (`PairExists`, `SessionIdExists`, `SessionNotFound`) failed alone and
-/// left the database as it was; the other mutations of its batch were unaffected.
+/// A rejected mutation (`PairExists`, `SessionIdExists`, `SessionNotFound`, `Mismatch`,
+/// `TurnIdExists`, `InvalidTurn`) failed alone and left the database as it was; the other
+/// mutations of its batch were unaffected.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -116,6 +117,28 @@ pub enum StoreError {
         /// The record's id.
         session_id: SessionId,
         /// What differs.
+        reason: &'static str,
+    },
+    /// The turn id is already used by another turn row.
+    #[error(
+        "turn id {turn_id} is already used by turn {seq} of session {session_id}; give each turn a new id"
+    )]
+    TurnIdExists {
+        /// The duplicate id.
+        turn_id: TurnId,
+        /// The session of the row that holds it.
+        session_id: SessionId,
+        /// The number of the row that holds it.
+        seq: u64,
+    },
+    /// A turn row cannot be written as given.
+    #[error("cannot write turn {seq} of session {session_id}: {reason}")]
+    InvalidTurn {
+        /// The turn's session.
+        session_id: SessionId,
+        /// The turn's number.
+        seq: u64,
+        /// What is wrong.
         reason: &'static str,
     },
     /// A stored value could not be decoded.
@@ -162,11 +185,13 @@ impl StoreError {
 impl Coded for StoreError {
     fn code(&self) -> ErrorCode {
         match self {
-            StoreError::PairExists { .. } | StoreError::SessionIdExists { .. } => {
-                ErrorCode::AlreadyExists
-            }
+            StoreError::PairExists { .. }
+            | StoreError::SessionIdExists { .. }
+            | StoreError::TurnIdExists { .. } => ErrorCode::AlreadyExists,
             StoreError::SessionNotFound { .. } => ErrorCode::SessionNotFound,
-            StoreError::Mismatch { .. } => ErrorCode::ValidationError,
+            StoreError::Mismatch { .. } | StoreError::InvalidTurn { .. } => {
+                ErrorCode::ValidationError
+            }
             StoreError::Corrupt { .. } => ErrorCode::StoreCorrupt,
             StoreError::Encode { .. } => ErrorCode::StoreError,
             StoreError::Storage { .. } | StoreError::Closed => ErrorCode::StoreError,

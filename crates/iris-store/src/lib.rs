@@ -1,6 +1,6 @@
 //! # iris-store
 //!
-//! Durable persistence of iris session records in a single redb file.
+//! Durable persistence of iris session records, and of their turn ledgers, in a single redb file.
 //!
 //! - **Durability.** Every acknowledged write was committed with `Durability::Immediate`: a
 //!   `kill -9` of the process loses nothing that was acknowledged.
@@ -9,6 +9,10 @@
 //! - **Reads** run on the caller's thread against a snapshot and never wait for the writer.
 //! - **Indexes and counters** keep `list(from)`, `list(to)`, `stats` and the start-up reset
 //!   proportional to what they return or change, not to the size of the store.
+//! - **Turn ledger.** One row per turn ([`iris_core::TurnRecord`]), keyed by session and turn
+//!   number, pruned to a retention per session on every write, indexed by turn id and by
+//!   openness; [`Store::record_turn`] writes a finished turn and its session's bookkeeping in
+//!   one durable write.
 //! - **Format.** Values are a version byte plus postcard; the schema version is checked at open.
 //!
 //! ```

@@ -3,9 +3,11 @@
 //! Every mutation checks everything it needs *before* it writes anything, so a rejected
 //! mutation leaves no trace in the shared batch transaction.
 
+use std::collections::BTreeMap;
+
 use iris_core::{
     AgentProcessMark, Pair, ProcessState, SessionId, SessionRecord, SessionStatus, Timestamp,
-    TurnId, UsageTotals,
+    TurnFailure, TurnId, TurnRecord, TurnStatus, UsageTotals,
 };
 use redb::{ReadableTable, Table, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -13,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::counters::Counters;
 use crate::error::{StorageContext, StoreError};
-use crate::tables::{LIVE, PAIRS, PAIRS_BY_TO, SESSIONS};
+use crate::tables::{LIVE, OPEN_TURNS, PAIRS, PAIRS_BY_TO, SESSIONS, TURN_IDS, TURNS};
 
 /// One durable write, submitted to the store's writer. Plain data, so a later layer can forward
 /// it between nodes.
@@ -41,12 +43,48 @@ pub enum Mutation {
     },
     /// Replace a record wholesale. The pair, session id and row id must match the stored record.
     Put(SessionRecord),
-    /// Delete by session id; deleting an unknown id deletes nothing.
+    /// Delete by session id, with every turn of the session; deleting an unknown id deletes
+    /// nothing.
     Delete(SessionId),
-    /// Delete by pair; deleting an unknown pair deletes nothing.
+    /// Delete by pair, with every turn of the session; deleting an unknown pair deletes nothing.
     DeleteByPair(Pair),
     /// Set every process state to `stopped` and clear every current turn.
     ResetAllProcessStates,
+    /// Insert or replace one turn row (keyed by its session and `seq`), then prune the session's
+    /// ledger to its newest `retain` rows.
+    ///
+    /// Fails with `SessionNotFound` if the session does not exist, `InvalidTurn` if `seq` is 0
+    /// or the row holds another turn id, and `TurnIdExists` if the turn id names another row.
+    /// Pruning keeps the rows with `seq` greater than the session's highest `seq` minus `retain`
+    /// (a `retain` of 0 counts as 1), so a late write of a turn older than that is not kept.
+    /// Answers [`Applied::Count`] with the number of rows pruned.
+    PutTurn {
+        /// The row to write.
+        turn: TurnRecord,
+        /// How many rows of the session to keep.
+        retain: u64,
+    },
+    /// Apply `changes` to a session record (as [`Mutation::Update`]) and write a turn row (as
+    /// [`Mutation::PutTurn`]) atomically: both, or neither. `turn.session_id` must be
+    /// `session_id`. Answers [`Applied::Record`] with the record as stored.
+    RecordTurn {
+        /// The record to change, and the turn's session.
+        session_id: SessionId,
+        /// The changes to the record.
+        changes: Vec<Change>,
+        /// The row to write.
+        turn: TurnRecord,
+        /// How many rows of the session to keep.
+        retain: u64,
+    },
+    /// Mark every `queued` or `running` turn `interrupted` (finished `at`, with
+    /// [`TurnFailure::node_stopped`]), and add each session's number of such turns to its
+    /// `interrupted_turns`. Visits only the open-turn index. Answers [`Applied::Count`] with the
+    /// number of turns interrupted.
+    InterruptOpenTurns {
+        /// The time recorded as the turns' `finished_at`.
+        at: Timestamp,
+    },
 }
 
 /// One change to a record, applied by [`Mutation::Update`].
@@ -128,7 +166,8 @@ pub enum Applied {
     Records(Vec<SessionRecord>),
     /// The deleted record, if there was one.
     Deleted(Option<SessionRecord>),
-    /// How many records changed (reset).
+    /// How many records changed (reset), turns were interrupted, or old turn rows were pruned
+    /// (put turn).
     Count(u64),
 }
 
@@ -156,7 +195,13 @@ pub(crate) struct WriteTables<'txn> {
     pairs: Table<'txn, (&'static str, &'static str), u128>,
     pairs_by_to: Table<'txn, (&'static str, &'static str), u128>,
     live: Table<'txn, u128, ()>,
+    turns: Table<'txn, TurnKey, &'static [u8]>,
+    turn_ids: Table<'txn, u128, TurnKey>,
+    open_turns: Table<'txn, TurnKey, ()>,
 }
+
+/// The key of a turn row: (session id, seq).
+pub(crate) type TurnKey = (u128, u64);
 
 impl<'txn> WriteTables<'txn> {
     pub(crate) fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
@@ -167,6 +212,11 @@ impl<'txn> WriteTables<'txn> {
                 .open_table(PAIRS_BY_TO)
                 .during("opening table pairs_by_to")?,
             live: txn.open_table(LIVE).during("opening table live")?,
+            turns: txn.open_table(TURNS).during("opening table turns")?,
+            turn_ids: txn.open_table(TURN_IDS).during("opening table turn_ids")?,
+            open_turns: txn
+                .open_table(OPEN_TURNS)
+                .during("opening table open_turns")?,
         })
     }
 
@@ -228,7 +278,212 @@ impl<'txn> WriteTables<'txn> {
                 })
             }
             Mutation::ResetAllProcessStates => Applied::Count(self.reset_process_states(counters)?),
+            Mutation::PutTurn { turn, retain } => {
+                self.check_turn(turn)?;
+                Applied::Count(self.write_turn(turn, *retain)?)
+            }
+            Mutation::RecordTurn {
+                session_id,
+                changes,
+                turn,
+                retain,
+            } => {
+                if turn.session_id != *session_id {
+                    return Err(StoreError::InvalidTurn {
+                        session_id: *session_id,
+                        seq: turn.seq,
+                        reason: "the turn belongs to another session",
+                    }
+                    .into());
+                }
+                let old = self.check_turn(turn)?;
+                let mut record = old.clone();
+                for change in changes {
+                    change.apply_to(&mut record);
+                }
+                self.store(counters, Some(&old), &record)?;
+                self.write_turn(turn, *retain)?;
+                Applied::Record(record)
+            }
+            Mutation::InterruptOpenTurns { at } => {
+                Applied::Count(self.interrupt_open_turns(counters, *at)?)
+            }
         })
+    }
+
+    /// Checks that `turn` may be written, and returns its session's record. Writes nothing.
+    fn check_turn(&self, turn: &TurnRecord) -> Result<SessionRecord, StoreError> {
+        let record = self.require(&turn.session_id)?;
+        let invalid = |reason| StoreError::InvalidTurn {
+            session_id: turn.session_id,
+            seq: turn.seq,
+            reason,
+        };
+        if turn.seq == 0 {
+            return Err(invalid("turn numbers start at 1"));
+        }
+        let at = turn_key(&turn.session_id, turn.seq);
+        let holder = self
+            .turn_ids
+            .get(turn_id_key(&turn.turn_id))
+            .during("reading a turn id")?
+            .map(|g| g.value());
+        if let Some(holder) = holder
+            && holder != at
+            && self.turn_id_at(holder)? == Some(turn.turn_id)
+        {
+            return Err(StoreError::TurnIdExists {
+                turn_id: turn.turn_id,
+                session_id: session_id_from_key(holder.0)?,
+                seq: holder.1,
+            });
+        }
+        if let Some(existing) = self.turn_id_at(at)?
+            && existing != turn.turn_id
+        {
+            return Err(invalid("another turn id holds this number"));
+        }
+        Ok(record)
+    }
+
+    /// Writes a checked turn row and its index entries, then prunes its session's ledger.
+    /// Returns how many rows were pruned.
+    fn write_turn(&mut self, turn: &TurnRecord, retain: u64) -> Result<u64, StoreError> {
+        let bytes = codec::encode_turn(turn).map_err(|e| StoreError::Encode {
+            what: format!("turn {} of session {}", turn.seq, turn.session_id),
+            reason: e.to_string(),
+        })?;
+        let at = turn_key(&turn.session_id, turn.seq);
+        self.turns
+            .insert(at, bytes.as_slice())
+            .during("writing a turn")?;
+        self.turn_ids
+            .insert(turn_id_key(&turn.turn_id), at)
+            .during("indexing a turn id")?;
+        if turn.status.is_final() {
+            self.open_turns.remove(at).during("indexing open turns")?;
+        } else {
+            self.open_turns
+                .insert(at, ())
+                .during("indexing open turns")?;
+        }
+        self.prune_turns(at.0, retain)
+    }
+
+    /// Deletes the session's rows older than its newest `retain` (at least one is kept).
+    fn prune_turns(&mut self, session: u128, retain: u64) -> Result<u64, StoreError> {
+        let newest = self
+            .turns
+            .range((session, 0)..=(session, u64::MAX))
+            .during("reading turns")?
+            .next_back()
+            .transpose()
+            .during("reading turns")?
+            .map_or(0, |(k, _)| k.value().1);
+        let cutoff = newest.saturating_sub(retain.max(1));
+        if cutoff == 0 {
+            return Ok(0);
+        }
+        self.remove_turns(session, cutoff)
+    }
+
+    /// Deletes the session's rows with `seq <= through`, and their index entries.
+    fn remove_turns(&mut self, session: u128, through: u64) -> Result<u64, StoreError> {
+        let mut doomed = Vec::new();
+        for entry in self
+            .turns
+            .range((session, 0)..=(session, through))
+            .during("reading turns")?
+        {
+            let (k, v) = entry.during("reading turns")?;
+            doomed.push((k.value(), lenient_turn_id(k.value(), v.value())));
+        }
+        for (at, turn_id) in &doomed {
+            self.turns.remove(*at).during("deleting a turn")?;
+            self.open_turns.remove(*at).during("deleting a turn")?;
+            if let Some(turn_id) = turn_id {
+                let raw = turn_id_key(turn_id);
+                let points_here = self
+                    .turn_ids
+                    .get(raw)
+                    .during("reading a turn id")?
+                    .is_some_and(|g| g.value() == *at);
+                if points_here {
+                    self.turn_ids.remove(raw).during("deleting a turn")?;
+                }
+            }
+        }
+        Ok(doomed.len() as u64)
+    }
+
+    fn interrupt_open_turns(
+        &mut self,
+        counters: &mut Counters,
+        at: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let keys = self
+            .open_turns
+            .iter()
+            .during("scanning open turns")?
+            .map(|entry| entry.map(|(k, _)| k.value()))
+            .collect::<Result<Vec<TurnKey>, _>>()
+            .during("scanning open turns")?;
+        let mut per_session: BTreeMap<u128, u64> = BTreeMap::new();
+        for key in keys {
+            self.open_turns.remove(key).during("indexing open turns")?;
+            let turn = {
+                let Some(guard) = self.turns.get(key).during("reading a turn")? else {
+                    // An index entry without a row: dropping it is the repair.
+                    continue;
+                };
+                match codec::decode_turn(guard.value()) {
+                    Ok(turn) => turn,
+                    Err(error) => {
+                        // The ledger is a history, not the session's state: an unreadable row
+                        // must not stop start-up. It stays for an operator to inspect.
+                        tracing::warn!(
+                            session = %uuid_from(key.0),
+                            seq = key.1,
+                            %error,
+                            "an open turn is unreadable; leaving it as it is"
+                        );
+                        continue;
+                    }
+                }
+            };
+            if turn.status.is_final() {
+                continue;
+            }
+            let mut turn = turn;
+            turn.status = TurnStatus::Interrupted;
+            turn.finished_at = Some(at);
+            turn.error = Some(TurnFailure::node_stopped());
+            let bytes = codec::encode_turn(&turn).map_err(|e| StoreError::Encode {
+                what: format!("turn {} of session {}", turn.seq, turn.session_id),
+                reason: e.to_string(),
+            })?;
+            self.turns
+                .insert(key, bytes.as_slice())
+                .during("writing a turn")?;
+            *per_session.entry(key.0).or_default() += 1;
+        }
+        let mut changed = 0;
+        for (session, n) in per_session {
+            changed += n;
+            // A turn whose session is gone (deleted by an older build) has no count to bump.
+            if let Some(old) = self.get_raw(session)? {
+                let mut record = old.clone();
+                Change::AddInterruptedTurns(n).apply_to(&mut record);
+                self.store(counters, Some(&old), &record)?;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// The turn id of the row at `at`, if there is a readable one.
+    fn turn_id_at(&self, at: TurnKey) -> Result<Option<TurnId>, StoreError> {
+        let guard = self.turns.get(at).during("reading a turn")?;
+        Ok(guard.and_then(|g| lenient_turn_id(at, g.value())))
     }
 
     fn create_many(
@@ -285,6 +540,7 @@ impl<'txn> WriteTables<'txn> {
             .remove((to, from))
             .during("deleting a pair")?;
         self.live.remove(key).during("deleting a session")?;
+        self.remove_turns(key, u64::MAX)?;
         counters.remove(&record);
         Ok(Some(record))
     }
@@ -393,6 +649,41 @@ fn check_same_identity(old: &SessionRecord, new: &SessionRecord) -> Result<(), S
 /// The table key of a session id.
 pub(crate) fn key(session_id: &SessionId) -> u128 {
     session_id.as_uuid().as_u128()
+}
+
+/// The table key of a turn row.
+pub(crate) fn turn_key(session_id: &SessionId, seq: u64) -> TurnKey {
+    (key(session_id), seq)
+}
+
+/// The table key of a turn id.
+pub(crate) fn turn_id_key(turn_id: &TurnId) -> u128 {
+    turn_id.as_uuid().as_u128()
+}
+
+/// The turn id of a stored row, or `None` (with a warning) if the row is unreadable. Used where a
+/// row is about to be replaced or deleted, so that damage in the ledger's history cannot block
+/// new turns or a session's deletion.
+fn lenient_turn_id(at: TurnKey, bytes: &[u8]) -> Option<TurnId> {
+    match codec::decode_turn(bytes) {
+        Ok(turn) => Some(turn.turn_id),
+        Err(error) => {
+            tracing::warn!(
+                session = %uuid_from(at.0),
+                seq = at.1,
+                %error,
+                "a turn row is unreadable; replacing or deleting it anyway"
+            );
+            None
+        }
+    }
+}
+
+pub(crate) fn decode_turn(at: TurnKey, bytes: &[u8]) -> Result<TurnRecord, StoreError> {
+    codec::decode_turn(bytes).map_err(|e| StoreError::Corrupt {
+        what: format!("turn {} of session {}", at.1, uuid_from(at.0)),
+        reason: e.to_string(),
+    })
 }
 
 pub(crate) fn session_id_from_key(raw: u128) -> Result<SessionId, StoreError> {

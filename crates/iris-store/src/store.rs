@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 
 use iris_core::{
     AgentProcessMark, Pair, SessionFilter, SessionId, SessionRecord, SessionStats, SessionStatus,
-    TeamName,
+    TeamName, Timestamp, TurnId, TurnRecord,
 };
 use redb::backends::InMemoryBackend;
 use redb::{
@@ -19,10 +19,12 @@ use tokio::sync::{mpsc, oneshot};
 use crate::codec;
 use crate::counters::Counters;
 use crate::error::{OpenError, StorageContext, StoreError};
-use crate::mutation::{Applied, Change, Mutation, decode_session, key};
+use crate::mutation::{
+    Applied, Change, Mutation, TurnKey, decode_session, decode_turn, key, turn_id_key,
+};
 use crate::tables::{
-    LIVE, META, META_COUNTERS, META_SCHEMA, PAIRS, PAIRS_BY_TO, SCHEMA_VERSION, SESSIONS,
-    TABLE_NAMES,
+    LIVE, META, META_COUNTERS, META_SCHEMA, OPEN_TURNS, PAIRS, PAIRS_BY_TO, SCHEMA_VERSION,
+    SESSIONS, TABLE_NAMES, TURN_IDS, TURNS,
 };
 use crate::writer::{self, Job, Shared, WriterCounters, WriterStats};
 
@@ -257,6 +259,71 @@ impl Store {
         Ok(marks)
     }
 
+    /// The session's newest turns, newest first, at most `limit`. Reads only the session's
+    /// range of the ledger.
+    pub fn turns(
+        &self,
+        session_id: SessionId,
+        limit: usize,
+    ) -> Result<Vec<TurnRecord>, StoreError> {
+        let turns = self.read_table(TURNS, "opening table turns")?;
+        let raw = key(&session_id);
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        for entry in turns
+            .range((raw, 0)..=(raw, u64::MAX))
+            .during("reading turns")?
+            .rev()
+        {
+            let (k, v) = entry.during("reading turns")?;
+            out.push(decode_turn(k.value(), v.value())?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The turn with this id, if the ledger still holds it.
+    pub fn turn(&self, turn_id: TurnId) -> Result<Option<TurnRecord>, StoreError> {
+        let txn = self.inner.db.begin_read().during("starting a read")?;
+        let turn_ids = txn.open_table(TURN_IDS).during("opening table turn_ids")?;
+        let Some(at) = turn_ids
+            .get(turn_id_key(&turn_id))
+            .during("reading a turn id")?
+            .map(|g| g.value())
+        else {
+            return Ok(None);
+        };
+        let turns = txn.open_table(TURNS).during("opening table turns")?;
+        let Some(turn) = read_turn(&turns, at)? else {
+            return Ok(None);
+        };
+        // An index entry is trusted only if the row it points at is this turn.
+        Ok((turn.turn_id == turn_id).then_some(turn))
+    }
+
+    /// The highest turn number the ledger holds for the session, or 0 if it holds none.
+    pub fn last_turn_seq(&self, session_id: SessionId) -> Result<u64, StoreError> {
+        let turns = self.read_table(TURNS, "opening table turns")?;
+        let raw = key(&session_id);
+        let last = turns
+            .range((raw, 0)..=(raw, u64::MAX))
+            .during("reading turns")?
+            .next_back()
+            .transpose()
+            .during("reading turns")?;
+        Ok(last.map_or(0, |(k, _)| k.value().1))
+    }
+
+    /// How many turns are `queued` or `running`, across every session (no scan).
+    pub fn open_turn_count(&self) -> Result<u64, StoreError> {
+        let open = self.read_table(OPEN_TURNS, "opening table open_turns")?;
+        open.len().during("counting open turns")
+    }
+
     // ----- writes -----
 
     /// Submits one mutation and waits until it is durable (or rejected).
@@ -267,6 +334,20 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues one mutation behind every mutation submitted or queued before it, without waiting
+    /// for its commit: for writes whose outcome nobody awaits (transient process-state changes,
+    /// a turn's `queued` and `running` rows). Returns once the writer has accepted it (waiting
+    /// only for room in the queue). It is committed in order, but its outcome is not reported:
+    /// a rejection is logged by the writer. By the time a later [`Store::submit`] resolves, this
+    /// one has been committed (or rejected, or failed with its batch).
+    pub async fn enqueue(&self, mutation: Mutation) -> Result<(), StoreError> {
+        let jobs = self.inner.jobs.as_ref().ok_or(StoreError::Closed)?;
+        let (reply, _unheard) = oneshot::channel();
+        jobs.send(Job { mutation, reply })
+            .await
+            .map_err(|_| StoreError::Closed)
     }
 
     /// Inserts a new record; the returned copy carries the assigned row `id`.
@@ -352,6 +433,43 @@ impl Store {
             .and_then(Applied::into_count)
     }
 
+    /// Inserts or replaces one turn row, then prunes the session's ledger to its newest `retain`
+    /// rows. See [`Mutation::PutTurn`].
+    pub async fn put_turn(&self, turn: TurnRecord, retain: u64) -> Result<(), StoreError> {
+        self.submit(Mutation::PutTurn { turn, retain })
+            .await
+            .and_then(Applied::into_count)
+            .map(drop)
+    }
+
+    /// Applies `changes` to the session record and writes `turn`, in one durable write: both, or
+    /// neither. Returns the record as stored. See [`Mutation::RecordTurn`].
+    pub async fn record_turn(
+        &self,
+        session_id: SessionId,
+        changes: Vec<Change>,
+        turn: TurnRecord,
+        retain: u64,
+    ) -> Result<SessionRecord, StoreError> {
+        self.submit(Mutation::RecordTurn {
+            session_id,
+            changes,
+            turn,
+            retain,
+        })
+        .await
+        .and_then(Applied::into_record)
+    }
+
+    /// Marks every `queued` or `running` turn `interrupted` as of `at`, counting them on their
+    /// sessions' `interrupted_turns`; returns how many turns changed. Visits only the open-turn
+    /// index. Meant for start-up, before any new turn is queued.
+    pub async fn interrupt_open_turns(&self, at: Timestamp) -> Result<u64, StoreError> {
+        self.submit(Mutation::InterruptOpenTurns { at })
+            .await
+            .and_then(Applied::into_count)
+    }
+
     fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
         &self,
         table: redb::TableDefinition<K, V>,
@@ -398,6 +516,14 @@ fn unexpected(applied: Applied) -> StoreError {
         what: "a writer acknowledgement".into(),
         reason: format!("unexpected outcome {applied:?}; please report this bug"),
     }
+}
+
+fn read_turn(
+    turns: &ReadOnlyTable<TurnKey, &'static [u8]>,
+    at: TurnKey,
+) -> Result<Option<TurnRecord>, StoreError> {
+    let guard = turns.get(at).during("reading a turn")?;
+    guard.map(|g| decode_turn(at, g.value())).transpose()
 }
 
 fn read_session(
@@ -480,6 +606,11 @@ fn prepare_schema(db: &Database, path: &Path) -> Result<Counters, OpenError> {
         txn.open_table(table).map_err(|e| storage(e.into()))?;
     }
     txn.open_table(LIVE).map_err(|e| storage(e.into()))?;
+    // The turn tables are new in this build; a file written before them gets them here, empty
+    // (see `tables` on why the schema version stays 1).
+    txn.open_table(TURN_IDS).map_err(|e| storage(e.into()))?;
+    txn.open_table(TURNS).map_err(|e| storage(e.into()))?;
+    txn.open_table(OPEN_TURNS).map_err(|e| storage(e.into()))?;
     let counters = {
         let sessions = txn.open_table(SESSIONS).map_err(|e| storage(e.into()))?;
         match counters {

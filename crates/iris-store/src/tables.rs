@@ -6,7 +6,22 @@
 //! | `pairs` | (from, to) | session id | pair lookup, unique pairs, `list(from)` |
 //! | `pairs_by_to` | (to, from) | session id | `list(to)` without a scan |
 //! | `live` | session id | () | records whose process is not `stopped` or that carry a process mark, so start-up work is proportional to them alone |
+//! | `turns` | (session id, seq) | versioned turn | the turn ledger; a session's turns are one key range, in order |
+//! | `turn_ids` | turn id (u128) | (session id, seq) | `turn(turn_id)` without a scan |
+//! | `open_turns` | (session id, seq) | () | turns `queued` or `running`, so start-up interrupts them without scanning the ledger |
 //! | `meta` | name | versioned value | schema version, counters |
+//!
+//! # Schema version
+//!
+//! The turn tables were added without bumping [`SCHEMA_VERSION`], on purpose: the change is
+//! purely additive. Every table is created at open when missing, so a file written before the
+//! ledger existed opens as is (with an empty ledger), and nothing already stored changed shape.
+//! Bumping the version would make this build refuse every existing file unless it also carried
+//! a migration, and would gain nothing: an older build that opens a newer file still works, as
+//! it ignores tables it does not know. The one thing an older build cannot do is cascade a
+//! session's deletion to its turns; the ledger tolerates the orphaned rows that leaves (they are
+//! never read through a session that exists, and start-up interrupts them without a session to
+//! count them on). Bump the version only for a change an older build would misread.
 
 use redb::TableDefinition;
 
@@ -18,10 +33,22 @@ pub(crate) const PAIRS: TableDefinition<(&str, &str), u128> = TableDefinition::n
 pub(crate) const PAIRS_BY_TO: TableDefinition<(&str, &str), u128> =
     TableDefinition::new("pairs_by_to");
 pub(crate) const LIVE: TableDefinition<u128, ()> = TableDefinition::new("live");
+pub(crate) const TURNS: TableDefinition<(u128, u64), &[u8]> = TableDefinition::new("turns");
+pub(crate) const TURN_IDS: TableDefinition<u128, (u128, u64)> = TableDefinition::new("turn_ids");
+pub(crate) const OPEN_TURNS: TableDefinition<(u128, u64), ()> = TableDefinition::new("open_turns");
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 pub(crate) const META_SCHEMA: &str = "schema_version";
 pub(crate) const META_COUNTERS: &str = "counters";
 
 /// Every table name, to recognise a file as ours.
-pub(crate) const TABLE_NAMES: [&str; 5] = ["sessions", "pairs", "pairs_by_to", "live", "meta"];
+pub(crate) const TABLE_NAMES: [&str; 8] = [
+    "sessions",
+    "pairs",
+    "pairs_by_to",
+    "live",
+    "turns",
+    "turn_ids",
+    "open_turns",
+    "meta",
+];

@@ -117,8 +117,12 @@ impl Writer {
                     committed.clone_from(&self.counters);
                 }
                 for (job, outcome) in batch.drain(..).zip(outcomes) {
-                    // A caller that stopped waiting is not an error: the write is durable anyway.
-                    let _ = job.reply.send(outcome);
+                    // A caller that stopped waiting (or never waited: `Store::enqueue`) is not an
+                    // error, since the write is durable anyway; but a rejection nobody hears of
+                    // is logged.
+                    if let Err(Err(error)) = job.reply.send(outcome) {
+                        tracing::warn!(%error, "a queued store mutation was rejected");
+                    }
                 }
             }
             Err(error) => {

@@ -1,14 +1,17 @@
-//! The record encoding: round trips, and decoding what version 1 wrote.
+//! The record and turn encodings: round trips, and decoding what version 1 wrote.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use common::pair;
 use iris_core::{
-    AgentProcessMark, ProcessState, SessionId, SessionRecord, SessionStatus, Timestamp, TurnId,
-    UsageTotals,
+    AgentProcessMark, ErrorCode, ProcessState, SessionId, SessionRecord, SessionStatus, Timestamp,
+    TurnFailure, TurnId, TurnRecord, TurnStatus, UsageTotals,
 };
-use iris_store::codec::{DecodeError, RECORD_VERSION, decode_record, encode_record};
+use iris_store::codec::{
+    DecodeError, RECORD_VERSION, TURN_VERSION, decode_record, decode_turn, encode_record,
+    encode_turn,
+};
 use proptest::prelude::*;
 
 /// `fixtures/record_v1.bin` holds exactly this record, as written by encoding version 1.
@@ -81,6 +84,137 @@ fn unknown_versions_and_garbage_are_typed_errors() {
     ));
 }
 
+/// `fixtures/turn_v1.bin` holds exactly this turn, as written by turn encoding version 1.
+fn fixture_turn() -> TurnRecord {
+    let mut t = TurnRecord::queued(
+        SessionId::parse("f47ac10b-58cc-4372-a567-0e02b2c3d479").unwrap(),
+        7,
+        TurnId::from(uuid::Uuid::parse_str("019abcde-0123-7456-89ab-cdef01234567").unwrap()),
+        common::team("frontend"),
+        "Résumé the failing test, please: ✓ or ✗?",
+        12,
+        Timestamp::from_millis(1_764_046_586_123),
+    );
+    t.status = TurnStatus::Failed;
+    t.started_at = Some(Timestamp::from_millis(1_764_046_586_200));
+    t.finished_at = Some(Timestamp::from_millis(1_764_046_590_000));
+    t.set_text("partial answer — cut", 17);
+    t.subtype = Some("error_during_execution".into());
+    t.is_error = true;
+    t.usage = UsageTotals {
+        cost_usd: 0.0625,
+        input_tokens: 120,
+        output_tokens: 45,
+        cache_creation_input_tokens: 6,
+        cache_read_input_tokens: 7_000,
+    };
+    t.duration_ms = Some(3_800);
+    t.num_turns = Some(3);
+    t.error = Some(TurnFailure::new(
+        ErrorCode::Timeout,
+        "the agent sent nothing for 120s",
+    ));
+    t
+}
+
+const TURN_FIXTURE: &[u8] = include_bytes!("fixtures/turn_v1.bin");
+
+#[test]
+fn decodes_a_turn_written_by_version_1() {
+    assert_eq!(TURN_FIXTURE[0], 1);
+    let turn = fixture_turn();
+    assert!(turn.message_truncated && turn.text_truncated);
+    assert_eq!(decode_turn(TURN_FIXTURE).unwrap(), turn);
+}
+
+#[test]
+fn turn_version_1_encoding_is_unchanged() {
+    // If this fails, the turn's wire format changed: add a new turn encoding version and keep a
+    // decoder for version 1 instead of editing the fixture.
+    assert_eq!(TURN_VERSION, 1);
+    assert_eq!(encode_turn(&fixture_turn()).unwrap(), TURN_FIXTURE);
+}
+
+#[test]
+fn unknown_turn_versions_are_typed_errors() {
+    let mut future = TURN_FIXTURE.to_vec();
+    future[0] = 9;
+    assert_eq!(
+        decode_turn(&future),
+        Err(DecodeError::UnknownVersion {
+            found: 9,
+            supported: 1
+        })
+    );
+    assert_eq!(decode_turn(&[]), Err(DecodeError::Empty));
+    assert!(matches!(
+        decode_turn(&TURN_FIXTURE[..TURN_FIXTURE.len() / 2]),
+        Err(DecodeError::Malformed(_))
+    ));
+}
+
+fn arb_turn() -> impl Strategy<Value = TurnRecord> {
+    (
+        (
+            any::<[u8; 16]>(),
+            any::<u64>(),
+            any::<u128>(),
+            ".{0,40}",
+            0usize..64,
+            0..TurnStatus::ALL.len(),
+            any::<u64>(),
+        ),
+        (
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(".{0,40}"),
+            proptest::option::of("[a-z_]{0,20}"),
+            any::<bool>(),
+            (0.0f64..1e6, any::<[u64; 4]>()),
+            proptest::option::of(any::<(u64, u32)>()),
+            proptest::option::of((0..ErrorCode::ALL.len(), ".{0,40}")),
+        ),
+    )
+        .prop_map(
+            |(
+                (session, seq, turn_id, message, limit, status, queued),
+                (started, text, subtype, is_error, (cost, tokens), stats, error),
+            )| {
+                let session =
+                    SessionId::from_uuid(uuid::Builder::from_random_bytes(session).into_uuid())
+                        .unwrap();
+                let mut t = TurnRecord::queued(
+                    session,
+                    seq,
+                    TurnId::from(uuid::Uuid::from_u128(turn_id)),
+                    common::team("alpha"),
+                    &message,
+                    limit,
+                    Timestamp::from_millis(queued),
+                );
+                t.status = TurnStatus::ALL[status];
+                t.started_at = started.map(Timestamp::from_millis);
+                t.finished_at = started.map(|s| Timestamp::from_millis(s / 2));
+                if let Some(text) = text {
+                    t.set_text(&text, limit);
+                }
+                t.subtype = subtype;
+                t.is_error = is_error;
+                t.usage = UsageTotals {
+                    cost_usd: cost,
+                    input_tokens: tokens[0],
+                    output_tokens: tokens[1],
+                    cache_creation_input_tokens: tokens[2],
+                    cache_read_input_tokens: tokens[3],
+                };
+                t.duration_ms = stats.map(|(d, _)| d);
+                t.num_turns = stats.map(|(_, n)| n);
+                t.error =
+                    error.map(|(code, message)| TurnFailure::new(ErrorCode::ALL[code], message));
+                t
+            },
+        )
+}
+
 fn arb_record() -> impl Strategy<Value = SessionRecord> {
     (
         (
@@ -147,12 +281,19 @@ proptest! {
     }
 
     #[test]
+    fn turns_round_trip(turn in arb_turn()) {
+        let bytes = encode_turn(&turn).unwrap();
+        prop_assert_eq!(decode_turn(&bytes).unwrap(), turn);
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
         let _ = decode_record(&bytes);
+        let _ = decode_turn(&bytes);
     }
 }
 
-/// Writes the fixture. Run once, by hand, when a new encoding version is introduced:
+/// Writes the record fixture. Run once, by hand, when a new encoding version is introduced:
 /// `IRIS_WRITE_FIXTURE=1 cargo test -p iris-store --test codec write_fixture -- --ignored`.
 #[test]
 #[ignore = "writes the fixture file; run by hand only"]
@@ -160,5 +301,16 @@ fn write_fixture() {
     if std::env::var_os("IRIS_WRITE_FIXTURE").is_some() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/record_v1.bin");
         std::fs::write(path, encode_record(&fixture_record()).unwrap()).unwrap();
+    }
+}
+
+/// Writes the turn fixture. Run once, by hand, when a new turn encoding version is introduced:
+/// `IRIS_WRITE_TURN_FIXTURE=1 cargo test -p iris-store --test codec write_turn_fixture -- --ignored`.
+#[test]
+#[ignore = "writes the fixture file; run by hand only"]
+fn write_turn_fixture() {
+    if std::env::var_os("IRIS_WRITE_TURN_FIXTURE").is_some() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/turn_v1.bin");
+        std::fs::write(path, encode_turn(&fixture_turn()).unwrap()).unwrap();
     }
 }

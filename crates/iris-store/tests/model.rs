@@ -1,5 +1,5 @@
-//! Model-based test: random operation sequences run against the store and against a plain
-//! `BTreeMap`, compared after every step.
+//! Model-based test: random operation sequences run against the store and against plain
+//! `BTreeMap`s (records, and the turn ledger), compared after every step.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use common::pair;
 use iris_core::{
     Pair, ProcessState, SessionFilter, SessionId, SessionRecord, SessionStats, SessionStatus,
-    Timestamp, TurnId,
+    Timestamp, TurnFailure, TurnId, TurnRecord, TurnStatus,
 };
-use iris_store::{Change, Store, StoreError};
+use iris_store::{Applied, Change, Mutation, Store, StoreError};
 use proptest::prelude::*;
 
 const TEAMS: [&str; 4] = ["alpha", "beta", "gamma", "delta"];
@@ -42,6 +42,38 @@ enum Op {
     Delete(Target),
     DeleteByPair(usize, usize),
     Reset,
+    /// `PutTurn`, or with `changes` a `RecordTurn`.
+    Turn {
+        target: Target,
+        slot: Slot,
+        status: TurnStatus,
+        retain: u64,
+        changes: Option<Vec<Change>>,
+    },
+    InterruptOpenTurns,
+}
+
+/// Which row a turn operation writes.
+#[derive(Debug, Clone)]
+enum Slot {
+    /// A new turn after the session's newest.
+    Next,
+    /// An existing row of the session (by position), with its own id: an upsert. `Next` if the
+    /// session has no rows.
+    Existing(usize),
+    /// A new turn carrying the id of an existing row of any session (by position).
+    StealId(usize),
+    /// Turn number 0.
+    Zero,
+}
+
+fn arb_slot() -> impl Strategy<Value = Slot> {
+    prop_oneof![
+        5 => Just(Slot::Next),
+        4 => any::<usize>().prop_map(Slot::Existing),
+        1 => any::<usize>().prop_map(Slot::StealId),
+        1 => Just(Slot::Zero),
+    ]
 }
 
 fn arb_target() -> impl Strategy<Value = Target> {
@@ -77,6 +109,21 @@ fn arb_op() -> impl Strategy<Value = Op> {
         1 => arb_target().prop_map(Op::Delete),
         1 => (team.clone(), team).prop_map(|(f, t)| Op::DeleteByPair(f, t)),
         1 => Just(Op::Reset),
+        6 => (
+            arb_target(),
+            arb_slot(),
+            0..TurnStatus::ALL.len(),
+            0u64..5,
+            proptest::option::weighted(0.3, proptest::collection::vec(arb_change(), 0..3)),
+        )
+            .prop_map(|(target, slot, s, retain, changes)| Op::Turn {
+                target,
+                slot,
+                status: TurnStatus::ALL[s],
+                retain,
+                changes,
+            }),
+        1 => Just(Op::InterruptOpenTurns),
     ]
 }
 
@@ -85,6 +132,7 @@ fn arb_op() -> impl Strategy<Value = Op> {
 struct Model {
     records: BTreeMap<SessionId, SessionRecord>,
     next_id: u64,
+    turns: BTreeMap<(SessionId, u64), TurnRecord>,
 }
 
 /// Outcomes reduced to what both sides can be compared on.
@@ -97,6 +145,8 @@ enum Outcome {
     PairExists,
     SessionIdExists,
     NotFound,
+    TurnIdExists,
+    InvalidTurn,
 }
 
 impl Model {
@@ -159,13 +209,126 @@ impl Model {
         Outcome::Records(out)
     }
 
+    fn delete(&mut self, id: SessionId) -> Outcome {
+        self.turns.retain(|(s, _), _| *s != id);
+        Outcome::Deleted(self.records.remove(&id))
+    }
+
     fn delete_pair(&mut self, pair: &Pair) -> Outcome {
         let id = self
             .records
             .values()
             .find(|r| r.pair() == *pair)
             .map(|r| r.session_id);
-        Outcome::Deleted(id.and_then(|id| self.records.remove(&id)))
+        match id {
+            Some(id) => self.delete(id),
+            None => Outcome::Deleted(None),
+        }
+    }
+
+    fn session_turns(&self, id: SessionId) -> impl DoubleEndedIterator<Item = &TurnRecord> {
+        self.turns.range((id, 0)..=(id, u64::MAX)).map(|(_, t)| t)
+    }
+
+    fn last_seq(&self, id: SessionId) -> u64 {
+        self.session_turns(id).next_back().map_or(0, |t| t.seq)
+    }
+
+    /// The turn a `Turn` operation writes.
+    fn turn_for(
+        &self,
+        id: SessionId,
+        slot: &Slot,
+        status: TurnStatus,
+        clock: &mut u64,
+    ) -> TurnRecord {
+        *clock += 1;
+        let fresh = |seq| {
+            TurnRecord::queued(
+                id,
+                seq,
+                TurnId::new(),
+                common::team("alpha"),
+                "hello",
+                16,
+                Timestamp::from_millis(*clock),
+            )
+        };
+        let mut turn = match slot {
+            Slot::Next => fresh(self.last_seq(id) + 1),
+            Slot::Zero => fresh(0),
+            Slot::Existing(i) => {
+                let rows: Vec<_> = self.session_turns(id).collect();
+                if rows.is_empty() {
+                    fresh(self.last_seq(id) + 1)
+                } else {
+                    rows[i % rows.len()].clone()
+                }
+            }
+            Slot::StealId(i) => {
+                let mut turn = fresh(self.last_seq(id) + 1);
+                if !self.turns.is_empty() {
+                    turn.turn_id = self
+                        .turns
+                        .values()
+                        .nth(i % self.turns.len())
+                        .unwrap()
+                        .turn_id;
+                }
+                turn
+            }
+        };
+        turn.status = status;
+        turn.finished_at = status.is_final().then(|| Timestamp::from_millis(*clock));
+        turn
+    }
+
+    fn put_turn(&mut self, turn: &TurnRecord, retain: u64, changes: Option<&[Change]>) -> Outcome {
+        let id = turn.session_id;
+        if !self.records.contains_key(&id) {
+            return Outcome::NotFound;
+        }
+        if turn.seq == 0 {
+            return Outcome::InvalidTurn;
+        }
+        if self
+            .turns
+            .values()
+            .any(|t| t.turn_id == turn.turn_id && (t.session_id, t.seq) != (id, turn.seq))
+        {
+            return Outcome::TurnIdExists;
+        }
+        if self
+            .turns
+            .get(&(id, turn.seq))
+            .is_some_and(|t| t.turn_id != turn.turn_id)
+        {
+            return Outcome::InvalidTurn;
+        }
+        self.turns.insert((id, turn.seq), turn.clone());
+        let cutoff = self.last_seq(id).saturating_sub(retain.max(1));
+        let before = self.turns.len();
+        self.turns.retain(|(s, seq), _| *s != id || *seq > cutoff);
+        let pruned = (before - self.turns.len()) as u64;
+        match changes {
+            Some(changes) => self.update(id, changes),
+            None => Outcome::Count(pruned),
+        }
+    }
+
+    fn interrupt(&mut self, at: Timestamp) -> Outcome {
+        let mut n = 0;
+        for turn in self.turns.values_mut().filter(|t| !t.status.is_final()) {
+            turn.status = TurnStatus::Interrupted;
+            turn.finished_at = Some(at);
+            turn.error = Some(TurnFailure::node_stopped());
+            self.records
+                .get_mut(&turn.session_id)
+                .unwrap()
+                .interrupted_turns += 1;
+            n += 1;
+        }
+        Outcome::Count(n)
     }
 
     fn reset(&mut self) -> Outcome {
@@ -187,6 +350,8 @@ fn reduce<T>(result: Result<T, StoreError>, ok: impl FnOnce(T) -> Outcome) -> Ou
         Err(StoreError::PairExists { .. }) => Outcome::PairExists,
         Err(StoreError::SessionIdExists { .. }) => Outcome::SessionIdExists,
         Err(StoreError::SessionNotFound { .. }) => Outcome::NotFound,
+        Err(StoreError::TurnIdExists { .. }) => Outcome::TurnIdExists,
+        Err(StoreError::InvalidTurn { .. }) => Outcome::InvalidTurn,
         Err(other) => panic!("unexpected store error: {other}"),
     }
 }
@@ -247,7 +412,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Delete(target) => {
                 let id = model.resolve(&target);
-                let expected = Outcome::Deleted(model.records.remove(&id));
+                let expected = model.delete(id);
                 (expected, reduce(store.delete(id).await, Outcome::Deleted))
             }
             Op::DeleteByPair(f, t) => {
@@ -262,6 +427,40 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 model.reset(),
                 reduce(store.reset_all_process_states().await, Outcome::Count),
             ),
+            Op::Turn {
+                target,
+                slot,
+                status,
+                retain,
+                changes,
+            } => {
+                let id = model.resolve(&target);
+                let turn = model.turn_for(id, &slot, status, &mut clock);
+                let expected = model.put_turn(&turn, retain, changes.as_deref());
+                let mutation = match changes {
+                    Some(changes) => Mutation::RecordTurn {
+                        session_id: id,
+                        changes,
+                        turn,
+                        retain,
+                    },
+                    None => Mutation::PutTurn { turn, retain },
+                };
+                let actual = reduce(store.submit(mutation).await, |applied| match applied {
+                    Applied::Record(r) => Outcome::Record(r),
+                    Applied::Count(n) => Outcome::Count(n),
+                    other => panic!("unexpected outcome {other:?}"),
+                });
+                (expected, actual)
+            }
+            Op::InterruptOpenTurns => {
+                clock += 1;
+                let at = Timestamp::from_millis(clock);
+                (
+                    model.interrupt(at),
+                    reduce(store.interrupt_open_turns(at).await, Outcome::Count),
+                )
+            }
         };
         prop_assert_eq!(actual, expected);
         check_same(&store, &model)?;
@@ -301,7 +500,19 @@ fn check_same(store: &Store, model: &Model) -> Result<(), TestCaseError> {
     }
     for (id, r) in &model.records {
         prop_assert_eq!(store.get_by_session_id(id).unwrap(), Some(r.clone()));
+        let want: Vec<_> = model.session_turns(*id).rev().cloned().collect();
+        prop_assert_eq!(store.turns(*id, usize::MAX).unwrap(), want);
+        prop_assert_eq!(store.last_turn_seq(*id).unwrap(), model.last_seq(*id));
     }
+    for turn in model.turns.values() {
+        prop_assert_eq!(store.turn(turn.turn_id).unwrap(), Some(turn.clone()));
+    }
+    let open = model
+        .turns
+        .values()
+        .filter(|t| !t.status.is_final())
+        .count();
+    prop_assert_eq!(store.open_turn_count().unwrap(), open as u64);
     Ok(())
 }
 

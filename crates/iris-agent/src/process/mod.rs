@@ -6,7 +6,10 @@
 //! process-wrap's `KillOnDrop` also relies on) would reach the leader only. On Linux the agent
 //! also gets `PR_SET_PDEATHSIG(SIGKILL)`, so it dies with the thread that spawned it even when
 //! this process is killed outright. (The death signal follows the spawning *thread*: spawn from
-//! a runtime worker thread, not from a short-lived blocking thread.)
+//! a runtime worker thread, not from a short-lived blocking thread.) The death signal reaches the
+//! agent only, not what it started; so each group is also registered with the process's
+//! [`guardian`], which SIGKILLs every group still registered when this process
+//! dies, and is told to forget a group once it is empty or killed.
 
 pub(crate) mod group;
 mod pdeathsig;
@@ -20,6 +23,8 @@ use iris_core::{AgentProcessMark, Coded, ErrorCode};
 use nix::sys::signal::Signal;
 use tokio::process::{ChildStdin, ChildStdout, Command};
 use tokio::sync::watch;
+
+use crate::guardian;
 
 pub use stderr_tail::{DEFAULT_STDERR_TAIL, StderrTail};
 
@@ -166,6 +171,9 @@ pub struct AgentProcess {
     /// Cleared once the stop sequence has emptied the group, so drop does not signal a pgid that
     /// may since have been reused.
     armed: bool,
+    /// The guardian's watch over the group, dropped (forgetting the group) when `armed` is
+    /// cleared, for the same reason. `None` if the guardian is unavailable.
+    watch: Option<guardian::Watch>,
 }
 
 impl AgentProcess {
@@ -200,6 +208,8 @@ impl AgentProcess {
         })?;
         // A spawned child always has a pid until it is reaped, and nothing has waited on it yet.
         let pid = child.id().unwrap_or_default();
+        // At once: until the guardian knows the group, only PDEATHSIG covers it.
+        let watch = guardian::watch(pid);
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();
         let stderr = StderrTail::new(stderr_capacity);
@@ -237,6 +247,7 @@ impl AgentProcess {
             exit,
             start_ticks,
             armed: true,
+            watch,
         })
     }
 
@@ -342,7 +353,7 @@ impl AgentProcess {
     async fn sweep_group(&mut self, patience: Duration) -> bool {
         let pgid = self.pgid();
         if !self.armed || !group::group_has_live_members(pgid).await {
-            self.armed = false;
+            self.disarm();
             return false;
         }
         group::signal_group(pgid, Signal::SIGTERM);
@@ -353,8 +364,16 @@ impl AgentProcess {
                 return true;
             }
         }
-        self.armed = false;
+        self.disarm();
         true
+    }
+
+    /// Marks the group as empty: from now on its pgid may belong to someone else, so neither
+    /// drop nor the guardian may signal it.
+    fn disarm(&mut self) {
+        self.armed = false;
+        // Dropping the watch tells the guardian to forget the group.
+        self.watch = None;
     }
 }
 
@@ -363,6 +382,9 @@ impl Drop for AgentProcess {
         if self.armed {
             group::signal_group(self.pgid(), Signal::SIGKILL);
         }
+        // Forget only after the kill: if this process dies between the two, the guardian
+        // still kills the group.
+        self.watch = None;
     }
 }
 

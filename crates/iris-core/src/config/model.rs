@@ -62,6 +62,23 @@ pub struct Settings {
     /// The most messages waiting for one session. Default 16.
     #[serde(deserialize_with = "coerce::positive")]
     pub queue_depth: NonZeroUsize,
+    /// How many turns the ledger keeps per session; older ones are pruned. Default 200.
+    #[serde(deserialize_with = "coerce::positive")]
+    pub turn_retention: NonZeroUsize,
+    /// The most bytes of a message and of a result text kept in the turn ledger; longer text is
+    /// cut on a character boundary and flagged as truncated. Default 16384.
+    #[serde(deserialize_with = "coerce::positive")]
+    pub turn_text_limit: NonZeroUsize,
+    /// A session whose agent crashes more than `crash_limit` times within `crash_window` goes to
+    /// status `error`. Default 3.
+    #[serde(deserialize_with = "coerce::positive")]
+    pub crash_limit: NonZeroUsize,
+    /// The window over which agent crashes are counted against `crash_limit`. Default 60s.
+    #[serde(
+        deserialize_with = "coerce::duration",
+        serialize_with = "humantime_serde::serialize"
+    )]
+    pub crash_window: Duration,
     /// When a new conversation's transcript is created. Default [`SessionInit::Eager`].
     pub session_init: SessionInit,
     /// `[settings.compaction]`: when a conversation should be compacted.
@@ -74,6 +91,14 @@ impl Settings {
     pub const DEFAULT_MAX_PROCESSES: NonZeroUsize = non_zero(10);
     /// The default `queue_depth`.
     pub const DEFAULT_QUEUE_DEPTH: NonZeroUsize = non_zero(16);
+    /// The default `turn_retention`.
+    pub const DEFAULT_TURN_RETENTION: NonZeroUsize = non_zero(200);
+    /// The default `turn_text_limit`, in bytes.
+    pub const DEFAULT_TURN_TEXT_LIMIT: NonZeroUsize = non_zero(16 * 1024);
+    /// The default `crash_limit`.
+    pub const DEFAULT_CRASH_LIMIT: NonZeroUsize = non_zero(3);
+    /// The default `crash_window`.
+    pub const DEFAULT_CRASH_WINDOW: Duration = Duration::from_secs(60);
 }
 
 impl Default for Settings {
@@ -87,6 +112,10 @@ impl Default for Settings {
             passivate_after: Duration::from_secs(5 * 60),
             max_processes: Self::DEFAULT_MAX_PROCESSES,
             queue_depth: Self::DEFAULT_QUEUE_DEPTH,
+            turn_retention: Self::DEFAULT_TURN_RETENTION,
+            turn_text_limit: Self::DEFAULT_TURN_TEXT_LIMIT,
+            crash_limit: Self::DEFAULT_CRASH_LIMIT,
+            crash_window: Self::DEFAULT_CRASH_WINDOW,
             session_init: SessionInit::default(),
             compaction: CompactionPolicy::default(),
         }

@@ -92,6 +92,10 @@ fn an_empty_file_is_a_valid_config_with_the_originals_defaults() {
     assert_eq!(s.passivate_after, Duration::from_secs(300));
     assert_eq!(s.max_processes.get(), 10);
     assert_eq!(s.queue_depth.get(), 16);
+    assert_eq!(s.turn_retention.get(), 200);
+    assert_eq!(s.turn_text_limit.get(), 16_384);
+    assert_eq!(s.crash_limit.get(), 3);
+    assert_eq!(s.crash_window, Duration::from_secs(60));
     assert_eq!(s.session_init, SessionInit::Eager);
     assert_eq!(s.compaction, CompactionPolicy::default());
     assert_eq!(*s, Settings::default());
@@ -147,6 +151,10 @@ fn every_setting_can_be_set() {
         passivate_after = "10m"
         max_processes = 3
         queue_depth = 4
+        turn_retention = 50
+        turn_text_limit = "${TEXT_LIMIT:-1024}"
+        crash_limit = 5
+        crash_window = "2m"
         session_init = "lazy"
 
         [settings.compaction]
@@ -164,6 +172,10 @@ fn every_setting_can_be_set() {
     assert_eq!(s.passivate_after, Duration::from_secs(600));
     assert_eq!(s.max_processes.get(), 3);
     assert_eq!(s.queue_depth.get(), 4);
+    assert_eq!(s.turn_retention.get(), 50);
+    assert_eq!(s.turn_text_limit.get(), 1024);
+    assert_eq!(s.crash_limit.get(), 5);
+    assert_eq!(s.crash_window, Duration::from_secs(120));
     assert_eq!(s.session_init, SessionInit::Lazy);
     assert_eq!(
         s.compaction,
@@ -291,6 +303,36 @@ fn max_processes_from_a_variable_with_a_default() {
     let env = env_of(&[("IRIS_MAX_PROCESSES", "ten")]);
     let shown = invalid_at(&err_env(text, &env), "settings.max_processes");
     assert!(shown.contains("\"ten\""), "{shown}");
+}
+
+#[test]
+fn turn_and_crash_settings_from_variables() {
+    let text = r#"
+        [settings]
+        turn_retention = "${IRIS_TURN_RETENTION:-200}"
+        turn_text_limit = "${IRIS_TURN_TEXT_LIMIT:-16384}"
+        crash_limit = "${IRIS_CRASH_LIMIT:-3}"
+        crash_window = "${IRIS_CRASH_WINDOW:-60s}"
+        "#;
+    assert_eq!(*load(text).settings(), Settings::default());
+    let env = env_of(&[
+        ("IRIS_TURN_RETENTION", "7"),
+        ("IRIS_TURN_TEXT_LIMIT", "64"),
+        ("IRIS_CRASH_LIMIT", "1"),
+        ("IRIS_CRASH_WINDOW", "5m"),
+    ]);
+    let config = load_env(text, &env);
+    let s = config.settings();
+    assert_eq!(s.turn_retention.get(), 7);
+    assert_eq!(s.turn_text_limit.get(), 64);
+    assert_eq!(s.crash_limit.get(), 1);
+    assert_eq!(s.crash_window, Duration::from_secs(300));
+    let env = env_of(&[("IRIS_CRASH_WINDOW", "60")]);
+    let shown = invalid_at(&err_env(text, &env), "settings.crash_window");
+    assert!(shown.contains("60s"), "{shown}");
+    let env = env_of(&[("IRIS_TURN_TEXT_LIMIT", "16k")]);
+    let shown = invalid_at(&err_env(text, &env), "settings.turn_text_limit");
+    assert!(shown.contains("\"16k\""), "{shown}");
 }
 
 #[test]
@@ -464,6 +506,13 @@ fn unknown_keys_are_named_by_their_full_path() {
     let shown = unknown_at("setings = 1\n", "setings");
     assert!(shown.contains("`settings`"), "{shown}");
     unknown_at("[settings]\nmax_process = 3\n", "settings.max_process");
+    let shown = unknown_at("[settings]\nturn_retain = 3\n", "settings.turn_retain");
+    assert!(shown.contains("`turn_retention`"), "{shown}");
+    let shown = unknown_at(
+        "[settings]\ncrash_windows = \"1m\"\n",
+        "settings.crash_windows",
+    );
+    assert!(shown.contains("`crash_window`"), "{shown}");
     unknown_at(
         "[settings.compaction]\nmax_mesages = 3\n",
         "settings.compaction.max_mesages",
@@ -591,6 +640,18 @@ fn zero_processes_or_queue_depth_are_rejected() {
         &err("[settings]\nqueue_depth = 0\n"),
         "settings.queue_depth",
     );
+    for key in ["turn_retention", "turn_text_limit", "crash_limit"] {
+        let shown = invalid_at(
+            &err(&format!("[settings]\n{key} = 0\n")),
+            &format!("settings.{key}"),
+        );
+        assert!(shown.contains("at least 1"), "{shown}");
+    }
+    let shown = invalid_at(
+        &err("[settings]\ncrash_window = \"0s\"\n"),
+        "settings.crash_window",
+    );
+    assert!(shown.contains("greater than zero"), "{shown}");
 }
 
 #[test]
@@ -884,6 +945,10 @@ fn the_effective_config_round_trips_through_toml() {
         [settings]
         idle_timeout = "90m"
         session_init = "lazy"
+        turn_retention = 12
+        turn_text_limit = 100
+        crash_limit = 2
+        crash_window = "90s"
         [settings.compaction]
         max_age = "3days"
         [agent]
@@ -905,6 +970,8 @@ fn the_effective_config_round_trips_through_toml() {
         .unwrap_or_else(|e| panic!("{e}\n---\n{text}"));
     assert_eq!(again, config, "{text}");
     assert!(text.contains("idle_timeout = \"1h 30m\""), "{text}");
+    assert!(text.contains("crash_window = \"1m 30s\""), "{text}");
+    assert!(text.contains("turn_retention = 12"), "{text}");
 
     // Values holding `$` survive the trip: they are written escaped.
     let dollars =

@@ -4,6 +4,7 @@ use iris_core::config::Config;
 use iris_core::{SessionId, TeamName};
 
 use super::*;
+use std::path::PathBuf;
 
 /// A stand-in for `ssh`: skips the options up to `--`, then the destination, and runs the
 /// remote command string through `sh -c` here, as the remote shell would.

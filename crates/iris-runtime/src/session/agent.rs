@@ -1,0 +1,183 @@
+//! Starting a session's agent: a pool slot, the launch (`--session-id` or `--resume`), the
+//! handshake, and what the session records about the process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use iris_agent::command::{self, LaunchOptions};
+use iris_agent::conversation::{ConfiguredPolicy, Conversation, ConversationOptions};
+use iris_agent::process::StopGrace;
+use iris_core::config::AgentConfig;
+use iris_core::{AgentProcessMark, Coded, Pair, SessionId, SessionRecord};
+use ractor::ActorRef;
+use ractor::rpc::CallResult;
+use tokio::time::Instant;
+
+use super::SessionMsg;
+use super::transcript::transcript_locator;
+use crate::pool::{Permit, PoolMsg};
+
+use crate::shared::Shared;
+use crate::tell::TurnError;
+
+/// A running agent and the pool slot it occupies. Dropping it kills the agent's process group
+/// (the conversation's process is killed on drop) and returns the slot.
+#[derive(Debug)]
+pub(crate) struct LiveAgent {
+    pub conversation: Conversation,
+    pub permit: Permit,
+}
+
+impl LiveAgent {
+    pub fn mark(&self) -> AgentProcessMark {
+        self.conversation.process().mark()
+    }
+
+    /// Stops the agent (the full graceful sequence) and then returns its slot.
+    pub async fn stop(mut self, grace: StopGrace) {
+        let outcome = self.conversation.stop(grace).await;
+        tracing::debug!(pid = self.mark().pid, stage = ?outcome.stage, "agent stopped");
+    }
+}
+
+/// What the session records about an agent it started.
+#[derive(Debug, Clone)]
+pub(crate) struct Launched {
+    pub mark: AgentProcessMark,
+    pub launch_command: String,
+    pub team_config_snapshot: String,
+}
+
+/// Everything needed to start the agent of one session.
+#[derive(Debug, Clone)]
+pub(crate) struct LaunchContext {
+    pub shared: Arc<Shared>,
+    pub session: ActorRef<SessionMsg>,
+    pub pair: Pair,
+    pub id: SessionId,
+}
+
+impl LaunchContext {
+    /// Waits for a pool slot (at most `spawn_timeout`), then spawns the agent and completes the
+    /// handshake (at most `spawn_timeout` again).
+    pub async fn start(&self, record: &SessionRecord) -> Result<(LiveAgent, Launched), TurnError> {
+        let settings = self.shared.config.settings();
+        let permit = self.acquire_permit(settings.spawn_timeout).await?;
+        let (Some(team), Some(agent)) = (
+            self.shared.config.team(&self.pair.to),
+            self.shared.config.agent_for(&self.pair.to),
+        ) else {
+            return Err(TurnError::Spawn {
+                code: iris_core::ErrorCode::TeamNotFound,
+                reason: format!(
+                    "team {} is no longer configured; add it back to the configuration",
+                    self.pair.to
+                ),
+            });
+        };
+        let conversation = if self
+            .has_conversation(record, &team.path, &agent, team.is_remote())
+            .await
+        {
+            command::Conversation::Resume(
+                record
+                    .agent_session_id
+                    .clone()
+                    .unwrap_or_else(|| self.id.to_string()),
+            )
+        } else {
+            command::Conversation::New(self.id)
+        };
+        let spawn_error = |code, reason: String| TurnError::Spawn { code, reason };
+        let launch = command::build_launch(
+            &self.pair.to,
+            team,
+            &agent,
+            &conversation,
+            &LaunchOptions::default(),
+        )
+        .map_err(|e| spawn_error(e.code(), e.to_string()))?;
+        let policy = Arc::new(ConfiguredPolicy::new(
+            team.grant_permission,
+            team.allowed_tools.clone(),
+            team.disallowed_tools.clone(),
+        ));
+        let options = ConversationOptions {
+            spawn_timeout: settings.spawn_timeout,
+            ..ConversationOptions::default()
+        };
+        self.shared.count_spawn();
+        let began = Instant::now();
+        let started = Conversation::start(launch.to_command(), policy, options)
+            .await
+            .map_err(|e| spawn_error(e.code(), e.to_string()))?;
+        self.shared.metrics.spawn_time.observe(began.elapsed());
+        let launched = Launched {
+            mark: started.process().mark(),
+            launch_command: launch.display(),
+            team_config_snapshot: command::team_config_snapshot(&self.pair.to, team, &agent),
+        };
+        tracing::info!(pair = %self.pair, session = %self.id, pid = launched.mark.pid, ?conversation, "agent ready");
+        Ok((
+            LiveAgent {
+                conversation: started,
+                permit,
+            },
+            launched,
+        ))
+    }
+
+    async fn acquire_permit(&self, limit: Duration) -> Result<Permit, TurnError> {
+        let answer = self
+            .shared
+            .pool
+            .call(
+                |reply| PoolMsg::Acquire {
+                    pair: self.pair.clone(),
+                    session: self.session.clone(),
+                    reply,
+                },
+                Some(limit),
+            )
+            .await;
+        match answer {
+            Ok(CallResult::Success(permit)) => Ok(permit),
+            Ok(CallResult::Timeout) => {
+                self.shared.metrics.pool_exhausted.inc();
+                Err(TurnError::PoolExhausted {
+                    max: self.shared.config.settings().max_processes.get(),
+                })
+            }
+            _ => Err(TurnError::Interrupted {
+                reason: "the process pool has stopped (the node is shutting down)".into(),
+            }),
+        }
+    }
+
+    /// Whether the agent already holds this conversation, so it must be resumed rather than
+    /// started. Locally the transcript file decides, looked up where the agent will look (its
+    /// own `CLAUDE_CONFIG_DIR` if the team sets one, else ours), off the actor's thread. A remote
+    /// transcript cannot be looked up cheaply, so there the record decides: a conversation that
+    /// has answered before exists.
+    async fn has_conversation(
+        &self,
+        record: &SessionRecord,
+        project: &std::path::Path,
+        agent: &AgentConfig,
+        remote: bool,
+    ) -> bool {
+        if remote {
+            return record.message_count > 0 || record.agent_session_id.is_some();
+        }
+        let Some(locator) = transcript_locator(agent) else {
+            return false;
+        };
+        let (project, id) = (project.to_path_buf(), self.id);
+        tokio::task::spawn_blocking(move || {
+            let canonical = project.canonicalize().unwrap_or(project);
+            locator.transcript_exists(&canonical, &id)
+        })
+        .await
+        .unwrap_or(false)
+    }
+}

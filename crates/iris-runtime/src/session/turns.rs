@@ -1,0 +1,336 @@
+//! Turns: what a queued tell carries, how its progress reaches callers, and the worker task
+//! that runs it against the agent while the actor's mailbox stays free.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use iris_agent::codec::{DecodedEvent, Event};
+use iris_agent::conversation::{AgentError, TurnReport};
+use iris_agent::process::StopGrace;
+use iris_core::{
+    SessionRecord, TeamName, Timestamp, TurnFailure, TurnId, TurnRecord, TurnStatus, truncate_text,
+};
+use ractor::ActorRef;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::time::Instant;
+
+use super::SessionMsg;
+use super::agent::{LaunchContext, LiveAgent};
+use crate::tell::{TellOutcome, TurnError, TurnEvent, TurnResult};
+use iris_core::Coded;
+
+/// Events a subscriber can fall behind by before it misses some.
+const EVENT_BUFFER: usize = 256;
+
+/// The session's side of one turn's progress: it alone holds the senders, so callers see the
+/// channels close (and report `Interrupted`) if the session dies without finishing the turn.
+#[derive(Debug)]
+pub(crate) struct TurnProgress {
+    pub turn_id: TurnId,
+    outcome: watch::Sender<Option<TellOutcome>>,
+    partial: Arc<Mutex<String>>,
+    events: broadcast::Sender<TurnEvent>,
+}
+
+/// The caller's side of one turn's progress.
+#[derive(Debug)]
+pub(crate) struct Ticket {
+    pub turn_id: TurnId,
+    pub outcome: watch::Receiver<Option<TellOutcome>>,
+    pub partial: Arc<Mutex<String>>,
+    /// Subscribed before the turn could start, so nothing is missed.
+    pub events: broadcast::Receiver<TurnEvent>,
+}
+
+impl TurnProgress {
+    /// A new turn's progress, and the caller's side of it.
+    pub fn new(turn_id: TurnId) -> (Arc<TurnProgress>, Ticket) {
+        let (events, first) = broadcast::channel(EVENT_BUFFER);
+        let (outcome, outcome_rx) = watch::channel(None);
+        let partial = Arc::new(Mutex::new(String::new()));
+        let ticket = Ticket {
+            turn_id,
+            outcome: outcome_rx,
+            partial: partial.clone(),
+            events: first,
+        };
+        let progress = Arc::new(TurnProgress {
+            turn_id,
+            outcome,
+            partial,
+            events,
+        });
+        (progress, ticket)
+    }
+
+    pub fn started(&self) {
+        let _ = self.events.send(TurnEvent::Started {
+            turn_id: self.turn_id,
+        });
+    }
+
+    fn text(&self, text: String) {
+        {
+            let mut partial = self.partial.lock().unwrap_or_else(PoisonError::into_inner);
+            if !partial.is_empty() {
+                partial.push('\n');
+            }
+            partial.push_str(&text);
+        }
+        let _ = self.events.send(TurnEvent::Text {
+            turn_id: self.turn_id,
+            text,
+        });
+    }
+
+    /// Publishes the final outcome to every waiter and subscriber.
+    pub fn finish(&self, outcome: TellOutcome) {
+        let _ = self.events.send(TurnEvent::Finished {
+            outcome: outcome.clone(),
+        });
+        self.outcome.send_replace(Some(outcome));
+    }
+}
+
+/// A turn waiting in (or taken from) a session's queue.
+#[derive(Debug)]
+pub(crate) struct Turn {
+    pub seq: u64,
+    pub from: TeamName,
+    pub message: String,
+    pub queued_at: Timestamp,
+    pub queued_instant: Instant,
+    pub progress: Arc<TurnProgress>,
+}
+
+impl Turn {
+    pub fn id(&self) -> TurnId {
+        self.progress.turn_id
+    }
+
+    /// The ledger row of this turn while it is queued.
+    pub fn queued_row(&self, record: &SessionRecord, limit: usize) -> TurnRecord {
+        TurnRecord::queued(
+            record.session_id,
+            self.seq,
+            self.id(),
+            self.from.clone(),
+            &self.message,
+            limit,
+            self.queued_at,
+        )
+    }
+}
+
+/// What a worker brings back to its session.
+#[derive(Debug)]
+pub(crate) struct WorkerDone {
+    pub job: u64,
+    /// The agent, if it is still alive and usable.
+    pub agent: Option<LiveAgent>,
+    /// The turn's report (`None` for a job that only needed the agent up).
+    pub result: Result<Option<TurnReport>, TurnError>,
+    /// When the agent last said anything (kept in memory, persisted once per turn).
+    pub last_event_at: Option<Timestamp>,
+    /// How long the turn ran, from the message sent (after any spawn) to its end.
+    pub ran_for: Duration,
+}
+
+/// One job for a worker.
+#[derive(Debug)]
+pub(crate) struct WorkOrder {
+    pub launch: LaunchContext,
+    pub record: SessionRecord,
+    pub agent: Option<LiveAgent>,
+    pub job: u64,
+    /// The message to send; `None` only brings the agent up.
+    pub message: Option<String>,
+    pub progress: Option<Arc<TurnProgress>>,
+    pub stall: Duration,
+    pub myself: ActorRef<SessionMsg>,
+}
+
+/// Runs one job: starts the agent if there is none (telling the session as soon as it is up),
+/// sends the message, streams events to the turn's subscribers, and reports back.
+pub(crate) async fn work(order: WorkOrder) {
+    let myself = order.myself.clone();
+    let done = run(order).await;
+    let _ = myself.cast(SessionMsg::TurnDone(Box::new(done)));
+}
+
+async fn run(order: WorkOrder) -> WorkerDone {
+    let WorkOrder {
+        launch,
+        record,
+        agent,
+        job,
+        message,
+        progress,
+        stall,
+        myself,
+    } = order;
+    let done = |agent, result, last_event_at, ran_for| WorkerDone {
+        job,
+        agent,
+        result,
+        last_event_at,
+        ran_for,
+    };
+    let mut agent = match agent.filter(|a| !a.conversation.has_exited()) {
+        Some(agent) => agent,
+        None => match launch.start(&record).await {
+            Ok((agent, launched)) => {
+                let _ = myself.cast(SessionMsg::AgentUp {
+                    job,
+                    launched: Box::new(launched),
+                    interrupter: agent.conversation.interrupter(),
+                });
+                agent
+            }
+            Err(error) => return done(None, Err(error), None, Duration::ZERO),
+        },
+    };
+    let Some(message) = message else {
+        agent.permit.set_busy(false);
+        return done(Some(agent), Ok(None), None, Duration::ZERO);
+    };
+    agent.permit.set_busy(true);
+    let began = Instant::now();
+    let (sink, mut events) = mpsc::channel::<DecodedEvent>(EVENT_BUFFER);
+    let last_event = Mutex::new(None);
+    let turn = async {
+        let sink = sink;
+        agent.conversation.turn(&message, Some(&sink), stall).await
+    };
+    let forward = async {
+        while let Some(decoded) = events.recv().await {
+            *last_event.lock().unwrap_or_else(PoisonError::into_inner) = Some(Timestamp::now());
+            if let (Some(progress), Event::Assistant(assistant)) = (&progress, &decoded.event) {
+                let text = assistant.text();
+                if !text.is_empty() {
+                    progress.text(text);
+                }
+            }
+        }
+    };
+    let (result, ()) = tokio::join!(turn, forward);
+    let ran_for = began.elapsed();
+    let last_event_at = last_event
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
+    let result = result.map(Some).map_err(agent_failure);
+    if agent.conversation.has_exited() || result.is_err() {
+        // Every turn error leaves the agent dead or killed (exit, stall, protocol breach, an
+        // interrupt it ignored): sweep its group (grandchildren) and give the slot back.
+        agent.stop(StopGrace::default()).await;
+        return done(None, result, last_event_at, ran_for);
+    }
+    agent.permit.set_busy(false);
+    done(Some(agent), result, last_event_at, ran_for)
+}
+
+/// The turn error an agent failure is reported as.
+pub(crate) fn agent_failure(error: AgentError) -> TurnError {
+    match error {
+        AgentError::Stalled { after } => TurnError::Timeout { after },
+        AgentError::Exited { exit } | AgentError::ExitedBeforeReady { exit } => {
+            TurnError::AgentExited {
+                code: exit.code,
+                signal: exit.signal,
+                stderr_tail: exit.stderr_tail,
+            }
+        }
+        AgentError::InterruptTimedOut { .. } => TurnError::Cancelled,
+        AgentError::NotRunning => TurnError::Interrupted {
+            reason: "the agent had stopped".into(),
+        },
+        other @ (AgentError::Spawn(_)
+        | AgentError::HandshakeTimeout { .. }
+        | AgentError::HandshakeRejected { .. }) => TurnError::Spawn {
+            code: other.code(),
+            reason: other.to_string(),
+        },
+        other => TurnError::Agent {
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// The caller's outcome of a finished turn.
+pub(crate) fn outcome_of(
+    turn_id: TurnId,
+    result: &Result<Option<TurnReport>, TurnError>,
+) -> TellOutcome {
+    match result {
+        Ok(None) => TellOutcome::Failed {
+            turn_id,
+            error: TurnError::Agent {
+                reason: "no message was sent to the agent".into(),
+            },
+        },
+        Ok(Some(report)) if report.failed() => TellOutcome::Failed {
+            turn_id,
+            error: TurnError::ErrorResult {
+                subtype: report.result.subtype.clone(),
+                message: report
+                    .result
+                    .result
+                    .clone()
+                    .unwrap_or_else(|| report.text.clone()),
+            },
+        },
+        Ok(Some(report)) => {
+            let usage = report.usage_totals();
+            TellOutcome::Completed(TurnResult {
+                turn_id,
+                text: report.text.clone(),
+                subtype: report.result.subtype.clone(),
+                is_error: report.result.is_error,
+                cost_usd: usage.cost_usd,
+                usage,
+                duration_ms: report.result.duration_ms,
+                num_turns: report.result.num_turns,
+            })
+        }
+        Err(error) => TellOutcome::Failed {
+            turn_id,
+            error: error.clone(),
+        },
+    }
+}
+
+/// The final ledger row of a turn.
+pub(crate) fn finished_row(
+    mut row: TurnRecord,
+    outcome: &TellOutcome,
+    report: Option<&TurnReport>,
+    limit: usize,
+) -> TurnRecord {
+    row.finished_at = Some(Timestamp::now());
+    if let Some(report) = report {
+        let (text, truncated) = truncate_text(&report.text, limit);
+        row.text = Some(text);
+        row.text_truncated = truncated;
+        row.subtype = Some(report.result.subtype.clone());
+        row.is_error = report.failed();
+        row.usage = report.usage_totals();
+        row.duration_ms = Some(report.result.duration_ms);
+        row.num_turns = Some(report.result.num_turns);
+    }
+    match outcome {
+        TellOutcome::Completed(_) => row.status = TurnStatus::Completed,
+        TellOutcome::Failed { error, .. } => {
+            row.status = match error {
+                TurnError::Cancelled => TurnStatus::Cancelled,
+                TurnError::Interrupted { .. } => TurnStatus::Interrupted,
+                _ => TurnStatus::Failed,
+            };
+            row.error = Some(TurnFailure {
+                code: error.code(),
+                message: error.to_string(),
+            });
+        }
+        TellOutcome::Accepted { .. } | TellOutcome::CallerTimeout { .. } => {}
+    }
+    row
+}

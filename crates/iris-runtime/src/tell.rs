@@ -1,0 +1,214 @@
+//! Tells: what a caller asks of a session's agent, and the typed outcomes it gets back.
+//!
+//! A tell queues one turn on the pair's session. How long the caller waits is its own choice
+//! ([`Wait`]) and independent of the turn: a caller that stops waiting leaves the turn running,
+//! and its result is kept in the turn ledger (see [`Runtime::turn`](crate::Runtime::turn)).
+
+use std::time::Duration;
+
+use iris_core::{Coded, ErrorCode, TurnId, UsageTotals};
+use serde::{Deserialize, Serialize};
+
+/// How long a caller waits for its turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Wait {
+    /// Until the turn ends (bounded by the turn's own timeouts, so never forever).
+    #[default]
+    Complete,
+    /// At most this long; then [`TellOutcome::CallerTimeout`] with what streamed so far. The
+    /// turn keeps running.
+    Timeout(#[serde(with = "humantime_serde")] Duration),
+    /// Not at all: [`TellOutcome::Accepted`] as soon as the turn is queued.
+    Async,
+}
+
+/// Options of one tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TellOptions {
+    /// How long the caller waits.
+    pub wait: Wait,
+}
+
+impl TellOptions {
+    /// Wait until the turn ends.
+    pub fn complete() -> Self {
+        TellOptions {
+            wait: Wait::Complete,
+        }
+    }
+
+    /// Wait at most `limit`.
+    pub fn timeout(limit: Duration) -> Self {
+        TellOptions {
+            wait: Wait::Timeout(limit),
+        }
+    }
+
+    /// Return as soon as the turn is queued.
+    pub fn no_wait() -> Self {
+        TellOptions { wait: Wait::Async }
+    }
+}
+
+/// What a tell's caller gets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum TellOutcome {
+    /// The turn completed; its bookkeeping was durable before this was returned.
+    Completed(TurnResult),
+    /// The turn is queued (wait mode `async`).
+    Accepted {
+        /// The turn.
+        turn_id: TurnId,
+    },
+    /// The caller's wait ended first; the turn goes on and its result will be kept.
+    CallerTimeout {
+        /// The turn.
+        turn_id: TurnId,
+        /// The assistant text streamed so far.
+        partial: String,
+    },
+    /// The turn failed.
+    Failed {
+        /// The turn.
+        turn_id: TurnId,
+        /// Why.
+        error: TurnError,
+    },
+}
+
+impl TellOutcome {
+    /// The turn this outcome is about.
+    pub fn turn_id(&self) -> TurnId {
+        match self {
+            TellOutcome::Completed(result) => result.turn_id,
+            TellOutcome::Accepted { turn_id }
+            | TellOutcome::CallerTimeout { turn_id, .. }
+            | TellOutcome::Failed { turn_id, .. } => *turn_id,
+        }
+    }
+}
+
+/// A completed turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TurnResult {
+    /// The turn.
+    pub turn_id: TurnId,
+    /// The assistant's text.
+    pub text: String,
+    /// The `result` event's subtype (`success`).
+    pub subtype: String,
+    /// The `result` event's `is_error` (always false here: an error result is
+    /// [`TurnError::ErrorResult`]).
+    pub is_error: bool,
+    /// What the turn cost.
+    pub cost_usd: f64,
+    /// Its tokens (and cost).
+    pub usage: UsageTotals,
+    /// How long the agent says it took.
+    pub duration_ms: u64,
+    /// Model round trips the agent made.
+    pub num_turns: u32,
+}
+
+/// Why a turn failed. Every variant says what to do.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TurnError {
+    /// The agent was silent longer than `response_timeout`; it was killed.
+    #[error(
+        "the agent produced no output for {after:?} and was killed; raise response_timeout if its turns legitimately go quiet that long"
+    )]
+    Timeout {
+        /// The silence tolerated.
+        #[serde(with = "humantime_serde")]
+        after: Duration,
+    },
+    /// The agent process exited during the turn. The next tell resumes the conversation.
+    #[error(
+        "the agent exited during the turn (code {code:?}, signal {signal:?}); the next tell resumes the conversation. stderr: {stderr_tail}"
+    )]
+    AgentExited {
+        /// Its exit code.
+        code: Option<i32>,
+        /// The signal that ended it.
+        signal: Option<i32>,
+        /// The end of what it wrote to stderr.
+        stderr_tail: String,
+    },
+    /// The agent answered with an error result.
+    #[error("the agent reported an error ({subtype}): {message}")]
+    ErrorResult {
+        /// The `result` subtype.
+        subtype: String,
+        /// Its message.
+        message: String,
+    },
+    /// The agent could not be started.
+    #[error("could not start the agent: {reason}")]
+    Spawn {
+        /// The error code of the failure.
+        code: ErrorCode,
+        /// What happened and what to do.
+        reason: String,
+    },
+    /// Every agent process slot stayed busy for `spawn_timeout`.
+    #[error(
+        "all {max} agent processes stayed busy for the whole spawn_timeout; retry later, or raise max_processes"
+    )]
+    PoolExhausted {
+        /// `max_processes`.
+        max: usize,
+    },
+    /// The turn was cancelled (by `cancel` or a forced `sleep`).
+    #[error("the turn was cancelled")]
+    Cancelled,
+    /// The turn could not finish because its session or the node stopped.
+    #[error("the turn was interrupted: {reason}")]
+    Interrupted {
+        /// What stopped it.
+        reason: String,
+    },
+    /// The agent broke the protocol or failed otherwise.
+    #[error("the agent failed: {reason}")]
+    Agent {
+        /// What happened.
+        reason: String,
+    },
+}
+
+impl Coded for TurnError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            TurnError::Timeout { .. } => ErrorCode::Timeout,
+            TurnError::PoolExhausted { .. } => ErrorCode::PoolLimitExceeded,
+            TurnError::Spawn { code, .. } => *code,
+            _ => ErrorCode::ProcessError,
+        }
+    }
+}
+
+/// One event of a turn, as subscribers see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum TurnEvent {
+    /// The turn left the queue and is running.
+    Started {
+        /// The turn.
+        turn_id: TurnId,
+    },
+    /// Assistant text arrived.
+    Text {
+        /// The turn.
+        turn_id: TurnId,
+        /// The new text.
+        text: String,
+    },
+    /// The turn ended.
+    Finished {
+        /// The final outcome (`Completed` or `Failed`).
+        outcome: TellOutcome,
+    },
+}
