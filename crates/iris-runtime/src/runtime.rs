@@ -734,8 +734,7 @@ impl TurnHandle {
         self.ticket.turn_id
     }
 
-    /// A subscription to the turn's events. The first one was taken when the turn was queued,
-    /// so it misses nothing; each call returns a receiver that starts from there.
+    /// A new subscription to the turn's events, from now on.
     pub fn events(&self) -> broadcast::Receiver<TurnEvent> {
         self.ticket.events.resubscribe()
     }

@@ -546,6 +546,11 @@ impl SessionState {
         } else {
             ProcessState::Stopped
         };
+        if crashed {
+            // Before the caller hears of the crash, so a crash that exhausts the budget is
+            // visible (status `error`) by the time the turn's outcome is.
+            self.count_crash().await;
+        }
         match running.kind {
             Job::Turn(turn) => {
                 self.book_turn(turn, running.cancelled, &done, process_state)
@@ -579,9 +584,6 @@ impl SessionState {
                     .await;
                 let _ = reply.send(self.finish_compaction(outcome).await);
             }
-        }
-        if crashed {
-            self.count_crash().await;
         }
         if self.sleep_after_turn {
             self.sleep_after_turn = false;

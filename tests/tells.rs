@@ -1,0 +1,437 @@
+//! Actor-level tests of tells: queueing, stalls, crashes, error results, control operations,
+//! scale and bookkeeping across restarts, with fake-claude as the agent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use iris::core::{ProcessState, SessionStatus, TeamName, TurnStatus};
+use iris::runtime::{Runtime, RuntimeError, TellOptions, TellOutcome, TurnError, TurnEvent};
+use iris::store::Store;
+use support::{World, fake_claude};
+
+fn team(name: &str) -> TeamName {
+    TeamName::new(name).unwrap()
+}
+
+async fn start(world: &World, teams: &[&str], settings: &str) -> Runtime {
+    let config = world.config(teams, fake_claude(), settings);
+    Runtime::start(config, Store::open(world.db_path()).unwrap())
+        .await
+        .unwrap()
+}
+
+fn completed_text(outcome: &TellOutcome) -> &str {
+    match outcome {
+        TellOutcome::Completed(result) => &result.text,
+        other => panic!("expected a completed turn, got {other:?}"),
+    }
+}
+
+fn failure(outcome: &TellOutcome) -> &TurnError {
+    match outcome {
+        TellOutcome::Failed { error, .. } => error,
+        other => panic!("expected a failed turn, got {other:?}"),
+    }
+}
+
+/// Waits (bounded) until `check` holds.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{what} did not happen within 5 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tells_to_one_pair_run_one_at_a_time_in_order_and_a_full_queue_refuses() {
+    let world = World::new();
+    let runtime = start(&world, &["alpha", "beta"], "queue_depth = 2").await;
+    let (a, b) = (team("alpha"), team("beta"));
+    let first = runtime.submit(&a, &b, "!sleep 600").await.unwrap();
+    let second = runtime.submit(&a, &b, "second").await.unwrap();
+    let third = runtime.submit(&a, &b, "third").await.unwrap();
+    // Two wait behind the running turn: the queue (depth 2) is full.
+    let refused = runtime.submit(&a, &b, "fourth").await.unwrap_err();
+    assert!(
+        matches!(refused, RuntimeError::QueueFull { depth: 2, .. }),
+        "{refused:?}"
+    );
+    let second_id = second.turn_id();
+    let mut stream = second.into_events();
+    // The turn in flight was not disturbed by the refusal.
+    assert!(completed_text(&first.outcome().await).contains("!sleep 600"));
+    // The second one started only after the first ended, then streamed and finished.
+    let mut seen = Vec::new();
+    loop {
+        match stream.recv().await.unwrap() {
+            TurnEvent::Finished { outcome } => {
+                assert_eq!(completed_text(&outcome), "echo: second");
+                break;
+            }
+            event => seen.push(event),
+        }
+    }
+    assert!(matches!(seen.first(), Some(TurnEvent::Started { turn_id }) if *turn_id == second_id));
+    assert_eq!(completed_text(&third.outcome().await), "echo: third");
+    let report = runtime.report(&a, &b, 10).unwrap();
+    let seqs: Vec<u64> = report.iter().map(|t| t.seq).collect();
+    assert_eq!(seqs, vec![3, 2, 1], "newest first, in submission order");
+    assert!(report.iter().all(|t| t.status == TurnStatus::Completed));
+    let record = runtime.get_session(&a, &b).unwrap().unwrap();
+    assert_eq!(record.message_count, 3);
+    runtime.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_turn_is_killed_and_no_caller_hangs_in_any_wait_mode() {
+    let world = World::new();
+    let runtime = start(&world, &["alpha", "beta"], "response_timeout = \"400ms\"").await;
+    let (a, b) = (team("alpha"), team("beta"));
+    runtime.wake(&a, &b).await.unwrap();
+    let pid = runtime
+        .get_session(&a, &b)
+        .unwrap()
+        .unwrap()
+        .agent_process
+        .unwrap()
+        .pid;
+
+    // Complete: the stall timeout ends the turn.
+    let outcome = runtime
+        .tell(&a, &b, "!stall", TellOptions::complete())
+        .await
+        .unwrap();
+    assert!(
+        matches!(failure(&outcome), TurnError::Timeout { .. }),
+        "{outcome:?}"
+    );
+    assert!(
+        iris::agent::procfs::live_group_members(pid).is_empty(),
+        "the stalled agent was killed"
+    );
+    let record = runtime.get_session(&a, &b).unwrap().unwrap();
+    assert_eq!(record.process_state, ProcessState::Stopped);
+    assert_eq!(record.failed_turns, 1);
+
+    // Timeout: the caller gets what streamed so far; the turn's end is kept in the ledger.
+    let outcome = runtime
+        .tell(
+            &a,
+            &b,
+            "!stall",
+            TellOptions::timeout(Duration::from_millis(150)),
+        )
+        .await
+        .unwrap();
+    let TellOutcome::CallerTimeout { turn_id, .. } = outcome else {
+        panic!("expected a caller timeout, got {outcome:?}");
+    };
+    eventually("the stalled turn to be recorded as failed", async || {
+        runtime
+            .turn(&turn_id)
+            .unwrap()
+            .is_some_and(|t| t.status == TurnStatus::Failed)
+    })
+    .await;
+
+    // Async: accepted at once; the outcome is fetched later from the ledger.
+    let outcome = runtime
+        .tell(&a, &b, "!stall", TellOptions::no_wait())
+        .await
+        .unwrap();
+    let TellOutcome::Accepted { turn_id } = outcome else {
+        panic!("expected accepted, got {outcome:?}");
+    };
+    eventually("the async stalled turn to fail", async || {
+        runtime.turn(&turn_id).unwrap().is_some_and(|t| {
+            t.status == TurnStatus::Failed
+                && t.error
+                    .as_ref()
+                    .is_some_and(|e| e.code == iris::core::ErrorCode::Timeout)
+        })
+    })
+    .await;
+    assert_eq!(runtime.metrics().counter("stalls"), Some(3));
+    runtime.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_fails_the_turn_at_once_and_the_next_tell_resumes_the_same_conversation() {
+    let world = World::new();
+    // A long stall timeout proves the crash is reported without waiting for it.
+    let runtime = start(&world, &["alpha", "beta"], "response_timeout = \"60s\"").await;
+    let (a, b) = (team("alpha"), team("beta"));
+    let first = runtime
+        .tell(&a, &b, "remember me", TellOptions::complete())
+        .await
+        .unwrap();
+    assert_eq!(completed_text(&first), "echo: remember me");
+    let crashed = tokio::time::timeout(
+        Duration::from_secs(10),
+        runtime.tell(&a, &b, "!crash 7", TellOptions::complete()),
+    )
+    .await
+    .expect("the crash is reported without waiting for the stall timeout")
+    .unwrap();
+    match failure(&crashed) {
+        TurnError::AgentExited { code, .. } => assert_eq!(*code, Some(7)),
+        other => panic!("expected AgentExited, got {other:?}"),
+    }
+    let record = runtime.get_session(&a, &b).unwrap().unwrap();
+    assert_eq!(record.process_state, ProcessState::Stopped);
+    let after = runtime
+        .tell(&a, &b, "still there?", TellOptions::complete())
+        .await
+        .unwrap();
+    assert_eq!(completed_text(&after), "echo: still there?");
+    // fake-claude resumed the same transcript: it holds the turn before and after the crash.
+    let record = runtime.get_session(&a, &b).unwrap().unwrap();
+    assert!(
+        record
+            .launch_command
+            .as_deref()
+            .unwrap()
+            .contains("--resume"),
+        "{:?}",
+        record.launch_command
+    );
+    let transcript = find_transcript(world.claude_home.path(), &record.session_id.to_string());
+    let text = std::fs::read_to_string(transcript).unwrap();
+    assert!(
+        text.contains("remember me") && text.contains("still there?"),
+        "{text}"
+    );
+    assert_eq!(record.message_count, 2);
+    runtime.shutdown(Duration::from_secs(2)).await;
+}
+
+fn find_transcript(dir: &std::path::Path, id: &str) -> std::path::PathBuf {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            if let Some(found) = std::panic::catch_unwind(|| find_transcript(&path, id)).ok() {
+                return found;
+            }
+        } else if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy() == format!("{id}.jsonl"))
+        {
+            return path;
+        }
+    }
+    panic!("no transcript {id}.jsonl under {}", dir.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_result_is_a_failed_turn_and_repeated_crashes_put_the_session_in_error() {
+    let world = World::new();
+    let runtime = start(&world, &["alpha", "beta"], "crash_limit = 2").await;
+    let (a, b) = (team("alpha"), team("beta"));
+    let outcome = runtime
+        .tell(&a, &b, "!error", TellOptions::complete())
+        .await
+        .unwrap();
+    assert!(
+        matches!(failure(&outcome), TurnError::ErrorResult { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        runtime.get_session(&a, &b).unwrap().unwrap().message_count,
+        0
+    );
+    for _ in 0..3 {
+        let outcome = runtime
+            .tell(&a, &b, "!crash", TellOptions::complete())
+            .await
+            .unwrap();
+        assert!(matches!(failure(&outcome), TurnError::AgentExited { .. }));
+    }
+    let record = runtime.get_session(&a, &b).unwrap().unwrap();
+    assert_eq!(record.status, SessionStatus::Error);
+    let refused = runtime
+        .tell(&a, &b, "hello", TellOptions::complete())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, RuntimeError::SessionFailed { .. }),
+        "{refused:?}"
+    );
+    // Waking takes it out of error.
+    runtime.wake(&a, &b).await.unwrap();
+    let outcome = runtime
+        .tell(&a, &b, "hello", TellOptions::complete())
+        .await
+        .unwrap();
+    assert_eq!(completed_text(&outcome), "echo: hello");
+    runtime.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_operations_act_on_the_named_pair_only() {
+    let world = World::new();
+    let runtime = start(
+        &world,
+        &["alpha", "beta", "gamma"],
+        "session_init = \"lazy\"",
+    )
+    .await;
+    let (a, b, g) = (team("alpha"), team("beta"), team("gamma"));
+    // wake_all wakes alpha -> every other team, and nothing else.
+    let woken = runtime.wake_all(&a).await;
+    assert_eq!(woken.len(), 2);
+    assert!(woken.iter().all(|(_, r)| r.is_ok()), "{woken:?}");
+    assert!(runtime.is_awake(&a, &b).await.unwrap());
+    assert!(runtime.is_awake(&a, &g).await.unwrap());
+    assert!(!runtime.is_awake(&b, &a).await.unwrap());
+    runtime.wake(&b, &a).await.unwrap();
+
+    // cancel: interrupts alpha->beta's turn and drops its queue; gamma is untouched.
+    let long = runtime.submit(&a, &b, "!hang").await.unwrap();
+    let queued = runtime.submit(&a, &b, "queued").await.unwrap();
+    let other = runtime.submit(&a, &g, "!sleep 300").await.unwrap();
+    eventually("the hang to start", async || {
+        runtime.status(&a, &b).await.unwrap().busy
+    })
+    .await;
+    let cancelled = runtime.cancel(&a, &b, true).await.unwrap();
+    assert!(cancelled.interrupted);
+    assert_eq!(cancelled.dropped, 1);
+    assert!(matches!(
+        failure(&long.outcome().await),
+        TurnError::Cancelled
+    ));
+    assert!(matches!(
+        failure(&queued.outcome().await),
+        TurnError::Cancelled
+    ));
+    assert_eq!(completed_text(&other.outcome().await), "echo: !sleep 300");
+
+    // sleep (graceful) waits for the turn in flight; only the named pair sleeps.
+    let busy = runtime.submit(&a, &g, "!sleep 300").await.unwrap();
+    eventually("the turn to start", async || {
+        runtime.status(&a, &g).await.unwrap().busy
+    })
+    .await;
+    runtime.sleep(&a, &g, false).await.unwrap();
+    assert_eq!(completed_text(&busy.outcome().await), "echo: !sleep 300");
+    assert!(!runtime.is_awake(&a, &g).await.unwrap());
+    assert!(runtime.is_awake(&b, &a).await.unwrap());
+
+    // sleep (forced) interrupts the turn in flight.
+    let busy = runtime.submit(&b, &a, "!hang").await.unwrap();
+    eventually("the hang to start", async || {
+        runtime.status(&b, &a).await.unwrap().busy
+    })
+    .await;
+    runtime.sleep(&b, &a, true).await.unwrap();
+    assert!(matches!(
+        failure(&busy.outcome().await),
+        TurnError::Cancelled
+    ));
+    assert!(!runtime.is_awake(&b, &a).await.unwrap());
+
+    // reboot: a new session (new id) for that pair only.
+    let before = runtime.get_session(&a, &b).unwrap().unwrap().session_id;
+    let other_before = runtime.get_session(&b, &a).unwrap().unwrap().session_id;
+    let rebooted = runtime.reboot(&a, &b).await.unwrap();
+    assert_ne!(rebooted.session_id, before);
+    assert_eq!(
+        runtime.get_session(&b, &a).unwrap().unwrap().session_id,
+        other_before
+    );
+    runtime.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_sessions_with_twenty_concurrent_tells_each_count_exactly() {
+    let world = World::new();
+    let names: Vec<String> = (0..10).map(|i| format!("t{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let runtime = start(
+        &world,
+        &refs,
+        "max_processes = 100\nqueue_depth = 20\nsession_init = \"lazy\"",
+    )
+    .await;
+    let mut tells = tokio::task::JoinSet::new();
+    for from in &names {
+        for to in &names {
+            for n in 0..20 {
+                let (runtime, from, to) = (runtime.clone(), team(from), team(to));
+                tells.spawn(async move {
+                    let outcome = runtime
+                        .tell(&from, &to, format!("m{n}"), TellOptions::complete())
+                        .await
+                        .unwrap();
+                    assert_eq!(completed_text(&outcome), format!("echo: m{n}"));
+                });
+            }
+        }
+    }
+    while let Some(done) = tells.join_next().await {
+        done.unwrap();
+    }
+    for from in &names {
+        for to in &names {
+            let record = runtime
+                .get_session(&team(from), &team(to))
+                .unwrap()
+                .unwrap();
+            assert_eq!(record.message_count, 20, "{from}->{to}");
+        }
+    }
+    assert_eq!(runtime.metrics().counter("turns_completed"), Some(2000));
+    runtime.shutdown(Duration::from_secs(5)).await;
+}
+
+#[test]
+fn counts_and_costs_survive_a_restart_and_unfinished_turns_become_interrupted() {
+    let world = World::new();
+    let (a, b) = (team("alpha"), team("beta"));
+    // The first node runs on its own tokio runtime, dropped without any shutdown: every task
+    // (actors, workers) is dropped mid-flight, as in a crash of the node.
+    let first = tokio::runtime::Runtime::new().unwrap();
+    let (cost, turn_id) = first.block_on(async {
+        let runtime = start(&world, &["alpha", "beta"], "").await;
+        for n in 0..3 {
+            runtime
+                .tell(&a, &b, format!("m{n}"), TellOptions::complete())
+                .await
+                .unwrap();
+        }
+        let record = runtime.get_session(&a, &b).unwrap().unwrap();
+        let hanging = runtime.submit(&a, &b, "!hang").await.unwrap();
+        eventually("the hang to start", async || {
+            runtime.status(&a, &b).await.unwrap().busy
+        })
+        .await;
+        // Let the transient "running" row reach the ledger.
+        eventually("the running row", async || {
+            runtime
+                .turn(&hanging.turn_id())
+                .unwrap()
+                .is_some_and(|t| t.status == TurnStatus::Running)
+        })
+        .await;
+        (record.usage.cost_usd, hanging.turn_id())
+    });
+    drop(first);
+    let second = tokio::runtime::Runtime::new().unwrap();
+    second.block_on(async {
+        let runtime = start(&world, &["alpha", "beta"], "").await;
+        assert!(runtime.startup_report().interrupted_turns >= 1);
+        let record = runtime.get_session(&a, &b).unwrap().unwrap();
+        assert_eq!(record.message_count, 3);
+        assert!(cost > 0.0);
+        assert_eq!(record.usage.cost_usd, cost);
+        assert_eq!(record.process_state, ProcessState::Stopped);
+        let turn = runtime.turn(&turn_id).unwrap().unwrap();
+        assert_eq!(turn.status, TurnStatus::Interrupted);
+        runtime.shutdown(Duration::from_secs(2)).await;
+    });
+}
