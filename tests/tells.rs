@@ -211,20 +211,18 @@ async fn a_crash_fails_the_turn_at_once_and_the_next_tell_resumes_the_same_conve
 }
 
 fn find_transcript(dir: &std::path::Path, id: &str) -> std::path::PathBuf {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            if let Some(found) = std::panic::catch_unwind(|| find_transcript(&path, id)).ok() {
-                return found;
+    fn search(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+        std::fs::read_dir(dir).ok()?.find_map(|entry| {
+            let path = entry.ok()?.path();
+            if path.is_dir() {
+                search(&path, name)
+            } else {
+                path.file_name().is_some_and(|n| n == name).then_some(path)
             }
-        } else if path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy() == format!("{id}.jsonl"))
-        {
-            return path;
-        }
+        })
     }
-    panic!("no transcript {id}.jsonl under {}", dir.display());
+    search(dir, &format!("{id}.jsonl"))
+        .unwrap_or_else(|| panic!("no transcript {id}.jsonl under {}", dir.display()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
