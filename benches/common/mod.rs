@@ -84,3 +84,36 @@ pub fn rate(per_second: f64) -> String {
 pub fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "MISSED" }
 }
+
+/// The workspace's fake-claude binary in this bench's profile directory (`target/release` under
+/// `cargo bench`), built in that profile if it is missing. (`tests/support`'s finder builds the
+/// dev profile, which lands in another directory.)
+pub fn fake_claude_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .unwrap_or_else(|| panic!("no profile directory above {}", exe.display()))
+        .to_path_buf();
+    let path = profile_dir.join("fake-claude");
+    if !path.exists() {
+        let profile = if profile_dir.ends_with("release") {
+            "--release"
+        } else {
+            "--profile=dev"
+        };
+        let ok = std::process::Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "-p",
+                "fake-claude",
+                "--bin",
+                "fake-claude",
+                profile,
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "building fake-claude failed");
+    }
+    path
+}

@@ -66,3 +66,48 @@ impl World {
         Config::from_toml_str(&toml, self.root.path(), "test.toml", &|_| None).unwrap()
     }
 }
+
+impl World {
+    /// Like [`World::config`], but each team is `(name, extra)`: `extra` is TOML appended to
+    /// its `[teams.<name>]` table (for example `idle_timeout = "300ms"`; empty for none).
+    pub fn config_with_teams(
+        &self,
+        teams: &[(&str, &str)],
+        command: &Path,
+        settings: &str,
+    ) -> Config {
+        config_in(
+            self.root.path(),
+            self.claude_home.path(),
+            teams,
+            command,
+            settings,
+        )
+    }
+}
+
+/// The config [`World::config_with_teams`] builds, for a world whose directories are owned
+/// elsewhere (a child process gets the parent's `root` and `claude_home` paths). Team
+/// directories are created under `root/teams`.
+pub fn config_in(
+    root: &Path,
+    claude_home: &Path,
+    teams: &[(&str, &str)],
+    command: &Path,
+    settings: &str,
+) -> Config {
+    let mut toml = format!(
+        "[settings]\n{settings}\n[agent]\ncommand = {:?}\nenv = {{ CLAUDE_CONFIG_DIR = {:?} }}\n",
+        command.display().to_string(),
+        claude_home.display().to_string()
+    );
+    for (team, extra) in teams {
+        std::fs::create_dir_all(root.join("teams").join(team)).unwrap();
+        writeln!(
+            toml,
+            "[teams.{team}]\npath = \"teams/{team}\"\ngrant_permission = \"yes\"\n{extra}"
+        )
+        .unwrap();
+    }
+    Config::from_toml_str(&toml, root, "test.toml", &|_| None).unwrap()
+}

@@ -84,6 +84,8 @@ struct Holder {
     idle_since: Instant,
     /// Asked to stop its agent; not asked again until it declines.
     evicting: bool,
+    /// Declined an eviction (it had become busy); not asked again before it is idle again.
+    declined: bool,
 }
 
 struct Waiting {
@@ -158,6 +160,7 @@ impl Actor for ProcessPool {
             PoolMsg::Declined { id } => {
                 if let Some(holder) = state.holders.get_mut(&id) {
                     holder.evicting = false;
+                    holder.declined = true;
                 }
                 state.make_room();
             }
@@ -225,6 +228,7 @@ impl PoolState {
                 busy: true,
                 idle_since: Instant::now(),
                 evicting: false,
+                declined: false,
             },
         );
         // A requester that timed out in the meantime drops the permit with the reply, which
@@ -237,6 +241,7 @@ impl PoolState {
             holder.busy = busy;
             if !busy {
                 holder.idle_since = Instant::now();
+                holder.declined = false;
             }
         }
         if !busy {
@@ -254,13 +259,12 @@ impl PoolState {
             let Some((id, victim)) = self
                 .holders
                 .iter_mut()
-                .filter(|(_, h)| !h.busy && !h.evicting)
+                .filter(|(_, h)| !h.busy && !h.evicting && !h.declined)
                 .min_by_key(|(_, h)| h.idle_since)
             else {
                 return;
             };
             victim.evicting = true;
-            self.metrics.evictions.inc();
             tracing::info!(pair = %victim.pair, "evicting the least recently used idle agent to free a process slot");
             let _ = victim.session.cast(SessionMsg::Evict { permit: *id });
             needed -= 1;
@@ -272,7 +276,7 @@ impl PoolState {
             max: self.max,
             held: self.holders.len(),
             busy: self.holders.values().filter(|h| h.busy).count(),
-            waiting: self.waiting.len(),
+            waiting: self.waiting.iter().filter(|w| !w.reply.is_closed()).count(),
         }
     }
 }

@@ -257,7 +257,9 @@ impl Actor for SessionActor {
         };
         if args.start_agent {
             // Boxed as a RuntimeError so the registry can hand every waiter the typed error.
-            Box::pin(state.start_agent_now()).await.map_err(Box::new)?;
+            Box::pin(state.start_agent_now())
+                .await
+                .map_err(|e| -> ActorProcessingErr { Box::new(e) })?;
         }
         Ok(state)
     }
@@ -864,7 +866,12 @@ impl SessionState {
     }
 
     fn evict(&mut self, permit: u64) {
+        if self.retiring.is_some() {
+            // Already stopping: the slot comes back when it is gone.
+            return;
+        }
         if self.running.is_none() && self.agent.is_some() {
+            self.shared.metrics.evictions.inc();
             self.retire_agent("evicted to free a process slot");
         } else {
             let _ = self.shared.pool.cast(PoolMsg::Declined { id: permit });
