@@ -591,7 +591,8 @@ impl SessionState {
             self.sleep_after_turn = false;
             self.retire_agent("put to sleep");
         }
-        if self.agent.is_none() {
+        if self.agent.is_none() && self.retiring.is_none() {
+            // Otherwise `retired` answers them once the agent is gone.
             self.answer_sleepers();
         }
         if let Some((grace, reply)) = self.stopping.take() {
