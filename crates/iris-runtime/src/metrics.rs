@@ -107,7 +107,7 @@ pub struct Metrics {
     pub stalls: Counter,
     /// Agents that exited during a turn.
     pub crashes: Counter,
-    /// Agent processes spawned.
+    /// Agent processes spawned (attempts, counted before the spawn).
     pub spawns: Counter,
     /// Idle agents stopped by their idle timeout.
     pub idle_stops: Counter,

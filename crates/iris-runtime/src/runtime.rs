@@ -1,7 +1,6 @@
 //! The public [`Runtime`] handle.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use iris_agent::process::StopGrace;
@@ -212,8 +211,10 @@ impl Runtime {
     /// runs, message count reset, status `active`; status `error` if the agent fails.
     pub async fn compact_session(&self, id: &SessionId) -> Result<SessionRecord, RuntimeError> {
         let timeout = self.shared.config.settings().response_timeout + Duration::from_secs(5);
-        self.call_session(id, timeout, |reply| SessionMsg::Compact { reply })
-            .await
+        self.call_session(Target::Id(id), timeout, |reply| SessionMsg::Compact {
+            reply,
+        })
+        .await
     }
 
     /// Takes a session out of status `error` after repeated failures of its actor, so the next
@@ -266,10 +267,12 @@ impl Runtime {
         let message = message.into();
         let pair = Pair::new(from.clone(), to.clone());
         let ticket = self
-            .call_pair(&pair, SESSION_CALL_TIMEOUT, |reply| SessionMsg::Tell {
-                from: from.clone(),
-                message: message.clone(),
-                reply,
+            .call_session(Target::Pair(&pair), SESSION_CALL_TIMEOUT, |reply| {
+                SessionMsg::Tell {
+                    from: from.clone(),
+                    message: message.clone(),
+                    reply,
+                }
             })
             .await?;
         Ok(TurnHandle { ticket })
@@ -308,8 +311,10 @@ impl Runtime {
         self.shared.check_open()?;
         let pair = Pair::new(from.clone(), to.clone());
         let limit = 2 * self.shared.config.settings().spawn_timeout + SESSION_CALL_TIMEOUT;
-        self.call_pair(&pair, limit, |reply| SessionMsg::Wake { reply })
-            .await
+        self.call_session(Target::Pair(&pair), limit, |reply| SessionMsg::Wake {
+            reply,
+        })
+        .await
     }
 
     /// Wakes `from`→every other configured team, a few at a time. One answer per team.
@@ -356,16 +361,15 @@ impl Runtime {
         force: bool,
     ) -> Result<(), RuntimeError> {
         let pair = Pair::new(from.clone(), to.clone());
-        let Some(handle) = self.live_handle(&pair) else {
-            return Ok(());
-        };
-        let settings = self.shared.config.settings();
-        let limit = settings.response_timeout + shutdown_timeout(&StopGrace::default());
-        let answer = handle
-            .actor
-            .call(|reply| SessionMsg::Sleep { force, reply }, Some(limit))
+        let limit = self.shared.config.settings().response_timeout
+            + shutdown_timeout(&StopGrace::default());
+        let answer = self
+            .call_live(&pair, limit, |reply| SessionMsg::Sleep { force, reply })
             .await;
-        unwrap_call(answer, || format!("putting {pair} to sleep"))?
+        match answer {
+            Some(slept) => slept?,
+            None => Ok(()), // no live session: asleep already
+        }
     }
 
     /// Interrupts the pair's turn in flight; with `drop_queue`, cancels its queued turns too
@@ -377,17 +381,12 @@ impl Runtime {
         drop_queue: bool,
     ) -> Result<Cancelled, RuntimeError> {
         let pair = Pair::new(from.clone(), to.clone());
-        let Some(handle) = self.live_handle(&pair) else {
-            return Ok(Cancelled::default());
-        };
-        let answer = handle
-            .actor
-            .call(
-                |reply| SessionMsg::Cancel { drop_queue, reply },
-                Some(SESSION_CALL_TIMEOUT),
-            )
-            .await;
-        unwrap_call(answer, || format!("cancelling the turn of {pair}"))
+        self.call_live(&pair, SESSION_CALL_TIMEOUT, |reply| SessionMsg::Cancel {
+            drop_queue,
+            reply,
+        })
+        .await
+        .unwrap_or(Ok(Cancelled::default()))
     }
 
     /// Deletes the pair's session and its transcript, then creates a new one, as the original
@@ -408,17 +407,13 @@ impl Runtime {
     pub async fn status(&self, from: &TeamName, to: &TeamName) -> Result<PairStatus, RuntimeError> {
         let pair = Pair::new(from.clone(), to.clone());
         self.shared.check_teams(&pair)?;
-        if let Some(handle) = self.live_handle(&pair) {
-            let answer = handle
-                .actor
-                .call(
-                    |reply| SessionMsg::Inspect { reply },
-                    Some(SESSION_CALL_TIMEOUT),
-                )
-                .await;
-            if let Ok(status) = unwrap_call(answer, || format!("the status of {pair}")) {
-                return Ok(status);
-            }
+        let live = self
+            .call_live(&pair, SESSION_CALL_TIMEOUT, |reply| SessionMsg::Inspect {
+                reply,
+            })
+            .await;
+        if let Some(Ok(status)) = live {
+            return Ok(status);
         }
         Ok(PairStatus {
             session: self.shared.store.get_by_pair(&pair)?,
@@ -504,7 +499,7 @@ impl Runtime {
 
     /// Agent processes spawned since start.
     pub fn agent_spawns(&self) -> u64 {
-        self.shared.agent_spawns.load(Ordering::Relaxed)
+        self.shared.metrics.spawns.get()
     }
 
     /// Live session actors.
@@ -558,30 +553,48 @@ impl Runtime {
         id: &SessionId,
         changes: Vec<Change>,
     ) -> Result<SessionRecord, RuntimeError> {
-        self.call_session(id, SESSION_CALL_TIMEOUT, |reply| SessionMsg::Mutate {
-            changes: changes.clone(),
-            reply,
+        self.call_session(Target::Id(id), SESSION_CALL_TIMEOUT, |reply| {
+            SessionMsg::Mutate {
+                changes: changes.clone(),
+                reply,
+            }
         })
         .await
     }
 
-    /// Asks the session's actor, bringing it up if needed. An actor can stop between the
-    /// lookup and the call (passivation drops what is queued behind it), so a call that finds
-    /// it gone is retried a few times against a fresh actor; a session deleted meanwhile is
-    /// `NotFound`.
+    /// Asks the target session's actor, bringing it up if needed (a pair's session is created
+    /// if it has none; a session id never creates). An actor can stop between the lookup and
+    /// the call (passivation drops what is queued behind it), so a call that finds it gone is
+    /// retried a few times against a fresh actor; a session deleted meanwhile is `NotFound`.
     async fn call_session<T: Send + 'static>(
         &self,
-        id: &SessionId,
+        target: Target<'_>,
         timeout: Duration,
         message: impl Fn(RpcReplyPort<Result<T, RuntimeError>>) -> SessionMsg,
     ) -> Result<T, RuntimeError> {
         const ATTEMPTS: u32 = 3;
         let mut attempt = 0;
         loop {
-            let handle = self.handle_for(id).await?;
+            let handle = match target {
+                Target::Pair(pair) => match self.live_handle(pair) {
+                    Some(handle) => handle,
+                    None => self.obtain(pair.clone(), false).await?,
+                },
+                Target::Id(id) => self.handle_for(id).await?,
+            };
             let answer = handle.actor.call(&message, Some(timeout)).await;
-            match self.gone_if_deleted(id, unwrap_call(answer, || format!("session {id}"))) {
-                Err(RuntimeError::ShuttingDown) if attempt + 1 < ATTEMPTS => {
+            let answer = unwrap_call(answer, || match target {
+                Target::Pair(pair) => format!("session {pair}"),
+                Target::Id(id) => format!("session {id}"),
+            });
+            let answer = match target {
+                Target::Id(id) => self.gone_if_deleted(id, answer),
+                Target::Pair(_) => answer,
+            };
+            match answer {
+                Err(RuntimeError::ShuttingDown)
+                    if attempt + 1 < ATTEMPTS && self.shared.check_open().is_ok() =>
+                {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(2 * u64::from(attempt))).await;
                 }
@@ -614,32 +627,16 @@ impl Runtime {
         self.shared.live.get(pair).map(|h| h.value().clone())
     }
 
-    /// Asks the pair's actor (bringing the session up, or creating it), retrying a few times
-    /// when the actor stopped between the lookup and the call (passivation).
-    async fn call_pair<T: Send + 'static>(
+    /// Asks the pair's live actor, if it has one (never brings a session up).
+    async fn call_live<T: Send + 'static>(
         &self,
         pair: &Pair,
         timeout: Duration,
-        message: impl Fn(RpcReplyPort<Result<T, RuntimeError>>) -> SessionMsg,
-    ) -> Result<T, RuntimeError> {
-        const ATTEMPTS: u32 = 3;
-        let mut attempt = 0;
-        loop {
-            let handle = match self.live_handle(pair) {
-                Some(handle) => handle,
-                None => self.obtain(pair.clone(), false).await?,
-            };
-            let answer = handle.actor.call(&message, Some(timeout)).await;
-            match unwrap_call(answer, || format!("session {pair}")) {
-                Err(RuntimeError::ShuttingDown)
-                    if attempt + 1 < ATTEMPTS && self.shared.check_open().is_ok() =>
-                {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(2 * u64::from(attempt))).await;
-                }
-                other => return other?,
-            }
-        }
+        message: impl FnOnce(RpcReplyPort<T>) -> SessionMsg,
+    ) -> Option<Result<T, RuntimeError>> {
+        let handle = self.live_handle(pair)?;
+        let answer = handle.actor.call(message, Some(timeout)).await;
+        Some(unwrap_call(answer, || format!("session {pair}")))
     }
 
     /// The live actor of the session with this id, brought up from the store if needed.
@@ -695,6 +692,13 @@ impl Runtime {
             .await;
         unwrap_call(answer, || format!("creating the session of {pair}"))?
     }
+}
+
+/// Which session a call is for.
+#[derive(Debug, Clone, Copy)]
+enum Target<'a> {
+    Pair(&'a Pair),
+    Id(&'a SessionId),
 }
 
 /// The answer of an actor call, with a timeout or a dead actor as typed errors.

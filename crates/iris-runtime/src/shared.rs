@@ -1,7 +1,7 @@
 //! What every actor of one runtime shares, and the published map of live sessions.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -37,8 +37,6 @@ pub(crate) struct Shared {
     pub store: Store,
     /// Pair → live session, published by the registry for mailbox-free reads.
     pub live: DashMap<Pair, SessionHandle>,
-    /// Agent processes spawned since start (for tests and metrics).
-    pub agent_spawns: AtomicU64,
     /// The node's process pool.
     pub pool: ActorRef<PoolMsg>,
     /// Counters and histograms.
@@ -58,7 +56,6 @@ impl Shared {
             config,
             store,
             live: DashMap::new(),
-            agent_spawns: AtomicU64::new(0),
             pool,
             metrics,
             closing: AtomicBool::new(false),
@@ -71,10 +68,6 @@ impl Shared {
             return Err(RuntimeError::ShuttingDown);
         }
         Ok(())
-    }
-
-    pub fn count_spawn(&self) {
-        self.agent_spawns.fetch_add(1, Ordering::Relaxed);
     }
 
     /// How long a caller waits for a session to be created: the agent's spawn and handshake,

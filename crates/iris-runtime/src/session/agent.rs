@@ -106,7 +106,7 @@ impl LaunchContext {
             spawn_timeout: settings.spawn_timeout,
             ..ConversationOptions::default()
         };
-        self.shared.count_spawn();
+        self.shared.metrics.spawns.inc();
         let began = Instant::now();
         let started = Conversation::start(launch.to_command(), policy, options)
             .await

@@ -1,0 +1,335 @@
+//! The turn queue: tells come in, one job at a time goes to a worker, and a finished turn is
+//! booked durably before its callers hear of it.
+
+use super::*;
+
+impl SessionState {
+    pub(super) async fn tell(
+        &mut self,
+        from: iris_core::TeamName,
+        message: String,
+    ) -> Result<Ticket, RuntimeError> {
+        if self.stopping.is_some() {
+            return Err(RuntimeError::ShuttingDown);
+        }
+        self.fail_fast()?;
+        let depth = self.shared.config.settings().queue_depth.get();
+        let queued = self
+            .queue
+            .iter()
+            .filter(|j| matches!(j, Job::Turn(_)))
+            .count();
+        if queued >= depth {
+            self.shared.metrics.queue_full.inc();
+            return Err(RuntimeError::QueueFull {
+                pair: self.pair.clone(),
+                depth,
+            });
+        }
+        let seq = self.next_seq()?;
+        let (progress, ticket) = TurnProgress::new(TurnId::new());
+        let turn = Turn {
+            seq,
+            from,
+            message,
+            queued_at: Timestamp::now(),
+            queued_instant: Instant::now(),
+            progress: progress.clone(),
+        };
+        let row = turn.queued_row(&self.snapshot.load(), self.text_limit());
+        self.enqueue(Mutation::PutTurn {
+            turn: row,
+            retain: self.retain(),
+        })
+        .await;
+        tracing::debug!(pair = %self.pair, session = %self.id, turn = %progress.turn_id, seq, "turn queued");
+        self.shared.metrics.tells.inc();
+        self.queue.push_back(Job::Turn(turn));
+        Ok(ticket)
+    }
+
+    /// Fails when the session is in status `error`: it must be woken (or reset) first.
+    pub(super) fn fail_fast(&self) -> Result<(), RuntimeError> {
+        if self.snapshot.load().status == SessionStatus::Error {
+            return Err(RuntimeError::SessionFailed {
+                pair: self.pair.clone(),
+                reason: "the session is in status error".into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn next_seq(&mut self) -> Result<u64, RuntimeError> {
+        let last = match self.last_seq {
+            Some(last) => last,
+            None => self.shared.store.last_turn_seq(self.id)?,
+        };
+        self.last_seq = Some(last + 1);
+        Ok(last + 1)
+    }
+
+    /// Starts the next job when nothing runs and no agent is being stopped.
+    pub(super) async fn run_next(&mut self) {
+        while self.running.is_none() && self.retiring.is_none() {
+            let Some(job) = self.queue.pop_front() else {
+                return;
+            };
+            match job {
+                Job::Turn(turn) => {
+                    let message = turn.message.clone();
+                    self.start_job(Job::Turn(turn), Some(message)).await;
+                }
+                Job::Wake(reply) if self.agent.is_some() => {
+                    let _ = reply.send(Ok((**self.snapshot.load()).clone()));
+                }
+                Job::Wake(reply) => self.start_job(Job::Wake(reply), None).await,
+                Job::Compact(reply) if self.agent.is_some() => {
+                    self.start_job(Job::Compact(reply), Some("/compact".into()))
+                        .await;
+                }
+                Job::Compact(reply) => {
+                    let _ = reply.send(self.finish_compaction(Ok(())).await);
+                }
+            }
+        }
+    }
+
+    /// Hands the job (and the agent, if one is idle) to a worker task.
+    pub(super) async fn start_job(&mut self, kind: Job, message: Option<String>) {
+        self.jobs += 1;
+        let job = self.jobs;
+        let agent = self.agent.take();
+        let interrupter = agent.as_ref().map(|a| a.conversation.interrupter());
+        let pgid = agent.as_ref().map(|a| a.mark().pgid);
+        let mut changes = vec![Change::SetProcessState(if agent.is_some() {
+            ProcessState::Processing
+        } else {
+            ProcessState::Spawning
+        })];
+        let progress = match &kind {
+            Job::Turn(turn) => {
+                changes.push(Change::SetCurrentTurn(Some(turn.id())));
+                let mut row = turn.queued_row(&self.snapshot.load(), self.text_limit());
+                row.status = TurnStatus::Running;
+                row.started_at = Some(Timestamp::now());
+                self.enqueue(Mutation::PutTurn {
+                    turn: row,
+                    retain: self.retain(),
+                })
+                .await;
+                self.shared
+                    .metrics
+                    .queue_wait
+                    .observe(turn.queued_instant.elapsed());
+                turn.progress.started();
+                tracing::debug!(pair = %self.pair, session = %self.id, turn = %turn.id(), "turn running");
+                Some(turn.progress.clone())
+            }
+            Job::Wake(_) | Job::Compact(_) => None,
+        };
+        self.note(changes).await;
+        let launch = LaunchContext {
+            shared: self.shared.clone(),
+            session: self.myself.clone(),
+            pair: self.pair.clone(),
+            id: self.id,
+        };
+        let worker = Worker(tokio::spawn(turns::work(turns::WorkOrder {
+            launch,
+            record: (**self.snapshot.load()).clone(),
+            agent,
+            job,
+            message,
+            progress,
+            stall: self.shared.config.settings().response_timeout,
+            myself: self.myself.clone(),
+        })));
+        self.running = Some(Box::new(Running {
+            job,
+            kind,
+            worker,
+            interrupter,
+            pgid,
+            started: Instant::now(),
+            cancelled: None,
+        }));
+    }
+
+    pub(super) async fn agent_up(
+        &mut self,
+        job: u64,
+        launched: Launched,
+        interrupter: Interrupter,
+    ) {
+        let Some(running) = self.running.as_mut().filter(|r| r.job == job) else {
+            return;
+        };
+        running.interrupter = Some(interrupter.clone());
+        running.pgid = Some(launched.mark.pgid);
+        if running.cancelled.is_some() {
+            interrupter.interrupt();
+        }
+        let state = match running.kind {
+            Job::Wake(_) => ProcessState::Idle,
+            _ => ProcessState::Processing,
+        };
+        self.note(launched_changes(&launched, state)).await;
+    }
+
+    /// The worker finished: book the result, answer the caller, keep or drop the agent.
+    pub(super) async fn job_done(&mut self, done: WorkerDone) {
+        let Some(running) = self.running.take_if(|r| r.job == done.job) else {
+            return;
+        };
+        let running = *running;
+        let crashed = matches!(done.result, Err(TurnError::AgentExited { .. }));
+        let agent_alive = done.agent.is_some();
+        let mut done = done;
+        self.agent = done.agent.take();
+        self.idle_since = Instant::now();
+        if crashed {
+            self.shared.metrics.crashes.inc();
+        }
+        if matches!(done.result, Err(TurnError::Timeout { .. })) {
+            self.shared.metrics.stalls.inc();
+        }
+        let process_state = if agent_alive {
+            ProcessState::Idle
+        } else {
+            ProcessState::Stopped
+        };
+        if crashed {
+            // Before the caller hears of the crash, so a crash that exhausts the budget is
+            // visible (status `error`) by the time the turn's outcome is.
+            self.count_crash().await;
+        }
+        match running.kind {
+            Job::Turn(turn) => {
+                self.book_turn(turn, running.cancelled, &done, process_state)
+                    .await;
+            }
+            Job::Wake(reply) => {
+                let mut changes = vec![Change::SetProcessState(process_state)];
+                if !agent_alive {
+                    changes.push(Change::SetAgentProcess(None));
+                }
+                let result = match &done.result {
+                    Ok(_) => self.apply(changes).await,
+                    Err(error) => {
+                        self.apply_or_log(changes).await;
+                        Err(self.start_error(error))
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            Job::Compact(reply) => {
+                let outcome = match &done.result {
+                    Ok(Some(report)) if report.failed() => Err(report
+                        .result
+                        .result
+                        .clone()
+                        .unwrap_or_else(|| report.result.subtype.clone())),
+                    Ok(_) => Ok(()),
+                    Err(error) => Err(error.to_string()),
+                };
+                self.note(vec![Change::SetProcessState(process_state)])
+                    .await;
+                let _ = reply.send(self.finish_compaction(outcome).await);
+            }
+        }
+        if self.sleep_after_turn {
+            self.sleep_after_turn = false;
+            self.retire_agent("put to sleep");
+        }
+        if self.agent.is_none() && self.retiring.is_none() {
+            // Otherwise `retired` answers them once the agent is gone.
+            self.answer_sleepers();
+        }
+        if let Some((grace, reply)) = self.stopping.take() {
+            self.finish_shutdown(grace, reply).await;
+        }
+    }
+
+    /// Writes a finished turn's bookkeeping durably, then answers its callers.
+    pub(super) async fn book_turn(
+        &mut self,
+        turn: Turn,
+        cancelled: Option<TurnError>,
+        done: &WorkerDone,
+        process_state: ProcessState,
+    ) {
+        let report = done.result.as_ref().ok().and_then(Option::as_ref);
+        let outcome = match cancelled {
+            Some(reason) => TellOutcome::Failed {
+                turn_id: turn.id(),
+                error: reason,
+            },
+            None => turns::outcome_of(turn.id(), &done.result),
+        };
+        let now = Timestamp::now();
+        let mut changes = vec![
+            Change::SetCurrentTurn(None),
+            Change::SetProcessState(process_state),
+            Change::TouchLastUsed(now),
+        ];
+        if process_state == ProcessState::Stopped {
+            changes.push(Change::SetAgentProcess(None));
+        }
+        if let Some(at) = done.last_event_at {
+            changes.push(Change::SetLastResponse(at));
+        }
+        if let Some(report) = report {
+            changes.push(Change::AddUsage(report.usage_totals()));
+            if let Some(id) = &report.session_id
+                && self.snapshot.load().agent_session_id.as_deref() != Some(id.as_str())
+                && (report.session_id_changed || *id != self.id.to_string())
+            {
+                changes.push(Change::SetAgentSessionId(Some(id.clone())));
+            }
+        }
+        let metrics = &self.shared.metrics;
+        match &outcome {
+            TellOutcome::Completed(_) => {
+                changes.push(Change::IncrementMessageCount(1));
+                metrics.turns_completed.inc();
+            }
+            TellOutcome::Failed {
+                error: TurnError::Cancelled,
+                ..
+            } => metrics.turns_cancelled.inc(),
+            _ => {
+                changes.push(Change::AddFailedTurns(1));
+                metrics.turns_failed.inc();
+            }
+        }
+        metrics.turn_time.observe(done.ran_for);
+        let row = turns::finished_row(
+            turn.queued_row(&self.snapshot.load(), self.text_limit()),
+            &outcome,
+            report,
+            self.text_limit(),
+        );
+        let booked = self
+            .shared
+            .store
+            .record_turn(self.id, changes, row, self.retain())
+            .await;
+        match booked {
+            Ok(record) => self.publish(record),
+            Err(error) => {
+                tracing::error!(pair = %self.pair, session = %self.id, turn = %turn.id(), %error, "could not record the turn's bookkeeping");
+            }
+        }
+        tracing::info!(pair = %self.pair, session = %self.id, turn = %turn.id(), outcome = outcome_name(&outcome), "turn finished");
+        turn.progress.finish(outcome);
+    }
+}
+
+fn outcome_name(outcome: &TellOutcome) -> &'static str {
+    match outcome {
+        TellOutcome::Completed(_) => "completed",
+        TellOutcome::Failed { .. } => "failed",
+        TellOutcome::Accepted { .. } => "accepted",
+        TellOutcome::CallerTimeout { .. } => "caller_timeout",
+    }
+}
