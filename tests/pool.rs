@@ -13,7 +13,7 @@ mod support;
 use std::time::Duration;
 
 use iris::core::{Coded, ErrorCode, ProcessState, TeamName, TurnStatus};
-use iris::runtime::{Runtime, TellOptions, TellOutcome, TurnError, TurnResult};
+use iris::runtime::{Runtime, TellOptions, TellOutcome, TurnError, TurnHandle, TurnResult};
 use iris::store::Store;
 use support::{World, fake_claude};
 
@@ -99,6 +99,30 @@ async fn stopped_on_record(runtime: &Runtime, to: &str) {
     .await;
 }
 
+/// Starts `directive` as a turn on x->a and x->b and waits until both hold a busy slot.
+async fn busy_a_and_b(runtime: &Runtime, directive: &str) -> [TurnHandle; 2] {
+    let a = runtime
+        .submit(&team("x"), &team("a"), directive)
+        .await
+        .unwrap();
+    let b = runtime
+        .submit(&team("x"), &team("b"), directive)
+        .await
+        .unwrap();
+    until(
+        "both turns are running",
+        Duration::from_secs(5),
+        async || {
+            let pool = runtime.pool().await.unwrap();
+            (pool.held, pool.busy) == (2, 2)
+                && status(runtime, "a").await.busy
+                && status(runtime, "b").await.busy
+        },
+    )
+    .await;
+    [a, b]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_third_agent_evicts_the_idle_one_never_the_busy_one() {
     let world = World::new();
@@ -177,25 +201,7 @@ async fn with_every_agent_idle_the_least_recently_used_is_evicted() {
 async fn with_every_agent_busy_a_third_waits_for_a_free_slot() {
     let world = World::new();
     let runtime = start(&world, &format!("{POOL}\nspawn_timeout = \"10s\"")).await;
-    let a = runtime
-        .submit(&team("x"), &team("a"), "!sleep 1500")
-        .await
-        .unwrap();
-    let b = runtime
-        .submit(&team("x"), &team("b"), "!sleep 1500")
-        .await
-        .unwrap();
-    until(
-        "both turns are running",
-        Duration::from_secs(5),
-        async || {
-            let pool = runtime.pool().await.unwrap();
-            (pool.held, pool.busy) == (2, 2)
-                && status(&runtime, "a").await.busy
-                && status(&runtime, "b").await.busy
-        },
-    )
-    .await;
+    let [a, b] = busy_a_and_b(&runtime, "!sleep 1500").await;
 
     let c = tell(&runtime, "c", "hello c").await;
     assert!(completed(&c).text.contains("hello c"), "{c:?}");
@@ -215,25 +221,7 @@ async fn with_every_agent_busy_a_third_waits_for_a_free_slot() {
 async fn with_every_agent_busy_past_spawn_timeout_a_third_fails_pool_exhausted() {
     let world = World::new();
     let runtime = start(&world, &format!("{POOL}\nspawn_timeout = \"500ms\"")).await;
-    let a = runtime
-        .submit(&team("x"), &team("a"), "!sleep 3000")
-        .await
-        .unwrap();
-    let b = runtime
-        .submit(&team("x"), &team("b"), "!sleep 3000")
-        .await
-        .unwrap();
-    until(
-        "both turns are running",
-        Duration::from_secs(5),
-        async || {
-            let pool = runtime.pool().await.unwrap();
-            (pool.held, pool.busy) == (2, 2)
-                && status(&runtime, "a").await.busy
-                && status(&runtime, "b").await.busy
-        },
-    )
-    .await;
+    let [a, b] = busy_a_and_b(&runtime, "!sleep 3000").await;
 
     let c = tell(&runtime, "c", "hello c").await;
     let TellOutcome::Failed { turn_id, error } = &c else {
