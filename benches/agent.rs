@@ -10,7 +10,9 @@
 //! Run with `cargo bench --bench agent`. fake-claude is built (release) on first use.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,33 +27,6 @@ use iris::core::config::GrantPermission;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 
-fn fake_claude() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let path = profile_dir.join("fake-claude");
-    if !path.exists() {
-        let profile = if profile_dir.ends_with("release") {
-            "--release"
-        } else {
-            "--profile=dev"
-        };
-        let ok = std::process::Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-p",
-                "fake-claude",
-                "--bin",
-                "fake-claude",
-                profile,
-            ])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "building fake-claude failed");
-    }
-    path
-}
-
 struct Scratch {
     project: tempfile::TempDir,
     config: tempfile::TempDir,
@@ -63,7 +38,7 @@ impl Scratch {
         Scratch {
             project: tempfile::tempdir().unwrap(),
             config: tempfile::tempdir().unwrap(),
-            program: fake_claude(),
+            program: common::fake_claude_binary(),
         }
     }
 

@@ -64,7 +64,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use iris::core::config::Config;
 use iris::runtime::{Runtime, RuntimeError};
 use iris::store::StoreOptions;
@@ -394,13 +394,9 @@ fn latency(rt: &Tokio, warm: &Warm, route: Route, calls: usize) -> (Duration, Du
 // ----- P2 -----
 
 fn bench_p2(c: &mut Criterion, rt: &Tokio, sizes: Sizes) {
-    let mut group = c.benchmark_group("p2_concurrent_creations");
     // Each run is heavy (a fresh store and runtime, thousands of durable creations): the fewest
     // samples criterion allows, one run each.
-    group.sample_size(10);
-    group.sampling_mode(SamplingMode::Flat);
-    group.warm_up_time(Duration::from_millis(1));
-    group.measurement_time(Duration::from_millis(100));
+    let mut group = common::heavy_group(c, "p2_concurrent_creations");
     for (id, max_batch, teams) in [
         (
             "group_commit",

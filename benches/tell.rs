@@ -67,7 +67,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use iris::agent::command::{self, LaunchOptions};
 use iris::agent::conversation::{ConfiguredPolicy, Conversation, ConversationOptions};
 use iris::agent::process::StopGrace;
@@ -420,11 +420,7 @@ fn bench_p4<'s>(c: &mut Criterion, rt: &Tokio, scene: &'s OnceCell<Scene>, sizes
     });
     group.finish();
 
-    let mut group = c.benchmark_group("p4_throughput");
-    group.sample_size(10);
-    group.sampling_mode(SamplingMode::Flat);
-    group.warm_up_time(Duration::from_millis(1));
-    group.measurement_time(Duration::from_millis(100));
+    let mut group = common::heavy_group(c, "p4_throughput");
     let per_run = sizes.p4_tells_per_run;
     group.throughput(Throughput::Elements(per_run as u64));
     group.bench_function(BenchmarkId::new("runtime_tells", per_run), |b| {
@@ -700,11 +696,7 @@ fn bookkeeping_run(rt: &Tokio, ledger: &Ledger, tells: usize) -> (Duration, u64)
 }
 
 fn bench_bookkeeping(c: &mut Criterion, rt: &Tokio, sizes: Sizes) {
-    let mut group = c.benchmark_group("bookkeeping");
-    group.sample_size(10);
-    group.sampling_mode(SamplingMode::Flat);
-    group.warm_up_time(Duration::from_millis(1));
-    group.measurement_time(Duration::from_millis(100));
+    let mut group = common::heavy_group(c, "bookkeeping");
     for (id, max_batch, tells) in [
         (
             "group_commit",

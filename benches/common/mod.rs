@@ -117,3 +117,17 @@ pub fn fake_claude_binary() -> std::path::PathBuf {
     }
     path
 }
+
+/// A criterion group for heavy runs (a fresh store or runtime, thousands of durable writes per
+/// run): the fewest samples criterion allows, one run each, no warm-up to speak of.
+pub fn heavy_group<'a>(
+    c: &'a mut criterion::Criterion,
+    name: &str,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut group = c.benchmark_group(name);
+    group.sample_size(10);
+    group.sampling_mode(criterion::SamplingMode::Flat);
+    group.warm_up_time(std::time::Duration::from_millis(1));
+    group.measurement_time(std::time::Duration::from_millis(100));
+    group
+}
