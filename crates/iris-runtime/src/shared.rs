@@ -70,10 +70,12 @@ impl Shared {
         Ok(())
     }
 
-    /// How long a caller waits for a session to be created: the agent's spawn and handshake,
-    /// plus a margin for the durable writes.
+    /// How long a caller waits for a session to be created: a pool slot, the agent's spawn and
+    /// handshake, plus a margin for the durable writes.
     pub fn creation_timeout(&self) -> Duration {
-        self.config.settings().spawn_timeout + Duration::from_secs(10)
+        // An eager creation may wait `spawn_timeout` for a pool slot, then as long again for the
+        // spawn and handshake.
+        2 * self.config.settings().spawn_timeout + Duration::from_secs(10)
     }
 
     /// Checks that both teams are configured, `to` first as in the original.

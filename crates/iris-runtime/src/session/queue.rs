@@ -177,14 +177,13 @@ impl SessionState {
     }
 
     /// The worker finished: book the result, answer the caller, keep or drop the agent.
-    pub(super) async fn job_done(&mut self, done: WorkerDone) {
+    pub(super) async fn job_done(&mut self, mut done: WorkerDone) {
         let Some(running) = self.running.take_if(|r| r.job == done.job) else {
             return;
         };
         let running = *running;
         let crashed = matches!(done.result, Err(TurnError::AgentExited { .. }));
         let agent_alive = done.agent.is_some();
-        let mut done = done;
         self.agent = done.agent.take();
         self.idle_since = Instant::now();
         if crashed {
