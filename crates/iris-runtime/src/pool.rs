@@ -190,13 +190,13 @@ impl Actor for ProcessPool {
 
 impl PoolState {
     fn acquire(&mut self, request: Waiting) {
-        if self.waiting.is_empty() && self.holders.len() < self.max {
-            self.grant(request);
-            return;
-        }
-        self.metrics.pool_waits.inc();
+        self.waiting.retain(|w| !w.reply.is_closed());
         self.waiting.push_back(request);
-        self.make_room();
+        self.grant_waiting();
+        // FIFO: if anything still waits, the newest request (this one) does.
+        if !self.waiting.is_empty() {
+            self.metrics.pool_waits.inc();
+        }
     }
 
     /// Grants free slots to waiting requests, oldest first, skipping requesters that gave up.
