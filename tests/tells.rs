@@ -147,6 +147,10 @@ async fn a_stalled_turn_is_killed_and_no_caller_hangs_in_any_wait_mode() {
     let TellOutcome::Accepted { turn_id } = outcome else {
         panic!("expected accepted, got {outcome:?}");
     };
+    assert!(
+        runtime.turn(&turn_id).unwrap().is_some(),
+        "an accepted turn is in the ledger before its id is returned"
+    );
     eventually("the async stalled turn to fail", async || {
         runtime.turn(&turn_id).unwrap().is_some_and(|t| {
             t.status == TurnStatus::Failed

@@ -247,13 +247,19 @@ impl Runtime {
         options: TellOptions,
     ) -> Result<TellOutcome, RuntimeError> {
         let turn = self.submit(from, to, message).await?;
-        Ok(match options.wait {
+        let outcome = match options.wait {
             Wait::Async => TellOutcome::Accepted {
                 turn_id: turn.turn_id(),
             },
             Wait::Complete => turn.outcome().await,
             Wait::Timeout(limit) => turn.outcome_within(limit).await,
-        })
+        };
+        if !matches!(outcome, TellOutcome::Completed(_) | TellOutcome::Failed { .. }) {
+            // The caller holds only a turn id; make sure the ledger can answer for it (the
+            // turn's rows are written without being awaited, and may linger).
+            self.shared.store.flush().await?;
+        }
+        Ok(outcome)
     }
 
     /// Queues a turn and returns its handle at once: its id, its event stream and its outcome.
@@ -279,6 +285,10 @@ impl Runtime {
     }
 
     /// A turn from the ledger, by id: queued, running, or finished (also after a restart).
+    ///
+    /// A turn's `queued` and `running` rows are written without being awaited, so a turn
+    /// submitted a moment ago may not be visible yet (at most the store's linger, 2 ms by
+    /// default); [`Runtime::tell`] returns a bare turn id only once its row is readable.
     pub fn turn(&self, turn_id: &TurnId) -> Result<Option<TurnRecord>, RuntimeError> {
         Ok(self.shared.store.turn(*turn_id)?)
     }

@@ -5,6 +5,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use iris_core::{
     AgentProcessMark, Pair, SessionFilter, SessionId, SessionRecord, SessionStats, SessionStatus,
@@ -26,7 +27,7 @@ use crate::tables::{
     LIVE, META, META_COUNTERS, META_SCHEMA, OPEN_TURNS, PAIRS, PAIRS_BY_TO, SCHEMA_VERSION,
     SESSIONS, TABLE_NAMES, TURN_IDS, TURNS,
 };
-use crate::writer::{self, Job, Shared, WriterCounters, WriterStats};
+use crate::writer::{self, Batching, Job, Shared, WriterCounters, WriterStats};
 
 /// How a store is run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +37,9 @@ pub struct StoreOptions {
     pub max_batch: usize,
     /// How many mutations may wait for the writer before submitters wait for room.
     pub queue_capacity: usize,
+    /// How long a batch made only of unawaited writes ([`Store::enqueue`]) may wait for more
+    /// work before it commits. An awaited write ends the wait at once. Zero commits at once.
+    pub linger: Duration,
 }
 
 impl Default for StoreOptions {
@@ -43,6 +47,7 @@ impl Default for StoreOptions {
         StoreOptions {
             max_batch: 8192,
             queue_capacity: 65_536,
+            linger: Duration::from_millis(2),
         }
     }
 }
@@ -143,7 +148,10 @@ impl Store {
             db.clone(),
             shared.clone(),
             counters,
-            options.max_batch.max(1),
+            Batching {
+                max_batch: options.max_batch.max(1),
+                linger: options.linger,
+            },
             receiver,
         )
         .map_err(|source| OpenError::Io {
@@ -330,7 +338,7 @@ impl Store {
     pub async fn submit(&self, mutation: Mutation) -> Result<Applied, StoreError> {
         let jobs = self.inner.jobs.as_ref().ok_or(StoreError::Closed)?;
         let (reply, answer) = oneshot::channel();
-        jobs.send(Job { mutation, reply })
+        jobs.send(Job::Submit { mutation, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -340,14 +348,26 @@ impl Store {
     /// for its commit: for writes whose outcome nobody awaits (transient process-state changes,
     /// a turn's `queued` and `running` rows). Returns once the writer has accepted it (waiting
     /// only for room in the queue). It is committed in order, but its outcome is not reported:
-    /// a rejection is logged by the writer. By the time a later [`Store::submit`] resolves, this
-    /// one has been committed (or rejected, or failed with its batch).
+    /// a rejection is logged by the writer. It may wait up to [`StoreOptions::linger`] for an
+    /// awaited write to share its commit. By the time a later [`Store::submit`] or
+    /// [`Store::flush`] resolves, this one has been committed (or rejected, or failed with its
+    /// batch).
     pub async fn enqueue(&self, mutation: Mutation) -> Result<(), StoreError> {
         let jobs = self.inner.jobs.as_ref().ok_or(StoreError::Closed)?;
-        let (reply, _unheard) = oneshot::channel();
-        jobs.send(Job { mutation, reply })
+        jobs.send(Job::Enqueue(mutation))
             .await
             .map_err(|_| StoreError::Closed)
+    }
+
+    /// Waits until every mutation submitted or queued before it has been committed (or
+    /// rejected), without lingering. Costs no transaction when nothing is pending.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let jobs = self.inner.jobs.as_ref().ok_or(StoreError::Closed)?;
+        let (reply, done) = oneshot::channel();
+        jobs.send(Job::Flush(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        done.await.map_err(|_| StoreError::Closed)
     }
 
     /// Inserts a new record; the returned copy carries the assigned row `id`.

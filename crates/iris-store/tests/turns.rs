@@ -8,7 +8,7 @@ use iris_core::{
     Coded, ErrorCode, SessionId, SessionRecord, Timestamp, TurnFailure, TurnId, TurnRecord,
     TurnStatus, UsageTotals,
 };
-use iris_store::{Applied, Change, Mutation, Store, StoreError};
+use iris_store::{Applied, Change, Mutation, Store, StoreError, StoreOptions};
 
 const LIMIT: usize = 64;
 
@@ -543,4 +543,114 @@ async fn enqueued_writes_apply_in_order_and_a_rejection_stays_alone() {
         .unwrap();
     assert_eq!(store.turns(s.session_id, 10).unwrap(), vec![turn]);
     assert_eq!(store.open_turn_count().unwrap(), 1);
+}
+
+/// A store whose unawaited writes linger far longer than any test takes.
+fn lingering_store() -> Store {
+    Store::in_memory_with(StoreOptions {
+        linger: std::time::Duration::from_secs(600),
+        ..StoreOptions::default()
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn unawaited_writes_linger_and_share_the_next_awaited_commit() {
+    let store = lingering_store();
+    let s = session(&store, "alpha", "beta").await;
+    let before = store.writer_stats().batches;
+    let turn = queued(&s, 1);
+    store
+        .enqueue(Mutation::PutTurn {
+            turn: turn.clone(),
+            retain: 10,
+        })
+        .await
+        .unwrap();
+    tokio::task::yield_now().await;
+    assert_eq!(store.turn(turn.turn_id).unwrap(), None, "still lingering");
+    store
+        .update(s.session_id, Change::IncrementMessageCount(1))
+        .await
+        .unwrap();
+    assert_eq!(store.turn(turn.turn_id).unwrap(), Some(turn));
+    assert_eq!(
+        store.writer_stats().batches - before,
+        1,
+        "the lingering write rode along with the awaited one"
+    );
+}
+
+#[tokio::test]
+async fn flush_commits_lingering_writes_and_costs_nothing_when_none_wait() {
+    let store = lingering_store();
+    let s = session(&store, "alpha", "beta").await;
+    let before = store.writer_stats().batches;
+    store.flush().await.unwrap();
+    assert_eq!(store.writer_stats().batches, before, "nothing to commit");
+    let turn = queued(&s, 1);
+    store
+        .enqueue(Mutation::PutTurn {
+            turn: turn.clone(),
+            retain: 10,
+        })
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(store.turn(turn.turn_id).unwrap(), Some(turn));
+    assert_eq!(store.writer_stats().batches, before + 1);
+}
+
+#[tokio::test]
+async fn a_lingering_write_commits_on_its_own_after_the_linger() {
+    let store = Store::in_memory_with(StoreOptions {
+        linger: std::time::Duration::from_millis(20),
+        ..StoreOptions::default()
+    })
+    .unwrap();
+    let s = session(&store, "alpha", "beta").await;
+    let turn = queued(&s, 1);
+    store
+        .enqueue(Mutation::PutTurn {
+            turn: turn.clone(),
+            retain: 10,
+        })
+        .await
+        .unwrap();
+    // No deadline asserted: only that it lands without any awaited write behind it.
+    let mut found = None;
+    for _ in 0..500 {
+        found = store.turn(turn.turn_id).unwrap();
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(found, Some(turn));
+}
+
+#[tokio::test]
+async fn dropping_the_store_commits_what_lingers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("iris.redb");
+    let store = Store::open_with(
+        &path,
+        StoreOptions {
+            linger: std::time::Duration::from_secs(600),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let s = session(&store, "alpha", "beta").await;
+    let turn = queued(&s, 1);
+    store
+        .enqueue(Mutation::PutTurn {
+            turn: turn.clone(),
+            retain: 10,
+        })
+        .await
+        .unwrap();
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.turn(turn.turn_id).unwrap(), Some(turn));
 }

@@ -19,8 +19,9 @@ impl SessionState {
             .map_err(|e| self.start_error(&e))?;
         agent.permit.set_busy(false);
         self.agent = Some(agent);
-        self.apply(launched_changes(&launched, ProcessState::Idle))
-            .await?;
+        // Transient state, not awaited: a lost mark is covered by the guardian and PDEATHSIG.
+        self.note(launched_changes(&launched, ProcessState::Idle))
+            .await;
         Ok(())
     }
 

@@ -36,16 +36,29 @@ impl SessionState {
             queued_instant: Instant::now(),
             progress: progress.clone(),
         };
-        let row = turn.queued_row(&self.snapshot.load(), self.text_limit());
-        self.enqueue(Mutation::PutTurn {
-            turn: row,
-            retain: self.retain(),
-        })
-        .await;
+        if !self.starts_at_once() {
+            // A turn that starts in this very handler gets its `running` row straight away;
+            // writing a `queued` row first would only cost a write.
+            let row = turn.queued_row(&self.snapshot.load(), self.text_limit());
+            self.enqueue(Mutation::PutTurn {
+                turn: row,
+                retain: self.retain(),
+            })
+            .await;
+        }
         tracing::debug!(pair = %self.pair, session = %self.id, turn = %progress.turn_id, seq, "turn queued");
         self.shared.metrics.tells.inc();
         self.queue.push_back(Job::Turn(turn));
         Ok(ticket)
+    }
+
+    /// Whether a job queued now starts when this message's handler ends (`run_next`): nothing
+    /// runs, no agent is being stopped, the session is not stopping, and nothing waits ahead.
+    fn starts_at_once(&self) -> bool {
+        self.running.is_none()
+            && self.retiring.is_none()
+            && self.stopping.is_none()
+            && self.queue.is_empty()
     }
 
     /// Fails when the session is in status `error`: it must be woken (or reset) first.
@@ -106,28 +119,36 @@ impl SessionState {
         } else {
             ProcessState::Spawning
         })];
-        let progress = match &kind {
+        let (progress, row) = match &kind {
             Job::Turn(turn) => {
                 changes.push(Change::SetCurrentTurn(Some(turn.id())));
                 let mut row = turn.queued_row(&self.snapshot.load(), self.text_limit());
                 row.status = TurnStatus::Running;
                 row.started_at = Some(Timestamp::now());
-                self.enqueue(Mutation::PutTurn {
-                    turn: row,
-                    retain: self.retain(),
-                })
-                .await;
                 self.shared
                     .metrics
                     .queue_wait
                     .observe(turn.queued_instant.elapsed());
                 turn.progress.started();
                 tracing::debug!(pair = %self.pair, session = %self.id, turn = %turn.id(), "turn running");
-                Some(turn.progress.clone())
+                (Some(turn.progress.clone()), Some(row))
             }
-            Job::Wake(_) | Job::Compact(_) => None,
+            Job::Wake(_) | Job::Compact(_) => (None, None),
         };
-        self.note(changes).await;
+        match row {
+            // One write for the record's transient state and the turn's `running` row.
+            Some(row) => {
+                self.publish_changes(&changes);
+                self.enqueue(Mutation::RecordTurn {
+                    session_id: self.id,
+                    changes,
+                    turn: row,
+                    retain: self.retain(),
+                })
+                .await;
+            }
+            None => self.note(changes).await,
+        }
         let launch = LaunchContext {
             shared: self.shared.clone(),
             session: self.myself.clone(),
@@ -213,7 +234,11 @@ impl SessionState {
                     changes.push(Change::SetAgentProcess(None));
                 }
                 let result = match &done.result {
-                    Ok(_) => self.apply(changes).await,
+                    // Process state is transient (start-up resets it), so it is not awaited.
+                    Ok(_) => {
+                        self.note(changes).await;
+                        Ok((**self.snapshot.load()).clone())
+                    }
                     Err(error) => {
                         self.apply_or_log(changes).await;
                         Err(self.start_error(error))
