@@ -1,7 +1,8 @@
 //! The process pool, with fake-claude as the agent and `max_processes = 2`: a third agent evicts
 //! the least recently used *idle* agent and never a busy one; with every agent busy it waits for a
 //! free slot, at most `spawn_timeout`, and then fails `PoolExhausted`; an idle agent is stopped
-//! after its team's idle timeout, a busy one is not.
+//! after its team's idle timeout, a busy one is not; the health check notices an idle agent that
+//! died.
 //!
 //! Sessions are created lazily, so most agents here are started by a tell's turn; the
 //! `eager_creation_*` tests cover the agent started with the session. The last test uses a
@@ -415,4 +416,36 @@ async fn a_slot_already_being_freed_is_not_evicted_over_and_over() {
         "the pool asked the stopping holder to stop {evictions} times"
     );
     runtime.shutdown(Duration::from_secs(2)).await;
+}
+
+/// An idle agent that dies is not told to anyone: no turn is reading its output. The periodic
+/// health check notices (its process group is gone), frees the slot and records the process
+/// stopped; the next tell starts a new agent on the same conversation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_check_notices_an_idle_agent_that_died() {
+    let world = World::new();
+    let runtime = start(&world, "health_check_interval = \"100ms\"").await;
+    let (x, a) = (team("x"), team("a"));
+    completed(&tell(&runtime, "a", "before").await);
+    let record = runtime.get_session(&x, &a).unwrap().unwrap();
+    let pgid = record.agent_process.unwrap().pgid;
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    until(
+        "the dead agent to be noticed",
+        Duration::from_secs(5),
+        async || !runtime.is_awake(&x, &a).await.unwrap(),
+    )
+    .await;
+    assert!(runtime.metrics().counter("health_failures").unwrap() >= 1);
+    let record = runtime.get_session(&x, &a).unwrap().unwrap();
+    assert_eq!(record.process_state, ProcessState::Stopped);
+    assert_eq!(record.agent_process, None);
+    assert_eq!(runtime.pool().await.unwrap().held, 0, "its slot was freed");
+    let after = tell(&runtime, "a", "after").await;
+    assert_eq!(completed(&after).text, "echo: after");
+    runtime.shutdown(Duration::from_secs(5)).await;
 }

@@ -254,7 +254,10 @@ impl Runtime {
             Wait::Complete => turn.outcome().await,
             Wait::Timeout(limit) => turn.outcome_within(limit).await,
         };
-        if !matches!(outcome, TellOutcome::Completed(_) | TellOutcome::Failed { .. }) {
+        if !matches!(
+            outcome,
+            TellOutcome::Completed(_) | TellOutcome::Failed { .. }
+        ) {
             // The caller holds only a turn id; make sure the ledger can answer for it (the
             // turn's rows are written without being awaited, and may linger).
             self.shared.store.flush().await?;
