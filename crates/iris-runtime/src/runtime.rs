@@ -803,3 +803,6 @@ impl TurnHandle {
         }
     }
 }
+
+#[cfg(test)]
+mod handle_tests;

@@ -69,7 +69,7 @@ impl TurnProgress {
         });
     }
 
-    fn text(&self, text: String) {
+    pub(crate) fn text(&self, text: String) {
         {
             let mut partial = self.partial.lock().unwrap_or_else(PoisonError::into_inner);
             if !partial.is_empty() {
