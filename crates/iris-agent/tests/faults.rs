@@ -377,6 +377,26 @@ async fn an_interrupt_ends_the_turn_in_flight() {
 }
 
 #[tokio::test]
+async fn an_interrupt_made_before_its_turn_starts_ends_that_turn_and_no_later_one() {
+    let team = Team::new();
+    let mut c = start(&team, &SessionId::new_v4()).await;
+    // Cancelled before its message is even sent (a supervisor may cancel a turn it has
+    // assigned but not yet started): the turn must still end, not wait out a stall.
+    c.interrupter().interrupt();
+    let report = c.turn("!hang", None, STALL).await.unwrap();
+    assert!(report.failed());
+    assert_eq!(report.result.subtype, "error_during_execution");
+    // An interrupt that comes after its turn has ended does nothing to a later turn.
+    let stale = c.interrupter();
+    let next = c.turn("after", None, STALL).await.unwrap();
+    stale.interrupt();
+    assert_eq!(next.text, "echo: after");
+    let later = c.turn("later", None, STALL).await.unwrap();
+    assert_eq!(later.text, "echo: later");
+    stop_clean(c).await;
+}
+
+#[tokio::test]
 async fn a_launch_built_from_team_config_holds_a_conversation() {
     use iris_agent::command::{self, LaunchOptions};
     use iris_core::TeamName;

@@ -90,6 +90,11 @@ impl Runtime {
         })
     }
 
+    /// The configuration the runtime runs with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
     /// What start-up found and did.
     pub fn startup_report(&self) -> &StartupReport {
         &self.startup

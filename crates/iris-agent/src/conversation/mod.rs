@@ -11,6 +11,7 @@ mod io;
 mod permission;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use iris_core::UsageTotals;
@@ -90,28 +91,54 @@ impl TurnReport {
     }
 }
 
-/// Interrupts the turn in flight. Cheap to clone; usable while a turn is running.
+/// Interrupts one turn: the turn in flight when it was made, or else the next turn to start.
+/// Cheap to clone; usable while that turn runs.
+///
+/// An interrupt that comes before its turn has sent its message is kept, and sent right after
+/// the message: a turn is never started unaware that it was already cancelled. Later turns are
+/// not affected.
 #[derive(Debug, Clone)]
 pub struct Interrupter {
     writer: mpsc::WeakUnboundedSender<String>,
     ids: Arc<RequestIds>,
-    requested: watch::Sender<Option<Instant>>,
+    requested: watch::Sender<Option<PendingInterrupt>>,
+    /// The number of turns whose message has been sent, shared with the conversation.
+    sent: Arc<AtomicU64>,
+    /// The turn this interrupter is for (1 = the conversation's first).
+    turn: u64,
+}
+
+/// An interrupt requested for turn number `turn`, at `at`.
+#[derive(Debug, Clone, Copy)]
+struct PendingInterrupt {
+    turn: u64,
+    at: Instant,
 }
 
 impl Interrupter {
-    /// Sends an `interrupt` control request. The running turn then has the grace period to end
-    /// with a `result`; otherwise the agent is killed.
+    /// Sends an `interrupt` control request (once its turn has sent its message). The turn
+    /// then has the grace period to end with a `result`; otherwise the agent is killed.
     pub fn interrupt(&self) {
         let Some(writer) = self.writer.upgrade() else {
             return;
         };
-        let id = self.ids.next_id();
-        let _ = writer.send(control_request(&id, &HostRequest::Interrupt));
-        self.requested.send_if_modified(|at| {
-            let first = at.is_none();
-            at.get_or_insert_with(Instant::now);
+        let turn = self.turn;
+        self.requested.send_if_modified(|pending| {
+            let first = pending.is_none_or(|p| p.turn != turn);
+            if first {
+                *pending = Some(PendingInterrupt {
+                    turn,
+                    at: Instant::now(),
+                });
+            }
             first
         });
+        // The turn sends any interrupt pending when its message is out; checked after
+        // recording, so one of the two always sends it (both may: a second is harmless).
+        if self.sent.load(Ordering::SeqCst) >= turn {
+            let id = self.ids.next_id();
+            let _ = writer.send(control_request(&id, &HostRequest::Interrupt));
+        }
     }
 }
 
@@ -122,7 +149,9 @@ pub struct Conversation {
     writer: Option<mpsc::UnboundedSender<String>>,
     events: mpsc::Receiver<ReaderMsg>,
     ids: Arc<RequestIds>,
-    interrupts: watch::Sender<Option<Instant>>,
+    interrupts: watch::Sender<Option<PendingInterrupt>>,
+    /// Turns whose message has been sent.
+    sent_turns: Arc<AtomicU64>,
     session_id: Option<String>,
     /// User messages sent whose `result` has not been read: a turn whose future was dropped
     /// leaves one behind, and its result must not be taken for the next turn's.
@@ -160,6 +189,7 @@ impl Conversation {
             events,
             ids: Arc::new(RequestIds::new()),
             interrupts: watch::channel(None).0,
+            sent_turns: Arc::new(AtomicU64::new(0)),
             session_id: None,
             unfinished_turns: 0,
             options,
@@ -216,8 +246,16 @@ impl Conversation {
         if self.process.exit_info().is_some() {
             return Err(AgentError::NotRunning);
         }
-        let _ = self.interrupts.send_replace(None);
+        let turn = self.sent_turns.load(Ordering::SeqCst) + 1;
+        self.interrupts
+            .send_if_modified(|pending| pending.take_if(|p| p.turn != turn).is_some());
         self.send(user_message(text))?;
+        self.sent_turns.store(turn, Ordering::SeqCst);
+        if self.interrupts.borrow().is_some() {
+            // Interrupted before its message went out: the agent must hear it after.
+            let id = self.ids.next_id();
+            self.send(control_request(&id, &HostRequest::Interrupt))?;
+        }
         let mut abandoned = self.unfinished_turns;
         self.unfinished_turns += 1;
         let mut texts: Vec<String> = Vec::new();
@@ -231,7 +269,7 @@ impl Conversation {
         loop {
             let interrupt_deadline = interrupted
                 .borrow()
-                .map(|at| at + self.options.interrupt_grace);
+                .map(|p| p.at + self.options.interrupt_grace);
             tokio::select! {
                 msg = self.events.recv() => match msg {
                     Some(ReaderMsg::Event(decoded)) => {
@@ -287,7 +325,7 @@ impl Conversation {
         }
     }
 
-    /// A handle that interrupts the turn in flight.
+    /// A handle that interrupts the next turn (see [`Interrupter`]).
     pub fn interrupter(&self) -> Interrupter {
         Interrupter {
             writer: match &self.writer {
@@ -297,6 +335,9 @@ impl Conversation {
             },
             ids: self.ids.clone(),
             requested: self.interrupts.clone(),
+            sent: self.sent_turns.clone(),
+            // No turn runs while `&self` is borrowed here: this is the next one.
+            turn: self.sent_turns.load(Ordering::SeqCst) + 1,
         }
     }
 
