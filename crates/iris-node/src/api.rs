@@ -1,0 +1,343 @@
+//! The requests every front end (CLI, HTTP control API, MCP) makes, and their replies: plain,
+//! serde-serializable data, so the embedded runtime and a remote node answer alike.
+//!
+//! On the wire (`POST /api/v1/command`), a request is JSON tagged by `command`
+//! (`{"command":"tell","from":"alpha",…}`) and a reply is the [`Reply`] tagged by `kind`. An
+//! error is `{"error":{"code":"…","message":"…"}}` ([`ApiError`]).
+
+use std::time::Duration;
+
+use iris_core::{SessionRecord, TurnRecord};
+use serde::{Deserialize, Serialize};
+
+/// One command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Request {
+    /// Send `message` from `from` to `to`.
+    Tell {
+        /// The sending team.
+        from: String,
+        /// The receiving team.
+        to: String,
+        /// The message.
+        message: String,
+        /// Return after this long with what has streamed so far (the turn goes on).
+        #[serde(default, with = "humantime_option")]
+        timeout: Option<Duration>,
+        /// Return at once with the turn id.
+        #[serde(default, rename = "async")]
+        no_wait: bool,
+    },
+    /// List session records, newest use first.
+    SessionsList {
+        /// Only sessions from this team.
+        #[serde(default)]
+        from: Option<String>,
+        /// Only sessions to this team.
+        #[serde(default)]
+        to: Option<String>,
+        /// Only sessions in this status (`active`, `error`, …).
+        #[serde(default)]
+        status: Option<String>,
+        /// At most this many.
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// One session record.
+    SessionsShow {
+        /// Which session.
+        target: SessionTarget,
+    },
+    /// Delete a session (stopping its agent).
+    SessionsDelete {
+        /// The session id.
+        session_id: String,
+        /// Also delete the agent's transcript.
+        #[serde(default)]
+        transcript: bool,
+    },
+    /// Compact a session's conversation.
+    SessionsCompact {
+        /// The session id.
+        session_id: String,
+    },
+    /// Delete the pair's session and transcript, then create a new one.
+    SessionsReboot {
+        /// The sending team.
+        from: String,
+        /// The receiving team.
+        to: String,
+    },
+    /// The pair's most recent turns, newest first.
+    Report {
+        /// The sending team.
+        from: String,
+        /// The receiving team.
+        to: String,
+        /// At most this many (default 20).
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// Create the pair's session if needed and start its agent.
+    Wake {
+        /// The sending team.
+        from: String,
+        /// The receiving team.
+        to: String,
+    },
+    /// Stop the pair's agent after its turn in flight (`force`: interrupt it).
+    Sleep {
+        /// The sending team.
+        from: String,
+        /// The receiving team.
+        to: String,
+        /// Interrupt the turn in flight.
+        #[serde(default)]
+        force: bool,
+    },
+    /// Interrupt the pair's turn in flight.
+    Cancel {
+        /// The sending team.
+        from: String,
+        /// The receiving team.
+        to: String,
+        /// Also fail every queued turn as cancelled.
+        #[serde(default)]
+        drop_queue: bool,
+    },
+    /// Wake the sessions from `from` to every other team.
+    WakeAll {
+        /// The sending team.
+        from: String,
+    },
+    /// The pair's live status.
+    Status {
+        /// The sending team.
+        from: String,
+        /// The receiving team.
+        to: String,
+    },
+    /// Every configured team, with the state of the pair from `from` when given.
+    Teams {
+        /// The team whose pairs to show.
+        #[serde(default)]
+        from: Option<String>,
+    },
+    /// Totals: sessions by status and process state, live actors and processes, turns.
+    Stats,
+}
+
+/// A session named by id or by pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SessionTarget {
+    /// By session id.
+    Id {
+        /// The session id (a UUID).
+        session_id: String,
+    },
+    /// By pair.
+    Pair {
+        /// The sending team.
+        from: String,
+        /// The receiving team.
+        to: String,
+    },
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
+pub enum Reply {
+    /// `Tell`.
+    Tell(TellReply),
+    /// `SessionsList`.
+    Sessions(Vec<SessionRecord>),
+    /// `SessionsShow`, `SessionsCompact`, `SessionsReboot`, `Wake`.
+    Session(SessionRecord),
+    /// `SessionsDelete`.
+    Deleted(DeleteReply),
+    /// `Report`.
+    Turns(Vec<TurnRecord>),
+    /// `Sleep`.
+    Slept(PairReply),
+    /// `Cancel`.
+    Cancelled(CancelReply),
+    /// `WakeAll`.
+    WokeAll(Vec<WakeAllEntry>),
+    /// `Status`.
+    Status(StatusReply),
+    /// `Teams`.
+    Teams(Vec<TeamRow>),
+    /// `Stats`.
+    Stats(StatsReply),
+}
+
+/// What `iris tell --json` prints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TellReply {
+    /// The sending team.
+    pub from: String,
+    /// The receiving team.
+    pub to: String,
+    /// The session's id.
+    pub session_id: Option<String>,
+    /// The turn's id.
+    pub turn_id: String,
+    /// `completed`, `accepted`, `caller_timeout` or `failed`.
+    pub status: String,
+    /// The reply text (partial for `caller_timeout`, empty for `accepted`).
+    pub response: String,
+    /// The turn's cost, when it completed.
+    pub cost_usd: Option<f64>,
+    /// Token usage, when it completed.
+    pub usage: Option<serde_json::Value>,
+    /// The agent's own duration, when it completed.
+    pub duration_ms: Option<u64>,
+    /// Why the turn failed, when `status` is `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ApiErrorBody>,
+}
+
+/// What a deletion did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeleteReply {
+    /// The deleted record (`None` if there was none).
+    pub deleted: Option<SessionRecord>,
+    /// What happened to the transcript: `not_requested`, `removed`, `not_found` or a failure.
+    pub transcript: String,
+}
+
+/// A pair an operation acted on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairReply {
+    /// The sending team.
+    pub from: String,
+    /// The receiving team.
+    pub to: String,
+}
+
+/// What a cancel did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancelReply {
+    /// The sending team.
+    pub from: String,
+    /// The receiving team.
+    pub to: String,
+    /// Whether a turn in flight was interrupted.
+    pub interrupted: bool,
+    /// Queued turns failed as cancelled.
+    pub dropped: usize,
+}
+
+/// One team's result in `wake-all`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WakeAllEntry {
+    /// The receiving team.
+    pub to: String,
+    /// The session, when it woke.
+    pub session: Option<SessionRecord>,
+    /// Why it did not.
+    pub error: Option<ApiErrorBody>,
+}
+
+/// A pair's live status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReply {
+    /// The sending team.
+    pub from: String,
+    /// The receiving team.
+    pub to: String,
+    /// The session's record, if the pair has one.
+    pub session: Option<SessionRecord>,
+    /// Whether its agent process is alive (or starting).
+    pub awake: bool,
+    /// Whether a turn is in flight.
+    pub busy: bool,
+    /// Turns waiting behind it.
+    pub queued: usize,
+    /// The turn in flight.
+    pub current_turn: Option<String>,
+}
+
+/// One configured team.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeamRow {
+    /// The team's name.
+    pub name: String,
+    /// Its description.
+    pub description: String,
+    /// Its project directory (or `host:path` for a remote team).
+    pub path: String,
+    /// The state of the pair from the `from` team, when one was given: its session and status.
+    pub pair: Option<StatusReply>,
+}
+
+/// Node-wide totals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsReply {
+    /// The store's session totals (by status and process state).
+    pub sessions: iris_core::SessionStats,
+    /// Session actors live in the runtime.
+    pub live_actors: u64,
+    /// Agent processes alive.
+    pub live_processes: u64,
+    /// The runtime's counters (turns by outcome, spawns, crashes, …).
+    pub counters: std::collections::BTreeMap<String, u64>,
+}
+
+/// An error as the API reports it: `{"error":{"code":"…","message":"…"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{}", .error.message)]
+pub struct ApiError {
+    /// The error.
+    pub error: ApiErrorBody,
+}
+
+/// The body of an [`ApiError`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiErrorBody {
+    /// A stable code: one of [`iris_core::ErrorCode`]'s, or `USAGE_ERROR`, `NODE_UNAVAILABLE`,
+    /// `UNAUTHORIZED`, `INTERNAL_ERROR`.
+    pub code: String,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with `code` and `message`.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError {
+            error: ApiErrorBody {
+                code: code.into(),
+                message: message.into(),
+            },
+        }
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> &str {
+        &self.error.code
+    }
+}
+
+/// `Option<Duration>` as a humantime string (`"30s"`).
+mod humantime_option {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => s.serialize_some(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}

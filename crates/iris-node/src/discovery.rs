@@ -1,0 +1,1 @@
+//! Finding the configuration file, and `iris config init`'s starter file.

@@ -1,0 +1,1 @@
+//! Human output (tables, relative times, spinners) and `--json` output.

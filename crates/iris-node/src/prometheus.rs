@@ -1,0 +1,1 @@
+//! `/metrics`: the runtime's and the store's figures in Prometheus text format.

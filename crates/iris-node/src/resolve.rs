@@ -1,0 +1,2 @@
+//! Resolving each team's agent command: an absolute path, the config dir, PATH, next to the
+//! current executable, then the built-in demo agent.
