@@ -18,7 +18,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "iris",
     version,
     propagate_version = true,
-    after_help = "Examples:\n  iris tell alpha beta \"What changed in the API?\"\n  iris sessions list --from alpha\n  iris node --listen 127.0.0.1:7419\n  claude mcp add iris -- iris mcp --from alpha\n\nConfiguration is found at --config, $IRIS_CONFIG, ./config/iris.toml, then $IRIS_HOME/config.toml\n(IRIS_HOME defaults to ~/.iris). `iris config init` writes a commented starter file."
+    after_help = "Examples:\n  iris tell alpha beta \"What changed in the API?\"\n  iris sessions list --from alpha\n  iris node --listen 127.0.0.1:7419\n  claude mcp add iris -- iris mcp --from alpha\n\nConfiguration is found at --config, $IRIS_CONFIG, ./config/iris.toml, then $IRIS_HOME/config.toml\n(IRIS_HOME defaults to ~/.iris). `iris config init` writes a commented starter file.\n\nExit codes: 0 ok, 2 usage/config/validation, 3 not found, 4 busy, 5 agent failure or timeout,\n6 node unavailable, 1 anything else. With --json, errors print {\"error\":{\"code\",\"message\"}} on stdout."
 )]
 pub struct Cli {
     /// Options for every command.
@@ -204,10 +204,16 @@ pub enum SessionsCommand {
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate the configuration and print the effective configuration.
+    ///
+    /// Checks what a start would: the TOML syntax, every key, each team's agent command (found
+    /// as an absolute path, next to the config file, on PATH, or next to iris) and each team's
+    /// directory. Prints the configuration as iris will use it: defaults filled in, variables
+    /// expanded, paths and agent commands resolved (TOML, or JSON with --json).
     Check,
     /// Write a commented starter configuration.
     Init {
-        /// Where to write it (default: $IRIS_HOME/config.toml).
+        /// Where to write it (default: the --config path if given, else $IRIS_HOME/config.toml;
+        /// IRIS_HOME defaults to ~/.iris).
         #[arg(long, value_name = "PATH")]
         path: Option<PathBuf>,
         /// Replace an existing file.
@@ -229,6 +235,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
     use clap::CommandFactory;
 

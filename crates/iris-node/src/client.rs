@@ -1,26 +1,295 @@
-//! The client side of a running node's control API.
+//! The client side of a running node's control API: `POST /api/v1/command` with the token from
+//! the endpoint file, over plain HTTP (the node listens on loopback by default).
+//!
+//! **Timeouts.** Connecting is bounded ([`CONNECT_TIMEOUT`]): on loopback a live node accepts
+//! at once, so a connect that takes longer means the node is wedged. The whole exchange is
+//! bounded per kind of request ([`deadline_for`]):
+//!
+//! - reads (list, show, report, status, teams, stats) and `tell --async`: [`READ_TIMEOUT`];
+//! - `tell --timeout D`: D plus [`REPLY_MARGIN`] (the node answers at D with the partial text);
+//! - lifecycle commands (wake, wake-all, sleep, cancel, delete, compact, reboot), which start or
+//!   stop agents: [`CONTROL_TIMEOUT`], longer than any of them takes with sane settings;
+//! - a `tell` that waits for the whole reply: **no overall deadline**. A turn may legitimately
+//!   run for hours while the agent keeps streaming; the node itself bounds silence (the
+//!   `response_timeout` stall limit) and fails the turn, and a node that dies closes the
+//!   connection, which ends the wait at once (TCP keepalive covers a peer that vanished off
+//!   loopback). Interrupting the command (Ctrl-C) stops waiting; the turn goes on in the node.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::StatusCode;
 
 use crate::api::{ApiError, Reply, Request};
 use crate::endpoint::Endpoint;
+use crate::error::{INTERNAL_ERROR, NODE_UNAVAILABLE, UNAUTHORIZED};
+use crate::server::COMMAND_PATH;
+
+/// How long connecting to the node may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The deadline of a read or of `tell --async`.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// The deadline of a lifecycle command (agents start and stop).
+pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// What `tell --timeout D` adds to D for the node's answer to arrive.
+pub const REPLY_MARGIN: Duration = Duration::from_secs(30);
+/// TCP keepalive on the connection, so a vanished peer is noticed during a long tell.
+const KEEPALIVE: Duration = Duration::from_secs(30);
 
 /// Talks to one node, with its token.
 #[derive(Debug, Clone)]
 pub struct Client {
     endpoint: Endpoint,
+    /// The endpoint file it came from, for error messages.
+    source: Option<PathBuf>,
+    http: reqwest::Client,
 }
 
 impl Client {
-    /// A client for the node at `endpoint`.
-    pub fn new(endpoint: Endpoint) -> Client {
-        Client { endpoint }
+    /// A client for the node at `endpoint`, read from the endpoint file `source` (named in error
+    /// messages; `None` if the endpoint came from elsewhere).
+    pub fn new(endpoint: Endpoint, source: Option<PathBuf>) -> Result<Client, ApiError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_keepalive(KEEPALIVE)
+            // The node is reached directly: a proxy configured for the web must not see the
+            // token or relay loopback traffic.
+            .no_proxy()
+            .build()
+            .map_err(|e| {
+                ApiError::new(
+                    INTERNAL_ERROR,
+                    format!("could not set up an HTTP client for the iris node: {e}"),
+                )
+            })?;
+        Ok(Client {
+            endpoint,
+            source,
+            http,
+        })
+    }
+
+    /// The node this client talks to.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     /// Sends one request and returns the node's reply.
     pub async fn execute(&self, request: Request) -> Result<Reply, ApiError> {
-        let _ = (request, &self.endpoint);
-        Err(ApiError::new(
-            crate::error::NODE_UNAVAILABLE,
-            "not implemented yet",
-        ))
+        let deadline = deadline_for(&request);
+        let mut call = self
+            .http
+            .post(format!("{}{COMMAND_PATH}", self.endpoint.url()))
+            .bearer_auth(&self.endpoint.token)
+            .json(&request);
+        if let Some(deadline) = deadline {
+            call = call.timeout(deadline);
+        }
+        let response = call
+            .send()
+            .await
+            .map_err(|e| self.network_error(&e, deadline))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.network_error(&e, deadline))?;
+        self.decode(status, &body)
+    }
+
+    /// Turns the node's answer into a reply or the error it reported.
+    fn decode(&self, status: StatusCode, body: &[u8]) -> Result<Reply, ApiError> {
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(self.unauthorized());
+        }
+        if status.is_success() {
+            return serde_json::from_slice(body).map_err(|e| {
+                ApiError::new(
+                    INTERNAL_ERROR,
+                    format!(
+                        "the iris node at {} sent a reply this iris cannot read ({e}); are the node and this command the same version (`iris version`)?",
+                        self.endpoint.addr
+                    ),
+                )
+            });
+        }
+        match serde_json::from_slice::<ApiError>(body) {
+            Ok(error) => Err(error),
+            Err(_) => Err(ApiError::new(
+                INTERNAL_ERROR,
+                format!(
+                    "the iris node at {} answered {status}: {}",
+                    self.endpoint.addr,
+                    String::from_utf8_lossy(&body[..body.len().min(500)]).trim()
+                ),
+            )),
+        }
+    }
+
+    fn file(&self) -> String {
+        self.source.as_deref().map_or_else(
+            || "the node's endpoint file".to_owned(),
+            |p: &Path| p.display().to_string(),
+        )
+    }
+
+    fn unauthorized(&self) -> ApiError {
+        ApiError::new(
+            UNAUTHORIZED,
+            format!(
+                "the iris node at {} (pid {}) refused the access token from {}: the token in the endpoint file does not match the node's. Restart the node to rewrite the file, or check that nothing else edits it",
+                self.endpoint.addr,
+                self.endpoint.pid,
+                self.file()
+            ),
+        )
+    }
+
+    fn network_error(&self, error: &reqwest::Error, deadline: Option<Duration>) -> ApiError {
+        let (addr, pid, file) = (self.endpoint.addr, self.endpoint.pid, self.file());
+        let message = if error.is_timeout() {
+            match deadline {
+                Some(d) if !error.is_connect() => format!(
+                    "the iris node at {addr} (pid {pid}) did not answer within {}: it may be overloaded or stuck; check its log, or restart it",
+                    humantime::format_duration(d)
+                ),
+                _ => format!(
+                    "could not connect to the iris node at {addr} (pid {pid}) within {}: it may be stuck; check its log, or restart it",
+                    humantime::format_duration(CONNECT_TIMEOUT)
+                ),
+            }
+        } else if error.is_connect() {
+            format!(
+                "could not connect to the iris node at {addr} (pid {pid}) named in {file}: {}. Is the node running? If it is not, remove the stale endpoint file {file} and retry",
+                root_cause(error)
+            )
+        } else {
+            format!(
+                "lost the connection to the iris node at {addr} (pid {pid}): {}. If the node stopped, the command may or may not have run: check with `iris sessions show` or `iris report`",
+                root_cause(error)
+            )
+        };
+        ApiError::new(NODE_UNAVAILABLE, message)
+    }
+}
+
+/// How long a request may take from sending it until its reply is read, or `None` for no
+/// overall deadline (see the module documentation).
+pub fn deadline_for(request: &Request) -> Option<Duration> {
+    match request {
+        Request::Tell { no_wait: true, .. } => Some(READ_TIMEOUT),
+        Request::Tell {
+            timeout: Some(d), ..
+        } => Some(d.saturating_add(REPLY_MARGIN)),
+        Request::Tell { .. } => None,
+        Request::SessionsList { .. }
+        | Request::SessionsShow { .. }
+        | Request::Report { .. }
+        | Request::Status { .. }
+        | Request::Teams { .. }
+        | Request::Stats => Some(READ_TIMEOUT),
+        Request::SessionsDelete { .. }
+        | Request::SessionsCompact { .. }
+        | Request::SessionsReboot { .. }
+        | Request::Wake { .. }
+        | Request::Sleep { .. }
+        | Request::Cancel { .. }
+        | Request::WakeAll { .. } => Some(CONTROL_TIMEOUT),
+    }
+}
+
+/// The innermost cause of an error ("Connection refused (os error 111)"), which is what tells a
+/// person what happened; reqwest's own message is a generic "error sending request".
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause: &(dyn std::error::Error + 'static) = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn endpoint(addr: &str) -> Endpoint {
+        Endpoint {
+            addr: addr.parse().unwrap(),
+            pid: 4242,
+            token: "t".repeat(64),
+            start_ticks: None,
+        }
+    }
+
+    fn tell(timeout: Option<Duration>, no_wait: bool) -> Request {
+        Request::Tell {
+            from: "a".into(),
+            to: "b".into(),
+            message: "hi".into(),
+            timeout,
+            no_wait,
+        }
+    }
+
+    #[test]
+    fn every_request_has_its_deadline() {
+        assert_eq!(deadline_for(&tell(None, false)), None);
+        assert_eq!(deadline_for(&tell(None, true)), Some(READ_TIMEOUT));
+        assert_eq!(
+            deadline_for(&tell(Some(Duration::from_secs(10)), false)),
+            Some(Duration::from_secs(10) + REPLY_MARGIN)
+        );
+        assert_eq!(deadline_for(&Request::Stats), Some(READ_TIMEOUT));
+        assert_eq!(
+            deadline_for(&Request::WakeAll { from: "a".into() }),
+            Some(CONTROL_TIMEOUT)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_node_unavailable_and_says_what_to_do() {
+        // Bind then drop: the port is (almost certainly) closed now.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let client = Client::new(
+            endpoint(&addr.to_string()),
+            Some(PathBuf::from("/data/iris.redb.node")),
+        )
+        .unwrap();
+        let error = client.execute(Request::Stats).await.unwrap_err();
+        assert_eq!(error.code(), NODE_UNAVAILABLE);
+        let text = error.to_string();
+        assert!(text.contains(&addr.to_string()), "{text}");
+        assert!(text.contains("Is the node running?"), "{text}");
+        assert!(text.contains("/data/iris.redb.node"), "{text}");
+        assert!(text.to_lowercase().contains("refused"), "{text}");
+        assert_eq!(error.exit_code(), 6);
+    }
+
+    #[test]
+    fn answers_are_decoded_by_status() {
+        let client = Client::new(endpoint("127.0.0.1:1"), None).unwrap();
+        let error = client.decode(StatusCode::UNAUTHORIZED, b"").unwrap_err();
+        assert_eq!(error.code(), UNAUTHORIZED);
+        assert!(error.to_string().contains("does not match"), "{error}");
+
+        let body = serde_json::to_vec(&ApiError::new("QUEUE_FULL", "full")).unwrap();
+        let error = client
+            .decode(StatusCode::TOO_MANY_REQUESTS, &body)
+            .unwrap_err();
+        assert_eq!(error, ApiError::new("QUEUE_FULL", "full"));
+
+        let error = client
+            .decode(StatusCode::BAD_GATEWAY, b"<html>proxy</html>")
+            .unwrap_err();
+        assert_eq!(error.code(), INTERNAL_ERROR);
+        assert!(error.to_string().contains("502"), "{error}");
+
+        let error = client.decode(StatusCode::OK, b"{}").unwrap_err();
+        assert!(error.to_string().contains("same version"), "{error}");
     }
 }

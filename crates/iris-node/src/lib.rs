@@ -1,7 +1,7 @@
 //! The `iris` binary's library: the command line, the embedded default, the node server (control
 //! API, MCP, metrics) and the client that talks to a running node.
 //!
-//! Every command is an [`api::Request`]; [`service::execute`] runs one against a
+//! Every command is an [`api::Request`]; [`service::Service::execute`] runs one against a
 //! [`iris_runtime::Runtime`], in this process (the embedded default) or inside `iris node`,
 //! which serves the same requests over HTTP ([`server`]) and MCP ([`mcp`]). The CLI picks its
 //! [`backend::Backend`]: the node, if one holds the store, else an embedded runtime.

@@ -1,9 +1,26 @@
 //! Runs [`Request`]s against a [`Runtime`]: the one place a command's meaning lives, shared by
 //! the embedded CLI, the node's control API and the MCP tools.
+//!
+//! Every input arrives as text (from argv, JSON or an MCP call) and is validated here into a
+//! typed value, so each front end reports the same stable code for the same mistake:
+//! a malformed team name, session id or status is `VALIDATION_ERROR`, a team that is not
+//! configured is `TEAM_NOT_FOUND`, a session that does not exist is `SESSION_NOT_FOUND`.
 
-use iris_runtime::Runtime;
+use std::str::FromStr;
 
-use crate::api::{ApiError, Reply, Request};
+use iris_core::{Coded, ErrorCode, SessionFilter, SessionId, SessionStatus, TeamName};
+use iris_runtime::{
+    Deletion, PairStatus, RuntimeError, TellOptions, TellOutcome, TranscriptRemoval, TurnError,
+};
+use iris_runtime::{Runtime, RuntimeStats};
+
+use crate::api::{
+    ApiError, ApiErrorBody, CancelReply, DeleteReply, PairReply, Reply, Request, SessionTarget,
+    StatsReply, StatusReply, TeamRow, TellReply, WakeAllEntry,
+};
+
+/// How many turns `report` shows when the request gives no limit.
+pub const DEFAULT_REPORT_LIMIT: usize = 20;
 
 /// Executes requests against a runtime. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -24,10 +41,566 @@ impl Service {
 
     /// Runs one request.
     pub async fn execute(&self, request: Request) -> Result<Reply, ApiError> {
-        let _ = request;
-        Err(ApiError::new(
-            crate::error::INTERNAL_ERROR,
-            "not implemented yet",
-        ))
+        match request {
+            Request::Tell {
+                from,
+                to,
+                message,
+                timeout,
+                no_wait,
+            } => {
+                let options = match (no_wait, timeout) {
+                    (true, _) => TellOptions::no_wait(),
+                    (false, Some(limit)) => TellOptions::timeout(limit),
+                    (false, None) => TellOptions::complete(),
+                };
+                self.tell(&from, &to, message, options)
+                    .await
+                    .map(Reply::Tell)
+            }
+            Request::SessionsList {
+                from,
+                to,
+                status,
+                limit,
+            } => self.list(from, to, status, limit).map(Reply::Sessions),
+            Request::SessionsShow { target } => self.show(&target).map(Reply::Session),
+            Request::SessionsDelete {
+                session_id,
+                transcript,
+            } => {
+                let id = session_id_of(&session_id)?;
+                let deletion = self.runtime.delete_session(&id, transcript).await?;
+                deletion_reply(&id, deletion).map(Reply::Deleted)
+            }
+            Request::SessionsCompact { session_id } => {
+                let id = session_id_of(&session_id)?;
+                Ok(Reply::Session(self.runtime.compact_session(&id).await?))
+            }
+            Request::SessionsReboot { from, to } => {
+                let (from, to) = self.pair(&from, &to)?;
+                Ok(Reply::Session(self.runtime.reboot(&from, &to).await?))
+            }
+            Request::Report { from, to, limit } => {
+                let (from_team, to_team) = self.known_or_stored_pair(&from, &to)?;
+                let limit = limit.unwrap_or(DEFAULT_REPORT_LIMIT);
+                Ok(Reply::Turns(
+                    self.runtime.report(&from_team, &to_team, limit)?,
+                ))
+            }
+            Request::Wake { from, to } => {
+                let (from, to) = self.pair(&from, &to)?;
+                Ok(Reply::Session(self.runtime.wake(&from, &to).await?))
+            }
+            Request::Sleep { from, to, force } => {
+                let (from_team, to_team) = self.pair(&from, &to)?;
+                self.runtime.sleep(&from_team, &to_team, force).await?;
+                Ok(Reply::Slept(PairReply { from, to }))
+            }
+            Request::Cancel {
+                from,
+                to,
+                drop_queue,
+            } => {
+                let (from_team, to_team) = self.pair(&from, &to)?;
+                let cancelled = self
+                    .runtime
+                    .cancel(&from_team, &to_team, drop_queue)
+                    .await?;
+                Ok(Reply::Cancelled(CancelReply {
+                    from,
+                    to,
+                    interrupted: cancelled.interrupted,
+                    dropped: cancelled.dropped,
+                }))
+            }
+            Request::WakeAll { from } => {
+                let from = self.team(&from)?;
+                let woken = self.runtime.wake_all(&from).await;
+                Ok(Reply::WokeAll(woken.into_iter().map(wake_entry).collect()))
+            }
+            Request::Status { from, to } => {
+                let (from_team, to_team) = self.pair(&from, &to)?;
+                let status = self.runtime.status(&from_team, &to_team).await?;
+                Ok(Reply::Status(status_reply(from, to, status)))
+            }
+            Request::Teams { from } => self.teams(from.as_deref()).await.map(Reply::Teams),
+            Request::Stats => Ok(Reply::Stats(stats_reply(
+                self.runtime.stats(),
+                self.runtime.metrics().counters,
+            ))),
+        }
+    }
+
+    async fn tell(
+        &self,
+        from: &str,
+        to: &str,
+        message: String,
+        options: TellOptions,
+    ) -> Result<TellReply, ApiError> {
+        let (from_team, to_team) = self.pair(from, to)?;
+        if message.trim().is_empty() {
+            return Err(validation(
+                "the message is empty; write what the receiving team should do".to_owned(),
+            ));
+        }
+        let outcome = self
+            .runtime
+            .tell(&from_team, &to_team, message, options)
+            .await?;
+        // The tell created the session if it had none, so it can be read now. The outcome is
+        // what matters; a store hiccup here only loses the id from the reply.
+        let session_id = self
+            .runtime
+            .get_session(&from_team, &to_team)
+            .ok()
+            .flatten()
+            .map(|record| record.session_id.to_string());
+        Ok(tell_reply(from, to, session_id, outcome))
+    }
+
+    fn list(
+        &self,
+        from: Option<String>,
+        to: Option<String>,
+        status: Option<String>,
+        limit: Option<usize>,
+    ) -> Result<Vec<iris_core::SessionRecord>, ApiError> {
+        // Filters take any valid name: sessions of a team removed from the configuration are
+        // still stored and worth listing.
+        let mut filter = SessionFilter::all();
+        if let Some(from) = from {
+            filter = filter.from_team(team_name(&from)?);
+        }
+        if let Some(to) = to {
+            filter = filter.to_team(team_name(&to)?);
+        }
+        if let Some(status) = status {
+            filter = filter.with_status(status_of(&status)?);
+        }
+        if let Some(limit) = limit {
+            filter = filter.limit(limit);
+        }
+        Ok(self.runtime.list_sessions(&filter)?)
+    }
+
+    fn show(&self, target: &SessionTarget) -> Result<iris_core::SessionRecord, ApiError> {
+        match target {
+            SessionTarget::Id { session_id } => {
+                let id = session_id_of(session_id)?;
+                self.runtime
+                    .get_session_by_id(&id)?
+                    .ok_or_else(|| session_not_found(&format!("with id {id}")))
+            }
+            SessionTarget::Pair { from, to } => {
+                let (from_team, to_team) = self.known_or_stored_pair(from, to)?;
+                match self.runtime.get_session(&from_team, &to_team)? {
+                    Some(record) => Ok((*record).clone()),
+                    None => Err(session_not_found(&format!("for {from_team}->{to_team}"))),
+                }
+            }
+        }
+    }
+
+    async fn teams(&self, from: Option<&str>) -> Result<Vec<TeamRow>, ApiError> {
+        let from = from.map(|name| self.team(name)).transpose()?;
+        let mut rows = Vec::new();
+        for (name, team) in self.runtime.config().teams() {
+            let pair = match &from {
+                Some(from) if from != name => {
+                    let status = self.runtime.status(from, name).await?;
+                    Some(status_reply(from.to_string(), name.to_string(), status))
+                }
+                _ => None,
+            };
+            let path = match &team.remote {
+                Some(remote) => format!("{}:{}", remote.destination, team.path.display()),
+                // The configured path keeps `..` (resolving it lexically would be wrong across
+                // symlinks); the directory it names is what a reader wants to see.
+                None => std::fs::canonicalize(&team.path)
+                    .unwrap_or_else(|_| team.path.clone())
+                    .display()
+                    .to_string(),
+            };
+            rows.push(TeamRow {
+                name: name.to_string(),
+                description: team.description.clone(),
+                path,
+                pair,
+            });
+        }
+        Ok(rows)
+    }
+
+    /// A configured team.
+    fn team(&self, name: &str) -> Result<TeamName, ApiError> {
+        let team = team_name(name)?;
+        if self.runtime.config().team(&team).is_none() {
+            return Err(RuntimeError::UnknownTeam { team }.into());
+        }
+        Ok(team)
+    }
+
+    /// Two configured teams.
+    fn pair(&self, from: &str, to: &str) -> Result<(TeamName, TeamName), ApiError> {
+        Ok((self.team(from)?, self.team(to)?))
+    }
+
+    /// Two valid names for reading what is stored: a pair whose team left the configuration
+    /// can still be read, but if it has no session, an unknown team is the better answer.
+    fn known_or_stored_pair(&self, from: &str, to: &str) -> Result<(TeamName, TeamName), ApiError> {
+        let (from_team, to_team) = (team_name(from)?, team_name(to)?);
+        if self.runtime.get_session(&from_team, &to_team)?.is_none() {
+            return self.pair(from, to);
+        }
+        Ok((from_team, to_team))
+    }
+}
+
+/// A valid team name (syntax only).
+fn team_name(name: &str) -> Result<TeamName, ApiError> {
+    TeamName::new(name).map_err(|e| ApiError::new(e.code().as_str(), e.to_string()))
+}
+
+/// A valid session id.
+fn session_id_of(text: &str) -> Result<SessionId, ApiError> {
+    SessionId::parse(text.trim()).map_err(|e| {
+        ApiError::new(
+            e.code().as_str(),
+            format!("{e}; `iris sessions list` shows the sessions and their ids"),
+        )
+    })
+}
+
+/// A known session status.
+fn status_of(text: &str) -> Result<SessionStatus, ApiError> {
+    SessionStatus::from_str(text.trim())
+        .map_err(|e| ApiError::new(e.code().as_str(), e.to_string()))
+}
+
+fn validation(message: String) -> ApiError {
+    ApiError::new(ErrorCode::ValidationError.as_str(), message)
+}
+
+fn session_not_found(what: &str) -> ApiError {
+    RuntimeError::NotFound {
+        what: what.to_owned(),
+    }
+    .into()
+}
+
+/// The body of an error with a code.
+fn error_body(error: &(impl Coded + std::fmt::Display)) -> ApiErrorBody {
+    ApiErrorBody {
+        code: error.code().as_str().to_owned(),
+        message: error.to_string(),
+    }
+}
+
+/// What `tell` answers, for each outcome: `completed` with the text, cost, usage and duration;
+/// `accepted` with nothing yet; `caller_timeout` with the text streamed so far; `failed` with
+/// the turn's error code and message.
+pub fn tell_reply(
+    from: &str,
+    to: &str,
+    session_id: Option<String>,
+    outcome: TellOutcome,
+) -> TellReply {
+    let turn_id = outcome.turn_id().to_string();
+    let mut reply = TellReply {
+        from: from.to_owned(),
+        to: to.to_owned(),
+        session_id,
+        turn_id,
+        status: String::new(),
+        response: String::new(),
+        cost_usd: None,
+        usage: None,
+        duration_ms: None,
+        error: None,
+    };
+    match outcome {
+        TellOutcome::Completed(result) => {
+            reply.status = "completed".into();
+            reply.response = result.text;
+            reply.cost_usd = Some(result.cost_usd);
+            reply.usage = serde_json::to_value(result.usage).ok();
+            reply.duration_ms = Some(result.duration_ms);
+        }
+        TellOutcome::Accepted { .. } => reply.status = "accepted".into(),
+        TellOutcome::CallerTimeout { partial, .. } => {
+            reply.status = "caller_timeout".into();
+            reply.response = partial;
+        }
+        TellOutcome::Failed { error, .. } => {
+            reply.status = "failed".into();
+            reply.error = Some(turn_error_body(&error));
+        }
+    }
+    reply
+}
+
+fn turn_error_body(error: &TurnError) -> ApiErrorBody {
+    error_body(error)
+}
+
+/// A deletion's reply; deleting a session that does not exist is `SESSION_NOT_FOUND`, so a
+/// mistyped id is not mistaken for a success.
+fn deletion_reply(id: &SessionId, deletion: Deletion) -> Result<DeleteReply, ApiError> {
+    let Some(record) = deletion.deleted else {
+        return Err(session_not_found(&format!("with id {id}")));
+    };
+    Ok(DeleteReply {
+        deleted: Some(record),
+        transcript: transcript_text(&deletion.transcript),
+    })
+}
+
+/// `not_requested`, `removed`, `not_found`, or `failed: …` naming the file and the reason.
+pub fn transcript_text(removal: &TranscriptRemoval) -> String {
+    match removal {
+        TranscriptRemoval::NotRequested => "not_requested".into(),
+        TranscriptRemoval::Removed(_) => "removed".into(),
+        TranscriptRemoval::NotFound => "not_found".into(),
+        TranscriptRemoval::Failed { path, reason } => match path {
+            Some(path) => format!("failed: {} ({reason})", path.display()),
+            None => format!("failed: {reason}"),
+        },
+    }
+}
+
+fn wake_entry(
+    (team, result): (TeamName, Result<iris_core::SessionRecord, RuntimeError>),
+) -> WakeAllEntry {
+    match result {
+        Ok(session) => WakeAllEntry {
+            to: team.to_string(),
+            session: Some(session),
+            error: None,
+        },
+        Err(error) => WakeAllEntry {
+            to: team.to_string(),
+            session: None,
+            error: Some(error_body(&error)),
+        },
+    }
+}
+
+/// A pair's status as the API shows it.
+pub fn status_reply(from: String, to: String, status: PairStatus) -> StatusReply {
+    StatusReply {
+        from,
+        to,
+        session: status.session,
+        awake: status.awake,
+        busy: status.busy,
+        queued: status.queued,
+        current_turn: status.current_turn.map(|turn| turn.to_string()),
+    }
+}
+
+/// Node-wide totals: the store's counts, the live figures and the runtime's counters.
+pub fn stats_reply(stats: RuntimeStats, counters: Vec<(String, u64)>) -> StatsReply {
+    let mut counters: std::collections::BTreeMap<String, u64> = counters.into_iter().collect();
+    counters.insert("store_write_batches".into(), stats.store_write_batches);
+    StatsReply {
+        sessions: stats.sessions,
+        live_actors: stats.live_actors,
+        live_processes: stats.live_processes,
+        counters,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::Duration;
+
+    use iris_core::{TurnId, UsageTotals};
+    use iris_runtime::TurnResult;
+
+    use super::*;
+
+    #[test]
+    fn a_completed_tell_carries_text_cost_usage_and_duration() {
+        let turn_id = TurnId::new();
+        let outcome = TellOutcome::Completed(TurnResult {
+            turn_id,
+            text: "echo: hello".into(),
+            subtype: "success".into(),
+            is_error: false,
+            cost_usd: 0.25,
+            usage: UsageTotals {
+                cost_usd: 0.25,
+                input_tokens: 3,
+                output_tokens: 4,
+                ..UsageTotals::default()
+            },
+            duration_ms: 12,
+            num_turns: 1,
+        });
+        let reply = tell_reply("alpha", "beta", Some("sid".into()), outcome);
+        assert_eq!(reply.status, "completed");
+        assert_eq!(reply.turn_id, turn_id.to_string());
+        assert_eq!(reply.session_id.as_deref(), Some("sid"));
+        assert_eq!(reply.response, "echo: hello");
+        assert_eq!(reply.cost_usd, Some(0.25));
+        assert_eq!(reply.duration_ms, Some(12));
+        assert_eq!(reply.usage.as_ref().unwrap()["output_tokens"], 4);
+        assert!(reply.error.is_none());
+        // `error` is absent (not null) unless the turn failed.
+        let json = serde_json::to_value(&reply).unwrap();
+        assert!(json.get("error").is_none(), "{json}");
+        for key in [
+            "from",
+            "to",
+            "session_id",
+            "turn_id",
+            "status",
+            "response",
+            "cost_usd",
+            "usage",
+            "duration_ms",
+        ] {
+            assert!(json.get(key).is_some(), "{key} in {json}");
+        }
+    }
+
+    #[test]
+    fn accepted_and_caller_timeout_carry_the_turn_id_and_the_text_so_far() {
+        let turn_id = TurnId::new();
+        let accepted = tell_reply("a", "b", None, TellOutcome::Accepted { turn_id });
+        assert_eq!(
+            (accepted.status.as_str(), accepted.response.as_str()),
+            ("accepted", "")
+        );
+        assert_eq!(accepted.turn_id, turn_id.to_string());
+        assert_eq!(accepted.cost_usd, None);
+        let timeout = tell_reply(
+            "a",
+            "b",
+            None,
+            TellOutcome::CallerTimeout {
+                turn_id,
+                partial: "half".into(),
+            },
+        );
+        assert_eq!(
+            (timeout.status.as_str(), timeout.response.as_str()),
+            ("caller_timeout", "half")
+        );
+        assert!(timeout.error.is_none());
+    }
+
+    #[test]
+    fn a_failed_tell_carries_the_turn_errors_code_and_message() {
+        let cases = [
+            (
+                TurnError::Timeout {
+                    after: Duration::from_secs(5),
+                },
+                "TIMEOUT",
+            ),
+            (TurnError::PoolExhausted { max: 2 }, "POOL_LIMIT_EXCEEDED"),
+            (TurnError::Cancelled, "PROCESS_ERROR"),
+            (
+                TurnError::Spawn {
+                    code: ErrorCode::ConfigError,
+                    reason: "bad".into(),
+                },
+                "CONFIG_ERROR",
+            ),
+        ];
+        for (error, code) in cases {
+            let message = error.to_string();
+            let reply = tell_reply(
+                "a",
+                "b",
+                None,
+                TellOutcome::Failed {
+                    turn_id: TurnId::new(),
+                    error,
+                },
+            );
+            assert_eq!(reply.status, "failed");
+            let body = reply.error.unwrap();
+            assert_eq!(body.code, code);
+            assert_eq!(body.message, message);
+        }
+    }
+
+    #[test]
+    fn inputs_are_validated_into_stable_codes() {
+        let e = team_name("a b").unwrap_err();
+        assert_eq!(e.code(), "VALIDATION_ERROR");
+        assert!(e.error.message.contains("a b"), "{e}");
+
+        let e = session_id_of("not-a-uuid").unwrap_err();
+        assert_eq!(e.code(), "VALIDATION_ERROR");
+        assert!(e.error.message.contains("not-a-uuid"), "{e}");
+        assert!(e.error.message.contains("UUID"), "{e}");
+        let id = SessionId::new_v4();
+        assert_eq!(session_id_of(&format!(" {id} ")).unwrap(), id);
+
+        let e = status_of("sleeping").unwrap_err();
+        assert_eq!(e.code(), "VALIDATION_ERROR");
+        assert!(e.error.message.contains("active, idle"), "{e}");
+        assert_eq!(status_of("error").unwrap(), SessionStatus::Error);
+    }
+
+    #[test]
+    fn transcript_outcomes_have_stable_names() {
+        assert_eq!(
+            transcript_text(&TranscriptRemoval::NotRequested),
+            "not_requested"
+        );
+        assert_eq!(
+            transcript_text(&TranscriptRemoval::Removed("/t".into())),
+            "removed"
+        );
+        assert_eq!(transcript_text(&TranscriptRemoval::NotFound), "not_found");
+        let failed = transcript_text(&TranscriptRemoval::Failed {
+            path: Some("/t/x.jsonl".into()),
+            reason: "denied".into(),
+        });
+        assert!(
+            failed.starts_with("failed:")
+                && failed.contains("/t/x.jsonl")
+                && failed.contains("denied"),
+            "{failed}"
+        );
+    }
+
+    #[test]
+    fn deleting_nothing_is_session_not_found() {
+        let id = SessionId::new_v4();
+        let e = deletion_reply(
+            &id,
+            Deletion {
+                deleted: None,
+                transcript: TranscriptRemoval::NotRequested,
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), "SESSION_NOT_FOUND");
+        assert!(e.error.message.contains(&id.to_string()), "{e}");
+    }
+
+    #[test]
+    fn stats_keep_every_counter_by_name() {
+        let stats = RuntimeStats {
+            sessions: iris_core::SessionStats::default(),
+            live_actors: 2,
+            live_processes: 1,
+            store_write_batches: 9,
+        };
+        let reply = stats_reply(stats, vec![("tells".into(), 3), ("spawns".into(), 1)]);
+        assert_eq!(reply.live_actors, 2);
+        assert_eq!(reply.live_processes, 1);
+        assert_eq!(reply.counters["tells"], 3);
+        assert_eq!(reply.counters["spawns"], 1);
+        assert_eq!(reply.counters["store_write_batches"], 9);
     }
 }

@@ -16,7 +16,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability};
 use tokio::sync::{mpsc, oneshot};
@@ -80,6 +80,15 @@ pub(crate) struct Batching {
     pub linger: Duration,
 }
 
+/// See [`WriterStats::COMMIT_TIME_BOUNDS_US`].
+pub(crate) const COMMIT_TIME_BOUNDS_US: [u64; 12] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 500_000, 2_000_000,
+];
+
+/// See [`WriterStats::BATCH_SIZE_BOUNDS`].
+pub(crate) const BATCH_SIZE_BOUNDS: [u64; 12] =
+    [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096, 8192];
+
 /// Counts of the writer's work, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct WriterStats {
@@ -89,6 +98,24 @@ pub struct WriterStats {
     pub mutations: u64,
     /// The largest batch so far.
     pub max_batch: u64,
+    /// Committed batches per commit-latency bucket ([`Self::COMMIT_TIME_BOUNDS_US`], plus one
+    /// bucket for everything above); not cumulative. The latency runs from opening the write
+    /// transaction until `commit()` returned (the fsync included): what an awaited write adds to
+    /// its caller's wait, beyond queueing.
+    pub commit_time_counts: [u64; COMMIT_TIME_BOUNDS_US.len() + 1],
+    /// The sum of every committed batch's latency, in microseconds.
+    pub commit_time_sum_us: u64,
+    /// Committed batches per batch-size bucket ([`Self::BATCH_SIZE_BOUNDS`], plus one bucket for
+    /// everything above); not cumulative. The sum is [`WriterStats::mutations`].
+    pub batch_size_counts: [u64; BATCH_SIZE_BOUNDS.len() + 1],
+}
+
+impl WriterStats {
+    /// Upper bounds of the commit-latency buckets, in microseconds: from a tmpfs commit
+    /// (~100 µs) to a stalled disk (seconds).
+    pub const COMMIT_TIME_BOUNDS_US: [u64; 12] = COMMIT_TIME_BOUNDS_US;
+    /// Upper bounds of the batch-size buckets, in mutations (the default `max_batch` is 8192).
+    pub const BATCH_SIZE_BOUNDS: [u64; 12] = BATCH_SIZE_BOUNDS;
 }
 
 #[derive(Debug, Default)]
@@ -96,6 +123,17 @@ pub(crate) struct WriterCounters {
     batches: AtomicU64,
     mutations: AtomicU64,
     max_batch: AtomicU64,
+    commit_time: [AtomicU64; COMMIT_TIME_BOUNDS_US.len() + 1],
+    commit_time_sum_us: AtomicU64,
+    batch_size: [AtomicU64; BATCH_SIZE_BOUNDS.len() + 1],
+}
+
+/// The index of the first bucket whose bound is at least `value` (the overflow bucket if none).
+fn bucket(bounds: &[u64], value: u64) -> usize {
+    bounds
+        .iter()
+        .position(|bound| value <= *bound)
+        .unwrap_or(bounds.len())
 }
 
 impl WriterCounters {
@@ -104,14 +142,27 @@ impl WriterCounters {
             batches: self.batches.load(Ordering::Relaxed),
             mutations: self.mutations.load(Ordering::Relaxed),
             max_batch: self.max_batch.load(Ordering::Relaxed),
+            commit_time_counts: self
+                .commit_time
+                .each_ref()
+                .map(|c| c.load(Ordering::Relaxed)),
+            commit_time_sum_us: self.commit_time_sum_us.load(Ordering::Relaxed),
+            batch_size_counts: self
+                .batch_size
+                .each_ref()
+                .map(|c| c.load(Ordering::Relaxed)),
         }
     }
 
-    fn record(&self, size: usize) {
+    fn record(&self, size: usize, took: Duration) {
         let size = size as u64;
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.mutations.fetch_add(size, Ordering::Relaxed);
         self.max_batch.fetch_max(size, Ordering::Relaxed);
+        self.commit_time[bucket(&COMMIT_TIME_BOUNDS_US, us)].fetch_add(1, Ordering::Relaxed);
+        self.commit_time_sum_us.fetch_add(us, Ordering::Relaxed);
+        self.batch_size[bucket(&BATCH_SIZE_BOUNDS, size)].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -220,9 +271,10 @@ impl Writer {
             return;
         }
         let before = self.counters.clone();
+        let started = Instant::now();
         match self.apply_all(batch) {
             Ok(mut outcomes) => {
-                self.shared.work.record(outcomes.len());
+                self.shared.work.record(outcomes.len(), started.elapsed());
                 if let Ok(mut committed) = self.shared.committed.lock() {
                     committed.clone_from(&self.counters);
                 }
@@ -271,5 +323,33 @@ impl Writer {
         }
         txn.commit().during("committing")?;
         Ok(outcomes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_lands_in_the_buckets_of_its_latency_and_size() {
+        let counters = WriterCounters::default();
+        counters.record(1, Duration::from_micros(100));
+        counters.record(3, Duration::from_micros(101));
+        counters.record(10_000, Duration::from_secs(10));
+        let stats = counters.snapshot();
+        assert_eq!(stats.batches, 3);
+        assert_eq!(stats.mutations, 10_004);
+        assert_eq!(stats.max_batch, 10_000);
+        assert_eq!(stats.commit_time_counts[0], 1);
+        assert_eq!(stats.commit_time_counts[1], 1);
+        assert_eq!(stats.commit_time_counts[COMMIT_TIME_BOUNDS_US.len()], 1);
+        assert_eq!(stats.commit_time_counts.iter().sum::<u64>(), 3);
+        assert_eq!(stats.commit_time_sum_us, 100 + 101 + 10_000_000);
+        assert_eq!(stats.batch_size_counts[0], 1);
+        assert_eq!(
+            stats.batch_size_counts[2], 1,
+            "3 mutations: the bucket up to 4"
+        );
+        assert_eq!(stats.batch_size_counts[BATCH_SIZE_BOUNDS.len()], 1);
     }
 }

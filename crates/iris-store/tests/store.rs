@@ -855,6 +855,10 @@ async fn concurrent_writers_share_commits() {
         work.max_batch > 1,
         "500 concurrent writes were never grouped: {work:?}"
     );
+    // Every committed batch is in both histograms, and the sizes add up to the mutations.
+    assert_eq!(work.commit_time_counts.iter().sum::<u64>(), work.batches);
+    assert_eq!(work.batch_size_counts.iter().sum::<u64>(), work.batches);
+    assert!(work.commit_time_sum_us > 0);
 }
 
 #[tokio::test]

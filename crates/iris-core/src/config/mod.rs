@@ -135,6 +135,34 @@ impl Config {
         self.team(team).map(|t| t.effective_agent(&self.agent))
     }
 
+    /// Rewrites the agent command of every team, for launchers that resolve commands before
+    /// starting the runtime (the `iris` binary finds `fake-claude` or `claude` on disk and runs
+    /// an absolute path).
+    ///
+    /// `rewrite` gets each team's name, configuration and effective agent (`[agent]` with the
+    /// team's override), in name order, and returns the command and arguments to run instead,
+    /// or `None` to leave the team as it is. A new command is stored as the team's override, so
+    /// [`Config::agent_for`] and [`Config::to_toml_string`] show it; the environment is left
+    /// alone. The first error stops the rewrite and is returned; teams rewritten before it keep
+    /// their new command.
+    pub fn rewrite_agent_commands<E>(
+        &mut self,
+        mut rewrite: impl FnMut(
+            &TeamName,
+            &TeamConfig,
+            &AgentConfig,
+        ) -> Result<Option<(String, Vec<String>)>, E>,
+    ) -> Result<(), E> {
+        for (name, team) in &mut self.teams {
+            let agent = team.effective_agent(&self.agent);
+            if let Some((command, args)) = rewrite(name, team, &agent)? {
+                team.agent.command = Some(command);
+                team.agent.args = Some(args);
+            }
+        }
+        Ok(())
+    }
+
     /// The idle timeout for `team`: its own, or `settings.idle_timeout`.
     pub fn idle_timeout_for(&self, team: &TeamName) -> Option<Duration> {
         self.team(team)

@@ -997,6 +997,96 @@ fn the_effective_config_round_trips_through_toml() {
 }
 
 #[test]
+fn agent_commands_can_be_rewritten_per_team() {
+    let mut config = load(
+        r#"
+        [agent]
+        command = "fake-claude"
+        args = ["--model", "m"]
+        env = { A = "1" }
+        [teams.alpha]
+        path = "alpha"
+        [teams.beta]
+        path = "beta"
+        agent = { command = "other", args = [], env = { B = "2" } }
+        [teams.far]
+        path = "/p/far"
+        remote = { destination = "h" }
+        "#,
+    );
+    let mut seen = Vec::new();
+    config
+        .rewrite_agent_commands(|name, team, agent| {
+            seen.push((name.to_string(), agent.command.clone(), agent.args.clone()));
+            if team.is_remote() {
+                return Ok::<_, String>(None);
+            }
+            let mut args = vec!["sub".to_owned()];
+            args.extend(agent.args.iter().cloned());
+            Ok(Some((format!("/bin/{}", agent.command), args)))
+        })
+        .unwrap();
+    // Every team is visited in name order with its effective agent.
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "alpha".into(),
+                "fake-claude".into(),
+                vec!["--model".into(), "m".into()]
+            ),
+            ("beta".into(), "other".into(), vec![]),
+            (
+                "far".into(),
+                "fake-claude".into(),
+                vec!["--model".into(), "m".into()]
+            ),
+        ]
+    );
+    let alpha = config.agent_for(&team("alpha")).unwrap();
+    assert_eq!(alpha.command, "/bin/fake-claude");
+    assert_eq!(alpha.args, ["sub", "--model", "m"]);
+    assert_eq!(alpha.env.get("A").map(String::as_str), Some("1"));
+    let beta = config.agent_for(&team("beta")).unwrap();
+    assert_eq!(beta.command, "/bin/other");
+    assert_eq!(beta.args, ["sub"]);
+    assert_eq!(
+        beta.env.get("B").map(String::as_str),
+        Some("2"),
+        "env is kept"
+    );
+    // A team the rewrite skipped is unchanged, and so is [agent].
+    assert_eq!(
+        config.agent_for(&team("far")).unwrap().command,
+        "fake-claude"
+    );
+    assert_eq!(config.agent().command, "fake-claude");
+    // The effective configuration shows (and reloads to) the rewritten commands.
+    let text = config.to_toml_string().unwrap();
+    assert!(text.contains("/bin/fake-claude"), "{text}");
+    let again = Config::from_toml_str(&text, Path::new(DIR), FILE, &no_env).unwrap();
+    assert_eq!(again, config);
+}
+
+#[test]
+fn a_failed_rewrite_returns_its_error() {
+    let mut config = load("[teams.alpha]\npath = \"a\"\n[teams.beta]\npath = \"b\"\n");
+    let result = config.rewrite_agent_commands(|name, _, _| {
+        if name.as_str() == "beta" {
+            Err(format!("no agent for {name}"))
+        } else {
+            Ok(Some(("/x/alpha-agent".to_owned(), Vec::new())))
+        }
+    });
+    assert_eq!(result, Err("no agent for beta".to_owned()));
+    assert_eq!(
+        config.agent_for(&team("alpha")).unwrap().command,
+        "/x/alpha-agent"
+    );
+    assert_eq!(config.agent_for(&team("beta")).unwrap().command, "claude");
+}
+
+#[test]
 fn every_error_has_the_config_error_code() {
     let errors = [
         err("x = = 1"),
