@@ -8,6 +8,7 @@
 //! | 5 | agent failure or timeout | `PROCESS_ERROR`, `TIMEOUT` |
 //! | 6 | node unavailable | `NODE_UNAVAILABLE`, `UNAUTHORIZED` |
 //! | 1 | anything else | |
+//! | 130 | stopped by Ctrl-C | `INTERRUPTED` |
 
 use crate::api::ApiError;
 
@@ -19,6 +20,8 @@ pub const NODE_UNAVAILABLE: &str = "NODE_UNAVAILABLE";
 pub const UNAUTHORIZED: &str = "UNAUTHORIZED";
 /// A turn id that the ledger does not hold.
 pub const TURN_NOT_FOUND: &str = "TURN_NOT_FOUND";
+/// The command was stopped by Ctrl-C (exit 130, as shells report SIGINT).
+pub const INTERRUPTED: &str = "INTERRUPTED";
 /// A bug or an unexpected failure.
 pub const INTERNAL_ERROR: &str = "INTERNAL_ERROR";
 

@@ -11,6 +11,7 @@ pub mod api;
 pub mod backend;
 pub mod cli;
 pub mod client;
+pub mod commands;
 pub mod discovery;
 pub mod endpoint;
 pub mod error;

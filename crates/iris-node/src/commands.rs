@@ -1,0 +1,433 @@
+//! Running one parsed command line: load the configuration, pick the backend, make the
+//! request, print the reply; plus the commands that are not runtime requests (`config`,
+//! `version`) and the client-side `wake-all` with per-team progress.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use iris_core::TeamName;
+use iris_core::config::Config;
+use tokio::task::JoinSet;
+
+use crate::api::{ApiError, Reply, Request, SessionTarget, TellReply, WakeAllEntry};
+use crate::backend::Backend;
+use crate::cli::{Cli, Command, ConfigCommand, SessionsCommand};
+use crate::discovery::{self, Places};
+use crate::error::{INTERNAL_ERROR, INTERRUPTED};
+use crate::output::Output;
+use crate::resolve;
+
+/// How many wakes `wake-all` runs at once (as the runtime's own `wake_all` does).
+const WAKE_ALL_PARALLEL: usize = 4;
+/// The exit code of a command stopped by Ctrl-C (128 + SIGINT, as shells report it).
+const INTERRUPTED_EXIT: u8 = 130;
+/// How long an embedded runtime that is still shared at exit gets to stop its agents.
+const FALLBACK_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Prints `error` and returns its exit code.
+pub fn fail(output: &Output, error: &ApiError) -> ExitCode {
+    output.error(error);
+    ExitCode::from(error.exit_code())
+}
+
+/// Runs one command line to its end; the error, if any, is still to be printed.
+pub async fn run(cli: Cli, output: Output) -> Result<ExitCode, ApiError> {
+    let config_path = cli.global.config.as_deref();
+    match cli.command {
+        Command::Version => {
+            version(&output);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Init { path, force }) => {
+            let places = Places::from_process(config_path);
+            let written = discovery::init(&places, path.as_deref(), force)?;
+            if output.is_json() {
+                output.json_value(&serde_json::json!({ "path": written }));
+            } else {
+                output.text(&format!(
+                    "Wrote a starter configuration to {}\nNext: add your teams to it (see its [teams.NAME] example), then run `iris config check`.\n",
+                    written.display()
+                ));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Check) => {
+            config_check(config_path, &output)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Node { listen } => {
+            let config = load_config(config_path)?;
+            crate::node::run(config, listen, output.is_json()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Mcp { from } => {
+            let config = load_config(config_path)?;
+            let backend = Arc::new(Backend::connect(&config).await?);
+            let served = crate::mcp::serve_stdio(backend.clone(), from).await;
+            close(backend).await;
+            served?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::WakeAll { from } => {
+            let config = load_config(config_path)?;
+            let backend = Arc::new(Backend::connect(&config).await?);
+            let woken = interruptible(wake_all(&backend, from, &output)).await;
+            close(backend).await;
+            let Some(entries) = woken else {
+                return Ok(interrupted(&output));
+            };
+            let entries = entries?;
+            output.reply(&Reply::WokeAll(entries.clone()), None);
+            Ok(entries
+                .iter()
+                .find_map(|entry| entry.error.as_ref())
+                .map_or(ExitCode::SUCCESS, |error| {
+                    ExitCode::from(ApiError::new(&error.code, &error.message).exit_code())
+                }))
+        }
+        command => {
+            let (request, headline) = request_of(command)?;
+            let config = load_config(config_path)?;
+            let backend = Arc::new(Backend::connect(&config).await?);
+            let spinner = match &request {
+                Request::Tell { from, to, .. } => {
+                    Some(output.spinner(format!("{to} is answering {from}…")))
+                }
+                _ => None,
+            };
+            let reply = interruptible(backend.execute(request)).await;
+            drop(spinner);
+            // Print before closing: stopping the agents can take a moment, the answer need not
+            // wait for it.
+            let code = match reply {
+                Some(Ok(reply)) => print_reply(&output, &reply, headline.as_deref()),
+                Some(Err(error)) => fail(&output, &error),
+                None => interrupted(&output),
+            };
+            close(backend).await;
+            Ok(code)
+        }
+    }
+}
+
+/// Prints a reply; a failed tell is printed as its reply under `--json` and as an error
+/// otherwise, and exits with its error's code either way.
+fn print_reply(output: &Output, reply: &Reply, headline: Option<&str>) -> ExitCode {
+    let failure = match reply {
+        Reply::Tell(tell) => failed_tell(tell),
+        _ => None,
+    };
+    match failure {
+        Some(error) if !output.is_json() => fail(output, &error),
+        Some(error) => {
+            output.reply(reply, headline);
+            ExitCode::from(error.exit_code())
+        }
+        None => {
+            output.reply(reply, headline);
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn failed_tell(tell: &TellReply) -> Option<ApiError> {
+    if tell.status != "failed" {
+        return None;
+    }
+    Some(match &tell.error {
+        Some(body) => ApiError::new(
+            &body.code,
+            format!(
+                "the turn {} → {} failed: {}",
+                tell.from, tell.to, body.message
+            ),
+        ),
+        None => ApiError::new(INTERNAL_ERROR, "the turn failed without a reason"),
+    })
+}
+
+/// The request a command makes, and the sentence to print above its reply.
+fn request_of(command: Command) -> Result<(Request, Option<String>), ApiError> {
+    let arrow = |from: &str, to: &str| format!("{from} → {to}");
+    Ok(match command {
+        Command::Tell {
+            from,
+            to,
+            message,
+            timeout,
+            no_wait,
+        } => (
+            Request::Tell {
+                from,
+                to,
+                message,
+                timeout,
+                no_wait,
+            },
+            None,
+        ),
+        Command::Sessions(sessions) => match sessions {
+            SessionsCommand::List {
+                from,
+                to,
+                status,
+                limit,
+            } => (
+                Request::SessionsList {
+                    from,
+                    to,
+                    status,
+                    limit,
+                },
+                None,
+            ),
+            SessionsCommand::Show { id_or_from, to } => {
+                let target = match to {
+                    Some(to) => SessionTarget::Pair {
+                        from: id_or_from,
+                        to,
+                    },
+                    None => SessionTarget::Id {
+                        session_id: id_or_from,
+                    },
+                };
+                (Request::SessionsShow { target }, None)
+            }
+            SessionsCommand::Delete {
+                session_id,
+                transcript,
+            } => (
+                Request::SessionsDelete {
+                    session_id,
+                    transcript,
+                },
+                None,
+            ),
+            SessionsCommand::Compact { session_id } => {
+                let headline = format!("Compacted session {session_id}");
+                (Request::SessionsCompact { session_id }, Some(headline))
+            }
+            SessionsCommand::Reboot { from, to } => {
+                let headline = format!("{}: rebooted with a new session", arrow(&from, &to));
+                (Request::SessionsReboot { from, to }, Some(headline))
+            }
+        },
+        Command::Report { from, to, limit } => (
+            Request::Report {
+                from,
+                to,
+                limit: Some(limit),
+            },
+            None,
+        ),
+        Command::Wake { from, to } => {
+            let headline = format!("{}: awake", arrow(&from, &to));
+            (Request::Wake { from, to }, Some(headline))
+        }
+        Command::Sleep { from, to, force } => (Request::Sleep { from, to, force }, None),
+        Command::Cancel {
+            from,
+            to,
+            drop_queue,
+        } => (
+            Request::Cancel {
+                from,
+                to,
+                drop_queue,
+            },
+            None,
+        ),
+        Command::Teams { from } => (Request::Teams { from }, None),
+        Command::Stats => (Request::Stats, None),
+        Command::Version
+        | Command::Config(_)
+        | Command::Node { .. }
+        | Command::Mcp { .. }
+        | Command::WakeAll { .. } => {
+            return Err(ApiError::new(
+                INTERNAL_ERROR,
+                "this command is not a runtime request (a bug in iris)",
+            ));
+        }
+    })
+}
+
+fn version(output: &Output) {
+    let version = env!("CARGO_PKG_VERSION");
+    if output.is_json() {
+        output.json_value(&serde_json::json!({ "name": "iris", "version": version }));
+    } else {
+        output.text(&format!("iris {version}\n"));
+    }
+}
+
+/// The configuration, found, loaded, and with every local team's agent command resolved.
+fn load_config(explicit: Option<&Path>) -> Result<Config, ApiError> {
+    let mut config = discovery::load(explicit)?;
+    resolve::resolve_agents(&mut config)?;
+    Ok(config)
+}
+
+/// `iris config check`: everything a start would check (syntax, keys, agent commands, team
+/// directories), reporting every team problem at once; then the effective configuration.
+fn config_check(explicit: Option<&Path>, output: &Output) -> Result<(), ApiError> {
+    let config = load_config(explicit)?;
+    let problems = iris_runtime::startup::team_problems(&config);
+    if !problems.is_empty() {
+        let messages: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        return Err(ApiError::new(
+            iris_core::ErrorCode::ConfigError.as_str(),
+            format!("{}: {}", config.source(), messages.join("; ")),
+        ));
+    }
+    if output.is_json() {
+        let value = serde_json::to_value(&config)
+            .map_err(|e| ApiError::new(INTERNAL_ERROR, format!("cannot show the config: {e}")))?;
+        output.json_value(&value);
+        return Ok(());
+    }
+    let text = config
+        .to_toml_string()
+        .map_err(|e| ApiError::new(iris_core::ErrorCode::ConfigError.as_str(), e.to_string()))?;
+    output.text(&format!("{}\n", text.trim_end()));
+    let teams: Vec<&str> = config.team_names().map(TeamName::as_str).collect();
+    output.note(&format!(
+        "ok: {} is valid ({} team(s): {})",
+        config.source(),
+        teams.len(),
+        teams.join(", ")
+    ));
+    Ok(())
+}
+
+/// Runs `work` until it ends, or `None` when Ctrl-C comes first; then the caller closes the
+/// backend, which stops an embedded runtime's agents gracefully (they run in process groups of
+/// their own, so the terminal's SIGINT did not reach them).
+async fn interruptible<T>(work: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        done = work => Some(done),
+        _ = tokio::signal::ctrl_c() => None,
+    }
+}
+
+/// Reports an interrupted command; its exit code is the shell's for SIGINT.
+fn interrupted(output: &Output) -> ExitCode {
+    output.error(&ApiError::new(
+        INTERRUPTED,
+        "interrupted; stopping the agents this command started (a turn already sent goes on only if a node runs it)",
+    ));
+    ExitCode::from(INTERRUPTED_EXIT)
+}
+
+/// `wake-all`, client side: one `wake` per other team, a few at a time, through the backend, so
+/// it reports progress per team whether the runtime is embedded or a node.
+async fn wake_all(
+    backend: &Arc<Backend>,
+    from: String,
+    output: &Output,
+) -> Result<Vec<WakeAllEntry>, ApiError> {
+    let teams = other_teams(backend, &from).await?;
+    let progress = output.progress(teams.len() as u64);
+    let mut entries: Vec<Option<WakeAllEntry>> = vec![None; teams.len()];
+    let mut running = JoinSet::new();
+    let mut next = 0;
+    let mut in_flight: Vec<String> = Vec::new();
+    while next < teams.len() || !running.is_empty() {
+        while next < teams.len() && running.len() < WAKE_ALL_PARALLEL {
+            let (backend, from, to, index) =
+                (backend.clone(), from.clone(), teams[next].clone(), next);
+            in_flight.push(to.clone());
+            running.spawn(async move {
+                let result = backend
+                    .execute(Request::Wake {
+                        from,
+                        to: to.clone(),
+                    })
+                    .await;
+                (index, to, result)
+            });
+            next += 1;
+        }
+        progress.set_message(format!("waking {}", in_flight.join(", ")));
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
+        let (index, to, result) = joined
+            .map_err(|e| ApiError::new(INTERNAL_ERROR, format!("a wake task failed: {e}")))?;
+        in_flight.retain(|team| *team != to);
+        let entry = wake_entry(to, result);
+        progress.println(&match &entry.error {
+            None => format!("✓ {} awake", entry.to),
+            Some(error) => format!("✗ {}: {}", entry.to, error.message),
+        });
+        progress.inc();
+        entries[index] = Some(entry);
+    }
+    Ok(entries.into_iter().flatten().collect())
+}
+
+/// Every team but `from`, as the backend's configuration has them; `from` must be one.
+async fn other_teams(backend: &Backend, from: &str) -> Result<Vec<String>, ApiError> {
+    let from_team = TeamName::new(from).map_err(|e| {
+        ApiError::new(
+            iris_core::ErrorCode::ValidationError.as_str(),
+            e.to_string(),
+        )
+    })?;
+    let Reply::Teams(rows) = backend.execute(Request::Teams { from: None }).await? else {
+        return Err(ApiError::new(
+            INTERNAL_ERROR,
+            "the backend answered a teams request with something else",
+        ));
+    };
+    if !rows.iter().any(|row| row.name == from) {
+        return Err(ApiError::new(
+            iris_core::ErrorCode::TeamNotFound.as_str(),
+            format!(
+                "unknown team {from_team}: add [teams.{from_team}] to the configuration, or check the spelling"
+            ),
+        ));
+    }
+    Ok(rows
+        .into_iter()
+        .map(|row| row.name)
+        .filter(|name| name != from)
+        .collect())
+}
+
+fn wake_entry(to: String, result: Result<Reply, ApiError>) -> WakeAllEntry {
+    match result {
+        Ok(Reply::Session(session)) => WakeAllEntry {
+            to,
+            session: Some(session),
+            error: None,
+        },
+        Ok(_) => WakeAllEntry {
+            to,
+            session: None,
+            error: Some(ApiError::new(INTERNAL_ERROR, "unexpected reply to wake").error),
+        },
+        Err(error) => WakeAllEntry {
+            to,
+            session: None,
+            error: Some(error.error),
+        },
+    }
+}
+
+/// Ends the backend: an embedded runtime stops its agents gracefully.
+async fn close(backend: Arc<Backend>) {
+    match Arc::try_unwrap(backend) {
+        Ok(backend) => backend.close().await,
+        Err(shared) => {
+            // Something still holds the backend (a task that outlived its command); stop the
+            // embedded runtime anyway, so no agent outlives the command.
+            tracing::warn!("the backend is still in use at exit; stopping it anyway");
+            if let Backend::Embedded(service) = &*shared {
+                service.runtime().shutdown(FALLBACK_SHUTDOWN_GRACE).await;
+            }
+        }
+    }
+}
