@@ -9,10 +9,11 @@
 //!   configuration.
 //! - [`store`] (`iris-store`): durable redb persistence with a group-commit writer.
 //! - [`agent`] (`iris-agent`): agent child processes, the stream-json codec and conversations.
-//! - [`runtime`] (`iris-runtime`): the registry and session actors behind the `Runtime` handle
-//!   (in progress).
+//! - [`runtime`] (`iris-runtime`): the registry, session and process-pool actors behind the
+//!   `Runtime` handle: tells, lifecycle operations, the turn ledger, metrics.
 //!
-//! The `iris` binary arrives in a later milestone; see `ARCHITECTURE.md`.
+//! The `iris` binary (CLI, node server, MCP) is the `iris-node` crate; see `README.md` and
+//! `ARCHITECTURE.md`.
 #![deny(missing_docs)]
 
 pub use iris_agent as agent;
@@ -25,3 +26,8 @@ pub use iris_core::{
     SessionStatus, TeamName, Timestamp,
 };
 pub use iris_store::{Store, StoreError};
+
+/// The README's Rust examples, compiled as doctests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

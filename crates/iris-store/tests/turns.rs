@@ -545,21 +545,22 @@ async fn enqueued_writes_apply_in_order_and_a_rejection_stays_alone() {
     assert_eq!(store.open_turn_count().unwrap(), 1);
 }
 
-/// A store whose unawaited writes linger far longer than any test takes.
-fn lingering_store() -> Store {
-    Store::in_memory_with(StoreOptions {
-        linger: std::time::Duration::from_secs(600),
+/// Store options whose unawaited writes linger for `linger`.
+fn lingering(linger: std::time::Duration) -> StoreOptions {
+    StoreOptions {
+        linger,
         ..StoreOptions::default()
-    })
-    .unwrap()
+    }
 }
 
-#[tokio::test]
-async fn unawaited_writes_linger_and_share_the_next_awaited_commit() {
-    let store = lingering_store();
-    let s = session(&store, "alpha", "beta").await;
-    let before = store.writer_stats().batches;
-    let turn = queued(&s, 1);
+/// A store whose unawaited writes linger far longer than any test takes.
+fn lingering_store() -> Store {
+    Store::in_memory_with(lingering(std::time::Duration::from_secs(600))).unwrap()
+}
+
+/// Queues (unawaited) turn 1 of `s` and returns it.
+async fn enqueue_queued(store: &Store, s: &SessionRecord) -> TurnRecord {
+    let turn = queued(s, 1);
     store
         .enqueue(Mutation::PutTurn {
             turn: turn.clone(),
@@ -567,6 +568,15 @@ async fn unawaited_writes_linger_and_share_the_next_awaited_commit() {
         })
         .await
         .unwrap();
+    turn
+}
+
+#[tokio::test]
+async fn unawaited_writes_linger_and_share_the_next_awaited_commit() {
+    let store = lingering_store();
+    let s = session(&store, "alpha", "beta").await;
+    let before = store.writer_stats().batches;
+    let turn = enqueue_queued(&store, &s).await;
     tokio::task::yield_now().await;
     assert_eq!(store.turn(turn.turn_id).unwrap(), None, "still lingering");
     store
@@ -588,14 +598,7 @@ async fn flush_commits_lingering_writes_and_costs_nothing_when_none_wait() {
     let before = store.writer_stats().batches;
     store.flush().await.unwrap();
     assert_eq!(store.writer_stats().batches, before, "nothing to commit");
-    let turn = queued(&s, 1);
-    store
-        .enqueue(Mutation::PutTurn {
-            turn: turn.clone(),
-            retain: 10,
-        })
-        .await
-        .unwrap();
+    let turn = enqueue_queued(&store, &s).await;
     store.flush().await.unwrap();
     assert_eq!(store.turn(turn.turn_id).unwrap(), Some(turn));
     assert_eq!(store.writer_stats().batches, before + 1);
@@ -603,20 +606,9 @@ async fn flush_commits_lingering_writes_and_costs_nothing_when_none_wait() {
 
 #[tokio::test]
 async fn a_lingering_write_commits_on_its_own_after_the_linger() {
-    let store = Store::in_memory_with(StoreOptions {
-        linger: std::time::Duration::from_millis(20),
-        ..StoreOptions::default()
-    })
-    .unwrap();
+    let store = Store::in_memory_with(lingering(std::time::Duration::from_millis(20))).unwrap();
     let s = session(&store, "alpha", "beta").await;
-    let turn = queued(&s, 1);
-    store
-        .enqueue(Mutation::PutTurn {
-            turn: turn.clone(),
-            retain: 10,
-        })
-        .await
-        .unwrap();
+    let turn = enqueue_queued(&store, &s).await;
     // No deadline asserted: only that it lands without any awaited write behind it.
     let mut found = None;
     for _ in 0..500 {
@@ -633,23 +625,9 @@ async fn a_lingering_write_commits_on_its_own_after_the_linger() {
 async fn dropping_the_store_commits_what_lingers() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("iris.redb");
-    let store = Store::open_with(
-        &path,
-        StoreOptions {
-            linger: std::time::Duration::from_secs(600),
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
+    let store = Store::open_with(&path, lingering(std::time::Duration::from_secs(600))).unwrap();
     let s = session(&store, "alpha", "beta").await;
-    let turn = queued(&s, 1);
-    store
-        .enqueue(Mutation::PutTurn {
-            turn: turn.clone(),
-            retain: 10,
-        })
-        .await
-        .unwrap();
+    let turn = enqueue_queued(&store, &s).await;
     drop(store);
     let store = Store::open(&path).unwrap();
     assert_eq!(store.turn(turn.turn_id).unwrap(), Some(turn));
