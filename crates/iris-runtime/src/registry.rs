@@ -260,15 +260,18 @@ impl RegistryState {
             Ok(Started { handle, created }) => {
                 // The first caller that asked for a creation gets it, if this flight created
                 // the record; every other creator learns that it exists.
+                // Published before anyone is answered: a caller that reads the pair right after
+                // (`get_session`) must find the live snapshot, not the store, which may still
+                // lack the actor's transient writes.
+                self.by_actor.insert(handle.actor.get_id(), pair.clone());
+                // A session that comes up again after a failure keeps its failure history.
+                self.shared.live.insert(pair.clone(), handle.clone());
                 let mut creation_available = created;
                 for waiter in waiters {
                     let creates = waiter.must_create && std::mem::take(&mut creation_available);
                     let answer = answer_for(&waiter, &pair, &handle, creates);
                     let _ = waiter.reply.send(answer);
                 }
-                self.by_actor.insert(handle.actor.get_id(), pair.clone());
-                // A session that comes up again after a failure keeps its failure history.
-                self.shared.live.insert(pair.clone(), handle.clone());
                 self.slots.insert(pair, Slot::Live(handle));
             }
             Err(RuntimeError::NotFound { .. }) if load_only => {

@@ -139,15 +139,32 @@ impl Runtime {
 
     /// The session with this id, if any.
     pub fn get_session_by_id(&self, id: &SessionId) -> Result<Option<SessionRecord>, RuntimeError> {
-        Ok(self.shared.store.get_by_session_id(id)?)
+        Ok(self
+            .shared
+            .store
+            .get_by_session_id(id)?
+            .map(|stored| self.freshest(stored)))
     }
 
-    /// Sessions matching `filter`, newest use first.
+    /// Sessions matching `filter`, newest use first (the store's order).
     pub fn list_sessions(
         &self,
         filter: &SessionFilter,
     ) -> Result<Vec<SessionRecord>, RuntimeError> {
-        Ok(self.shared.store.list(filter)?)
+        let stored = self.shared.store.list(filter)?;
+        Ok(stored.into_iter().map(|r| self.freshest(r)).collect())
+    }
+
+    /// A live session's own snapshot in place of its stored record: the actor publishes
+    /// transient state (process state, agent process, current turn) at once, while the store
+    /// may take up to its linger to commit it.
+    fn freshest(&self, stored: SessionRecord) -> SessionRecord {
+        match self.shared.live.get(&stored.pair()) {
+            Some(handle) if handle.record().session_id == stored.session_id => {
+                (*handle.record()).clone()
+            }
+            _ => stored,
+        }
     }
 
     /// Sets `last_used_at` to now.

@@ -182,13 +182,19 @@ pub(crate) fn spawn(
     batching: Batching,
     jobs: mpsc::Receiver<Job>,
 ) -> std::io::Result<JoinHandle<()>> {
-    // A timer-only runtime of the writer's own, to wait for jobs with a deadline while lingering.
-    let clock = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()?;
     std::thread::Builder::new()
         .name("iris-store-writer".into())
         .spawn(move || {
+            // A timer-only runtime of the writer's own, to wait for jobs with a deadline while
+            // lingering. Built (and dropped) on this thread: a runtime must not be dropped
+            // inside the caller's async context. Without it, nothing lingers.
+            let clock = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .map_err(|error| {
+                    tracing::warn!(%error, "store writer: no timer, so unawaited writes commit at once");
+                })
+                .ok();
             let mut writer = Writer {
                 db,
                 shared,
@@ -210,7 +216,7 @@ pub(crate) fn spawn(
 /// The writer's side of the job channel.
 struct Inbox {
     jobs: mpsc::Receiver<Job>,
-    clock: tokio::runtime::Runtime,
+    clock: Option<tokio::runtime::Runtime>,
     batching: Batching,
 }
 
@@ -219,25 +225,31 @@ impl Inbox {
     /// for any of it) whatever arrives within the linger. False once every sender is gone and
     /// nothing is left.
     fn fill(&mut self, batch: &mut Vec<Job>) -> bool {
-        let Some(first) = self.jobs.blocking_recv() else {
+        let Inbox {
+            jobs,
+            clock,
+            batching,
+        } = self;
+        let Some(first) = jobs.blocking_recv() else {
             return false;
         };
         batch.push(first);
-        self.drain(batch);
-        if self.batching.linger.is_zero() || batch.iter().any(Job::awaited) {
+        drain(jobs, batch, batching.max_batch);
+        let Some(clock) = clock else {
+            return true;
+        };
+        if batching.linger.is_zero() || batch.iter().any(Job::awaited) {
             return true;
         }
-        let deadline = tokio::time::Instant::now() + self.batching.linger;
-        while batch.len() < self.batching.max_batch && !batch.iter().any(Job::awaited) {
-            let jobs = &mut self.jobs;
+        let deadline = tokio::time::Instant::now() + batching.linger;
+        while batch.len() < batching.max_batch && !batch.iter().any(Job::awaited) {
             // Built inside `block_on`: a tokio timer must be created within its runtime.
-            let next = self
-                .clock
-                .block_on(async { tokio::time::timeout_at(deadline, jobs.recv()).await });
+            let next =
+                clock.block_on(async { tokio::time::timeout_at(deadline, jobs.recv()).await });
             match next {
                 Ok(Some(job)) => {
                     batch.push(job);
-                    self.drain(batch);
+                    drain(jobs, batch, batching.max_batch);
                 }
                 // The deadline passed, or every sender is gone: commit what there is.
                 Ok(None) | Err(_) => break,
@@ -245,13 +257,14 @@ impl Inbox {
         }
         true
     }
+}
 
-    fn drain(&mut self, batch: &mut Vec<Job>) {
-        while batch.len() < self.batching.max_batch {
-            match self.jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
+/// Moves whatever is queued into `batch`, up to `max_batch` jobs in all.
+fn drain(jobs: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>, max_batch: usize) {
+    while batch.len() < max_batch {
+        match jobs.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
         }
     }
 }

@@ -315,7 +315,13 @@ impl SessionState {
                 message,
                 reply,
             } => {
-                let _ = reply.send(self.tell(from, message).await);
+                let ticket = self.tell(from, message).await;
+                if ticket.is_ok() && self.stopping.is_none() {
+                    // Start it now if it can start: its first ledger row is then queued for the
+                    // store before the caller holds its id (a flush after this reply covers it).
+                    Box::pin(self.run_next()).await;
+                }
+                let _ = reply.send(ticket);
             }
             SessionMsg::Wake { reply } => self.wake(reply).await,
             SessionMsg::Sleep { force, reply } => self.sleep(force, reply).await,
