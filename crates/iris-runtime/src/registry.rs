@@ -258,14 +258,14 @@ impl RegistryState {
         };
         match outcome {
             Ok(Started { handle, created }) => {
-                // The first caller that asked for a creation gets it, if this flight created
-                // the record; every other creator learns that it exists.
                 // Published before anyone is answered: a caller that reads the pair right after
                 // (`get_session`) must find the live snapshot, not the store, which may still
                 // lack the actor's transient writes.
                 self.by_actor.insert(handle.actor.get_id(), pair.clone());
                 // A session that comes up again after a failure keeps its failure history.
                 self.shared.live.insert(pair.clone(), handle.clone());
+                // The first caller that asked for a creation gets it, if this flight created
+                // the record; every other creator learns that it exists.
                 let mut creation_available = created;
                 for waiter in waiters {
                     let creates = waiter.must_create && std::mem::take(&mut creation_available);

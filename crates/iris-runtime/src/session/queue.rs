@@ -52,7 +52,7 @@ impl SessionState {
         Ok(ticket)
     }
 
-    /// Whether a job queued now starts when this message's handler ends (`run_next`): nothing
+    /// Whether a job queued now starts within this message's handler (`run_next`): nothing
     /// runs, no agent is being stopped, the session is not stopping, and nothing waits ahead.
     fn starts_at_once(&self) -> bool {
         self.running.is_none()
