@@ -19,8 +19,9 @@
 //! | `bookkeeping` | the store writes of one tell as the session actor makes them, from 100 sessions at once: `enqueue(RecordTurn{process state, current turn, running row})` (the turn starts at once: nothing runs ahead of it, so no `queued` row), then `record_turn(changes, completed row, retain)` awaited (its end); default group-commit store | the same on `Store::open_with(path, StoreOptions { max_batch: 1, .. })`: one commit per write | ≤ 30 µs amortized per tell, ≥ 30k tells/s (the original did ~13 SQLite statements per tell) |
 //!
 //! **What a tell's latency includes.** `tell` returns only after the turn's bookkeeping is
-//! durable: the session actor awaits `Store::record_turn`, one redb commit with
-//! `Durability::Immediate` (an fsync), before it publishes the outcome. The turn's `running` row
+//! durable: the session actor queues its completion write (`Store::send`, one redb commit with
+//! `Durability::Immediate`, an fsync) and a task it owns publishes the outcome once that write
+//! is acknowledged. The turn's `running` row
 //! and process-state note (one write; a turn that must wait behind another also gets a `queued`
 //! row) are queued without waiting and linger in the store's writer (`StoreOptions::linger`, 2 ms)
 //! until that awaited commit takes them along. So P4's runtime figure includes one fsync and the
@@ -43,7 +44,8 @@
 //! `SetProcessState(Processing)`, `SetCurrentTurn` and the `running` row, not awaited) and its
 //! end (`record_turn`, awaited), whose changes are those of a completed turn on a live agent
 //! (current turn cleared, process state `idle`, last use, last response, usage, message count).
-//! Each session's task awaits its `record_turn` before its next tell, as the actor does. Each
+//! Each session's task awaits its `record_turn` before its next tell, as a caller awaiting its
+//! reply does (the actor itself starts the next turn without waiting). Each
 //! variant has its own store, kept across its runs: the group-commit store passes the default
 //! retention (200 rows per session) during its runs, so pruning is included; the anchor's few
 //! tells never reach it. The anchor (`max_batch: 1`) commits every write alone.

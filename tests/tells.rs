@@ -371,6 +371,12 @@ async fn a_hundred_sessions_with_twenty_concurrent_tells_each_count_exactly() {
                         .await
                         .unwrap();
                     assert_eq!(completed_text(&outcome), format!("echo: m{n}"));
+                    // `Completed` means booked: the ledger (the store, not the actor) has it.
+                    let TellOutcome::Completed(result) = &outcome else {
+                        unreachable!()
+                    };
+                    let row = runtime.turn(&result.turn_id).unwrap().unwrap();
+                    assert_eq!(row.status, TurnStatus::Completed);
                 });
             }
         }

@@ -42,6 +42,6 @@ mod writer;
 
 pub use error::{OpenError, StoreError};
 pub use mutation::{Applied, Change, Mutation};
-pub use store::{Store, StoreOptions};
+pub use store::{PendingWrite, Store, StoreOptions};
 pub use tables::SCHEMA_VERSION;
 pub use writer::WriterStats;

@@ -52,6 +52,21 @@ impl Default for StoreOptions {
     }
 }
 
+/// A mutation the writer has queued ([`Store::send`]); its outcome arrives once its batch is
+/// committed.
+#[derive(Debug)]
+#[must_use = "the write is queued either way; await `outcome` to know it is durable"]
+pub struct PendingWrite {
+    answer: oneshot::Receiver<Result<Applied, StoreError>>,
+}
+
+impl PendingWrite {
+    /// Waits until the mutation is durable (or rejected, or its batch failed).
+    pub async fn outcome(self) -> Result<Applied, StoreError> {
+        self.answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
 /// A cheap, cloneable handle to the session store.
 ///
 /// Reads run on the caller's thread against a consistent snapshot (redb MVCC) and never wait for
@@ -336,12 +351,20 @@ impl Store {
 
     /// Submits one mutation and waits until it is durable (or rejected).
     pub async fn submit(&self, mutation: Mutation) -> Result<Applied, StoreError> {
+        self.send(mutation).await?.outcome().await
+    }
+
+    /// Queues one mutation behind every one submitted or queued before it (waiting only for
+    /// room in the queue), and returns its outcome to await later: a caller can go on with
+    /// further writes, in order, while this one commits. It is awaited as a [`Store::submit`]
+    /// is, so it never lingers.
+    pub async fn send(&self, mutation: Mutation) -> Result<PendingWrite, StoreError> {
         let jobs = self.inner.jobs.as_ref().ok_or(StoreError::Closed)?;
         let (reply, answer) = oneshot::channel();
         jobs.send(Job::Submit { mutation, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        Ok(PendingWrite { answer })
     }
 
     /// Queues one mutation behind every mutation submitted or queued before it, without waiting

@@ -632,3 +632,30 @@ async fn dropping_the_store_commits_what_lingers() {
     let store = Store::open(&path).unwrap();
     assert_eq!(store.turn(turn.turn_id).unwrap(), Some(turn));
 }
+
+#[tokio::test]
+async fn a_sent_write_keeps_its_place_in_line_and_reports_when_durable() {
+    let store = lingering_store();
+    let s = session(&store, "alpha", "beta").await;
+    let first = queued(&s, 1);
+    let pending = store
+        .send(Mutation::PutTurn {
+            turn: first.clone(),
+            retain: 10,
+        })
+        .await
+        .unwrap();
+    // Queued after the sent write: it must not overtake it (same row, a later status).
+    let mut running = first.clone();
+    running.status = TurnStatus::Running;
+    store
+        .enqueue(Mutation::PutTurn {
+            turn: running.clone(),
+            retain: 10,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(pending.outcome().await, Ok(Applied::Count(0))));
+    store.flush().await.unwrap();
+    assert_eq!(store.turn(first.turn_id).unwrap(), Some(running));
+}

@@ -360,6 +360,7 @@ impl SessionState {
 
     pub(super) async fn finish_shutdown(&mut self, grace: StopGrace, reply: RpcReplyPort<()>) {
         self.stop_agent(grace).await;
+        self.settle_bookings().await;
         let _ = reply.send(());
         self.myself.stop(Some("shutdown".into()));
     }
@@ -421,6 +422,7 @@ impl SessionState {
             self.abort_running(reason).await;
         }
         self.stop_agent(StopGrace::default()).await;
+        self.settle_bookings().await;
         self.answer_sleepers();
     }
 

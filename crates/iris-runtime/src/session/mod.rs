@@ -26,7 +26,7 @@ use iris_core::{
 use iris_store::{Change, Mutation};
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 pub(crate) use agent::{LaunchContext, Launched, LiveAgent};
@@ -219,6 +219,9 @@ pub(crate) struct SessionState {
     sleep_after_turn: bool,
     /// A shutdown waiting for the turn in flight.
     stopping: Option<(StopGrace, RpcReplyPort<()>)>,
+    /// Finished turns whose bookkeeping is committing: each answers its callers once its write
+    /// is durable, while the next turn already runs.
+    bookings: JoinSet<()>,
 }
 
 pub(crate) struct SessionActor;
@@ -256,6 +259,7 @@ impl Actor for SessionActor {
             sleepers: Vec::new(),
             sleep_after_turn: false,
             stopping: None,
+            bookings: JoinSet::new(),
         };
         if args.start_agent {
             // Boxed as a RuntimeError so the registry can hand every waiter the typed error.

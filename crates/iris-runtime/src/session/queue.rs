@@ -333,21 +333,52 @@ impl SessionState {
             report,
             self.text_limit(),
         );
-        let booked = self
+        // Published now (the store applies the same changes in the same order); queued now, so
+        // every later write of this session lands after it; awaited by its own task, so the
+        // next turn runs while this one's commit is on its way. Its callers hear the outcome
+        // only once the write is durable.
+        self.publish_changes(&changes);
+        let sent = self
             .shared
             .store
-            .record_turn(self.id, changes, row, self.retain())
+            .send(Mutation::RecordTurn {
+                session_id: self.id,
+                changes,
+                turn: row,
+                retain: self.retain(),
+            })
             .await;
-        match booked {
-            Ok(record) => self.publish(record),
-            Err(error) => {
-                tracing::error!(pair = %self.pair, session = %self.id, turn = %turn.id(), %error, "could not record the turn's bookkeeping");
+        let (pair, id) = (self.pair.clone(), self.id);
+        self.bookings.spawn(async move {
+            let durable = match sent {
+                Ok(pending) => pending.outcome().await.map(drop),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = durable {
+                tracing::error!(%pair, session = %id, turn = %turn.id(), %error, "could not record the turn's bookkeeping");
             }
+            tracing::info!(%pair, session = %id, turn = %turn.id(), outcome = outcome_name(&outcome), "turn finished");
+            turn.progress.finish(outcome);
+        });
+        // Reap the bookings already done, so the set holds only those in flight.
+        while self.bookings.try_join_next().is_some() {}
+    }
+
+    /// Waits (bounded) until every finished turn's bookkeeping is durable and its callers are
+    /// answered: before the actor stops, which would otherwise abort them.
+    pub(super) async fn settle_bookings(&mut self) {
+        let all = async { while self.bookings.join_next().await.is_some() {} };
+        if tokio::time::timeout(BOOKING_SETTLE_LIMIT, all)
+            .await
+            .is_err()
+        {
+            tracing::error!(pair = %self.pair, session = %self.id, "the store did not confirm finished turns in time; their callers hear that the session stopped");
         }
-        tracing::info!(pair = %self.pair, session = %self.id, turn = %turn.id(), outcome = outcome_name(&outcome), "turn finished");
-        turn.progress.finish(outcome);
     }
 }
+
+/// How long a stopping session waits for its last turns' bookkeeping (a few commits at most).
+const BOOKING_SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn outcome_name(outcome: &TellOutcome) -> &'static str {
     match outcome {
