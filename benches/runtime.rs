@@ -55,7 +55,7 @@
 
 mod common;
 
-use common::{Tally, rate, tallied, tally, tally_commits, verdict};
+use common::{Tally, rate, tallied, tallied_runs, tally, verdict};
 use std::cell::OnceCell;
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -415,15 +415,11 @@ fn bench_p2(c: &mut Criterion, rt: &Tokio, sizes: Sizes) {
         group.bench_function(BenchmarkId::new(id, creations), |b| {
             let scene = scene.get_or_insert_with(|| Scene::new(teams));
             b.iter_custom(|iters| {
-                let mut timed = Duration::ZERO;
-                for _ in 0..iters {
+                let name = format!("p2_concurrent_creations/{id}");
+                tallied_runs(&name, creations as u64, iters, || {
                     let (elapsed, commits) = creation_run(rt, scene, options);
-                    let name = format!("p2_concurrent_creations/{id}");
-                    tally(&name, creations as u64, elapsed);
-                    tally_commits(&name, commits);
-                    timed += elapsed;
-                }
-                timed
+                    (elapsed, Some(commits))
+                })
             });
         });
     }

@@ -65,7 +65,7 @@ mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use common::{Tally, fake_claude_binary, rate, tallied, tally, tally_commits, verdict};
+use common::{Tally, fake_claude_binary, rate, tallied, tallied_runs, verdict};
 use std::cell::{Cell, OnceCell};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -431,30 +431,19 @@ fn bench_p4<'s>(c: &mut Criterion, rt: &Tokio, scene: &'s OnceCell<Scene>, sizes
     group.bench_function(BenchmarkId::new("runtime_tells", per_run), |b| {
         let scene = fixture();
         b.iter_custom(|iters| {
-            let mut timed = Duration::ZERO;
-            for _ in 0..iters {
+            tallied_runs("p4_throughput/runtime_tells", per_run as u64, iters, || {
                 let batches = scene.store.writer_stats().batches;
                 let elapsed = runtime_throughput(rt, scene, per_run);
-                tally("p4_throughput/runtime_tells", per_run as u64, elapsed);
-                tally_commits(
-                    "p4_throughput/runtime_tells",
-                    scene.store.writer_stats().batches - batches,
-                );
-                timed += elapsed;
-            }
-            timed
+                (elapsed, Some(scene.store.writer_stats().batches - batches))
+            })
         });
     });
     group.bench_function(BenchmarkId::new("direct_turns", per_run), |b| {
         let scene = fixture();
         b.iter_custom(|iters| {
-            let mut timed = Duration::ZERO;
-            for _ in 0..iters {
-                let elapsed = direct_throughput(rt, scene, per_run);
-                tally("p4_throughput/direct_turns", per_run as u64, elapsed);
-                timed += elapsed;
-            }
-            timed
+            tallied_runs("p4_throughput/direct_turns", per_run as u64, iters, || {
+                (direct_throughput(rt, scene, per_run), None)
+            })
         });
     });
     group.finish();
@@ -708,15 +697,10 @@ fn bench_bookkeeping(c: &mut Criterion, rt: &Tokio, sizes: Sizes) {
             let ledger =
                 ledger.get_or_insert_with(|| Ledger::new(rt, sizes.book_sessions, options));
             b.iter_custom(|iters| {
-                let mut timed = Duration::ZERO;
-                for _ in 0..iters {
+                tallied_runs(&format!("bookkeeping/{id}"), per_run as u64, iters, || {
                     let (elapsed, commits) = bookkeeping_run(rt, ledger, tells);
-                    let name = format!("bookkeeping/{id}");
-                    tally(&name, per_run as u64, elapsed);
-                    tally_commits(&name, commits);
-                    timed += elapsed;
-                }
-                timed
+                    (elapsed, Some(commits))
+                })
             });
         });
     }

@@ -60,6 +60,27 @@ pub fn tally_commits(name: &str, commits: u64) {
     with_tally(name, |t| t.commits += commits);
 }
 
+/// Criterion's `iter_custom` body for runs that each time `elements` operations: runs `run`
+/// `iters` times, tallies each run (and its store commits, if it reports them) under `name`,
+/// and returns the total timed.
+pub fn tallied_runs(
+    name: &str,
+    elements: u64,
+    iters: u64,
+    mut run: impl FnMut() -> (Duration, Option<u64>),
+) -> Duration {
+    let mut timed = Duration::ZERO;
+    for _ in 0..iters {
+        let (elapsed, commits) = run();
+        tally(name, elements, elapsed);
+        if let Some(commits) = commits {
+            tally_commits(name, commits);
+        }
+        timed += elapsed;
+    }
+    timed
+}
+
 /// What was recorded under `name`.
 pub fn tallied(name: &str) -> Option<Tally> {
     TALLIES
