@@ -18,7 +18,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use iris_core::Coded;
 use iris_core::config::{Config, DatabaseLocation};
 use iris_runtime::Runtime;
 use iris_store::{OpenError, Store};
@@ -53,7 +52,7 @@ impl Backend {
         let db_path = match config.database() {
             DatabaseLocation::File(path) => path.clone(),
             DatabaseLocation::InMemory => {
-                let store = Store::in_memory().map_err(|e| store_error(&e))?;
+                let store = Store::in_memory().map_err(|e| ApiError::coded(&e))?;
                 return Backend::embedded(config, store).await;
             }
         };
@@ -81,7 +80,7 @@ impl Backend {
                 Err(OpenError::Locked { .. }) => {
                     return Err(unusable.unwrap_or_else(|| locked_without_node(&db_path)));
                 }
-                Err(other) => return Err(store_error(&other)),
+                Err(other) => return Err(ApiError::coded(&other)),
             }
         }
     }
@@ -124,11 +123,6 @@ pub async fn open_store(path: &Path) -> Result<Store, OpenError> {
             source: std::io::Error::other(format!("the task opening the store failed: {join}")),
         }),
     }
-}
-
-/// A store error as an API error, with its stable code.
-pub fn store_error(error: &OpenError) -> ApiError {
-    ApiError::new(error.code().as_str(), error.to_string())
 }
 
 /// The database is locked and no live node advertises itself.

@@ -9,8 +9,8 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use iris_core::ErrorCode;
 use iris_core::config::Config;
-use iris_core::{Coded, ErrorCode};
 
 use crate::api::ApiError;
 
@@ -164,7 +164,7 @@ pub fn load(explicit: Option<&Path>) -> Result<Config, ApiError> {
 /// [`load`] from explicit places.
 pub fn load_from(places: &Places) -> Result<Config, ApiError> {
     let path = places.find()?;
-    Config::load(&path).map_err(|e| ApiError::new(e.code().as_str(), e.to_string()))
+    Config::load(&path).map_err(|e| ApiError::coded(&e))
 }
 
 fn config_error(message: String) -> ApiError {

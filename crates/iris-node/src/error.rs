@@ -42,12 +42,16 @@ impl ApiError {
     pub fn exit_code(&self) -> u8 {
         exit_code(self.code())
     }
+
+    /// Any error with a stable code: that code, and its message.
+    pub fn coded(error: &(impl iris_core::Coded + std::fmt::Display)) -> ApiError {
+        ApiError::new(error.code().as_str(), error.to_string())
+    }
 }
 
 impl From<iris_runtime::RuntimeError> for ApiError {
     fn from(error: iris_runtime::RuntimeError) -> ApiError {
-        use iris_core::Coded;
-        ApiError::new(error.code().as_str(), error.to_string())
+        ApiError::coded(&error)
     }
 }
 

@@ -39,7 +39,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::api::ApiError;
-use crate::backend::{Backend, open_store, store_error};
+use crate::backend::{Backend, open_store};
 use crate::endpoint::{self, Endpoint};
 use crate::error::{INTERNAL_ERROR, USAGE_ERROR};
 use crate::server::{self, NodeInfo, ServerState};
@@ -79,7 +79,7 @@ pub async fn run(config: Config, listen: SocketAddr, json: bool) -> Result<(), A
             Ok(store) => store,
             Err(error) => return Err(open_failure(&error, path).await),
         },
-        None => Store::in_memory().map_err(|e| store_error(&e))?,
+        None => Store::in_memory().map_err(|e| ApiError::coded(&e))?,
     };
     let listener = TcpListener::bind(listen)
         .await
@@ -278,7 +278,7 @@ async fn announce(started: &Started, json: bool) -> Result<(), ApiError> {
 /// Why the node could not open its database; a lock names the node that holds it, if any.
 async fn open_failure(error: &OpenError, db_path: &Path) -> ApiError {
     if !matches!(error, OpenError::Locked { .. }) {
-        return store_error(error);
+        return ApiError::coded(error);
     }
     // An unreadable endpoint file only loses the holder's name from the message.
     let holder = endpoint::read_live(db_path).await.ok().flatten();

@@ -40,7 +40,7 @@ impl Coded for UnresolvedCommand {
 
 impl From<UnresolvedCommand> for ApiError {
     fn from(error: UnresolvedCommand) -> ApiError {
-        ApiError::new(error.code().as_str(), error.to_string())
+        ApiError::coded(&error)
     }
 }
 

@@ -260,7 +260,7 @@ impl Service {
 
 /// A valid team name (syntax only).
 fn team_name(name: &str) -> Result<TeamName, ApiError> {
-    TeamName::new(name).map_err(|e| ApiError::new(e.code().as_str(), e.to_string()))
+    TeamName::new(name).map_err(|e| ApiError::coded(&e))
 }
 
 /// A valid session id.
@@ -275,8 +275,7 @@ fn session_id_of(text: &str) -> Result<SessionId, ApiError> {
 
 /// A known session status.
 fn status_of(text: &str) -> Result<SessionStatus, ApiError> {
-    SessionStatus::from_str(text.trim())
-        .map_err(|e| ApiError::new(e.code().as_str(), e.to_string()))
+    SessionStatus::from_str(text.trim()).map_err(|e| ApiError::coded(&e))
 }
 
 fn validation(message: String) -> ApiError {
@@ -292,10 +291,7 @@ fn session_not_found(what: &str) -> ApiError {
 
 /// The body of an error with a code.
 fn error_body(error: &(impl Coded + std::fmt::Display)) -> ApiErrorBody {
-    ApiErrorBody {
-        code: error.code().as_str().to_owned(),
-        message: error.to_string(),
-    }
+    ApiError::coded(error).error
 }
 
 /// What `tell` answers, for each outcome: `completed` with the text, cost, usage and duration;
