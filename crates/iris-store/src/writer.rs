@@ -242,17 +242,19 @@ impl Inbox {
             return true;
         }
         let deadline = tokio::time::Instant::now() + batching.linger;
-        while batch.len() < batching.max_batch && !batch.iter().any(Job::awaited) {
+        while batch.len() < batching.max_batch {
             // Built inside `block_on`: a tokio timer must be created within its runtime.
             let next =
                 clock.block_on(async { tokio::time::timeout_at(deadline, jobs.recv()).await });
-            match next {
-                Ok(Some(job)) => {
-                    batch.push(job);
-                    drain(jobs, batch, batching.max_batch);
-                }
+            let Ok(Some(job)) = next else {
                 // The deadline passed, or every sender is gone: commit what there is.
-                Ok(None) | Err(_) => break,
+                break;
+            };
+            let arrived = batch.len();
+            batch.push(job);
+            drain(jobs, batch, batching.max_batch);
+            if batch[arrived..].iter().any(Job::awaited) {
+                break;
             }
         }
         true
