@@ -159,10 +159,9 @@ impl Runtime {
     /// transient state (process state, agent process, current turn) at once, while the store
     /// may take up to its linger to commit it.
     fn freshest(&self, stored: SessionRecord) -> SessionRecord {
-        match self.shared.live.get(&stored.pair()) {
-            Some(handle) if handle.record().session_id == stored.session_id => {
-                (*handle.record()).clone()
-            }
+        let live = self.shared.live.get(&stored.pair()).map(|h| h.record());
+        match live {
+            Some(record) if record.session_id == stored.session_id => (*record).clone(),
             _ => stored,
         }
     }
