@@ -92,7 +92,7 @@ async fn a_stalled_turn_is_killed_and_no_caller_hangs_in_any_wait_mode() {
     let world = World::new();
     let runtime = start(&world, &["alpha", "beta"], "response_timeout = \"400ms\"").await;
     let (a, b) = (team("alpha"), team("beta"));
-    runtime.wake(&a, &b).await.unwrap();
+    let woken = runtime.wake(&a, &b).await.unwrap();
     let pid = runtime
         .get_session(&a, &b)
         .unwrap()
@@ -100,6 +100,14 @@ async fn a_stalled_turn_is_killed_and_no_caller_hangs_in_any_wait_mode() {
         .agent_process
         .unwrap()
         .pid;
+    // Every read shows the live state at once, though the store may not hold it yet.
+    let by_id = runtime
+        .get_session_by_id(&woken.session_id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_id.agent_process.map(|m| m.pid), Some(pid));
+    let listed = runtime.list_sessions(&Default::default()).unwrap();
+    assert_eq!(listed[0].agent_process.map(|m| m.pid), Some(pid));
 
     // Complete: the stall timeout ends the turn.
     let outcome = runtime
