@@ -148,7 +148,7 @@ async fn an_exit_before_the_handshake_fails_at_once_with_status_and_stderr() {
     .expect("the start waited instead of failing at once")
     .unwrap_err();
     match err {
-        AgentError::ExitedBeforeReady { exit } => {
+        AgentError::ExitedBeforeReady { exit, .. } => {
             assert_eq!(exit.code, Some(2));
             assert!(
                 exit.stderr_tail.contains("simulated start failure"),

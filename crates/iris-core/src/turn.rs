@@ -118,6 +118,10 @@ pub struct TurnRecord {
     pub num_turns: Option<u32>,
     /// Why the turn did not complete, if it did not.
     pub error: Option<TurnFailure>,
+    /// Whether the conversation's history was lost before this turn: the agent could not
+    /// resume it (its transcript was missing or empty), so it was started again under the same
+    /// id without its earlier context.
+    pub history_lost: bool,
 }
 
 impl TurnRecord {
@@ -152,6 +156,7 @@ impl TurnRecord {
             duration_ms: None,
             num_turns: None,
             error: None,
+            history_lost: false,
         }
     }
 

@@ -553,7 +553,7 @@ mod tests {
             "not_requested"
         );
         assert_eq!(
-            transcript_text(&TranscriptRemoval::Removed("/t".into())),
+            transcript_text(&TranscriptRemoval::Removed(vec!["/t".into()])),
             "removed"
         );
         assert_eq!(transcript_text(&TranscriptRemoval::NotFound), "not_found");

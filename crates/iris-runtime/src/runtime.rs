@@ -344,7 +344,7 @@ impl Runtime {
     ) -> Result<SessionRecord, RuntimeError> {
         self.shared.check_open()?;
         let pair = Pair::new(from.clone(), to.clone());
-        let limit = 2 * self.shared.config.settings().spawn_timeout + SESSION_CALL_TIMEOUT;
+        let limit = self.shared.agent_start_limit() + SESSION_CALL_TIMEOUT;
         self.call_session(Target::Pair(&pair), limit, |reply| SessionMsg::Wake {
             reply,
         })

@@ -70,12 +70,24 @@ impl Shared {
         Ok(())
     }
 
-    /// How long a caller waits for a session to be created: a pool slot, the agent's spawn and
-    /// handshake, plus a margin for the durable writes.
+    /// How long a caller waits for a session to be created: a pool slot, the agent's start,
+    /// plus a margin for the durable writes.
     pub fn creation_timeout(&self) -> Duration {
-        // An eager creation may wait `spawn_timeout` for a pool slot, then as long again for the
-        // spawn and handshake.
-        2 * self.config.settings().spawn_timeout + Duration::from_secs(10)
+        self.agent_start_limit() + Duration::from_secs(10)
+    }
+
+    /// The longest an agent's start can take: `spawn_timeout` for a pool slot, then up to
+    /// three launches (the first, and one correction for each way the CLI can refuse the
+    /// conversation), each bounded by `spawn_timeout` or a team's `session_init_timeout`.
+    pub fn agent_start_limit(&self) -> Duration {
+        let settings = self.config.settings();
+        let longest_launch = self
+            .config
+            .teams()
+            .values()
+            .map(|team| team.effective_session_init_timeout(settings))
+            .fold(settings.spawn_timeout, Duration::max);
+        settings.spawn_timeout + longest_launch * 3
     }
 
     /// Checks that both teams are configured, `to` first as in the original.

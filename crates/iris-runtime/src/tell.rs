@@ -128,7 +128,9 @@ pub enum TurnError {
     },
     /// The agent process exited during the turn. The next tell resumes the conversation.
     #[error(
-        "the agent exited during the turn (code {code:?}, signal {signal:?}); the next tell resumes the conversation. stderr: {stderr_tail}"
+        "the agent exited during the turn: it {}; the next tell resumes the conversation{}",
+        exit_sentence(*.code, *.signal),
+        stderr_sentence(.stderr_tail)
     )]
     AgentExited {
         /// Its exit code.
@@ -139,12 +141,15 @@ pub enum TurnError {
         stderr_tail: String,
     },
     /// The agent answered with an error result.
-    #[error("the agent reported an error ({subtype}): {message}")]
+    #[error("{}", error_result_sentence(.subtype, *.api_error_status, .message))]
     ErrorResult {
         /// The `result` subtype.
         subtype: String,
         /// Its message.
         message: String,
+        /// The HTTP status of the model API call that failed, when the agent reported one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        api_error_status: Option<u16>,
     },
     /// The agent could not be started.
     #[error("could not start the agent: {reason}")]
@@ -177,6 +182,43 @@ pub enum TurnError {
         /// What happened.
         reason: String,
     },
+}
+
+/// "exited with code 1", "was killed by signal 9 (SIGKILL)".
+fn exit_sentence(code: Option<i32>, signal: Option<i32>) -> String {
+    iris_agent::process::ExitInfo {
+        code,
+        signal,
+        stderr_tail: String::new(),
+    }
+    .to_string()
+}
+
+fn stderr_sentence(stderr_tail: &str) -> String {
+    match stderr_tail.trim() {
+        "" => String::new(),
+        tail => format!(". Its last words on stderr: {tail}"),
+    }
+}
+
+/// How an error `result` reads: a failed API call arrives as `subtype: "success"` with
+/// `is_error` set (and, on newer CLIs, its HTTP status); the error subtypes name what stopped
+/// the turn.
+fn error_result_sentence(subtype: &str, status: Option<u16>, message: &str) -> String {
+    let what = match subtype {
+        "success" => match status {
+            Some(status) => format!("the agent reported an API error (HTTP {status})"),
+            None => "the agent reported an API error".to_owned(),
+        },
+        "error_max_turns" => "the agent stopped at its limit of model turns".to_owned(),
+        "error_max_budget_usd" => "the agent stopped at its spending limit".to_owned(),
+        "error_during_execution" => "the agent's turn failed during execution".to_owned(),
+        other => format!("the agent ended the turn with an error ({other})"),
+    };
+    match message.trim() {
+        "" => what,
+        message => format!("{what}: {message}"),
+    }
 }
 
 impl Coded for TurnError {

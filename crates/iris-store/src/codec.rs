@@ -3,8 +3,13 @@
 //! postcard's wire format is frozen and documented, so a value written today stays readable. Each
 //! kind of value has its own version byte: a change to [`SessionRecord`]'s fields needs a new
 //! [`RECORD_VERSION`] and a decoder for the old one, a change to [`TurnRecord`]'s a new
-//! [`TURN_VERSION`]. `tests/fixtures/record_v1.bin` pins record version 1 and
-//! `tests/fixtures/turn_v1.bin` turn version 1.
+//! [`TURN_VERSION`]. `tests/fixtures/record_v1.bin` pins record version 1, and
+//! `tests/fixtures/turn_v1.bin` and `turn_v2.bin` turn versions 1 and 2.
+//!
+//! Turn version 2 appended one field, `history_lost`. postcard writes a struct as its fields in
+//! order with no framing, and a `false` as the byte 0, so a version-1 payload followed by a 0
+//! byte *is* the version-2 encoding of the same turn with `history_lost: false`: that is how
+//! version 1 is still read.
 
 use iris_core::{SessionRecord, TurnRecord};
 use serde::Serialize;
@@ -14,7 +19,7 @@ use serde::de::DeserializeOwned;
 pub const RECORD_VERSION: u8 = 1;
 
 /// The encoding version this build writes for turn records.
-pub const TURN_VERSION: u8 = 1;
+pub const TURN_VERSION: u8 = 2;
 
 /// Why stored bytes could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,9 +65,19 @@ pub fn encode_turn(turn: &TurnRecord) -> Result<Vec<u8>, postcard::Error> {
     encode_as(TURN_VERSION, turn)
 }
 
-/// Decodes a turn record written by [`encode_turn`].
+/// Decodes a turn record written by [`encode_turn`], or by turn encoding version 1.
 pub fn decode_turn(bytes: &[u8]) -> Result<TurnRecord, DecodeError> {
-    decode_as(TURN_VERSION, bytes)
+    match bytes.split_first() {
+        Some((1, payload)) => {
+            // Version 1 lacks the trailing `history_lost`; see the module's documentation.
+            let mut upgraded = Vec::with_capacity(bytes.len() + 1);
+            upgraded.push(TURN_VERSION);
+            upgraded.extend_from_slice(payload);
+            upgraded.push(0);
+            decode_as(TURN_VERSION, &upgraded)
+        }
+        _ => decode_as(TURN_VERSION, bytes),
+    }
 }
 
 fn encode_as<T: Serialize>(version: u8, value: &T) -> Result<Vec<u8>, postcard::Error> {

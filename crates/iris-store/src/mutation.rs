@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::counters::Counters;
 use crate::error::{StorageContext, StoreError};
-use crate::tables::{LIVE, OPEN_TURNS, PAIRS, PAIRS_BY_TO, SESSIONS, TURN_IDS, TURNS};
+use crate::tables::{
+    CONVERSATIONS, LIVE, OPEN_TURNS, PAIRS, PAIRS_BY_TO, SESSIONS, TURN_IDS, TURNS,
+};
 
 /// One durable write, submitted to the store's writer. Plain data, so a later layer can forward
 /// it between nodes.
@@ -198,6 +200,7 @@ pub(crate) struct WriteTables<'txn> {
     turns: Table<'txn, TurnKey, &'static [u8]>,
     turn_ids: Table<'txn, u128, TurnKey>,
     open_turns: Table<'txn, TurnKey, ()>,
+    conversations: Table<'txn, (u128, &'static str), ()>,
 }
 
 /// The key of a turn row: (session id, seq).
@@ -217,6 +220,9 @@ impl<'txn> WriteTables<'txn> {
             open_turns: txn
                 .open_table(OPEN_TURNS)
                 .during("opening table open_turns")?,
+            conversations: txn
+                .open_table(CONVERSATIONS)
+                .during("opening table conversations")?,
         })
     }
 
@@ -541,6 +547,9 @@ impl<'txn> WriteTables<'txn> {
             .during("deleting a pair")?;
         self.live.remove(key).during("deleting a session")?;
         self.remove_turns(key, u64::MAX)?;
+        self.conversations
+            .retain_in((key, "")..=(key, "\u{10FFFF}"), |_, _| false)
+            .during("deleting a session's conversation ids")?;
         counters.remove(&record);
         Ok(Some(record))
     }
@@ -587,6 +596,13 @@ impl<'txn> WriteTables<'txn> {
         self.sessions
             .insert(key, bytes.as_slice())
             .during("writing a session")?;
+        if let Some(id) = &record.agent_session_id
+            && old.is_none_or(|old| old.agent_session_id.as_ref() != Some(id))
+        {
+            self.conversations
+                .insert((key, id.as_str()), ())
+                .during("recording a conversation id")?;
+        }
         if is_live(record) {
             self.live
                 .insert(key, ())

@@ -24,8 +24,8 @@ use crate::mutation::{
     Applied, Change, Mutation, TurnKey, decode_session, decode_turn, key, turn_id_key,
 };
 use crate::tables::{
-    LIVE, META, META_COUNTERS, META_SCHEMA, OPEN_TURNS, PAIRS, PAIRS_BY_TO, SCHEMA_VERSION,
-    SESSIONS, TABLE_NAMES, TURN_IDS, TURNS,
+    CONVERSATIONS, LIVE, META, META_COUNTERS, META_SCHEMA, OPEN_TURNS, PAIRS, PAIRS_BY_TO,
+    SCHEMA_VERSION, SESSIONS, TABLE_NAMES, TURN_IDS, TURNS,
 };
 use crate::writer::{self, Batching, Job, Shared, WriterCounters, WriterStats};
 
@@ -341,6 +341,25 @@ impl Store {
         Ok(last.map_or(0, |(k, _)| k.value().1))
     }
 
+    /// Every conversation id the session has used: its own id first, then each id its agent
+    /// reported (after `/clear`, the CLI continues under a new one), in no particular order.
+    pub fn conversation_ids(&self, session_id: SessionId) -> Result<Vec<String>, StoreError> {
+        let table = self.read_table(CONVERSATIONS, "opening table conversations")?;
+        let raw = key(&session_id);
+        let mut ids = vec![session_id.to_string()];
+        for entry in table
+            .range((raw, "")..=(raw, "\u{10FFFF}"))
+            .during("reading conversation ids")?
+        {
+            let (k, _) = entry.during("reading conversation ids")?;
+            let id = k.value().1.to_owned();
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
     /// How many turns are `queued` or `running`, across every session (no scan).
     pub fn open_turn_count(&self) -> Result<u64, StoreError> {
         let open = self.read_table(OPEN_TURNS, "opening table open_turns")?;
@@ -654,6 +673,8 @@ fn prepare_schema(db: &Database, path: &Path) -> Result<Counters, OpenError> {
     txn.open_table(TURN_IDS).map_err(|e| storage(e.into()))?;
     txn.open_table(TURNS).map_err(|e| storage(e.into()))?;
     txn.open_table(OPEN_TURNS).map_err(|e| storage(e.into()))?;
+    txn.open_table(CONVERSATIONS)
+        .map_err(|e| storage(e.into()))?;
     let counters = {
         let sessions = txn.open_table(SESSIONS).map_err(|e| storage(e.into()))?;
         match counters {

@@ -127,12 +127,39 @@ fn decodes_a_turn_written_by_version_1() {
     assert_eq!(decode_turn(TURN_FIXTURE).unwrap(), turn);
 }
 
+/// `fixtures/turn_v2.bin` holds the version-1 fixture's turn with `history_lost` set, as
+/// written by turn encoding version 2.
+fn fixture_turn_v2() -> TurnRecord {
+    TurnRecord {
+        history_lost: true,
+        ..fixture_turn()
+    }
+}
+
+const TURN_V2_FIXTURE: &[u8] = include_bytes!("fixtures/turn_v2.bin");
+
 #[test]
-fn turn_version_1_encoding_is_unchanged() {
+fn decodes_a_turn_written_by_version_2() {
+    assert_eq!(TURN_V2_FIXTURE[0], 2);
+    assert_eq!(decode_turn(TURN_V2_FIXTURE).unwrap(), fixture_turn_v2());
+}
+
+#[test]
+fn a_version_1_turn_reads_as_history_kept() {
+    assert!(!decode_turn(TURN_FIXTURE).unwrap().history_lost);
+}
+
+#[test]
+fn turn_version_2_encoding_is_unchanged() {
     // If this fails, the turn's wire format changed: add a new turn encoding version and keep a
-    // decoder for version 1 instead of editing the fixture.
-    assert_eq!(TURN_VERSION, 1);
-    assert_eq!(encode_turn(&fixture_turn()).unwrap(), TURN_FIXTURE);
+    // decoder for versions 1 and 2 instead of editing the fixtures.
+    assert_eq!(TURN_VERSION, 2);
+    assert_eq!(encode_turn(&fixture_turn_v2()).unwrap(), TURN_V2_FIXTURE);
+    // Version 2 is version 1 with one field appended.
+    let mut v1_as_v2 = vec![2];
+    v1_as_v2.extend_from_slice(&TURN_FIXTURE[1..]);
+    v1_as_v2.push(0);
+    assert_eq!(encode_turn(&fixture_turn()).unwrap(), v1_as_v2);
 }
 
 #[test]
@@ -143,7 +170,7 @@ fn unknown_turn_versions_are_typed_errors() {
         decode_turn(&future),
         Err(DecodeError::UnknownVersion {
             found: 9,
-            supported: 1
+            supported: 2
         })
     );
     assert_eq!(decode_turn(&[]), Err(DecodeError::Empty));
@@ -210,6 +237,8 @@ fn arb_turn() -> impl Strategy<Value = TurnRecord> {
                 t.num_turns = stats.map(|(_, n)| n);
                 t.error =
                     error.map(|(code, message)| TurnFailure::new(ErrorCode::ALL[code], message));
+                // Derived rather than drawn: the tuple strategy is at its arity limit.
+                t.history_lost = is_error && seq % 2 == 0;
                 t
             },
         )
@@ -304,13 +333,14 @@ fn write_fixture() {
     }
 }
 
-/// Writes the turn fixture. Run once, by hand, when a new turn encoding version is introduced:
+/// Writes the current turn fixture. Run once, by hand, when a new turn encoding version is
+/// introduced (after pointing it at the new version's file):
 /// `IRIS_WRITE_TURN_FIXTURE=1 cargo test -p iris-store --test codec write_turn_fixture -- --ignored`.
 #[test]
 #[ignore = "writes the fixture file; run by hand only"]
 fn write_turn_fixture() {
     if std::env::var_os("IRIS_WRITE_TURN_FIXTURE").is_some() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/turn_v1.bin");
-        std::fs::write(path, encode_turn(&fixture_turn()).unwrap()).unwrap();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/turn_v2.bin");
+        std::fs::write(path, encode_turn(&fixture_turn_v2()).unwrap()).unwrap();
     }
 }

@@ -897,3 +897,45 @@ async fn reads_see_a_consistent_snapshot_while_writes_continue() {
     }
     writer.await.unwrap();
 }
+
+// ----- conversation ids -----
+
+#[tokio::test]
+async fn every_conversation_id_a_session_used_is_kept_until_it_is_deleted() {
+    let (_dir, store) = file_store();
+    let r = store.create(record("alpha", "beta")).await.unwrap();
+    let other = store.create(record("beta", "alpha")).await.unwrap();
+    let own = r.session_id.to_string();
+    assert_eq!(store.conversation_ids(r.session_id).unwrap(), [own.clone()]);
+    // Two `/clear`s: the agent reported two new ids in turn; an id set again is one entry.
+    for id in [
+        "11111111-1111-4111-8111-111111111111",
+        "22222222-2222-4222-8222-222222222222",
+    ] {
+        store
+            .update(r.session_id, Change::SetAgentSessionId(Some(id.into())))
+            .await
+            .unwrap();
+    }
+    store
+        .update(r.session_id, Change::IncrementMessageCount(1))
+        .await
+        .unwrap();
+    let mut ids = store.conversation_ids(r.session_id).unwrap();
+    assert_eq!(ids.remove(0), own, "the session's own id comes first");
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "11111111-1111-4111-8111-111111111111",
+            "22222222-2222-4222-8222-222222222222"
+        ]
+    );
+    store.delete(r.session_id).await.unwrap();
+    assert_eq!(store.conversation_ids(r.session_id).unwrap(), [own]);
+    assert_eq!(
+        store.conversation_ids(other.session_id).unwrap(),
+        [other.session_id.to_string()],
+        "another session's ids are its own"
+    );
+}

@@ -316,6 +316,14 @@ fn assistant_role() -> String {
 }
 
 impl AssistantMessage {
+    /// The text of each text block, in order.
+    pub fn text_blocks(&self) -> impl Iterator<Item = &str> {
+        self.content.iter().filter_map(|block| match block {
+            ContentBlock::Text { text } => Some(text.as_str()),
+            _ => None,
+        })
+    }
+
     /// The text of all text blocks, concatenated in order.
     pub fn text(&self) -> String {
         self.content
@@ -460,6 +468,32 @@ pub struct StreamEvent {
     pub event: Value,
 }
 
+impl StreamEvent {
+    /// The text of a `content_block_delta` carrying a `text_delta`: the next piece of the
+    /// model's text as it streams.
+    pub fn text_delta(&self) -> Option<&str> {
+        if self.event.get("type").and_then(Value::as_str) != Some("content_block_delta") {
+            return None;
+        }
+        let delta = self.event.get("delta")?;
+        match delta.get("type").and_then(Value::as_str) {
+            Some("text_delta") => delta.get("text").and_then(Value::as_str),
+            _ => None,
+        }
+    }
+
+    /// Whether this starts a new text content block (`content_block_start` of type `text`).
+    pub fn starts_text_block(&self) -> bool {
+        self.event.get("type").and_then(Value::as_str) == Some("content_block_start")
+            && self
+                .event
+                .get("content_block")
+                .and_then(|block| block.get("type"))
+                .and_then(Value::as_str)
+                == Some("text")
+    }
+}
+
 /// A `result` event: how a turn ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultEvent {
@@ -476,11 +510,21 @@ pub struct ResultEvent {
     /// The event's uuid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uuid: Option<String>,
-    /// The turn's cost in US dollars.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// What the agent *process* has cost so far, in US dollars: a running total over every
+    /// turn it ran (the turn's own cost is the difference from the previous result). `None`
+    /// when missing or not a number.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub total_cost_usd: Option<f64>,
-    /// The turn's token usage.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The turn's own token usage. `None` when missing or malformed.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub usage: Option<Usage>,
     /// Wall time of the turn, in milliseconds.
     #[serde(default)]
@@ -500,6 +544,37 @@ pub struct ResultEvent {
     /// Why the turn ended: `completed`, `max_turns`, `aborted_streaming`, `aborted_tools`, …
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub terminal_reason: Option<String>,
+    /// The error messages of a failed turn (e.g. "No conversation found with session ID: …").
+    /// Entries that are not strings are dropped.
+    #[serde(
+        default,
+        deserialize_with = "strings_only",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub errors: Vec<String>,
+}
+
+/// A field that decodes to `None` when it does not fit its type, so one odd field never turns a
+/// whole `result` into [`Event::Unknown`] (and the turn into a stall).
+fn lenient<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    let value = Value::deserialize(deserializer)?;
+    Ok(T::deserialize(value).ok())
+}
+
+/// A list of strings; anything else in it (or a non-list) is dropped.
+fn strings_only<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    Ok(match Value::deserialize(deserializer)? {
+        Value::Array(items) => items
+            .into_iter()
+            .filter_map(|item| match item {
+                Value::String(s) => Some(s),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    })
 }
 
 impl ResultEvent {

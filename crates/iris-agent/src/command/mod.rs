@@ -8,14 +8,16 @@
 //! The agent's argv, in order:
 //!
 //! 1. the agent command's own `args`;
-//! 2. `--print --output-format stream-json --verbose --input-format stream-json`;
+//! 2. `--print --output-format stream-json --verbose --input-format stream-json`, and
+//!    `--include-partial-messages` (so text streams to callers as it is written);
 //! 3. `--session-id=<uuid>` for a new conversation or `--resume=<id>` for an existing one (always
 //!    the `=` form, so the value can never pass for a flag);
 //! 4. `--permission-prompt-tool=stdio` unless the team's `grant_permission` is `no` (iris answers
 //!    the agent's `can_use_tool` control requests on stdio);
 //! 5. `--allowedTools=<a>,<b>` and `--disallowedTools=<a>,<b>` for non-empty lists, each rule
 //!    checked by [`validate_tool_rule`];
-//! 6. `--append-system-prompt=<text>` and `--mcp-config=<x>` when set;
+//! 6. `--append-system-prompt=<text>` when set, `--mcp-config=<x>` for the team's `mcp_config`
+//!    and again for [`LaunchOptions::mcp_config`];
 //! 7. [`LaunchOptions::extra_args`].
 //!
 //! Neither the agent's `args` nor the extra arguments may set the flags iris controls
@@ -51,6 +53,10 @@ pub const STREAM_JSON_ARGS: [&str; 6] = [
     "--input-format",
     "stream-json",
 ];
+
+/// Makes the CLI print `stream_event` lines (raw API deltas) while the model streams; without
+/// it the CLI is silent until a whole message is done, so callers would see no partial text.
+pub const PARTIAL_MESSAGES_ARG: &str = "--include-partial-messages";
 
 /// The variable Claude Code sets in the processes it runs; removed so the agent does not think it
 /// is nested inside another Claude Code.
@@ -358,6 +364,9 @@ fn agent_argv(
 
     let mut args = agent.args.clone();
     args.extend(STREAM_JSON_ARGS.map(str::to_owned));
+    if !args.iter().any(|a| a == PARTIAL_MESSAGES_ARG) {
+        args.push(PARTIAL_MESSAGES_ARG.to_owned());
+    }
     args.push(match conversation {
         Conversation::New(id) => format!("--session-id={id}"),
         Conversation::Resume(id) => {
@@ -395,6 +404,11 @@ fn agent_argv(
     if let Some(prompt) = &team.append_system_prompt {
         no_nul(team_name, prompt, "`append_system_prompt`", Origin::Config)?;
         args.push(format!("--append-system-prompt={prompt}"));
+    }
+    if let Some(mcp_config) = &team.mcp_config {
+        let value = mcp_config.as_arg();
+        no_nul(team_name, &value, "`mcp_config`", Origin::Config)?;
+        args.push(format!("--mcp-config={value}"));
     }
     if let Some(mcp_config) = &options.mcp_config {
         if mcp_config.is_empty() {

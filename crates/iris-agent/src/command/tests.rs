@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use iris_core::config::{AgentConfig, GrantPermission, RemoteConfig, TeamConfig};
+use iris_core::config::{AgentConfig, GrantPermission, McpConfig, RemoteConfig, TeamConfig};
 use iris_core::{Coded, ErrorCode, SessionId, TeamName};
 
 use super::*;
@@ -81,6 +81,7 @@ fn refused(agent: &AgentConfig) -> CommandError {
 
 fn expected_args(rest: &[&str]) -> Vec<String> {
     let mut args = strings(&STREAM);
+    args.push(PARTIAL_MESSAGES_ARG.to_owned());
     args.extend(strings(rest));
     args
 }
@@ -142,6 +143,7 @@ fn every_optional_flag_in_order() {
     team.allowed_tools = strings(&["Read", "Bash(git:*)", "Bash(npm run test:*)"]);
     team.disallowed_tools = strings(&["WebFetch", "mcp__srv__tool"]);
     team.append_system_prompt = Some("You are the frontend team.\nBe brief.".to_owned());
+    team.mcp_config = Some(McpConfig::File(PathBuf::from("/work/frontend/mcp.json")));
     let agent = AgentConfig {
         command: "/opt/claude/bin/claude".to_owned(),
         args: strings(&["--model", "sonnet"]),
@@ -159,10 +161,12 @@ fn every_optional_flag_in_order() {
     let mut expected = strings(&["--model", "sonnet"]);
     expected.extend(strings(&STREAM));
     expected.extend(strings(&[
+        PARTIAL_MESSAGES_ARG,
         &format!("--session-id={SID}"),
         "--allowedTools=Read,Bash(git:*),Bash(npm run test:*)",
         "--disallowedTools=WebFetch,mcp__srv__tool",
         "--append-system-prompt=You are the frontend team.\nBe brief.",
+        "--mcp-config=/work/frontend/mcp.json",
         "--mcp-config=/tmp/iris-mcp.json",
         "--max-turns",
         "5",
@@ -210,7 +214,7 @@ fn display_is_the_copy_paste_form() {
     assert_eq!(
         launch.display(),
         format!(
-            "cd /work/frontend && env -u CLAUDECODE CLAUDE_CODE_ENTRYPOINT=iris claude --print --output-format stream-json --verbose --input-format stream-json --session-id={SID} --permission-prompt-tool=stdio '--append-system-prompt=it'\\''s \"quoted\"'"
+            "cd /work/frontend && env -u CLAUDECODE CLAUDE_CODE_ENTRYPOINT=iris claude --print --output-format stream-json --verbose --input-format stream-json --include-partial-messages --session-id={SID} --permission-prompt-tool=stdio '--append-system-prompt=it'\\''s \"quoted\"'"
         )
     );
 }
@@ -244,7 +248,7 @@ fn remote_argv() {
     assert_eq!(launch.env_remove(), ["CLAUDECODE"]);
     assert!(launch.env_set().is_empty());
     let remote_command = format!(
-        "cd '/srv/my project' && exec env -u CLAUDECODE 'CLAUDE_CODE_ENTRYPOINT=iris' 'K=v w' '/usr/local/bin/claude' '--print' '--output-format' 'stream-json' '--verbose' '--input-format' 'stream-json' '--session-id={SID}'"
+        "cd '/srv/my project' && exec env -u CLAUDECODE 'CLAUDE_CODE_ENTRYPOINT=iris' 'K=v w' '/usr/local/bin/claude' '--print' '--output-format' 'stream-json' '--verbose' '--input-format' 'stream-json' '--include-partial-messages' '--session-id={SID}'"
     );
     assert_eq!(
         launch.args(),
@@ -561,4 +565,17 @@ fn debug_forms_hide_credentials_but_the_launch_keeps_them() {
         assert!(shown.contains("<redacted>"), "{shown}");
         assert!(shown.contains("debug"), "{shown}");
     }
+}
+
+#[test]
+fn an_inline_mcp_config_is_passed_as_one_argument() {
+    let mut team = team();
+    let json = r#"{"mcpServers":{"iris":{"command":"iris","args":["mcp","--from","alpha"]}}}"#;
+    team.mcp_config = Some(McpConfig::Inline(json.to_owned()));
+    let launch = build(&team, &Conversation::New(sid())).unwrap();
+    assert!(
+        launch.args().contains(&format!("--mcp-config={json}")),
+        "{:?}",
+        launch.args()
+    );
 }

@@ -15,10 +15,12 @@ pub enum AgentError {
     #[error(transparent)]
     Spawn(#[from] SpawnError),
     /// The agent exited before it answered the `initialize` handshake.
-    #[error("the agent exited before it was ready: it {exit}")]
+    #[error("the agent exited before it was ready: it {exit}{}", reported_errors(.reported))]
     ExitedBeforeReady {
         /// How it ended.
         exit: ExitInfo,
+        /// The errors it reported on stdout first (a `result` event's `errors`), if any.
+        reported: Vec<String>,
     },
     /// The agent did not answer the handshake in time.
     #[error(
@@ -61,6 +63,45 @@ pub enum AgentError {
     /// The conversation has ended (the agent exited or was stopped).
     #[error("the agent is no longer running; start a new conversation")]
     NotRunning,
+}
+
+fn reported_errors(reported: &[String]) -> String {
+    if reported.is_empty() {
+        String::new()
+    } else {
+        format!("; it reported: {}", reported.join("; "))
+    }
+}
+
+/// How the CLI refused to open the conversation it was launched for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaunchRefusal {
+    /// `--session-id=<id>`: "Session ID … is already in use": the conversation exists, so it
+    /// must be resumed.
+    ConversationInUse,
+    /// `--resume=<id>`: "No conversation found with session ID: …": the transcript is missing
+    /// or empty, so the history is gone.
+    ConversationNotFound,
+}
+
+impl AgentError {
+    /// Whether the agent exited at launch because of the conversation it was asked to open
+    /// (the texts of Claude Code 2.1.197, on stderr or in an early `result`).
+    pub fn launch_refusal(&self) -> Option<LaunchRefusal> {
+        let AgentError::ExitedBeforeReady { exit, reported } = self else {
+            return None;
+        };
+        let said = |needle: &str| {
+            exit.stderr_tail.contains(needle) || reported.iter().any(|r| r.contains(needle))
+        };
+        if said("No conversation found with session ID") {
+            Some(LaunchRefusal::ConversationNotFound)
+        } else if said("is already in use") {
+            Some(LaunchRefusal::ConversationInUse)
+        } else {
+            None
+        }
+    }
 }
 
 impl Coded for AgentError {

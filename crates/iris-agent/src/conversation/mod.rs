@@ -6,6 +6,7 @@
 //! agent that exits is reported at once with its exit status and stderr tail, never by waiting
 //! out a timeout.
 
+mod cost;
 mod error;
 mod io;
 mod permission;
@@ -20,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-pub use error::AgentError;
+pub use error::{AgentError, LaunchRefusal};
 pub use permission::{
     ConfiguredPolicy, Decision, DecisionFuture, PermissionPolicy, PermissionRequest,
 };
@@ -30,6 +31,7 @@ use crate::codec::{
     control_request, user_message,
 };
 use crate::process::{AgentProcess, DEFAULT_STDERR_TAIL, ExitInfo, StopGrace, StopOutcome};
+use cost::RunningCost;
 use io::ReaderMsg;
 
 /// After the agent exits mid-turn, how long to keep reading what it printed before the exit.
@@ -62,10 +64,17 @@ impl Default for ConversationOptions {
 /// How a turn ended, with everything its `result` event reported.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TurnReport {
-    /// All text blocks of all assistant messages of the turn, joined with newlines.
+    /// The turn's text: the `result` event's `result` when it has one (the CLI puts the final
+    /// answer there), else every text block of every assistant message, joined with newlines.
+    /// The whole messages stay available as events.
     pub text: String,
     /// The `result` event.
     pub result: ResultEvent,
+    /// What this turn cost, in US dollars: the agent's running total minus the previous
+    /// result's of the same process (0 when the agent misreported; a warning is logged).
+    pub cost_usd: f64,
+    /// Whether the agent confirmed a compaction during the turn (`system/compact_boundary`).
+    pub compacted: bool,
     /// The conversation id after this turn, if the agent reported one.
     pub session_id: Option<String>,
     /// Whether the agent reported a different conversation id than before (persist it).
@@ -82,7 +91,7 @@ impl TurnReport {
     pub fn usage_totals(&self) -> UsageTotals {
         let usage = self.result.usage.unwrap_or_default();
         UsageTotals {
-            cost_usd: self.result.total_cost_usd.unwrap_or(0.0),
+            cost_usd: self.cost_usd,
             input_tokens: usage.input_tokens,
             output_tokens: usage.output_tokens,
             cache_creation_input_tokens: usage.cache_creation_input_tokens,
@@ -153,6 +162,8 @@ pub struct Conversation {
     /// Turns whose message has been sent.
     sent_turns: Arc<AtomicU64>,
     session_id: Option<String>,
+    /// The process's running total cost, from which each turn's own cost is measured.
+    running_cost: RunningCost,
     /// User messages sent whose `result` has not been read: a turn whose future was dropped
     /// leaves one behind, and its result must not be taken for the next turn's.
     unfinished_turns: usize,
@@ -191,6 +202,7 @@ impl Conversation {
             interrupts: watch::channel(None).0,
             sent_turns: Arc::new(AtomicU64::new(0)),
             session_id: None,
+            running_cost: RunningCost::default(),
             unfinished_turns: 0,
             options,
             tasks,
@@ -204,11 +216,16 @@ impl Conversation {
         self.send(control_request(&id, &HostRequest::Initialize))?;
         let deadline = Instant::now() + self.options.spawn_timeout;
         let mut exit = self.process.exit_watch();
+        // A CLI that refuses the conversation prints a failed `result` and exits.
+        let mut reported = Vec::new();
         loop {
             tokio::select! {
                 msg = self.events.recv() => match msg {
                     Some(ReaderMsg::Event(decoded)) => {
                         self.note_session_id(&decoded.event);
+                        if let Event::Result(result) = &decoded.event {
+                            reported.extend(result.errors.iter().cloned());
+                        }
                         if let Event::ControlResponse(response) = &decoded.event
                             && response.request_id == id
                         {
@@ -222,9 +239,13 @@ impl Conversation {
                         }
                     }
                     Some(ReaderMsg::Failed(error)) => return Err(self.fault(error.into())),
-                    None => return Err(self.exited_before_ready().await),
+                    None => return Err(self.exited_before_ready(reported).await),
                 },
-                _ = has_exited(&mut exit) => return Err(self.exited_before_ready().await),
+                _ = has_exited(&mut exit) => {
+                    // What it printed before exiting may still be in the pipe.
+                    self.drain_results(&mut reported).await;
+                    return Err(self.exited_before_ready(reported).await);
+                }
                 _ = tokio::time::sleep_until(deadline) => {
                     self.process.kill();
                     return Err(AgentError::HandshakeTimeout { after: self.options.spawn_timeout });
@@ -259,6 +280,7 @@ impl Conversation {
         let mut abandoned = self.unfinished_turns;
         self.unfinished_turns += 1;
         let mut texts: Vec<String> = Vec::new();
+        let mut compacted = false;
         let mut exit = self.process.exit_watch();
         let mut interrupted = self.interrupts.subscribe();
         let mut stall_deadline = Instant::now() + stall;
@@ -282,17 +304,26 @@ impl Conversation {
                                     texts.push(t);
                                 }
                             }
-                            Event::Result(_) if abandoned > 0 => {
-                                // The end of an earlier, abandoned turn.
+                            Event::System(system) if system.subtype() == "compact_boundary" => {
+                                compacted = true;
+                            }
+                            Event::Result(result) if abandoned > 0 => {
+                                // The end of an earlier, abandoned turn: only its cost is kept,
+                                // as the baseline the next turn is measured from.
                                 abandoned -= 1;
                                 self.unfinished_turns -= 1;
                                 texts.clear();
+                                compacted = false;
+                                let cost = self.cost_of(result);
+                                tracing::info!(pid = self.process.pid(), cost_usd = cost, "an abandoned turn ended");
                                 continue;
                             }
                             Event::Result(result) => {
                                 self.unfinished_turns -= 1;
                                 let report = TurnReport {
-                                    text: texts.join("\n"),
+                                    text: result.result.clone().unwrap_or_else(|| texts.join("\n")),
+                                    cost_usd: self.cost_of(result),
+                                    compacted,
                                     result: result.clone(),
                                     session_id: self.session_id.clone(),
                                     session_id_changed: previous_id.is_some()
@@ -387,6 +418,24 @@ impl Conversation {
         }
     }
 
+    /// The cost of the turn that ended with `result`, measured from the process's running
+    /// total. A misreported total costs the turn nothing and is logged.
+    fn cost_of(&mut self, result: &ResultEvent) -> f64 {
+        match self.running_cost.turn_cost(result.total_cost_usd) {
+            Ok(cost) => cost,
+            Err(anomaly) => {
+                tracing::warn!(
+                    pid = self.process.pid(),
+                    session = self.session_id.as_deref().unwrap_or(""),
+                    reported = ?result.total_cost_usd,
+                    "{}; the turn is recorded as costing nothing",
+                    anomaly.describe()
+                );
+                0.0
+            }
+        }
+    }
+
     /// The agent broke the protocol: kill it and report why.
     fn fault(&self, error: AgentError) -> AgentError {
         self.process.kill();
@@ -405,9 +454,23 @@ impl Conversation {
             })
     }
 
-    async fn exited_before_ready(&self) -> AgentError {
+    async fn exited_before_ready(&self, reported: Vec<String>) -> AgentError {
         AgentError::ExitedBeforeReady {
             exit: self.exit_info().await,
+            reported,
+        }
+    }
+
+    /// Reads what an exited agent left in its stdout (briefly: a grandchild may hold the pipe
+    /// open), keeping the errors of any `result`.
+    async fn drain_results(&mut self, reported: &mut Vec<String>) {
+        let deadline = Instant::now() + EXIT_DRAIN;
+        while let Ok(Some(ReaderMsg::Event(decoded))) =
+            tokio::time::timeout_at(deadline, self.events.recv()).await
+        {
+            if let Event::Result(result) = &decoded.event {
+                reported.extend(result.errors.iter().cloned());
+            }
         }
     }
 

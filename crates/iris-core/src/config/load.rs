@@ -12,8 +12,8 @@ use crate::config::error::ConfigError;
 use crate::config::interpolate::{self, Env, InterpolationError};
 use crate::config::key_path::{self, Segment};
 use crate::config::model::{
-    AgentConfig, AgentOverride, DatabaseLocation, GrantPermission, RemoteConfig, Settings,
-    TeamConfig,
+    AgentConfig, AgentOverride, DatabaseLocation, GrantPermission, McpConfig, RemoteConfig,
+    Settings, TeamConfig,
 };
 use crate::config::{Config, coerce};
 use crate::team::TeamName;
@@ -66,6 +66,8 @@ struct RawTeam {
     disallowed_tools: Vec<String>,
     #[serde(default, deserialize_with = "coerce::opt_string_empty_is_none")]
     append_system_prompt: Option<String>,
+    #[serde(default)]
+    mcp_config: Option<toml::Value>,
     #[serde(default, deserialize_with = "coerce::opt_string_empty_is_none")]
     node: Option<String>,
 }
@@ -282,6 +284,10 @@ impl Resolver<'_> {
         } else {
             self.local_path(&raw.path, &at("path"))?
         };
+        let mcp_config = match raw.mcp_config {
+            Some(value) => Some(self.mcp_config(value, remote.is_some(), &at("mcp_config"))?),
+            None => None,
+        };
         Ok(TeamConfig {
             path,
             description: raw.description,
@@ -292,9 +298,55 @@ impl Resolver<'_> {
             allowed_tools: raw.allowed_tools,
             disallowed_tools: raw.disallowed_tools,
             append_system_prompt: raw.append_system_prompt,
+            mcp_config,
             node: raw.node,
             remote,
         })
+    }
+
+    /// `mcp_config`: a path, JSON text, or a TOML table (turned into JSON).
+    fn mcp_config(
+        &self,
+        value: toml::Value,
+        remote: bool,
+        at: &[String],
+    ) -> Result<McpConfig, ConfigError> {
+        const FIX: &str = "write a path to a JSON file, JSON text such as '{\"mcpServers\": {\"name\": {\"command\": \"…\"}}}', or a table with an `mcpServers` table";
+        let json = match value {
+            toml::Value::String(text) if text.trim_start().starts_with('{') => {
+                serde_json::from_str::<serde_json::Value>(&text)
+                    .map_err(|e| self.invalid(at, format!("is not valid JSON ({e}); {FIX}")))?
+            }
+            toml::Value::String(text) if text.trim().is_empty() => {
+                return Err(self.invalid(at, format!("is empty; {FIX}")));
+            }
+            toml::Value::String(text) => {
+                let path = if remote {
+                    self.remote_path(&text, at)?
+                } else {
+                    self.local_path(&text, at)?
+                };
+                return Ok(McpConfig::File(path));
+            }
+            table @ toml::Value::Table(_) => serde_json::to_value(table)
+                .map_err(|e| self.invalid(at, format!("cannot be turned into JSON ({e})")))?,
+            other => {
+                return Err(self.invalid(
+                    at,
+                    format!(
+                        "is a {}, not a path, JSON text or a table; {FIX}",
+                        other.type_str()
+                    ),
+                ));
+            }
+        };
+        if !json
+            .get("mcpServers")
+            .is_some_and(serde_json::Value::is_object)
+        {
+            return Err(self.invalid(at, format!("has no `mcpServers` object; {FIX}")));
+        }
+        Ok(McpConfig::Inline(json.to_string()))
     }
 
     fn remote(&self, name: &str, raw: RawRemote) -> Result<RemoteConfig, ConfigError> {

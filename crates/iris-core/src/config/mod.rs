@@ -42,8 +42,8 @@ use serde::Serialize;
 pub use error::ConfigError;
 pub use interpolate::{Env, InterpolationError, interpolate};
 pub use model::{
-    AgentConfig, AgentOverride, DatabaseLocation, GrantPermission, RemoteConfig, SessionInit,
-    Settings, TeamConfig,
+    AgentConfig, AgentOverride, DatabaseLocation, GrantPermission, McpConfig, RemoteConfig,
+    SessionInit, Settings, TeamConfig,
 };
 
 use crate::team::TeamName;

@@ -166,6 +166,34 @@ pub enum SessionInit {
     Lazy,
 }
 
+/// A team's MCP servers, as the agent's `--mcp-config` takes them. Serializes as that value (a
+/// path or the JSON text), which loads back to the same value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum McpConfig {
+    /// A JSON file (`{"mcpServers": {…}}`). A local team's relative path is resolved against
+    /// the configuration file's directory; a remote team's must be absolute (on its host).
+    File(PathBuf),
+    /// The JSON itself, written inline (as a JSON string or a TOML table), checked to be an
+    /// object with an `mcpServers` object.
+    Inline(String),
+}
+
+impl McpConfig {
+    /// The value of `--mcp-config`: the path, or the JSON text.
+    pub fn as_arg(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            McpConfig::File(path) => path.to_string_lossy(),
+            McpConfig::Inline(json) => std::borrow::Cow::Borrowed(json),
+        }
+    }
+}
+
+impl Serialize for McpConfig {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.as_arg())
+    }
+}
+
 /// How the agent handles a tool-permission request for a team.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -336,6 +364,9 @@ pub struct TeamConfig {
     /// Text appended to the agent's system prompt.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub append_system_prompt: Option<String>,
+    /// MCP servers for the agent, passed as `--mcp-config`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp_config: Option<McpConfig>,
     /// The cluster node that hosts this team (reserved for clustering).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
@@ -357,6 +388,7 @@ impl TeamConfig {
             allowed_tools: Vec::new(),
             disallowed_tools: Vec::new(),
             append_system_prompt: None,
+            mcp_config: None,
             node: None,
             remote: None,
         }

@@ -1148,3 +1148,56 @@ proptest! {
         prop_assert_eq!(interpolate("${X}", &env), Ok(v.clone()));
     }
 }
+
+#[test]
+fn mcp_config_is_a_path_json_text_or_a_table() {
+    let config = load(
+        r#"
+        [teams.file]
+        path = "/p/file"
+        mcp_config = "mcp/servers.json"
+        [teams.json]
+        path = "/p/json"
+        mcp_config = '{"mcpServers": {"iris": {"command": "iris", "args": ["mcp"]}}}'
+        [teams.table]
+        path = "/p/table"
+        [teams.table.mcp_config.mcpServers.iris]
+        command = "iris"
+        args = ["mcp"]
+        [teams.none]
+        path = "/p/none"
+        "#,
+    );
+    let mcp = |name: &str| config.team(&team(name)).unwrap().mcp_config.clone();
+    assert_eq!(
+        mcp("file"),
+        Some(McpConfig::File(PathBuf::from(DIR).join("mcp/servers.json")))
+    );
+    let inline = r#"{"mcpServers":{"iris":{"args":["mcp"],"command":"iris"}}}"#;
+    assert_eq!(mcp("json"), Some(McpConfig::Inline(inline.to_owned())));
+    assert_eq!(mcp("table"), Some(McpConfig::Inline(inline.to_owned())));
+    assert_eq!(mcp("none"), None);
+    // The effective configuration shows the value the agent gets, and loads back the same.
+    let text = config.to_toml_string().unwrap();
+    assert_eq!(load(&text), config);
+}
+
+#[test]
+fn a_bad_mcp_config_names_the_key_and_the_fix() {
+    for (value, says) in [
+        (r#"'{"mcpServers": '"#, "not valid JSON"),
+        (r#"'{"servers": {}}'"#, "no `mcpServers` object"),
+        ("42", "not a path, JSON text or a table"),
+        (r#""""#, "is empty"),
+    ] {
+        let e = err(&format!(
+            "[teams.alpha]\npath = \"/p\"\nmcp_config = {value}\n"
+        ));
+        let shown = invalid_at(&e, "teams.alpha.mcp_config");
+        assert!(shown.contains(says), "{value}: {shown}");
+    }
+    let remote = err(
+        "[teams.far]\npath = \"/p\"\nmcp_config = \"relative.json\"\nremote = { destination = \"me@host\" }\n",
+    );
+    assert!(invalid_at(&remote, "teams.far.mcp_config").contains("relative"));
+}

@@ -5,16 +5,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use iris_agent::command::{self, LaunchOptions};
-use iris_agent::conversation::{ConfiguredPolicy, Conversation, ConversationOptions};
+use iris_agent::conversation::{
+    AgentError, ConfiguredPolicy, Conversation, ConversationOptions, LaunchRefusal,
+};
 use iris_agent::process::StopGrace;
-use iris_core::config::AgentConfig;
+use iris_core::config::{AgentConfig, TeamConfig};
 use iris_core::{AgentProcessMark, Coded, Pair, SessionId, SessionRecord};
 use ractor::ActorRef;
 use ractor::rpc::CallResult;
 use tokio::time::Instant;
 
 use super::SessionMsg;
-use super::transcript::transcript_locator;
+use super::transcript::{set_aside_transcript, transcript_locator};
 use crate::pool::{Permit, PoolMsg};
 
 use crate::shared::Shared;
@@ -46,6 +48,34 @@ pub(crate) struct Launched {
     pub mark: AgentProcessMark,
     pub launch_command: String,
     pub team_config_snapshot: String,
+    /// The conversation could not be resumed and was started again without its history.
+    pub history_lost: bool,
+}
+
+/// Why one launch failed.
+#[derive(Debug)]
+enum LaunchError {
+    /// The launch could not be built from the configuration.
+    Command(command::CommandError),
+    /// The agent did not come up.
+    Agent(AgentError),
+}
+
+impl LaunchError {
+    fn launch_refusal(&self) -> Option<LaunchRefusal> {
+        match self {
+            LaunchError::Agent(error) => error.launch_refusal(),
+            LaunchError::Command(_) => None,
+        }
+    }
+}
+
+fn spawn_error(error: &LaunchError) -> TurnError {
+    let (code, reason) = match error {
+        LaunchError::Command(e) => (e.code(), e.to_string()),
+        LaunchError::Agent(e) => (e.code(), e.to_string()),
+    };
+    TurnError::Spawn { code, reason }
 }
 
 /// Everything needed to start the agent of one session.
@@ -59,7 +89,14 @@ pub(crate) struct LaunchContext {
 
 impl LaunchContext {
     /// Waits for a pool slot (at most `spawn_timeout`), then spawns the agent and completes the
-    /// handshake (at most `spawn_timeout` again).
+    /// handshake (at most `spawn_timeout` to resume a conversation, the team's
+    /// `session_init_timeout` to start a new one).
+    ///
+    /// When the CLI refuses the conversation it was launched for, the launch is corrected once
+    /// per kind of refusal, never in a loop: "already in use" means the conversation exists, so
+    /// it is resumed; "No conversation found" on a resume means its transcript is missing or
+    /// empty, so the conversation starts again under the same id, without its history (logged,
+    /// and recorded on the next turn's row).
     pub async fn start(&self, record: &SessionRecord) -> Result<(LiveAgent, Launched), TurnError> {
         let settings = self.shared.config.settings();
         let permit = self.acquire_permit(settings.spawn_timeout).await?;
@@ -75,47 +112,53 @@ impl LaunchContext {
                 ),
             });
         };
-        let conversation = if self
+        let resume_id = record
+            .agent_session_id
+            .clone()
+            .unwrap_or_else(|| self.id.to_string());
+        let mut conversation = if self
             .has_conversation(record, &team.path, &agent, team.is_remote())
             .await
         {
-            command::Conversation::Resume(
-                record
-                    .agent_session_id
-                    .clone()
-                    .unwrap_or_else(|| self.id.to_string()),
-            )
+            command::Conversation::Resume(resume_id)
         } else {
             command::Conversation::New(self.id)
         };
-        let spawn_error = |code, reason: String| TurnError::Spawn { code, reason };
-        let launch = command::build_launch(
-            &self.pair.to,
-            team,
-            &agent,
-            &conversation,
-            &LaunchOptions::default(),
-        )
-        .map_err(|e| spawn_error(e.code(), e.to_string()))?;
-        let policy = Arc::new(ConfiguredPolicy::new(
-            team.grant_permission,
-            team.allowed_tools.clone(),
-            team.disallowed_tools.clone(),
-        ));
-        let options = ConversationOptions {
-            spawn_timeout: settings.spawn_timeout,
-            ..ConversationOptions::default()
+        let mut tried = Vec::new();
+        let mut history_lost = false;
+        let (started, launch) = loop {
+            let error = match self.launch(team, &agent, &conversation).await {
+                Ok(started) => break started,
+                Err(error) => error,
+            };
+            tried.push(conversation.clone());
+            let next = match (error.launch_refusal(), &conversation) {
+                (Some(LaunchRefusal::ConversationInUse), command::Conversation::New(id)) => {
+                    command::Conversation::Resume(id.to_string())
+                }
+                (Some(LaunchRefusal::ConversationNotFound), command::Conversation::Resume(id)) => {
+                    if !team.is_remote()
+                        && let Err(e) = self.clear_unusable_transcript(&team.path, &agent).await
+                    {
+                        tracing::warn!(pair = %self.pair, session = %self.id, error = %e, "could not move the unusable transcript aside");
+                    }
+                    tracing::warn!(pair = %self.pair, session = %self.id, conversation = %id, "the agent found no conversation to resume (its transcript is missing or empty); starting it again under the same id, without its history");
+                    history_lost = true;
+                    command::Conversation::New(self.id)
+                }
+                _ => return Err(spawn_error(&error)),
+            };
+            if tried.contains(&next) {
+                return Err(spawn_error(&error));
+            }
+            tracing::info!(pair = %self.pair, session = %self.id, refused = ?conversation, retry = ?next, "the agent refused the conversation it was launched for; launching again");
+            conversation = next;
         };
-        self.shared.metrics.spawns.inc();
-        let began = Instant::now();
-        let started = Conversation::start(launch.to_command(), policy, options)
-            .await
-            .map_err(|e| spawn_error(e.code(), e.to_string()))?;
-        self.shared.metrics.spawn_time.observe(began.elapsed());
         let launched = Launched {
             mark: started.process().mark(),
             launch_command: launch.display(),
             team_config_snapshot: command::team_config_snapshot(&self.pair.to, team, &agent),
+            history_lost,
         };
         tracing::info!(pair = %self.pair, session = %self.id, pid = launched.mark.pid, ?conversation, "agent ready");
         Ok((
@@ -125,6 +168,58 @@ impl LaunchContext {
             },
             launched,
         ))
+    }
+
+    /// One launch of the agent for `conversation`, up to the end of its handshake.
+    async fn launch(
+        &self,
+        team: &TeamConfig,
+        agent: &AgentConfig,
+        conversation: &command::Conversation,
+    ) -> Result<(Conversation, command::Launch), LaunchError> {
+        let settings = self.shared.config.settings();
+        let launch = command::build_launch(
+            &self.pair.to,
+            team,
+            agent,
+            conversation,
+            &LaunchOptions::default(),
+        )
+        .map_err(LaunchError::Command)?;
+        let policy = Arc::new(ConfiguredPolicy::new(
+            team.grant_permission,
+            team.allowed_tools.clone(),
+            team.disallowed_tools.clone(),
+        ));
+        // Starting a conversation is what `session_init_timeout` bounds; resuming one (the CLI
+        // reads its transcript) is an ordinary spawn.
+        let handshake_limit = match conversation {
+            command::Conversation::New(_) => team.effective_session_init_timeout(settings),
+            command::Conversation::Resume(_) => settings.spawn_timeout,
+        };
+        let options = ConversationOptions {
+            spawn_timeout: handshake_limit,
+            ..ConversationOptions::default()
+        };
+        self.shared.metrics.spawns.inc();
+        let began = Instant::now();
+        let started = Conversation::start(launch.to_command(), policy, options)
+            .await
+            .map_err(LaunchError::Agent)?;
+        self.shared.metrics.spawn_time.observe(began.elapsed());
+        Ok((started, launch))
+    }
+
+    /// Clears the way for a conversation to start again under the session's id.
+    async fn clear_unusable_transcript(
+        &self,
+        project: &std::path::Path,
+        agent: &AgentConfig,
+    ) -> std::io::Result<()> {
+        if let Some(done) = set_aside_transcript(project, agent, self.id).await? {
+            tracing::warn!(pair = %self.pair, session = %self.id, "{done}");
+        }
+        Ok(())
     }
 
     async fn acquire_permit(&self, limit: Duration) -> Result<Permit, TurnError> {

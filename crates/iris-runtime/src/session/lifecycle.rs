@@ -132,7 +132,7 @@ impl SessionState {
                         error: error.clone(),
                     };
                     let row = turns::finished_row(
-                        turn.queued_row(&self.snapshot.load(), self.text_limit()),
+                        turn.row(&self.snapshot.load(), self.text_limit()),
                         &outcome,
                         None,
                         self.text_limit(),
@@ -144,7 +144,15 @@ impl SessionState {
                     .await;
                     turn.progress.finish(outcome);
                 }
-                Job::Wake(reply) | Job::Compact(reply) => {
+                Job::Wake(reply) => {
+                    let _ = reply.send(Err(RuntimeError::Busy {
+                        pair: self.pair.clone(),
+                        what: format!("dropping its queue ({error})"),
+                    }));
+                }
+                Job::Compact(reply, previous) => {
+                    // It never ran: the status it set goes back.
+                    self.apply_or_log(vec![Change::SetStatus(previous)]).await;
                     let _ = reply.send(Err(RuntimeError::Busy {
                         pair: self.pair.clone(),
                         what: format!("dropping its queue ({error})"),
@@ -221,7 +229,7 @@ impl SessionState {
         };
         let age = running.started.elapsed();
         let stuck_start = running.interrupter.is_none()
-            && age > 2 * settings.spawn_timeout + Duration::from_secs(5);
+            && age > self.shared.agent_start_limit() + Duration::from_secs(5);
         let vanished = match running.pgid {
             Some(pgid) => age > settings.health_check_interval && !group_alive(pgid).await,
             None => false,
@@ -428,10 +436,12 @@ impl SessionState {
 
     // ----- compaction -----
 
-    /// The end of the original's compaction walk.
+    /// The end of a compaction: the count is reset only when the agent confirmed it; a failed
+    /// one changes nothing (the status goes back to what it was).
     pub(super) async fn finish_compaction(
         &mut self,
         outcome: Result<(), String>,
+        previous: SessionStatus,
     ) -> Result<SessionRecord, RuntimeError> {
         match outcome {
             Ok(()) => {
@@ -442,12 +452,13 @@ impl SessionState {
                 .await
             }
             Err(reason) => {
-                self.apply(vec![Change::SetStatus(SessionStatus::Error)])
-                    .await?;
+                self.apply(vec![Change::SetStatus(previous)]).await?;
                 Err(RuntimeError::Agent {
                     pair: self.pair.clone(),
                     code: iris_core::ErrorCode::ProcessError,
-                    reason: format!("compaction failed: {reason}"),
+                    reason: format!(
+                        "the conversation was not compacted and nothing changed: {reason}"
+                    ),
                 })
             }
         }

@@ -20,9 +20,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use iris_agent::conversation::Interrupter;
 use iris_agent::process::StopGrace;
-use iris_core::{
-    Pair, ProcessState, SessionId, SessionRecord, SessionStatus, Timestamp, TurnId, TurnStatus,
-};
+use iris_core::{Pair, ProcessState, SessionId, SessionRecord, SessionStatus, Timestamp, TurnId};
 use iris_store::{Change, Mutation};
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
 use serde::{Deserialize, Serialize};
@@ -158,7 +156,11 @@ pub(crate) struct SessionArgs {
 enum Job {
     Turn(Turn),
     Wake(RpcReplyPort<Result<SessionRecord, RuntimeError>>),
-    Compact(RpcReplyPort<Result<SessionRecord, RuntimeError>>),
+    /// A compaction, and the status to return to if it fails.
+    Compact(
+        RpcReplyPort<Result<SessionRecord, RuntimeError>>,
+        SessionStatus,
+    ),
 }
 
 /// A worker task, aborted when dropped: if the actor dies, its worker (and the agent the
@@ -217,6 +219,9 @@ pub(crate) struct SessionState {
     sleepers: Vec<RpcReplyPort<Result<(), RuntimeError>>>,
     /// Stop the agent once the turn in flight ends.
     sleep_after_turn: bool,
+    /// The agent now running could not resume the conversation and started it again without
+    /// its history; the next turn booked records it.
+    history_lost: bool,
     /// A shutdown waiting for the turn in flight.
     stopping: Option<(StopGrace, RpcReplyPort<()>)>,
     /// Finished turns whose bookkeeping is committing: each answers its callers once its write
@@ -258,6 +263,7 @@ impl Actor for SessionActor {
             retiring: None,
             sleepers: Vec::new(),
             sleep_after_turn: false,
+            history_lost: false,
             stopping: None,
             bookings: JoinSet::new(),
         };
@@ -345,9 +351,14 @@ impl SessionState {
                 self.myself.stop(Some("deleted".into()));
             }
             SessionMsg::Compact { reply } => {
+                if let Err(error) = self.fail_fast() {
+                    let _ = reply.send(Err(error));
+                    return Ok(());
+                }
+                let previous = self.snapshot.load().status;
                 self.apply_or_log(vec![Change::SetStatus(SessionStatus::Compacting)])
                     .await;
-                self.queue.push_back(Job::Compact(reply));
+                self.queue.push_back(Job::Compact(reply, previous));
             }
             SessionMsg::Evict { permit } => self.evict(permit),
             SessionMsg::HealthCheck => self.health_check().await,

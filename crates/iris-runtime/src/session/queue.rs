@@ -34,12 +34,13 @@ impl SessionState {
             message,
             queued_at: Timestamp::now(),
             queued_instant: Instant::now(),
+            started_at: None,
             progress: progress.clone(),
         };
         if !self.starts_at_once() {
             // A turn that starts in this very handler gets its `running` row straight away;
             // writing a `queued` row first would only cost a write.
-            let row = turn.queued_row(&self.snapshot.load(), self.text_limit());
+            let row = turn.row(&self.snapshot.load(), self.text_limit());
             self.enqueue(Mutation::PutTurn {
                 turn: row,
                 retain: self.retain(),
@@ -96,19 +97,18 @@ impl SessionState {
                     let _ = reply.send(Ok((**self.snapshot.load()).clone()));
                 }
                 Job::Wake(reply) => self.start_job(Job::Wake(reply), None).await,
-                Job::Compact(reply) if self.agent.is_some() => {
-                    self.start_job(Job::Compact(reply), Some("/compact".into()))
+                // The agent is started for it if needed: only the agent can compact its
+                // conversation, and only its confirmation resets the count.
+                Job::Compact(reply, previous) => {
+                    self.start_job(Job::Compact(reply, previous), Some("/compact".into()))
                         .await;
-                }
-                Job::Compact(reply) => {
-                    let _ = reply.send(self.finish_compaction(Ok(())).await);
                 }
             }
         }
     }
 
     /// Hands the job (and the agent, if one is idle) to a worker task.
-    pub(super) async fn start_job(&mut self, kind: Job, message: Option<String>) {
+    pub(super) async fn start_job(&mut self, mut kind: Job, message: Option<String>) {
         self.jobs += 1;
         let job = self.jobs;
         let agent = self.agent.take();
@@ -119,12 +119,11 @@ impl SessionState {
         } else {
             ProcessState::Spawning
         })];
-        let (progress, row) = match &kind {
+        let (progress, row) = match &mut kind {
             Job::Turn(turn) => {
                 changes.push(Change::SetCurrentTurn(Some(turn.id())));
-                let mut row = turn.queued_row(&self.snapshot.load(), self.text_limit());
-                row.status = TurnStatus::Running;
-                row.started_at = Some(Timestamp::now());
+                turn.started_at = Some(Timestamp::now());
+                let row = turn.row(&self.snapshot.load(), self.text_limit());
                 self.shared
                     .metrics
                     .queue_wait
@@ -133,7 +132,7 @@ impl SessionState {
                 tracing::debug!(pair = %self.pair, session = %self.id, turn = %turn.id(), "turn running");
                 (Some(turn.progress.clone()), Some(row))
             }
-            Job::Wake(_) | Job::Compact(_) => (None, None),
+            Job::Wake(_) | Job::Compact(..) => (None, None),
         };
         match row {
             // One write for the record's transient state and the turn's `running` row.
@@ -187,6 +186,8 @@ impl SessionState {
         };
         running.interrupter = Some(interrupter.clone());
         running.pgid = Some(launched.mark.pgid);
+        // Told on the row of the turn that runs on this agent (the next one booked).
+        self.history_lost |= launched.history_lost;
         if running.cancelled.is_some() {
             interrupter.interrupt();
         }
@@ -246,19 +247,22 @@ impl SessionState {
                 };
                 let _ = reply.send(result);
             }
-            Job::Compact(reply) => {
+            Job::Compact(reply, previous) => {
                 let outcome = match &done.result {
-                    Ok(Some(report)) if report.failed() => Err(report
-                        .result
-                        .result
-                        .clone()
-                        .unwrap_or_else(|| report.result.subtype.clone())),
-                    Ok(_) => Ok(()),
+                    Ok(Some(report)) if report.failed() => Err(format!(
+                        "the agent's /compact failed: {}",
+                        turns::error_message(report)
+                    )),
+                    Ok(Some(report)) if report.compacted => Ok(()),
+                    Ok(_) => Err(
+                        "the agent answered /compact without confirming a compaction (no compact_boundary event); is it a Claude Code CLI that supports /compact in stream-json mode?"
+                            .to_owned(),
+                    ),
                     Err(error) => Err(error.to_string()),
                 };
                 self.note(vec![Change::SetProcessState(process_state)])
                     .await;
-                let _ = reply.send(self.finish_compaction(outcome).await);
+                let _ = reply.send(self.finish_compaction(outcome, previous).await);
             }
         }
         if self.sleep_after_turn {
@@ -327,12 +331,13 @@ impl SessionState {
             }
         }
         metrics.turn_time.observe(done.ran_for);
-        let row = turns::finished_row(
-            turn.queued_row(&self.snapshot.load(), self.text_limit()),
+        let mut row = turns::finished_row(
+            turn.row(&self.snapshot.load(), self.text_limit()),
             &outcome,
             report,
             self.text_limit(),
         );
+        row.history_lost = std::mem::take(&mut self.history_lost);
         // Published now (the store applies the same changes in the same order); queued now, so
         // every later write of this session lands after it; awaited by its own task, so the
         // next turn runs while this one's commit is on its way. Its callers hear the outcome

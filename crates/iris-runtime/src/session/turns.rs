@@ -69,17 +69,25 @@ impl TurnProgress {
         });
     }
 
+    /// A whole piece of text (a text block), after the text so far on a new line.
+    #[cfg(test)]
     pub(crate) fn text(&self, text: String) {
+        self.text_piece(&text, true);
+    }
+
+    /// More text: a new block (on a new line after the text so far) or the continuation of the
+    /// current one. Subscribers get the piece as it came.
+    pub(crate) fn text_piece(&self, text: &str, new_block: bool) {
         {
             let mut partial = self.partial.lock().unwrap_or_else(PoisonError::into_inner);
-            if !partial.is_empty() {
+            if new_block && !partial.is_empty() {
                 partial.push('\n');
             }
-            partial.push_str(&text);
+            partial.push_str(text);
         }
         let _ = self.events.send(TurnEvent::Text {
             turn_id: self.turn_id,
-            text,
+            text: text.to_owned(),
         });
     }
 
@@ -92,6 +100,47 @@ impl TurnProgress {
     }
 }
 
+/// Turns the agent's events into the partial text callers see while the turn runs.
+///
+/// With `--include-partial-messages` the CLI prints each text block's deltas as they stream,
+/// then the whole block again as an `assistant` event; without it (or from an agent that
+/// ignores it) only the `assistant` events come. Each text block is taken once: from its
+/// deltas when it streamed, else from its `assistant` event. Blocks are joined with a newline.
+#[derive(Debug, Default)]
+pub(crate) struct PartialText {
+    /// Text blocks that streamed as deltas and whose `assistant` event is still to come.
+    streamed_blocks: usize,
+    /// The current streamed block has produced text already.
+    in_block: bool,
+}
+
+impl PartialText {
+    pub(crate) fn feed(&mut self, event: &Event, progress: &TurnProgress) {
+        match event {
+            Event::StreamEvent(stream) if stream.starts_text_block() => {
+                self.streamed_blocks += 1;
+                self.in_block = false;
+            }
+            Event::StreamEvent(stream) => {
+                if let Some(delta) = stream.text_delta().filter(|d| !d.is_empty()) {
+                    progress.text_piece(delta, !self.in_block);
+                    self.in_block = true;
+                }
+            }
+            Event::Assistant(assistant) => {
+                for block in assistant.message.text_blocks() {
+                    if self.streamed_blocks > 0 {
+                        self.streamed_blocks -= 1;
+                    } else if !block.is_empty() {
+                        progress.text_piece(block, true);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// A turn waiting in (or taken from) a session's queue.
 #[derive(Debug)]
 pub(crate) struct Turn {
@@ -100,6 +149,8 @@ pub(crate) struct Turn {
     pub message: String,
     pub queued_at: Timestamp,
     pub queued_instant: Instant,
+    /// When the agent was handed the turn (set as it leaves the queue).
+    pub started_at: Option<Timestamp>,
     pub progress: Arc<TurnProgress>,
 }
 
@@ -108,9 +159,9 @@ impl Turn {
         self.progress.turn_id
     }
 
-    /// The ledger row of this turn while it is queued.
-    pub fn queued_row(&self, record: &SessionRecord, limit: usize) -> TurnRecord {
-        TurnRecord::queued(
+    /// The ledger row of this turn as far as it has come: queued, and started if it has.
+    pub fn row(&self, record: &SessionRecord, limit: usize) -> TurnRecord {
+        let mut row = TurnRecord::queued(
             record.session_id,
             self.seq,
             self.id(),
@@ -118,7 +169,12 @@ impl Turn {
             &self.message,
             limit,
             self.queued_at,
-        )
+        );
+        if let Some(at) = self.started_at {
+            row.status = TurnStatus::Running;
+            row.started_at = Some(at);
+        }
+        row
     }
 }
 
@@ -203,13 +259,11 @@ async fn run(order: WorkOrder) -> WorkerDone {
         agent.conversation.turn(&message, Some(&sink), stall).await
     };
     let forward = async {
+        let mut partial = PartialText::default();
         while let Some(decoded) = events.recv().await {
             *last_event.lock().unwrap_or_else(PoisonError::into_inner) = Some(Timestamp::now());
-            if let (Some(progress), Event::Assistant(assistant)) = (&progress, &decoded.event) {
-                let text = assistant.text();
-                if !text.is_empty() {
-                    progress.text(text);
-                }
+            if let Some(progress) = &progress {
+                partial.feed(&decoded.event, progress);
             }
         }
     };
@@ -233,7 +287,7 @@ async fn run(order: WorkOrder) -> WorkerDone {
 pub(crate) fn agent_failure(error: AgentError) -> TurnError {
     match error {
         AgentError::Stalled { after } => TurnError::Timeout { after },
-        AgentError::Exited { exit } | AgentError::ExitedBeforeReady { exit } => {
+        AgentError::Exited { exit } | AgentError::ExitedBeforeReady { exit, .. } => {
             TurnError::AgentExited {
                 code: exit.code,
                 signal: exit.signal,
@@ -272,11 +326,8 @@ pub(crate) fn outcome_of(
             turn_id,
             error: TurnError::ErrorResult {
                 subtype: report.result.subtype.clone(),
-                message: report
-                    .result
-                    .result
-                    .clone()
-                    .unwrap_or_else(|| report.text.clone()),
+                message: error_message(report),
+                api_error_status: report.result.api_error_status,
             },
         },
         Ok(Some(report)) => {
@@ -296,6 +347,16 @@ pub(crate) fn outcome_of(
             turn_id,
             error: error.clone(),
         },
+    }
+}
+
+/// What an error result says: its text, else its `errors`, else the assistant's text.
+pub(crate) fn error_message(report: &TurnReport) -> String {
+    let result = &report.result;
+    match result.result.as_deref() {
+        Some(text) if !text.trim().is_empty() => text.to_owned(),
+        _ if !result.errors.is_empty() => result.errors.join("; "),
+        _ => report.text.clone(),
     }
 }
 

@@ -51,7 +51,7 @@ async fn a_remote_transcript_is_removed_through_ssh_and_a_missing_one_is_reporte
     assert!(shown.starts_with("me@host:"), "{shown}");
     assert_eq!(
         run(&launch, shown.clone()).await,
-        TranscriptRemoval::Removed(PathBuf::from(&shown))
+        TranscriptRemoval::Removed(vec![PathBuf::from(&shown)])
     );
     assert!(!file.exists());
     assert_eq!(run(&launch, shown).await, TranscriptRemoval::NotFound);
