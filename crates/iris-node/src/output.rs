@@ -427,11 +427,14 @@ fn turns_table(turns: &[TurnRecord], now: Timestamp, style: TableStyle) -> Strin
             || "-".to_owned(),
             |end| short_duration(t.queued_at.elapsed_until(end)),
         );
-        let reply = match (&t.text, &t.error) {
+        let mut reply = match (&t.text, &t.error) {
             (_, Some(error)) => format!("{}: {}", error.code, error.message),
             (Some(text), None) => text.clone(),
             (None, None) => String::new(),
         };
+        if t.history_lost {
+            reply.insert_str(0, "[history lost: the conversation restarted] ");
+        }
         table.add_row(vec![
             t.seq.to_string(),
             t.status.to_string(),

@@ -124,8 +124,16 @@ impl LaunchContext {
         } else {
             command::Conversation::New(self.id)
         };
+        // A conversation that has answered before but has no transcript any more (deleted, or
+        // a different config dir) starts again from nothing.
+        let had_history = record.message_count > 0 || record.agent_session_id.is_some();
+        let mut history_lost = had_history && !team.is_remote() && {
+            matches!(conversation, command::Conversation::New(_))
+        };
+        if history_lost {
+            tracing::warn!(pair = %self.pair, session = %self.id, "the conversation's transcript is gone; starting it again under the same id, without its history");
+        }
         let mut tried = Vec::new();
-        let mut history_lost = false;
         let (started, launch) = loop {
             let error = match self.launch(team, &agent, &conversation).await {
                 Ok(started) => break started,
