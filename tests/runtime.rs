@@ -280,7 +280,7 @@ async fn deleting_stops_the_agent_removes_the_record_and_the_transcript() {
     );
     assert_eq!(
         deletion.transcript,
-        iris::runtime::TranscriptRemoval::Removed(path.clone())
+        iris::runtime::TranscriptRemoval::Removed(vec![path.clone()])
     );
     assert!(!path.exists());
     assert!(

@@ -254,6 +254,12 @@ impl SessionState {
                         turns::error_message(report)
                     )),
                     Ok(Some(report)) if report.compacted => Ok(()),
+                    // The CLI declines with a plain answer, e.g. "Not enough messages to
+                    // compact."
+                    Ok(Some(report)) if !report.text.trim().is_empty() => Err(format!(
+                        "the agent did not compact the conversation: {}",
+                        report.text.trim()
+                    )),
                     Ok(_) => Err(
                         "the agent answered /compact without confirming a compaction (no compact_boundary event); is it a Claude Code CLI that supports /compact in stream-json mode?"
                             .to_owned(),

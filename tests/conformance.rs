@@ -1,0 +1,448 @@
+//! The conformance suite: one list of scenarios, run through the `Runtime` against the real
+//! Claude Code CLI (the version pinned in `claude-cli.version`, offline against the loopback
+//! mock of the Anthropic API in `crates/anthropic-mock`) and against fake-claude, with the same
+//! assertions. Without the real CLI installed, each scenario runs against fake-claude only and
+//! says in one line how to install it; CI sets `IRIS_REQUIRE_REAL_CLAUDE=1`, which makes a
+//! missing CLI a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "conformance/agents.rs"]
+mod agents;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agents::Agent;
+use iris::core::config::Config;
+use iris::core::transcript::TranscriptLocator;
+use iris::core::{SessionId, SessionRecord, TeamName, TurnRecord, TurnStatus};
+use iris::runtime::{Runtime, TellOptions, TellOutcome, TurnError, TurnResult};
+use iris::store::Store;
+
+/// One scenario's scratch world for one agent: a project per team, the agent's config dir, a
+/// database.
+struct World {
+    root: tempfile::TempDir,
+    agent: Agent,
+}
+
+const FROM: &str = "alpha";
+const TO: &str = "beta";
+
+impl World {
+    fn new(agent: Agent) -> World {
+        World {
+            root: tempfile::tempdir().unwrap(),
+            agent,
+        }
+    }
+
+    fn claude_dir(&self) -> PathBuf {
+        self.root.path().join("claude")
+    }
+
+    fn project(&self, team: &str) -> PathBuf {
+        self.root.path().join("teams").join(team)
+    }
+
+    /// The configuration: teams `alpha` and `beta` (`beta_extra` is TOML added to beta's
+    /// table), the agent's environment, default settings.
+    fn config(&self, beta_extra: &str, home_only: bool) -> Config {
+        std::fs::create_dir_all(self.claude_dir()).unwrap();
+        let env = self.agent.env_toml(&self.claude_dir(), home_only);
+        let mut toml = format!(
+            "[agent]\ncommand = {:?}\nenv = {env}\n",
+            self.agent.command.display().to_string()
+        );
+        for team in [FROM, TO] {
+            std::fs::create_dir_all(self.project(team)).unwrap();
+            let extra = if team == TO { beta_extra } else { "" };
+            let grant = if extra.contains("grant_permission") {
+                ""
+            } else {
+                "grant_permission = \"yes\"\n"
+            };
+            toml.push_str(&format!(
+                "[teams.{team}]\npath = \"teams/{team}\"\n{grant}{extra}\n"
+            ));
+        }
+        Config::from_toml_str(&toml, self.root.path(), "conformance.toml", &|_| None).unwrap()
+    }
+
+    /// A runtime on the world's database. After a restart the previous runtime's last tasks
+    /// may still hold the file for a moment; the open waits for them (bounded).
+    async fn runtime(&self, config: Config) -> Runtime {
+        let path = self.root.path().join("data/iris.redb");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let store = loop {
+            match Store::open(&path) {
+                Ok(store) => break store,
+                Err(iris::store::OpenError::Locked { .. })
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("opening {}: {e}", path.display()),
+            }
+        };
+        Runtime::start(config, store).await.unwrap()
+    }
+
+    /// Where the agent keeps the transcript of conversation `id` of team beta.
+    fn transcript(&self, config_dir: &Path, id: &str) -> PathBuf {
+        let project = self.project(TO).canonicalize().unwrap();
+        TranscriptLocator::new(config_dir).transcript_path(&project, &SessionId::parse(id).unwrap())
+    }
+}
+
+fn team(name: &str) -> TeamName {
+    TeamName::new(name).unwrap()
+}
+
+async fn tell(runtime: &Runtime, message: &str) -> TellOutcome {
+    runtime
+        .tell(&team(FROM), &team(TO), message, TellOptions::complete())
+        .await
+        .unwrap()
+}
+
+fn completed(agent: &Agent, outcome: TellOutcome) -> TurnResult {
+    match outcome {
+        TellOutcome::Completed(result) => result,
+        other => panic!("{}: expected a completed turn, got {other:?}", agent.name()),
+    }
+}
+
+fn failed(agent: &Agent, outcome: TellOutcome) -> TurnError {
+    match outcome {
+        TellOutcome::Failed { error, .. } => error,
+        other => panic!("{}: expected a failed turn, got {other:?}", agent.name()),
+    }
+}
+
+fn session(runtime: &Runtime) -> SessionRecord {
+    (*runtime
+        .get_session(&team(FROM), &team(TO))
+        .unwrap()
+        .unwrap())
+    .clone()
+}
+
+/// The pair's turns, oldest first.
+fn turns(runtime: &Runtime) -> Vec<TurnRecord> {
+    let mut turns = runtime.report(&team(FROM), &team(TO), 100).unwrap();
+    turns.reverse();
+    turns
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+/// Waits (bounded) until `check` holds.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `scenario` against every agent, one after the other.
+macro_rules! for_each_agent {
+    ($scenario:ident) => {
+        for agent in Agent::all().await {
+            let name = agent.name();
+            eprintln!("conformance: {} against {name}", stringify!($scenario));
+            $scenario(World::new(agent)).await;
+        }
+    };
+}
+
+// ----- the scenarios -----
+
+/// A new conversation, a second tell, a restart of the node, and a resume with the context
+/// intact; each turn costs its own share, and the session's total is their sum.
+async fn conversation_survives_a_restart_and_costs_add_up(world: World) {
+    let agent = &world.agent;
+    let config = world.config("", false);
+    let runtime = world.runtime(config.clone()).await;
+    let first = completed(agent, tell(&runtime, "hi").await);
+    assert_eq!(first.text, agent.echo("hi", 1), "{}", agent.name());
+    let second = completed(agent, tell(&runtime, "second").await);
+    assert_eq!(second.text, agent.echo("second", 2), "{}", agent.name());
+    runtime.shutdown(Duration::from_secs(10)).await;
+    drop(runtime);
+
+    let runtime = world.runtime(config).await;
+    let third = completed(agent, tell(&runtime, "third").await);
+    assert_eq!(
+        third.text,
+        agent.echo("third", 3),
+        "{}: the resumed agent has the earlier turns",
+        agent.name()
+    );
+    for (turn, text, n) in [
+        (&first, "hi", 1),
+        (&second, "second", 2),
+        (&third, "third", 3),
+    ] {
+        assert!(
+            close(turn.cost_usd, agent.echo_cost(text, n)),
+            "{}: turn {n} cost {} (expected {})",
+            agent.name(),
+            turn.cost_usd,
+            agent.echo_cost(text, n)
+        );
+    }
+    let rows = turns(&runtime);
+    assert_eq!(rows.len(), 3);
+    let sum: f64 = rows.iter().map(|t| t.usage.cost_usd).sum();
+    assert!(close(session(&runtime).usage.cost_usd, sum));
+    for row in &rows {
+        assert_eq!(row.status, TurnStatus::Completed);
+        assert!(
+            row.started_at.is_some(),
+            "report shows when each turn started"
+        );
+        assert!(!row.history_lost);
+    }
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
+/// Partial text streams to a caller whose wait ends first; a cancel interrupts the turn, and
+/// the conversation goes on.
+async fn partial_text_then_cancel(world: World) {
+    let agent = &world.agent;
+    let runtime = world.runtime(world.config("", false)).await;
+    let handle = runtime
+        .submit(&team(FROM), &team(TO), agent.slow())
+        .await
+        .unwrap();
+    eventually("partial text", || !handle.partial().is_empty()).await;
+    match handle.outcome_within(Duration::ZERO).await {
+        TellOutcome::CallerTimeout { partial, .. } => {
+            assert!(!partial.is_empty(), "{}", agent.name())
+        }
+        other => panic!("{}: expected a caller timeout, got {other:?}", agent.name()),
+    }
+    let cancelled = runtime.cancel(&team(FROM), &team(TO), false).await.unwrap();
+    assert!(cancelled.interrupted, "{}", agent.name());
+    assert_eq!(
+        failed(agent, handle.outcome().await),
+        TurnError::Cancelled,
+        "{}",
+        agent.name()
+    );
+    let after = completed(agent, tell(&runtime, "after").await);
+    assert!(
+        after.text.starts_with("echo: after"),
+        "{}: {}",
+        agent.name(),
+        after.text
+    );
+    let rows = turns(&runtime);
+    assert_eq!(rows[0].status, TurnStatus::Cancelled);
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
+/// A tool call runs when permission is granted, and not when it is denied (by configuration,
+/// or because nobody can be asked).
+async fn tool_calls_follow_permissions(world: World) {
+    let agent = &world.agent;
+    for grant in ["yes", "no", "ask"] {
+        let config = world.config(&format!("grant_permission = {grant:?}"), false);
+        let runtime = world.runtime(config).await;
+        let marker = format!("marker-{grant}");
+        let outcome = tell(&runtime, &agent.tool(&marker)).await;
+        let ran = world.project(TO).join(&marker);
+        match grant {
+            "yes" => {
+                completed(agent, outcome);
+                eventually("the tool's marker", || ran.exists()).await;
+            }
+            _ => {
+                // Denied: the turn still ends (the model is told), and nothing ran.
+                assert!(
+                    matches!(
+                        outcome,
+                        TellOutcome::Completed(_) | TellOutcome::Failed { .. }
+                    ),
+                    "{outcome:?}"
+                );
+                assert!(!ran.exists(), "{}: {grant} ran the tool", agent.name());
+            }
+        }
+        runtime.shutdown(Duration::from_secs(10)).await;
+    }
+}
+
+/// `/compact` is confirmed by the agent before the count is reset; `/clear` moves the
+/// conversation to a new id that survives a restart; a reboot removes every transcript.
+async fn compact_clear_restart_reboot(world: World) {
+    let agent = &world.agent;
+    let config = world.config("", false);
+    let runtime = world.runtime(config.clone()).await;
+    completed(agent, tell(&runtime, "one").await);
+    completed(agent, tell(&runtime, "two").await);
+    let record = session(&runtime);
+    assert_eq!(record.message_count, 2);
+    let compacted = runtime.compact_session(&record.session_id).await.unwrap();
+    assert_eq!(compacted.message_count, 0, "{}", agent.name());
+
+    completed(agent, tell(&runtime, "/clear").await);
+    let cleared = session(&runtime);
+    let new_id = cleared
+        .agent_session_id
+        .clone()
+        .unwrap_or_else(|| panic!("{}: /clear gave no new conversation id", agent.name()));
+    assert_ne!(new_id, record.session_id.to_string());
+    runtime.shutdown(Duration::from_secs(10)).await;
+    drop(runtime);
+
+    let runtime = world.runtime(config).await;
+    let after = completed(agent, tell(&runtime, "after clear").await);
+    // The new conversation resumes under its id without the turns before the /clear (the
+    // real CLI records the /clear command itself as the new conversation's first user turn).
+    assert!(
+        [agent.echo("after clear", 1), agent.echo("after clear", 2)].contains(&after.text),
+        "{}: {}",
+        agent.name(),
+        after.text
+    );
+    let old = world.transcript(&world.claude_dir(), &record.session_id.to_string());
+    let new = world.transcript(&world.claude_dir(), &new_id);
+    assert!(old.exists() && new.exists(), "{}", agent.name());
+    runtime.reboot(&team(FROM), &team(TO)).await.unwrap();
+    assert!(
+        !old.exists() && !new.exists(),
+        "{}: reboot removes every transcript",
+        agent.name()
+    );
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
+/// API errors fail the turn with a sentence that says so; the next turn works.
+async fn api_errors_fail_the_turn_and_the_session_goes_on(world: World) {
+    let agent = &world.agent;
+    let runtime = world.runtime(world.config("", false)).await;
+    for status in [400, 429, 529] {
+        let error = failed(agent, tell(&runtime, &agent.api_error(status)).await);
+        assert!(
+            matches!(error, TurnError::ErrorResult { .. }),
+            "{}: {error:?}",
+            agent.name()
+        );
+        assert!(
+            error.to_string().contains("API error"),
+            "{}: {error}",
+            agent.name()
+        );
+    }
+    let after = completed(agent, tell(&runtime, "fine").await);
+    assert!(after.text.starts_with("echo: fine"), "{}", agent.name());
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
+/// A turn's text is the result's (the last text block); several blocks all stream.
+async fn several_text_blocks(world: World) {
+    let agent = &world.agent;
+    let runtime = world.runtime(world.config("", false)).await;
+    let result = completed(
+        agent,
+        tell(&runtime, &agent.blocks(&["a1", "b2", "c3"])).await,
+    );
+    assert_eq!(result.text, "c3", "{}", agent.name());
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
+/// A missing, then an empty transcript: the conversation starts again under the same id, and
+/// the turn's row says the history was lost.
+async fn missing_and_empty_transcripts_restart_the_conversation(world: World) {
+    let agent = &world.agent;
+    let runtime = world.runtime(world.config("", false)).await;
+    completed(agent, tell(&runtime, "one").await);
+    let id = session(&runtime).session_id.to_string();
+    let transcript = world.transcript(&world.claude_dir(), &id);
+    for (what, damage) in [
+        (
+            "missing",
+            (|p: &Path| std::fs::remove_file(p).unwrap()) as fn(&Path),
+        ),
+        ("empty", |p: &Path| std::fs::write(p, "").unwrap()),
+    ] {
+        runtime.sleep(&team(FROM), &team(TO), false).await.unwrap();
+        assert!(transcript.exists(), "{}: {what}", agent.name());
+        damage(&transcript);
+        let again = completed(agent, tell(&runtime, what).await);
+        assert_eq!(again.text, agent.echo(what, 1), "{}: {what}", agent.name());
+        let last = turns(&runtime).pop().unwrap();
+        assert!(last.history_lost, "{}: {what}", agent.name());
+    }
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
+/// An agent whose environment sets `HOME` but not `CLAUDE_CONFIG_DIR` keeps its transcripts
+/// under that home; iris finds them and resumes.
+async fn home_only_environment(world: World) {
+    let agent = &world.agent;
+    let runtime = world.runtime(world.config("", true)).await;
+    completed(agent, tell(&runtime, "one").await);
+    runtime.sleep(&team(FROM), &team(TO), false).await.unwrap();
+    let two = completed(agent, tell(&runtime, "two").await);
+    assert_eq!(two.text, agent.echo("two", 2), "{}", agent.name());
+    let id = session(&runtime).session_id.to_string();
+    assert!(
+        world
+            .transcript(&world.claude_dir().join(".claude"), &id)
+            .exists()
+    );
+    assert!(turns(&runtime).iter().all(|t| !t.history_lost));
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
+// ----- one test per scenario, each against both agents -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_restart_resume_and_cost() {
+    for_each_agent!(conversation_survives_a_restart_and_costs_add_up);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_partial_text_and_cancel() {
+    for_each_agent!(partial_text_then_cancel);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_tool_calls_and_permissions() {
+    for_each_agent!(tool_calls_follow_permissions);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_compact_clear_and_reboot() {
+    for_each_agent!(compact_clear_restart_reboot);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_api_errors() {
+    for_each_agent!(api_errors_fail_the_turn_and_the_session_goes_on);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_several_text_blocks() {
+    for_each_agent!(several_text_blocks);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_missing_and_empty_transcripts() {
+    for_each_agent!(missing_and_empty_transcripts_restart_the_conversation);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_home_only_environment() {
+    for_each_agent!(home_only_environment);
+}
