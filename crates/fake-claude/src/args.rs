@@ -1,8 +1,9 @@
 //! Command-line parsing, modelled on the real CLI's (commander.js) behaviour: `--flag value` and
 //! `--flag=value` forms, variadic tool lists, and commander's error messages.
 
-/// The CLI version `--version` prints, and `init` reports.
-pub const VERSION: &str = "2.1.0";
+/// The version of the real CLI fake-claude models: `--version` prints it (as
+/// `2.1.197 (fake-claude)`), and `init` reports it.
+pub const VERSION: &str = "2.1.197";
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -412,38 +413,94 @@ fn split_tools(values: &[String]) -> Vec<String> {
 pub const HELP: &str = "\
 Usage: fake-claude [options]
 
-A stand-in for the Claude Code CLI in headless stream-json mode. It calls no model: it echoes
-each user message, and messages starting with '!' are directives that script its behaviour
-(!sleep <ms>, !stream <n> [delay_ms], !stall, !hang, !wedge, !crash [code], !garbage,
-!big <bytes>, !error, !grandchild, !ignore-sigterm, !exit-after-reply, !permission <tool>).
+A stand-in for the Claude Code CLI 2.1.197 in headless stream-json mode. It calls no model: it
+echoes each user message ('echo: <text>'), and messages starting with '!' are directives that
+script its behaviour. Every turn prints system/init, the assistant message (one 'assistant'
+event per content block, once the block is complete; with --include-partial-messages also
+'stream_event' deltas while it streams), and one 'result'. An interrupt prints the text
+streamed so far, a user message '[Request interrupted by user]' and an error_during_execution
+result.
+
+Directives:
+  !sleep <ms>                   Silence for <ms> (time to first token), then echo
+  !stream <n> [delay_ms]        One text block of n chunks ('chunk 1', '\\nchunk 2', ...),
+                                delay_ms apart: silent until done unless partial messages
+  !blocks [delay=<ms>] a|b|c    One message of several text blocks, one 'assistant' event each,
+                                <ms> apart; result.result is the last block's text
+  !stall                        One complete block ('chunk 1'), then silence until interrupted
+  !hang                         Silence until interrupted
+  !wedge                        Stop answering anything, control requests included
+  !crash [code]                 Half a JSON line on stdout, then exit <code> (default 1)
+  !garbage                      Non-JSON lines and a malformed '{' line, then echo
+  !big <bytes>                  One answer of exactly <bytes> bytes
+  !error [status]               A failed API call with HTTP <status> (default 500): a synthetic
+                                assistant message, a result with is_error and
+                                api_error_status; the prompt is left out of the conversation,
+                                and stdin EOF right after exits 1
+  !grandchild                   Spawn 'sleep 3600' (in our process group), echo with its pid
+  !ignore-sigterm               Ignore SIGTERM from now on, then echo
+  !exit-after-reply             Echo, then exit 0
+  !permission <tool>            The model calls <tool> (nothing runs); answer
+                                'permission <tool>: allow|deny|error|timeout'
+  !tool <ms> [marker]           The model calls Bash; once permitted a real subprocess runs
+                                <ms> in a session of its own (setsid, outside our process
+                                group), silently, then creates <marker> (relative to the
+                                working directory); answer 'after tool: <tool result>'.
+                                A tool running longer than FAKE_CLAUDE_TASK_NOTICE_MS is
+                                reported by system/task_started and system/task_notification
+
+Tool permissions (!permission, !tool): a --disallowedTools rule refuses; an --allowedTools rule,
+--dangerously-skip-permissions, --permission-mode bypassPermissions (or acceptEdits for edit
+tools) allow; otherwise a can_use_tool control_request is sent on stdout when a
+--permission-prompt-tool is given (any value), and without one the call is refused.
+
+Slash commands: /compact [instructions] (system/status, system/compact_boundary; same session
+id) and /clear (also /reset, /new: a new session id and transcript). Others are plain text.
+
+Cost: a text of n bytes is ceil(n/4) tokens; each API call costs input x $5/Mtok + output x
+$25/Mtok. result.total_cost_usd and modelUsage are running totals of the process (zero at each
+start); result.usage is the turn's own. Interrupted turns, API errors and /clear cost nothing.
 
 Options:
   -p, --print                          Non-interactive mode (always the case here)
   --output-format <format>             Must be stream-json
   --input-format <format>              Must be stream-json
   --verbose                            Required with --output-format stream-json
-  --session-id <uuid>                  Start a new conversation with this id
-  -r, --resume <sessionId>             Continue an existing conversation
+  --session-id <uuid>                  Start a new conversation with this id (exit 1 if its
+                                       transcript exists and is not empty)
+  -r, --resume <sessionId>             Continue an existing conversation (exit 1 with a result
+                                       on stdout if it has no transcript, or an empty one)
   --fork-session                       With --resume: continue as a new session id (a copy)
-  --permission-prompt-tool <tool>      Accepted; permission prompts go to stdio
-  --allowedTools <tools...>            Accepted
-  --disallowedTools <tools...>         Removed from the tool list in system/init
+  --permission-prompt-tool <tool>      Ask for permissions over stdio (whatever the value)
+  --allowedTools <tools...>            Tools that run without asking
+  --disallowedTools <tools...>         Removed from system/init; refused
   --append-system-prompt <prompt>      Accepted and ignored
-  --mcp-config <configs...>            Accepted and ignored
-  --strict-mcp-config                  Accepted and ignored
-  --permission-mode <mode>             Reported in system/init
+  --mcp-config <configs...>            Files or inline JSON {\"mcpServers\":{...}}: each stdio
+                                       server is started and its tools listed
+  --strict-mcp-config                  Accepted (no other MCP configuration is read anyway)
+  --permission-mode <mode>             Reported in system/init; bypassPermissions and
+                                       acceptEdits act on tool permissions
   --model <model>                      Accepted; the model is always fake-claude
-  --include-partial-messages           Emit stream_event deltas
+  --include-partial-messages           Emit stream_event deltas (and system/status)
   --replay-user-messages               Echo stdin user messages on stdout
-  --dangerously-skip-permissions       Accepted and ignored
+  --dangerously-skip-permissions       Every tool runs without asking
   -d, --debug [filter]                 Accepted and ignored
   -v, --version                        Print the version
   -h, --help                           Print this help
 
 Environment:
   CLAUDE_CONFIG_DIR                    Transcript root (default $HOME/.claude)
+  MCP_TIMEOUT=<ms>                     How long MCP servers may take to connect (default 30000)
   FAKE_CLAUDE_START_DELAY_MS=<ms>      Wait before reading stdin
   FAKE_CLAUDE_FAIL_START=1             Fail at start with exit code 2
+  FAKE_CLAUDE_TASK_NOTICE_MS=<ms>      When a running !tool becomes a background task (3000)
+  FAKE_CLAUDE_TURNS_SEEN=1             Echoes (and !tool answers) end with ' (turns seen: N)', N
+                                       being the user turns of the conversation, like the mock
+                                       model the real CLI was recorded against
+
+Internal modes (first argument):
+  --fake-claude-tool-helper <ms> [marker]   The !tool subprocess: sleep, then create marker
+  --fake-claude-mcp-server [tool...]        A minimal stdio MCP server listing these tools
 ";
 
 #[cfg(test)]

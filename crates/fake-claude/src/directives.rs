@@ -5,14 +5,23 @@ pub const MAX_BIG: usize = 256 * 1024 * 1024;
 /// The most `!stream` chunks.
 pub const MAX_STREAM: u64 = 1_000_000;
 
-/// A scripted behaviour for one turn.
+/// A scripted behaviour for one turn. Every turn starts with `system/init`; "streams" means:
+/// without `--include-partial-messages` nothing is printed until a content block is complete
+/// (then one `assistant` event per block), with it `stream_event` deltas come as they are made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Directive {
-    /// `!sleep <ms>`: wait, then echo.
+    /// `!sleep <ms>`: silence for `ms` (the model's time to first token), then echo.
     Sleep(u64),
-    /// `!stream <n> [delay_ms]`: n assistant chunks, `delay_ms` apart.
+    /// `!stream <n> [delay_ms]`: one text block streamed as n chunks (`chunk 1`, `\nchunk 2`,
+    /// …), `delay_ms` apart. Without `--include-partial-messages` it is silent until the whole
+    /// block is done; an interrupt prints the text streamed so far.
     Stream { chunks: u64, delay_ms: u64 },
-    /// `!stall`: one chunk, then silence until interrupted.
+    /// `!blocks [delay=<ms>] <text>|<text>|…`: one API message with several text blocks, each
+    /// printed as its own `assistant` event (same message id) when complete, `ms` apart;
+    /// `result.result` is the last block's text.
+    Blocks { delay_ms: u64, texts: Vec<String> },
+    /// `!stall`: one complete text block (`chunk 1`, so one `assistant` event), then silence
+    /// until interrupted.
     Stall,
     /// `!hang`: no output until interrupted.
     Hang,
@@ -24,17 +33,28 @@ pub enum Directive {
     Garbage,
     /// `!big <bytes>`: one answer of exactly that many bytes.
     Big(usize),
-    /// `!error`: a failed API call.
-    Error,
+    /// `!error [status]`: a failed API call with that HTTP status (default 500), as the real CLI
+    /// reports it: a synthetic assistant message and an error result. The prompt is left out of
+    /// the conversation, and if it was the last turn, stdin EOF exits 1.
+    Error(u16),
     /// `!grandchild`: spawn a long-sleeping child, then echo with its pid.
     Grandchild,
     /// `!ignore-sigterm`: ignore SIGTERM from now on, then echo.
     IgnoreSigterm,
     /// `!exit-after-reply`: echo, then exit 0.
     ExitAfterReply,
-    /// `!permission <tool>`: ask the host over stdio, then report its answer.
+    /// `!permission <tool>`: the model calls `tool` (nothing runs); permission is decided as
+    /// for any tool call (asked over stdio when needed); the answer is
+    /// `permission <tool>: allow|deny|error|timeout`.
     Permission(String),
+    /// `!tool <ms> [marker]`: the model calls Bash; once permitted, a real subprocess runs for
+    /// `ms` in a session of its own (outside fake-claude's process group) while nothing is
+    /// printed, and creates `marker` (relative to the working directory) when it ends.
+    Tool { ms: u64, marker: Option<String> },
 }
+
+/// The longest `!tool` run (a day), so a typo cannot leave a helper forever.
+pub const MAX_TOOL_MS: u64 = 86_400_000;
 
 /// Reads a directive from a message's text.
 ///
@@ -44,17 +64,22 @@ pub fn parse(text: &str) -> Result<Option<Directive>, String> {
     let Some(body) = text.trim().strip_prefix('!') else {
         return Ok(None);
     };
-    let mut words = body.split_whitespace();
-    let Some(name) = words.next() else {
-        return Ok(None);
+    let body = body.trim_start();
+    let (name, rest) = match body.find(char::is_whitespace) {
+        Some(end) => (&body[..end], body[end..].trim()),
+        None => (body, ""),
     };
-    let args: Vec<&str> = words.collect();
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let args: Vec<&str> = rest.split_whitespace().collect();
     let directive = match name {
         "sleep" => Directive::Sleep(number(name, args.first(), None)?),
         "stream" => Directive::Stream {
             chunks: bounded(name, number(name, args.first(), None)?, MAX_STREAM)?,
             delay_ms: number(name, args.get(1), Some(0))?,
         },
+        "blocks" => blocks(rest)?,
         "stall" => Directive::Stall,
         "hang" => Directive::Hang,
         "wedge" => Directive::Wedge,
@@ -71,7 +96,14 @@ pub fn parse(text: &str) -> Result<Option<Directive>, String> {
             let bytes = bounded(name, number(name, args.first(), None)?, MAX_BIG as u64)?;
             Directive::Big(usize::try_from(bytes).map_err(|e| format!("!big: {e}"))?)
         }
-        "error" => Directive::Error,
+        "error" => {
+            let status = number(name, args.first(), Some(500))?;
+            let status = u16::try_from(status)
+                .ok()
+                .filter(|s| (100..=599).contains(s))
+                .ok_or_else(|| format!("!error: HTTP status {status} is out of range 100..=599"))?;
+            Directive::Error(status)
+        }
         "grandchild" => Directive::Grandchild,
         "ignore-sigterm" => Directive::IgnoreSigterm,
         "exit-after-reply" => Directive::ExitAfterReply,
@@ -79,9 +111,39 @@ pub fn parse(text: &str) -> Result<Option<Directive>, String> {
             Some(tool) => Directive::Permission((*tool).to_owned()),
             None => return Err("!permission: missing tool name".to_owned()),
         },
+        "tool" => {
+            let ms = bounded(name, number(name, args.first(), None)?, MAX_TOOL_MS)?;
+            let marker = rest
+                .split_once(char::is_whitespace)
+                .map(|(_, marker)| marker.trim().to_owned())
+                .filter(|marker| !marker.is_empty());
+            Directive::Tool { ms, marker }
+        }
         _ => return Ok(None),
     };
     Ok(Some(directive))
+}
+
+/// `[delay=<ms>] <text>|<text>|…`
+fn blocks(rest: &str) -> Result<Directive, String> {
+    let (delay_ms, texts) = match rest.strip_prefix("delay=") {
+        Some(after) => {
+            let (ms, texts) = after.split_once(char::is_whitespace).unwrap_or((after, ""));
+            let ms = ms
+                .parse()
+                .map_err(|_| format!("!blocks: delay '{ms}' is not a non-negative integer"))?;
+            (ms, texts.trim())
+        }
+        None => (0, rest),
+    };
+    if texts.is_empty() {
+        return Err("!blocks: missing texts (write them as a|b|c)".to_owned());
+    }
+    let texts: Vec<String> = texts.split('|').map(|t| t.trim().to_owned()).collect();
+    if let Some(i) = texts.iter().position(String::is_empty) {
+        return Err(format!("!blocks: block {} is empty", i + 1));
+    }
+    Ok(Directive::Blocks { delay_ms, texts })
 }
 
 fn number(name: &str, arg: Option<&&str>, default: Option<u64>) -> Result<u64, String> {
@@ -133,6 +195,8 @@ mod tests {
         assert_eq!(parse("!crash"), Ok(Some(Directive::Crash(1))));
         assert_eq!(parse("!crash 3"), Ok(Some(Directive::Crash(3))));
         assert_eq!(parse("!big 10"), Ok(Some(Directive::Big(10))));
+        assert_eq!(parse("!error"), Ok(Some(Directive::Error(500))));
+        assert_eq!(parse("!error 529"), Ok(Some(Directive::Error(529))));
         assert_eq!(
             parse("!permission Bash"),
             Ok(Some(Directive::Permission("Bash".into())))
@@ -141,6 +205,49 @@ mod tests {
             parse("!exit-after-reply"),
             Ok(Some(Directive::ExitAfterReply))
         );
+        assert_eq!(
+            parse("!tool 250"),
+            Ok(Some(Directive::Tool {
+                ms: 250,
+                marker: None
+            }))
+        );
+        assert_eq!(
+            parse("!tool 0 dir/my marker"),
+            Ok(Some(Directive::Tool {
+                ms: 0,
+                marker: Some("dir/my marker".into())
+            }))
+        );
+    }
+
+    #[test]
+    fn blocks_are_split_on_bars() {
+        assert_eq!(
+            parse("!blocks first part| second |third"),
+            Ok(Some(Directive::Blocks {
+                delay_ms: 0,
+                texts: vec!["first part".into(), "second".into(), "third".into()]
+            }))
+        );
+        assert_eq!(
+            parse("!blocks delay=300 a|b"),
+            Ok(Some(Directive::Blocks {
+                delay_ms: 300,
+                texts: vec!["a".into(), "b".into()]
+            }))
+        );
+        assert_eq!(
+            parse("!blocks one"),
+            Ok(Some(Directive::Blocks {
+                delay_ms: 0,
+                texts: vec!["one".into()]
+            }))
+        );
+        assert!(parse("!blocks").is_err());
+        assert!(parse("!blocks delay=300").is_err());
+        assert!(parse("!blocks delay=x a").is_err());
+        assert!(parse("!blocks a||b").is_err());
     }
 
     #[test]
@@ -150,5 +257,10 @@ mod tests {
         assert!(parse("!crash 256").is_err());
         assert!(parse("!big 999999999999").is_err());
         assert!(parse("!permission").is_err());
+        assert!(parse("!error 99").is_err());
+        assert!(parse("!error 600").is_err());
+        assert!(parse("!tool").is_err());
+        assert!(parse("!tool soon").is_err());
+        assert!(parse("!tool 99999999999").is_err());
     }
 }

@@ -97,12 +97,19 @@ fn control(shared: &Shared, request_id: &Value, request: &Value) {
             protocol::control_success(request_id, protocol::initialize_response())
         }
         Some("interrupt") => {
-            shared.request_interrupt();
+            // The answer has no `response` field, and comes before the turn's end.
+            let out = shared.out;
+            shared.request_interrupt(|| out.event(&protocol::control_ack(request_id)));
+            return;
+        }
+        Some("set_permission_mode") => {
+            match request.get("mode").and_then(Value::as_str) {
+                Some(mode) => shared.set_permission_mode(mode),
+                None => log("fake-claude: set_permission_mode without a mode ignored"),
+            }
             protocol::control_success(request_id, json!({}))
         }
-        Some("set_permission_mode") | Some("set_model") => {
-            protocol::control_success(request_id, json!({}))
-        }
+        Some("set_model") => protocol::control_success(request_id, json!({})),
         Some(other) => {
             protocol::control_error(request_id, &format!("unsupported control request: {other}"))
         }

@@ -23,6 +23,7 @@ pub struct Shared {
     pub out: Out,
     turns: Mutex<Turns>,
     permissions: Mutex<HashMap<String, mpsc::Sender<Value>>>,
+    permission_mode: Mutex<Option<String>>,
     wedged: AtomicBool,
 }
 
@@ -36,16 +37,29 @@ impl Shared {
         lock(&self.turns).pending += 1;
     }
 
-    /// Asks the current turn (or, if none runs, the next queued one) to stop. Returns whether
-    /// there was a turn to stop.
-    pub fn request_interrupt(&self) -> bool {
+    /// Asks the current turn (or, if none runs, the next queued one) to stop, and calls `reply`
+    /// (which writes the `control_response`) while the turn cannot see the request yet: the
+    /// real CLI answers an interrupt before it prints anything of the interrupted turn's end.
+    /// Returns whether there was a turn to stop.
+    pub fn request_interrupt(&self, reply: impl FnOnce()) -> bool {
         let mut turns = lock(&self.turns);
+        reply();
         if turns.pending > 0 {
             turns.interrupt = true;
             true
         } else {
             false
         }
+    }
+
+    /// The permission mode set by the host (`set_permission_mode`), if it set one.
+    pub fn permission_mode(&self) -> Option<String> {
+        lock(&self.permission_mode).clone()
+    }
+
+    /// Records the host's `set_permission_mode`.
+    pub fn set_permission_mode(&self, mode: &str) {
+        *lock(&self.permission_mode) = Some(mode.to_owned());
     }
 
     /// Whether the running turn should stop.
@@ -100,14 +114,16 @@ mod tests {
     #[test]
     fn interrupts_only_count_while_a_turn_is_pending() {
         let s = Shared::default();
-        assert!(!s.request_interrupt());
+        assert!(!s.request_interrupt(|| {}));
         assert!(!s.interrupted());
         s.submit();
-        assert!(s.request_interrupt());
+        let mut replied = false;
+        assert!(s.request_interrupt(|| replied = true));
+        assert!(replied);
         assert!(s.interrupted());
         s.finish_turn(|| {});
         assert!(!s.interrupted());
-        assert!(!s.request_interrupt());
+        assert!(!s.request_interrupt(|| {}));
     }
 
     #[test]

@@ -90,6 +90,113 @@ pub fn transcript_path(config_dir: &Path, project: &Path, id: &str) -> PathBuf {
         .join(format!("{id}.jsonl"))
 }
 
+/// Where the transcripts of one project live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locator {
+    /// `$CLAUDE_CONFIG_DIR`, else `$HOME/.claude`.
+    pub config_dir: PathBuf,
+    /// The canonical working directory.
+    pub project: PathBuf,
+}
+
+impl Locator {
+    /// The transcript of conversation `id`.
+    pub fn path(&self, id: &str) -> PathBuf {
+        transcript_path(&self.config_dir, &self.project, id)
+    }
+
+    /// `<config>/projects/<sanitized project>`.
+    pub fn project_dir(&self) -> PathBuf {
+        self.config_dir
+            .join("projects")
+            .join(sanitize_project_path(&self.project.to_string_lossy()))
+    }
+
+    /// The transcript of `id` if it exists and is not empty (the real CLI treats an empty one
+    /// as missing).
+    pub fn existing(&self, id: &str) -> Option<PathBuf> {
+        let path = self.path(id);
+        let usable =
+            is_safe_id(id) && fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() > 0);
+        usable.then_some(path)
+    }
+}
+
+/// The bytes of conversation text (user and assistant messages) in a transcript, to size its
+/// context; unreadable lines count nothing.
+pub fn context_bytes(path: &Path) -> usize {
+    let Ok(text) = fs::read_to_string(path) else {
+        return 0;
+    };
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|v| {
+            matches!(
+                v.get("type").and_then(|t| t.as_str()),
+                Some("user" | "assistant")
+            )
+        })
+        .map(|v| content_bytes(v.get("message").and_then(|m| m.get("content"))))
+        .sum()
+}
+
+/// The user turns of the conversation in a transcript, as the recordings' mock model counted
+/// them ("turns seen"): user messages with real text (not tool results, interrupt notices or
+/// command output), from the last compaction on (whose summary counts as one), without prompts
+/// whose API call failed.
+pub fn turns_seen(path: &Path) -> usize {
+    let Ok(text) = fs::read_to_string(path) else {
+        return 0;
+    };
+    let mut turns = 0usize;
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let flag = |key: &str| v.get(key).and_then(serde_json::Value::as_bool) == Some(true);
+        match v.get("type").and_then(|t| t.as_str()) {
+            Some("system")
+                if v.get("subtype").and_then(|s| s.as_str()) == Some("compact_boundary") =>
+            {
+                turns = 0;
+            }
+            Some("assistant") if flag("isApiErrorMessage") => turns = turns.saturating_sub(1),
+            Some("user") if !flag("isReplay") => {
+                let content = v.get("message").and_then(|m| m.get("content"));
+                let real = |t: &str| !t.starts_with("[Request interrupted by user");
+                let has_text = match content {
+                    Some(serde_json::Value::String(s)) => real(s),
+                    Some(serde_json::Value::Array(blocks)) => blocks.iter().any(|b| {
+                        b.get("type").and_then(|t| t.as_str()) == Some("text")
+                            && b.get("text").and_then(|t| t.as_str()).is_some_and(real)
+                    }),
+                    _ => false,
+                };
+                turns += usize::from(has_text);
+            }
+            _ => {}
+        }
+    }
+    turns
+}
+
+fn content_bytes(content: Option<&serde_json::Value>) -> usize {
+    match content {
+        Some(serde_json::Value::String(s)) => s.len(),
+        Some(serde_json::Value::Array(blocks)) => blocks
+            .iter()
+            .map(|b| {
+                ["text", "content"]
+                    .iter()
+                    .filter_map(|k| b.get(*k).and_then(|t| t.as_str()))
+                    .map(str::len)
+                    .sum::<usize>()
+            })
+            .sum(),
+        _ => 0,
+    }
+}
+
 /// An append-only JSONL transcript, created on the first write.
 #[derive(Debug)]
 pub struct Transcript {
@@ -245,6 +352,71 @@ mod tests {
             Some(PathBuf::from("/h/.claude"))
         );
         assert_eq!(config_dir_from(None, None), None);
+    }
+
+    #[test]
+    fn context_counts_message_text() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("t.jsonl");
+        fs::write(
+            &path,
+            concat!(
+                r#"{"type":"user","message":{"role":"user","content":"hello"}}"#,
+                "\n",
+                r#"{"type":"assistant","message":{"content":[{"type":"text","text":"echo: hi"}]}}"#,
+                "\n",
+                r#"{"type":"result","result":"ignored"}"#,
+                "\nnot json\n",
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(context_bytes(&path), 13);
+        assert_eq!(context_bytes(&dir.path().join("missing")), 0);
+    }
+
+    #[test]
+    fn turns_are_counted_like_the_mock_model() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("t.jsonl");
+        let lines = [
+            r#"{"type":"user","message":{"role":"user","content":"one"}}"#,
+            r#"{"type":"assistant","message":{"content":[{"type":"text","text":"echo: one"}]}}"#,
+            r#"{"type":"user","message":{"role":"user","content":[{"type":"text","text":"two"}]}}"#,
+            r#"{"type":"user","message":{"content":[{"type":"tool_result","content":"x"}]}}"#,
+            r#"{"type":"user","message":{"content":[{"type":"text","text":"[Request interrupted by user]"}]}}"#,
+            r#"{"type":"user","message":{"role":"user","content":"!error"}}"#,
+            r#"{"type":"assistant","isApiErrorMessage":true,"message":{"content":[]}}"#,
+        ];
+        fs::write(&path, lines.join("\n")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(turns_seen(&path), 2);
+        let compacted = [
+            lines[0],
+            r#"{"type":"system","subtype":"compact_boundary"}"#,
+            r#"{"type":"user","isSynthetic":true,"message":{"content":"summary"}}"#,
+            r#"{"type":"user","isReplay":true,"message":{"content":"<local-command-stdout>Compacted </local-command-stdout>"}}"#,
+            lines[2],
+        ];
+        fs::write(&path, compacted.join("\n")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(turns_seen(&path), 2);
+        assert_eq!(turns_seen(&dir.path().join("missing")), 0);
+    }
+
+    #[test]
+    fn existing_transcripts_must_have_content() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let locator = Locator {
+            config_dir: dir.path().to_owned(),
+            project: PathBuf::from("/p"),
+        };
+        let id = "0f8fad5b-d9cb-469f-a165-70867728950e";
+        assert_eq!(locator.existing(id), None);
+        let path = locator.path(id);
+        fs::create_dir_all(locator.project_dir()).unwrap_or_else(|e| panic!("{e}"));
+        fs::write(&path, "").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(locator.existing(id), None);
+        fs::write(&path, "{}\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(locator.existing(id), Some(path));
+        assert_eq!(locator.existing("../x"), None);
     }
 
     #[test]

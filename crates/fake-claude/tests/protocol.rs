@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Dirs, Line, assistant_texts};
+use common::{Dirs, Line, assistant_texts, kinds};
 use serde_json::{Value, json};
 
 #[test]
@@ -53,11 +53,18 @@ fn an_echo_turn_is_init_assistant_result() {
     assert_eq!(assistant["type"], "assistant");
     assert_eq!(assistant["session_id"], session_id.as_str());
     assert_eq!(assistant["parent_tool_use_id"], Value::Null);
+    assert!(
+        assistant["request_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("req_")
+    );
     let message = &assistant["message"];
     assert!(message["id"].as_str().unwrap().starts_with("msg_"));
     assert_eq!(message["model"], "fake-claude");
     assert_eq!(message["role"], "assistant");
-    assert_eq!(message["stop_reason"], "end_turn");
+    // Like the real CLI's: the stop reason is only in the result.
+    assert_eq!(message["stop_reason"], Value::Null);
     assert_eq!(
         message["content"],
         json!([{ "type": "text", "text": "echo: hello" }])
@@ -69,33 +76,41 @@ fn an_echo_turn_is_init_assistant_result() {
     assert_eq!(result["is_error"], false);
     assert_eq!(result["num_turns"], 1);
     assert_eq!(result["result"], "echo: hello");
+    assert_eq!(result["stop_reason"], "end_turn");
+    assert_eq!(result["terminal_reason"], "completed");
     assert_eq!(result["session_id"], session_id.as_str());
     assert!(result["duration_ms"].is_u64());
     assert!(result["duration_api_ms"].is_u64());
     assert!(result["uuid"].is_string());
-    let cost = result["total_cost_usd"].as_f64().unwrap();
-    assert!(cost > 0.0);
-    // "hello" (5 bytes) in, "echo: hello" (11 bytes) out.
-    assert!((cost - 16.0 * 0.000_001).abs() < 1e-12);
-    assert_eq!(
-        result["usage"],
-        json!({
-            "input_tokens": 2,
-            "output_tokens": 3,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-        })
-    );
+    // "hello" (5 bytes, 2 tokens) in, "echo: hello" (11 bytes, 3 tokens) out:
+    // 2 × $5/Mtok + 3 × $25/Mtok.
+    assert_eq!(result["total_cost_usd"], 0.000085);
+    assert_eq!(result["usage"]["input_tokens"], 2);
+    assert_eq!(result["usage"]["output_tokens"], 3);
+    assert_eq!(result["usage"]["cache_read_input_tokens"], 0);
+    let model = &result["modelUsage"]["fake-claude"];
+    assert_eq!(model["inputTokens"], 2);
+    assert_eq!(model["outputTokens"], 3);
+    assert_eq!(model["costUSD"], 0.000085);
 
-    // A second turn: no second init, block-form content accepted.
-    fake.send_user_blocks("again");
+    // A second turn: init again, block-form content accepted, and the cost is the running
+    // total of the process while the usage is the turn's own.
+    fake.send_user_blocks("again!");
     let events = fake.turn();
     assert_eq!(
-        events.iter().map(|e| e["type"].clone()).collect::<Vec<_>>(),
-        ["assistant", "result"]
+        kinds(&events),
+        ["system/init", "assistant", "result/success"]
     );
-    assert_eq!(events[1]["result"], "echo: again");
-    assert_eq!(events[1]["session_id"], session_id.as_str());
+    assert_eq!(events[0]["session_id"], session_id.as_str());
+    let result = &events[2];
+    assert_eq!(result["result"], "echo: again!");
+    assert_eq!(result["session_id"], session_id.as_str());
+    // "again!" (6 bytes, 2 tokens) in, "echo: again!" (12 bytes, 3 tokens) out.
+    assert_eq!(result["usage"]["input_tokens"], 2);
+    assert_eq!(result["usage"]["output_tokens"], 3);
+    assert_eq!(result["total_cost_usd"], 0.00017);
+    assert_eq!(result["modelUsage"]["fake-claude"]["inputTokens"], 4);
+    assert_eq!(result["modelUsage"]["fake-claude"]["costUSD"], 0.00017);
 }
 
 #[test]
@@ -161,7 +176,7 @@ fn bad_stdin_lines_are_reported_and_skipped() {
     fake.send_user("still here");
     let events = fake.turn();
     assert_eq!(events.last().unwrap()["result"], "echo: still here");
-    assert!(fake.stderr().contains("invalid JSON"), "{}", fake.stderr());
+    assert!(fake.stderr_contains("invalid JSON"), "{}", fake.stderr());
 }
 
 #[test]
@@ -178,16 +193,24 @@ fn interrupt_ends_a_sleeping_turn_quickly() {
         "{:?}",
         start.elapsed()
     );
-    let reply = events
-        .iter()
-        .find(|e| e["type"] == "control_response")
-        .expect("interrupt was not answered");
-    assert_eq!(reply["response"]["subtype"], "success");
-    assert_eq!(reply["response"]["request_id"], "int_1");
+    // Nothing was streamed, so there is no partial assistant message.
+    assert_eq!(
+        kinds(&events),
+        ["control_response", "user", "result/error_during_execution"]
+    );
+    assert_eq!(
+        events[0],
+        json!({"type": "control_response", "response": {"subtype": "success", "request_id": "int_1"}})
+    );
+    assert_eq!(
+        events[1]["message"]["content"][0]["text"],
+        "[Request interrupted by user]"
+    );
     let result = events.last().unwrap();
     assert_eq!(result["subtype"], "error_during_execution");
     assert_eq!(result["is_error"], true);
-    assert!(assistant_texts(&events).is_empty());
+    assert_eq!(result["terminal_reason"], "aborted_streaming");
+    assert_eq!(result["total_cost_usd"], 0.0);
 
     // The session carries on.
     fake.send_user("after");
@@ -207,6 +230,7 @@ fn interrupt_ends_stalled_and_hung_turns() {
     assert_eq!(events.last().unwrap()["subtype"], "error_during_execution");
 
     fake.send_user("!hang");
+    assert_eq!(fake.next_event()["subtype"], "init");
     assert_eq!(fake.next_line_within(Duration::from_millis(300)), None);
     // Control requests are still answered while the turn hangs.
     fake.send_control("init", json!({ "subtype": "initialize" }));
@@ -274,8 +298,11 @@ fn replay_and_partial_messages() {
         .iter()
         .filter(|e| e["type"] == "stream_event" && e["event"]["type"] == "content_block_delta")
         .collect();
-    assert_eq!(deltas.len(), 1);
-    assert_eq!(deltas[0]["event"]["delta"]["text"], "echo: hi");
+    let texts: Vec<&Value> = deltas
+        .iter()
+        .map(|d| &d["event"]["delta"]["text"])
+        .collect();
+    assert_eq!(texts, ["echo:", " hi"]);
 }
 
 #[test]

@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{BIN, Dirs, read_jsonl};
+use common::{BIN, Dirs, kinds, read_jsonl};
 
 const ID: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
 
@@ -34,15 +34,7 @@ fn the_transcript_is_created_on_the_first_message_at_the_sanitized_path() {
     let kinds: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
-        [
-            "user",
-            "assistant",
-            "result",
-            "user",
-            "assistant",
-            "assistant",
-            "result"
-        ]
+        ["user", "assistant", "result", "user", "assistant", "result"]
     );
     assert_eq!(lines[0]["message"]["content"], "first");
     assert_eq!(lines[1]["message"]["content"][0]["text"], "echo: first");
@@ -74,6 +66,63 @@ fn a_session_id_in_use_is_refused() {
 }
 
 #[test]
+fn an_empty_transcript_does_not_hold_its_session_id() {
+    let dirs = Dirs::new();
+    let path = dirs.transcript(ID);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, "").unwrap();
+    let mut fake = dirs.spawn(&["--session-id", ID]);
+    fake.send_user("again");
+    assert_eq!(fake.turn().pop().unwrap()["session_id"], ID);
+    fake.close_stdin();
+    assert_eq!(fake.wait().code(), Some(0));
+    assert_eq!(read_jsonl(&path).len(), 3);
+}
+
+#[test]
+fn turns_seen_counts_the_conversations_user_turns() {
+    let dirs = Dirs::new();
+    let spawn = |args: &[&str]| {
+        let mut cmd = dirs.command(args);
+        cmd.env("FAKE_CLAUDE_TURNS_SEEN", "1");
+        common::Fake::spawn(cmd)
+    };
+    let mut fake = spawn(&["--session-id", ID]);
+    let say = |fake: &mut common::Fake, text: &str| {
+        fake.send_user(text);
+        fake.turn().pop().unwrap()["result"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(say(&mut fake, "hi"), "echo: hi (turns seen: 1)");
+    // A failed prompt is left out of the conversation.
+    assert!(say(&mut fake, "!error").starts_with("API Error"));
+    assert_eq!(say(&mut fake, "second"), "echo: second (turns seen: 2)");
+    fake.close_stdin();
+    fake.wait();
+    // A resumed conversation still counts its earlier turns.
+    let mut fake = spawn(&[&format!("--resume={ID}")]);
+    assert_eq!(say(&mut fake, "third"), "echo: third (turns seen: 3)");
+    // The summary of a compaction counts as one.
+    say(&mut fake, "/compact");
+    assert_eq!(
+        say(&mut fake, "after compact"),
+        "echo: after compact (turns seen: 2)"
+    );
+    say(&mut fake, "/clear");
+    assert_eq!(
+        say(&mut fake, "after clear"),
+        "echo: after clear (turns seen: 1)"
+    );
+    fake.close_stdin();
+    fake.wait();
+    // Without the variable, echoes are plain.
+    let mut fake = dirs.spawn(&[]);
+    assert_eq!(say(&mut fake, "plain"), "echo: plain");
+}
+
+#[test]
 fn an_invalid_session_id_is_refused() {
     let dirs = Dirs::new();
     let (status, _, stderr) = dirs.run_closed(&["--session-id", "not-a-uuid"]);
@@ -81,19 +130,147 @@ fn an_invalid_session_id_is_refused() {
     assert!(stderr.contains("Invalid session ID"), "{stderr}");
 }
 
+/// Checks the real CLI's answer to a `--resume` it cannot serve: one failed `result` on
+/// stdout, the reason on stderr, exit 1.
+fn refused_resume(dirs: &Dirs, args: &[&str], id: &str) {
+    let (status, stdout, stderr) = dirs.run_closed(args);
+    assert_eq!(status.code(), Some(1));
+    let message = format!("No conversation found with session ID: {id}");
+    assert_eq!(stderr.trim_end(), message);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    let result: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(result["type"], "result");
+    assert_eq!(result["subtype"], "error_during_execution");
+    assert_eq!(result["is_error"], true);
+    assert_eq!(result["session_id"], id);
+    assert_eq!(result["errors"], serde_json::json!([message]));
+    assert_eq!(result["total_cost_usd"], 0);
+}
+
 #[test]
 fn resuming_a_missing_session_fails() {
     let dirs = Dirs::new();
-    let (status, stdout, stderr) = dirs.run_closed(&["--resume", ID]);
-    assert_eq!(status.code(), Some(1));
-    assert_eq!(stdout, "");
+    refused_resume(&dirs, &["--resume", ID], ID);
+    refused_resume(&dirs, &["--resume=../../etc/passwd"], "../../etc/passwd");
+    // An empty transcript is no conversation either.
+    let path = dirs.transcript(ID);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, "").unwrap();
+    refused_resume(&dirs, &[&format!("--resume={ID}")], ID);
+    // The failure comes before the handshake is answered.
+    let mut fake = dirs.spawn(&["--resume", ID]);
+    // It may have exited already: a failed write is fine.
+    let _ = fake.try_send(&serde_json::json!({
+        "type": "control_request",
+        "request_id": "init_1",
+        "request": { "subtype": "initialize" },
+    }));
+    assert_eq!(fake.next_event()["type"], "result");
+    assert_eq!(fake.next_line(), None);
+    assert_eq!(fake.wait().code(), Some(1));
+}
+
+#[test]
+fn a_new_process_counts_its_cost_from_zero() {
+    let dirs = Dirs::new();
+    let mut fake = dirs.spawn(&["--session-id", ID]);
+    fake.send_user("hello");
+    let first = fake.turn().pop().unwrap();
+    fake.send_user("hello");
+    let second = fake.turn().pop().unwrap();
+    assert_eq!(first["total_cost_usd"], 0.000085);
+    assert_eq!(second["total_cost_usd"], 0.00017);
+    fake.close_stdin();
+    assert_eq!(fake.wait().code(), Some(0));
+
+    let mut fake = dirs.spawn(&[&format!("--resume={ID}")]);
+    fake.send_user("hello");
+    assert_eq!(fake.turn().pop().unwrap()["total_cost_usd"], 0.000085);
+}
+
+#[test]
+fn compact_keeps_the_session_and_reports_a_boundary() {
+    let dirs = Dirs::new();
+    let mut fake = dirs.spawn(&["--session-id", ID]);
+    fake.send_user("some conversation to compact");
+    let before = fake.turn().pop().unwrap();
+    fake.send_user_blocks("/compact");
+    let events = fake.turn();
     assert_eq!(
-        stderr.trim_end(),
-        format!("No conversation found with session ID: {ID}")
+        kinds(&events),
+        [
+            "system/status",
+            "system/status",
+            "system/init",
+            "system/compact_boundary",
+            "user",
+            "user",
+            "result/success"
+        ]
     );
-    let (status, _, stderr) = dirs.run_closed(&["--resume=../../etc/passwd"]);
-    assert_eq!(status.code(), Some(1));
-    assert!(stderr.contains("No conversation found with session ID: ../../etc/passwd"));
+    assert_eq!(events[0]["status"], "compacting");
+    assert_eq!(events[1]["compact_result"], "success");
+    let metadata = &events[3]["compact_metadata"];
+    assert_eq!(metadata["trigger"], "manual");
+    // "some conversation to compact" (28 bytes) and its echo (34 bytes): 16 tokens.
+    assert_eq!(metadata["pre_tokens"], 16);
+    assert_eq!(events[4]["isSynthetic"], true);
+    let result = events.last().unwrap();
+    assert_eq!(result["result"], "");
+    assert_eq!(result["num_turns"], 0);
+    assert_eq!(result["session_id"], ID);
+    assert!(
+        result["total_cost_usd"].as_f64().unwrap() > before["total_cost_usd"].as_f64().unwrap()
+    );
+    fake.send_user("after compact");
+    let events = fake.turn();
+    assert_eq!(
+        kinds(&events),
+        ["system/init", "assistant", "result/success"]
+    );
+    assert_eq!(events[2]["session_id"], ID);
+}
+
+#[test]
+fn clear_starts_a_new_conversation() {
+    let dirs = Dirs::new();
+    let mut fake = dirs.spawn(&["--session-id", ID]);
+    fake.send_user("one");
+    let before = fake.turn().pop().unwrap();
+    fake.send_user("/clear");
+    let events = fake.turn();
+    assert_eq!(
+        kinds(&events),
+        ["system/init", "assistant", "result/success"]
+    );
+    let new_id = events[0]["session_id"].as_str().unwrap().to_owned();
+    assert_ne!(new_id, ID);
+    assert!(uuid::Uuid::try_parse(&new_id).is_ok());
+    assert_eq!(events[1]["message"]["model"], "<synthetic>");
+    let result = &events[2];
+    assert_eq!(result["result"], "");
+    assert_eq!(result["session_id"], new_id.as_str());
+    assert_eq!(result["total_cost_usd"], before["total_cost_usd"]);
+    fake.send_user("after clear");
+    let events = fake.turn();
+    assert_eq!(events[0]["session_id"], new_id.as_str());
+    assert_eq!(events[2]["session_id"], new_id.as_str());
+    fake.close_stdin();
+    assert_eq!(fake.wait().code(), Some(0));
+
+    // The old transcript stays as it was; the new one holds what came after.
+    assert_eq!(read_jsonl(&dirs.transcript(ID)).len(), 3);
+    let lines = read_jsonl(&dirs.transcript(&new_id));
+    assert!(lines.iter().all(|l| l["sessionId"] == new_id.as_str()));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"]["content"] == "after clear")
+    );
+    let mut fake = dirs.spawn(&[&format!("--resume={new_id}")]);
+    fake.send_user("later");
+    assert_eq!(fake.turn().pop().unwrap()["session_id"], new_id.as_str());
 }
 
 #[test]
@@ -213,11 +390,34 @@ fn version_and_help() {
     assert!(output.status.success());
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
-        "2.1.0 (fake-claude)\n"
+        "2.1.197 (fake-claude)\n"
     );
     let output = Command::new(BIN).arg("--help").output().unwrap();
     assert!(output.status.success());
-    assert!(String::from_utf8_lossy(&output.stdout).contains("--session-id"));
+    let help = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(help.contains("--session-id"));
+    for directive in [
+        "!sleep",
+        "!stream",
+        "!blocks",
+        "!stall",
+        "!hang",
+        "!wedge",
+        "!crash",
+        "!garbage",
+        "!big",
+        "!error",
+        "!grandchild",
+        "!ignore-sigterm",
+        "!exit-after-reply",
+        "!permission",
+        "!tool",
+    ] {
+        assert!(
+            help.contains(directive),
+            "--help does not mention {directive}"
+        );
+    }
 }
 
 #[test]

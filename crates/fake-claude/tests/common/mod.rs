@@ -171,6 +171,14 @@ impl Fake {
         stdin.flush().unwrap();
     }
 
+    /// Writes one line to stdin, reporting a failure (the process may have exited).
+    pub fn try_send(&mut self, value: &Value) -> std::io::Result<()> {
+        let stdin = self.stdin.as_mut().expect("stdin already closed");
+        let mut line = serde_json::to_vec(value).unwrap();
+        line.push(b'\n');
+        stdin.write_all(&line).and_then(|()| stdin.flush())
+    }
+
     pub fn send(&mut self, value: &Value) {
         self.send_raw(&serde_json::to_string(value).unwrap());
     }
@@ -357,4 +365,65 @@ pub fn read_jsonl(path: &Path) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// An event's kind: `type`, `type/subtype` for `system` and `result`, the request's subtype for
+/// `control_request`, and the inner event's type for `stream_event`.
+pub fn kind(event: &Value) -> String {
+    let kind = event["type"].as_str().unwrap_or("?");
+    let sub = match kind {
+        "system" | "result" => event["subtype"].as_str(),
+        "control_request" => event["request"]["subtype"].as_str(),
+        "stream_event" => event["event"]["type"].as_str(),
+        _ => None,
+    };
+    match sub {
+        Some(sub) => format!("{kind}/{sub}"),
+        None => kind.to_owned(),
+    }
+}
+
+pub fn kinds(events: &[Value]) -> Vec<String> {
+    events.iter().map(kind).collect()
+}
+
+/// Polls `cond` until it holds, for at most [`TIMEOUT`].
+pub fn eventually(cond: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + TIMEOUT;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
+
+/// `(ppid, pgid, sid)` of a live (not zombie) process.
+pub fn stat(pid: u32) -> Option<(u32, u32, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse().ok());
+    Some((field(1)?, field(2)?, field(3)?))
+}
+
+/// The live children of `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|p| stat(*p).is_some_and(|(ppid, _, _)| ppid == pid))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Fake {
+    /// Waits until stderr contains `needle`.
+    pub fn stderr_contains(&self, needle: &str) -> bool {
+        eventually(|| self.stderr().contains(needle))
+    }
 }
