@@ -906,7 +906,10 @@ async fn every_conversation_id_a_session_used_is_kept_until_it_is_deleted() {
     let r = store.create(record("alpha", "beta")).await.unwrap();
     let other = store.create(record("beta", "alpha")).await.unwrap();
     let own = r.session_id.to_string();
-    assert_eq!(store.conversation_ids(r.session_id).unwrap(), [own.clone()]);
+    assert_eq!(
+        store.conversation_ids(r.session_id).unwrap(),
+        std::slice::from_ref(&own)
+    );
     // Two `/clear`s: the agent reported two new ids in turn; an id set again is one entry.
     for id in [
         "11111111-1111-4111-8111-111111111111",

@@ -38,7 +38,8 @@ pub struct Settings {
         serialize_with = "humantime_serde::serialize"
     )]
     pub idle_timeout: Duration,
-    /// How long creating a new conversation's transcript may take. Default 30s.
+    /// How long the agent may take to start a new conversation (spawn and handshake with
+    /// `--session-id`); resuming one is bounded by `spawn_timeout`. Default 30s.
     #[serde(
         deserialize_with = "coerce::duration",
         serialize_with = "humantime_serde::serialize"
