@@ -1,4 +1,5 @@
-//! The one unsafe call fake-claude makes: ignoring SIGTERM for `!ignore-sigterm`.
+//! Ignoring SIGTERM for `!ignore-sigterm`: one of fake-claude's two unsafe calls (the other is
+//! `setsid` in `helper.rs`).
 #![allow(unsafe_code)]
 
 use std::io;

@@ -254,3 +254,50 @@ pub enum TurnEvent {
         outcome: TellOutcome,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_read_as_sentences() {
+        let killed = TurnError::AgentExited {
+            code: None,
+            signal: Some(9),
+            stderr_tail: String::new(),
+        };
+        assert_eq!(
+            killed.to_string(),
+            "the agent exited during the turn: it was killed by signal 9 (SIGKILL); the next tell resumes the conversation"
+        );
+        let exited = TurnError::AgentExited {
+            code: Some(2),
+            signal: None,
+            stderr_tail: "boom\n".into(),
+        };
+        assert!(
+            exited
+                .to_string()
+                .ends_with("it exited with code 2; the next tell resumes the conversation. Its last words on stderr: boom"),
+            "{exited}"
+        );
+        let api = TurnError::ErrorResult {
+            subtype: "success".into(),
+            message: "API Error: 529 Overloaded".into(),
+            api_error_status: Some(529),
+        };
+        assert_eq!(
+            api.to_string(),
+            "the agent reported an API error (HTTP 529): API Error: 529 Overloaded"
+        );
+        let turns = TurnError::ErrorResult {
+            subtype: "error_max_turns".into(),
+            message: String::new(),
+            api_error_status: None,
+        };
+        assert_eq!(
+            turns.to_string(),
+            "the agent stopped at its limit of model turns"
+        );
+    }
+}

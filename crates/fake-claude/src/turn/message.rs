@@ -137,14 +137,7 @@ impl Runner {
         let index = msg.blocks;
         msg.blocks += 1;
         msg.out_bytes += text.len();
-        let event = protocol::assistant(
-            self.session_id(),
-            &msg.id,
-            Some(&msg.request_id),
-            protocol::text_block(&text),
-            msg.input_tokens,
-        );
-        self.emit_recorded(&event);
+        self.emit_text_block(msg, &text);
         self.stream_raw(json!({ "type": "content_block_stop", "index": index }));
         turn.last_text = Some(text);
     }
@@ -218,16 +211,21 @@ impl Runner {
             return;
         };
         turn.api_time += msg.requested.elapsed();
-        if let Some(text) = msg.open.filter(|t| !t.is_empty()) {
-            let event = protocol::assistant(
-                self.session_id(),
-                &msg.id,
-                Some(&msg.request_id),
-                protocol::text_block(&text),
-                msg.input_tokens,
-            );
-            self.emit_recorded(&event);
+        if let Some(text) = msg.open.as_deref().filter(|t| !t.is_empty()) {
+            self.emit_text_block(&msg, text);
         }
+    }
+
+    /// One complete text block of `msg`, as its `assistant` event.
+    fn emit_text_block(&mut self, msg: &Msg, text: &str) {
+        let event = protocol::assistant(
+            self.session_id(),
+            &msg.id,
+            Some(&msg.request_id),
+            protocol::text_block(text),
+            msg.input_tokens,
+        );
+        self.emit_recorded(&event);
     }
 }
 

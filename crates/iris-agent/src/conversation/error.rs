@@ -114,3 +114,51 @@ impl Coded for AgentError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exited(stderr_tail: &str, reported: &[&str]) -> AgentError {
+        AgentError::ExitedBeforeReady {
+            exit: ExitInfo {
+                code: Some(1),
+                signal: None,
+                stderr_tail: stderr_tail.to_owned(),
+            },
+            reported: reported.iter().map(|r| (*r).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_cli_s_refusals_are_read_from_stderr_or_an_early_result() {
+        // The texts of Claude Code 2.1.197 (recorded: `reuse`, `resume_missing`).
+        let id = "2008cf90-55a2-41c7-b466-a1d1e87c6318";
+        assert_eq!(
+            exited(&format!("Error: Session ID {id} is already in use.\n"), &[]).launch_refusal(),
+            Some(LaunchRefusal::ConversationInUse)
+        );
+        let missing = format!("No conversation found with session ID: {id}");
+        assert_eq!(
+            exited("", &[&missing]).launch_refusal(),
+            Some(LaunchRefusal::ConversationNotFound)
+        );
+        assert_eq!(
+            exited(&missing, &[]).launch_refusal(),
+            Some(LaunchRefusal::ConversationNotFound)
+        );
+        assert_eq!(exited("Error: bad flag", &[]).launch_refusal(), None);
+        assert_eq!(AgentError::NotRunning.launch_refusal(), None);
+    }
+
+    #[test]
+    fn an_early_result_s_errors_are_in_the_message() {
+        let shown = exited("", &["No conversation found with session ID: x"]).to_string();
+        assert!(
+            shown.ends_with(
+                "it exited with code 1; it reported: No conversation found with session ID: x"
+            ),
+            "{shown}"
+        );
+    }
+}

@@ -70,6 +70,25 @@ impl LaunchError {
     }
 }
 
+/// The launch that answers the CLI's refusal of `refused`: a conversation "already in use"
+/// exists, so it is resumed; one a resume found no trace of starts again under the session's
+/// own id. Any other failure has no correction.
+fn correction(
+    refusal: Option<LaunchRefusal>,
+    refused: &command::Conversation,
+    session: SessionId,
+) -> Option<command::Conversation> {
+    match (refusal?, refused) {
+        (LaunchRefusal::ConversationInUse, command::Conversation::New(id)) => {
+            Some(command::Conversation::Resume(id.to_string()))
+        }
+        (LaunchRefusal::ConversationNotFound, command::Conversation::Resume(_)) => {
+            Some(command::Conversation::New(session))
+        }
+        _ => None,
+    }
+}
+
 fn spawn_error(error: &LaunchError) -> TurnError {
     let (code, reason) = match error {
         LaunchError::Command(e) => (e.code(), e.to_string()),
@@ -127,9 +146,9 @@ impl LaunchContext {
         // A conversation that has answered before but has no transcript any more (deleted, or
         // a different config dir) starts again from nothing.
         let had_history = record.message_count > 0 || record.agent_session_id.is_some();
-        let mut history_lost = had_history && !team.is_remote() && {
-            matches!(conversation, command::Conversation::New(_))
-        };
+        let mut history_lost = had_history
+            && !team.is_remote()
+            && matches!(conversation, command::Conversation::New(_));
         if history_lost {
             tracing::warn!(pair = %self.pair, session = %self.id, "the conversation's transcript is gone; starting it again under the same id, without its history");
         }
@@ -140,26 +159,20 @@ impl LaunchContext {
                 Err(error) => error,
             };
             tried.push(conversation.clone());
-            let next = match (error.launch_refusal(), &conversation) {
-                (Some(LaunchRefusal::ConversationInUse), command::Conversation::New(id)) => {
-                    command::Conversation::Resume(id.to_string())
-                }
-                (Some(LaunchRefusal::ConversationNotFound), command::Conversation::Resume(id)) => {
-                    if !team.is_remote()
-                        && let Err(e) = self.clear_unusable_transcript(&team.path, &agent).await
-                    {
-                        tracing::warn!(pair = %self.pair, session = %self.id, error = %e, "could not move the unusable transcript aside");
-                    }
-                    tracing::warn!(pair = %self.pair, session = %self.id, conversation = %id, "the agent found no conversation to resume (its transcript is missing or empty); starting it again under the same id, without its history");
-                    history_lost = true;
-                    command::Conversation::New(self.id)
-                }
-                _ => return Err(spawn_error(&error)),
-            };
-            if tried.contains(&next) {
+            let Some(next) = correction(error.launch_refusal(), &conversation, self.id)
+                .filter(|next| !tried.contains(next))
+            else {
                 return Err(spawn_error(&error));
-            }
+            };
             tracing::info!(pair = %self.pair, session = %self.id, refused = ?conversation, retry = ?next, "the agent refused the conversation it was launched for; launching again");
+            if matches!(next, command::Conversation::New(_)) {
+                // The resume found nothing: the history is gone.
+                tracing::warn!(pair = %self.pair, session = %self.id, "the agent found no conversation to resume (its transcript is missing or empty); starting it again under the same id, without its history");
+                if !team.is_remote() {
+                    self.clear_unusable_transcript(&team.path, &agent).await;
+                }
+                history_lost = true;
+            }
             conversation = next;
         };
         let launched = Launched {
@@ -218,16 +231,16 @@ impl LaunchContext {
         Ok((started, launch))
     }
 
-    /// Clears the way for a conversation to start again under the session's id.
-    async fn clear_unusable_transcript(
-        &self,
-        project: &std::path::Path,
-        agent: &AgentConfig,
-    ) -> std::io::Result<()> {
-        if let Some(done) = set_aside_transcript(project, agent, self.id).await? {
-            tracing::warn!(pair = %self.pair, session = %self.id, "{done}");
+    /// Clears the way for a conversation to start again under the session's id (a failure is
+    /// logged: the launch then tells whether the way is clear).
+    async fn clear_unusable_transcript(&self, project: &std::path::Path, agent: &AgentConfig) {
+        match set_aside_transcript(project, agent, self.id).await {
+            Ok(Some(done)) => tracing::warn!(pair = %self.pair, session = %self.id, "{done}"),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(pair = %self.pair, session = %self.id, %error, "could not move the unusable transcript aside");
+            }
         }
-        Ok(())
     }
 
     async fn acquire_permit(&self, limit: Duration) -> Result<Permit, TurnError> {
@@ -282,5 +295,31 @@ impl LaunchContext {
         })
         .await
         .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use command::Conversation::{New, Resume};
+
+    #[test]
+    fn each_refusal_has_one_correction_and_nothing_else_has_any() {
+        let id = SessionId::new_v4();
+        let other = "11111111-1111-4111-8111-111111111111".to_owned();
+        let in_use = Some(LaunchRefusal::ConversationInUse);
+        let not_found = Some(LaunchRefusal::ConversationNotFound);
+        assert_eq!(
+            correction(in_use, &New(id), id),
+            Some(Resume(id.to_string()))
+        );
+        // After a /clear the resumed id is another; the conversation restarts under the session's.
+        assert_eq!(
+            correction(not_found, &Resume(other.clone()), id),
+            Some(New(id))
+        );
+        assert_eq!(correction(in_use, &Resume(other), id), None);
+        assert_eq!(correction(not_found, &New(id), id), None);
+        assert_eq!(correction(None, &New(id), id), None);
     }
 }

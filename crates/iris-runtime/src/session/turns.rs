@@ -395,3 +395,71 @@ pub(crate) fn finished_row(
     }
     row
 }
+
+#[cfg(test)]
+mod tests {
+    use iris_agent::codec::Event;
+    use serde_json::json;
+
+    use super::*;
+
+    fn partial_of(lines: &[serde_json::Value]) -> String {
+        let (progress, ticket) = TurnProgress::new(TurnId::new());
+        let mut partial = PartialText::default();
+        for line in lines {
+            partial.feed(&Event::from_value(line.clone()), &progress);
+        }
+        let text = ticket
+            .partial
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        text
+    }
+
+    fn assistant(texts: &[&str]) -> serde_json::Value {
+        let content: Vec<_> = texts
+            .iter()
+            .map(|t| json!({"type": "text", "text": t}))
+            .collect();
+        json!({"type": "assistant", "message": {"id": "m", "model": "x", "content": content}})
+    }
+
+    fn stream(event: serde_json::Value) -> serde_json::Value {
+        json!({"type": "stream_event", "event": event})
+    }
+
+    fn block_start() -> serde_json::Value {
+        stream(json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "text", "text": ""}}))
+    }
+
+    fn delta(text: &str) -> serde_json::Value {
+        stream(json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": text}}))
+    }
+
+    #[test]
+    fn without_deltas_each_assistant_block_is_a_line() {
+        assert_eq!(
+            partial_of(&[assistant(&["one"]), assistant(&["two", "three"])]),
+            "one\ntwo\nthree"
+        );
+    }
+
+    #[test]
+    fn streamed_blocks_come_from_their_deltas_and_are_not_repeated() {
+        // As the real CLI prints them with --include-partial-messages: each block's deltas,
+        // then the whole block as an `assistant` event.
+        let lines = [
+            block_start(),
+            delta("after"),
+            delta(" tool"),
+            assistant(&["after tool"]),
+            block_start(),
+            delta("second"),
+            assistant(&["second"]),
+        ];
+        assert_eq!(partial_of(&lines), "after tool\nsecond");
+    }
+}
