@@ -730,3 +730,26 @@ fn floats_round_trip_exactly() {
         assert_round_trips(&decode(line));
     }
 }
+
+#[test]
+fn a_result_with_odd_cost_or_usage_is_still_a_result() {
+    // A bad number must never turn the end of a turn into an unknown event (the turn would then
+    // wait for its stall timeout); the cost and usage are dropped instead.
+    for (cost, usage) in [
+        (json!("abc"), json!({"input_tokens": "many"})),
+        (json!(null), json!("none")),
+        (json!({"usd": 1}), json!(null)),
+    ] {
+        let line = json!({"type": "result", "subtype": "success", "session_id": "s",
+            "total_cost_usd": cost, "usage": usage, "errors": ["e", 7]})
+        .to_string();
+        match decode(&line) {
+            Event::Result(result) => {
+                assert_eq!(result.total_cost_usd, None, "{line}");
+                assert_eq!(result.usage, None, "{line}");
+                assert_eq!(result.errors, ["e"], "{line}");
+            }
+            other => panic!("{line} decoded as {other:?}"),
+        }
+    }
+}
