@@ -405,6 +405,27 @@ async fn home_only_environment(world: World) {
     runtime.shutdown(Duration::from_secs(10)).await;
 }
 
+/// An MCP server given to the agent by the team's `mcp_config` is started by the agent, and
+/// the model's call of its tool reaches it and comes back.
+async fn an_mcp_server_from_the_config(world: World) {
+    let agent = &world.agent;
+    let server = format!(
+        "[teams.{TO}.mcp_config.mcpServers.probe]\ncommand = {:?}\nargs = [\"--mcp-stdio\"]\n",
+        support::anthropic_mock().display().to_string()
+    );
+    let runtime = world.runtime(world.config(&server, false)).await;
+    let reply = completed(
+        agent,
+        tell(
+            &runtime,
+            &agent.mcp("mcp__probe__echo", r#"{"text": "over mcp"}"#),
+        )
+        .await,
+    );
+    assert_eq!(reply.text, "after mcp: over mcp", "{}", agent.name());
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
 // ----- one test per scenario, each against both agents -----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -445,4 +466,9 @@ async fn conformance_missing_and_empty_transcripts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_home_only_environment() {
     for_each_agent!(home_only_environment);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_mcp_server_from_the_config() {
+    for_each_agent!(an_mcp_server_from_the_config);
 }

@@ -112,6 +112,15 @@ impl Agent {
         }
     }
 
+    /// A message that makes the model call MCP tool `tool` (`mcp__<server>__<tool>`) with
+    /// `input` (a JSON object).
+    pub fn mcp(&self, tool: &str, input: &str) -> String {
+        match self.dialect {
+            Dialect::Real => format!("usemcp {tool} {input}"),
+            Dialect::Fake => format!("!mcp {tool} {input}"),
+        }
+    }
+
     /// A message answered with several text blocks; the turn's text is the last one.
     pub fn blocks(&self, blocks: &[&str]) -> String {
         match self.dialect {

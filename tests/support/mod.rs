@@ -10,23 +10,29 @@ use iris::core::config::Config;
 /// The workspace's fake-claude binary (built by `cargo test --workspace`; built here if missing).
 pub fn fake_claude() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let path = exe
-            .parent()
-            .and_then(Path::parent)
+    PATH.get_or_init(|| workspace_binary("fake-claude", "fake-claude"))
+}
+
+/// The workspace's anthropic-mock binary (its `--mcp-stdio` mode is a small MCP server).
+pub fn anthropic_mock() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| workspace_binary("anthropic-mock", "anthropic-mock"))
+}
+
+/// A binary of this workspace, next to the test executable's directory; built if missing (a
+/// test run of one package builds only that package's binaries).
+fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().and_then(Path::parent).unwrap().join(bin);
+    if !path.exists() {
+        let ok = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-p", package, "--bin", bin])
+            .status()
             .unwrap()
-            .join("fake-claude");
-        if !path.exists() {
-            let ok = std::process::Command::new(env!("CARGO"))
-                .args(["build", "-p", "fake-claude", "--bin", "fake-claude"])
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "building fake-claude failed");
-        }
-        path
-    })
+            .success();
+        assert!(ok, "building {bin} failed");
+    }
+    path
 }
 
 /// A scratch world: team directories, a Claude config dir and a database location.

@@ -448,8 +448,11 @@ Directives:
                                 working directory); answer 'after tool: <tool result>'.
                                 A tool running longer than FAKE_CLAUDE_TASK_NOTICE_MS is
                                 reported by system/task_started and system/task_notification
+  !mcp <tool> [json]            The model calls an MCP tool (mcp__<server>__<tool>) of a
+                                --mcp-config server; once permitted it is really called;
+                                answer 'after mcp: <first 200 characters of its result>'
 
-Tool permissions (!permission, !tool): a --disallowedTools rule refuses; an --allowedTools rule,
+Tool permissions (!permission, !tool, !mcp): a --disallowedTools rule refuses; an --allowedTools rule,
 --dangerously-skip-permissions, --permission-mode bypassPermissions (or acceptEdits for edit
 tools) allow; otherwise a can_use_tool control_request is sent on stdout when a
 --permission-prompt-tool is given (any value), and without one the call is refused.

@@ -51,6 +51,13 @@ pub enum Directive {
     /// `ms` in a session of its own (outside fake-claude's process group) while nothing is
     /// printed, and creates `marker` (relative to the working directory) when it ends.
     Tool { ms: u64, marker: Option<String> },
+    /// `!mcp <tool> [json input]`: the model calls an MCP server's tool
+    /// (`mcp__<server>__<tool>`, of a `--mcp-config` server); once permitted it is really called,
+    /// and the answer is `after mcp: <first 200 characters of its result>`.
+    Mcp {
+        tool: String,
+        input: serde_json::Value,
+    },
 }
 
 /// The longest `!tool` run (a day), so a typo cannot leave a helper forever.
@@ -119,9 +126,32 @@ pub fn parse(text: &str) -> Result<Option<Directive>, String> {
                 .filter(|marker| !marker.is_empty());
             Directive::Tool { ms, marker }
         }
+        "mcp" => mcp(rest)?,
         _ => return Ok(None),
     };
     Ok(Some(directive))
+}
+
+/// `<tool> [json object]`
+fn mcp(rest: &str) -> Result<Directive, String> {
+    let rest = rest.trim();
+    let (tool, input) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    if !tool.starts_with("mcp__") {
+        return Err(format!(
+            "!mcp: '{tool}' is not an MCP tool name; write mcp__<server>__<tool>"
+        ));
+    }
+    let input = match input.trim() {
+        "" => serde_json::json!({}),
+        text => match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(value) if value.is_object() => value,
+            _ => return Err(format!("!mcp: the input {text:?} is not a JSON object")),
+        },
+    };
+    Ok(Directive::Mcp {
+        tool: tool.to_owned(),
+        input,
+    })
 }
 
 /// `[delay=<ms>] <text>|<text>|…`
@@ -167,6 +197,34 @@ fn bounded(name: &str, value: u64, max: u64) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mcp_takes_a_tool_name_and_a_json_object() {
+        assert_eq!(
+            parse(r#"!mcp mcp__iris__echo {"text": "hi"}"#),
+            Ok(Some(Directive::Mcp {
+                tool: "mcp__iris__echo".into(),
+                input: serde_json::json!({"text": "hi"}),
+            }))
+        );
+        assert_eq!(
+            parse("!mcp mcp__iris__list_teams"),
+            Ok(Some(Directive::Mcp {
+                tool: "mcp__iris__list_teams".into(),
+                input: serde_json::json!({}),
+            }))
+        );
+        assert!(
+            parse("!mcp Bash")
+                .unwrap_err()
+                .contains("mcp__<server>__<tool>")
+        );
+        assert!(
+            parse("!mcp mcp__a__b [1]")
+                .unwrap_err()
+                .contains("JSON object")
+        );
+    }
 
     #[test]
     fn plain_text_is_not_a_directive() {

@@ -246,14 +246,15 @@ fn start(opts: &Options, relaunch: Option<Relaunch>) -> Result<u8, Fatal> {
         conversation.transcript,
         conversation.context_bytes,
         conversation.turns_seen,
+        servers,
     );
     // The reader drops its sender at stdin EOF; queued turns still run before we exit.
     for message in rx {
         if let Flow::Exit(code) = runner.run(&message) {
-            servers.shutdown();
+            runner.shutdown_servers();
             std::process::exit(code);
         }
     }
-    servers.shutdown();
+    runner.shutdown_servers();
     Ok(runner.exit_code())
 }

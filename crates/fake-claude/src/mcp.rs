@@ -8,7 +8,9 @@
 //! default 30 s). A server that answers is `connected` and its tools are listed in `system/init`
 //! as `mcp__<server>__<tool>`; one that cannot be started, exits, answers with an error or not in
 //! time is `failed` (and killed). Servers of another transport (`http`, `sse`) are `failed`.
-//! Connected servers keep running until fake-claude ends its session ([`Servers::shutdown`]).
+//! Connected servers keep running until fake-claude ends its session ([`Servers::shutdown`]);
+//! `!mcp` calls their tools (`tools/call`, [`Servers::call_tool`]), as the model's tool use makes
+//! the real CLI do.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -139,9 +141,15 @@ pub fn normalize(name: &str) -> String {
 /// A connected server process.
 #[derive(Debug)]
 struct Running {
+    /// The server's name as tools name it (normalized).
+    name: String,
     child: Child,
     /// Kept open: closing it tells the server to exit.
     stdin: Option<ChildStdin>,
+    /// What the server prints, one JSON message at a time.
+    rx: Receiver<Value>,
+    /// The next JSON-RPC request id.
+    next_id: u64,
 }
 
 /// The servers of a session.
@@ -161,6 +169,50 @@ impl Servers {
     /// The connected servers' tools, as `mcp__<server>__<tool>`.
     pub fn tools(&self) -> &[String] {
         &self.tools
+    }
+
+    /// Calls tool `mcp__<server>__<tool>` with `arguments`, within `timeout`: the text of its
+    /// result's text content, or why it failed.
+    pub fn call_tool(
+        &mut self,
+        full_name: &str,
+        arguments: Value,
+        timeout: Duration,
+    ) -> Result<String, String> {
+        let (server_name, tool) = full_name
+            .strip_prefix("mcp__")
+            .and_then(|rest| rest.split_once("__"))
+            .ok_or_else(|| {
+                format!("{full_name} is not an MCP tool name (mcp__<server>__<tool>)")
+            })?;
+        let server = self
+            .running
+            .iter_mut()
+            .find(|r| r.name == server_name)
+            .ok_or_else(|| format!("no connected MCP server is named {server_name}"))?;
+        let mut rpc = Rpc {
+            server,
+            deadline: Instant::now() + timeout,
+        };
+        let result = rpc.call(
+            "tools/call",
+            json!({ "name": tool, "arguments": arguments }),
+        )?;
+        let text = result
+            .get("content")
+            .and_then(Value::as_array)
+            .map(|blocks| {
+                blocks
+                    .iter()
+                    .filter_map(|b| b.get("text").and_then(Value::as_str))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default();
+        if result.get("isError").and_then(Value::as_bool) == Some(true) {
+            return Err(text);
+        }
+        Ok(text)
     }
 
     /// Ends every server: stdin closed, then SIGKILL, then reaped.
@@ -253,11 +305,14 @@ fn connect_one(config: &ServerConfig, deadline: Instant) -> Result<(Running, Vec
             }
         });
     let mut running = Running {
+        name: normalize(&config.name),
         child,
         stdin: Some(stdin),
+        rx,
+        next_id: 0,
     };
     let outcome = match reader {
-        Ok(_) => handshake(&mut running, &rx, deadline),
+        Ok(_) => handshake(&mut running, deadline),
         Err(e) => Err(format!("cannot start a thread: {e}")),
     };
     match outcome {
@@ -271,17 +326,8 @@ fn connect_one(config: &ServerConfig, deadline: Instant) -> Result<(Running, Vec
     }
 }
 
-fn handshake(
-    server: &mut Running,
-    rx: &Receiver<Value>,
-    deadline: Instant,
-) -> Result<Vec<String>, String> {
-    let mut rpc = Rpc {
-        server,
-        rx,
-        deadline,
-        next_id: 0,
-    };
+fn handshake(server: &mut Running, deadline: Instant) -> Result<Vec<String>, String> {
+    let mut rpc = Rpc { server, deadline };
     rpc.call(
         "initialize",
         json!({
@@ -323,9 +369,7 @@ fn handshake(
 /// JSON-RPC over a server's pipes.
 struct Rpc<'a> {
     server: &'a mut Running,
-    rx: &'a Receiver<Value>,
     deadline: Instant,
-    next_id: u64,
 }
 
 impl Rpc<'_> {
@@ -341,12 +385,12 @@ impl Rpc<'_> {
 
     /// Sends a request and waits for its answer's `result`.
     fn call(&mut self, method: &str, params: Value) -> Result<Value, String> {
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.server.next_id;
+        self.server.next_id += 1;
         self.send(&json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }))?;
         loop {
             let left = self.deadline.saturating_duration_since(Instant::now());
-            let message = match self.rx.recv_timeout(left) {
+            let message = match self.server.rx.recv_timeout(left) {
                 Ok(message) => message,
                 Err(RecvTimeoutError::Timeout) => {
                     return Err(format!("no answer to {method} in time (MCP_TIMEOUT)"));
@@ -389,7 +433,8 @@ impl Rpc<'_> {
 pub const SERVER_FLAG: &str = "--fake-claude-mcp-server";
 
 /// Serves MCP on stdin/stdout until EOF: `initialize`, `tools/list` (the given tool names),
-/// `ping`; other requests get "Method not found", notifications are ignored.
+/// `tools/call` (answering `<tool> <arguments>`), `ping`; other requests get "Method not found",
+/// notifications are ignored.
 pub fn serve(tools: &[String]) -> std::process::ExitCode {
     let stdin = std::io::stdin();
     let mut out = std::io::stdout();
@@ -421,6 +466,16 @@ pub fn serve(tools: &[String]) -> std::process::ExitCode {
                 })).collect::<Vec<_>>(),
             })),
             "ping" => Some(json!({})),
+            // Answers with the tool's name and its arguments, so a test can see both arrive.
+            "tools/call" => request
+                .pointer("/params/name")
+                .and_then(Value::as_str)
+                .filter(|name| tools.iter().any(|t| t == name))
+                .map(|name| {
+                    let arguments = request.pointer("/params/arguments").cloned();
+                    let text = format!("{name} {}", arguments.unwrap_or_else(|| json!({})));
+                    json!({ "content": [{ "type": "text", "text": text }], "isError": false })
+                }),
             _ => None,
         };
         let reply = match result {

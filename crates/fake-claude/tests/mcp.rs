@@ -118,3 +118,38 @@ fn a_server_that_does_not_answer_in_time_fails() {
         "the failed server was not killed"
     );
 }
+
+#[test]
+fn mcp_calls_a_servers_tool_and_answers_with_its_result() {
+    let dirs = Dirs::new();
+    let config = json!({ "mcpServers": { "files": server(&["read"]) } }).to_string();
+    let mut fake = dirs.spawn(&[
+        &format!("--mcp-config={config}"),
+        "--allowedTools=mcp__files__read,mcp__nowhere__read",
+    ]);
+    fake.send_user(r#"!mcp mcp__files__read {"path": "a.txt"}"#);
+    let events = fake.turn();
+    let tool_use = events
+        .iter()
+        .find(|e| e["type"] == "assistant" && e["message"]["content"][0]["type"] == "tool_use")
+        .expect("a tool_use");
+    assert_eq!(
+        tool_use["message"]["content"][0]["name"],
+        "mcp__files__read"
+    );
+    let result = events.last().unwrap();
+    assert_eq!(
+        result["result"], r#"after mcp: read {"path":"a.txt"}"#,
+        "{events:#?}"
+    );
+    // Not a tool of a connected server: the call fails, and the turn still ends.
+    fake.send_user("!mcp mcp__nowhere__read");
+    let result = fake.turn().pop().unwrap();
+    assert!(
+        result["result"]
+            .as_str()
+            .unwrap()
+            .starts_with("after mcp: no connected MCP server is named nowhere"),
+        "{result}"
+    );
+}

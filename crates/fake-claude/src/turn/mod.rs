@@ -21,6 +21,7 @@ use crate::cost::{Tokens, Totals};
 use crate::directives::{self, Directive};
 use crate::helper::Relaunch;
 use crate::input::UserMessage;
+use crate::mcp;
 use crate::protocol::{self, Ending, InitInfo, TurnStats, log};
 use crate::signals;
 use crate::state::Shared;
@@ -37,6 +38,9 @@ pub enum Flow {
     Continue,
     Exit(i32),
 }
+
+/// How many characters of an MCP tool's result the `!mcp` answer quotes.
+const MCP_QUOTE_CHARS: usize = 200;
 
 /// The running turn was interrupted by the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +80,8 @@ pub struct Runner {
     last_failed: bool,
     /// `!grandchild` processes, kept so they are not reaped while we live.
     children: Vec<Child>,
+    /// The connected MCP servers (`--mcp-config`), whose tools `!mcp` calls.
+    servers: mcp::Servers,
 }
 
 /// The state of one turn.
@@ -141,6 +147,7 @@ impl Runner {
         transcript: Transcript,
         context_bytes: usize,
         turns_seen: usize,
+        servers: mcp::Servers,
     ) -> Self {
         Runner {
             shared,
@@ -152,7 +159,13 @@ impl Runner {
             turns_seen,
             last_failed: false,
             children: Vec::new(),
+            servers,
         }
+    }
+
+    /// Ends the MCP servers (before fake-claude exits).
+    pub fn shutdown_servers(&mut self) {
+        self.servers.shutdown();
     }
 
     /// The exit code for stdin EOF: 1 if the last turn's API call failed, as the real CLI does.
@@ -346,7 +359,7 @@ impl Runner {
                 let outcome = self.call_tool(
                     turn,
                     tools::ToolCall::asking(&tool, &self.opts.init.cwd),
-                    None,
+                    tools::Execution::Nothing,
                 )?;
                 self.reply(
                     turn,
@@ -354,10 +367,21 @@ impl Runner {
                     0,
                 )?
             }
+            Some(Directive::Mcp { tool, input }) => {
+                let outcome = self.call_tool(
+                    turn,
+                    tools::ToolCall::mcp(&tool, input),
+                    tools::Execution::Mcp,
+                )?;
+                // As the recordings' mock model answers an MCP tool's result.
+                let quoted: String = outcome.content.chars().take(MCP_QUOTE_CHARS).collect();
+                self.reply(turn, &[format!("after mcp: {quoted}")], 0)?
+            }
             Some(Directive::Tool { ms, marker }) => {
                 let call = tools::ToolCall::bash_wait(ms, marker.as_deref(), &self.opts.init.cwd);
                 let marker = marker.map(|m| std::path::Path::new(&self.opts.init.cwd).join(m));
-                let outcome = self.call_tool(turn, call, Some((ms, marker)))?;
+                let outcome =
+                    self.call_tool(turn, call, tools::Execution::Subprocess { ms, marker })?;
                 let text = self.answer(if outcome.is_error {
                     format!("after tool: ERROR {}", outcome.content)
                 } else {

@@ -146,6 +146,17 @@ impl ToolCall {
         }
     }
 
+    /// `!mcp <tool> [input]`: a call of an MCP server's tool (`mcp__<server>__<tool>`).
+    pub(super) fn mcp(tool: &str, input: Value) -> ToolCall {
+        ToolCall {
+            name: tool.to_owned(),
+            input,
+            description: format!("call {tool}"),
+            blocked_path: None,
+            rule: tool.to_owned(),
+        }
+    }
+
     /// `!tool <ms> [marker]`: a Bash command that waits, then creates the marker.
     pub(super) fn bash_wait(ms: u64, marker: Option<&str>, cwd: &str) -> ToolCall {
         let sleep = format!("sleep {}", helper::seconds(ms));
@@ -163,6 +174,20 @@ impl ToolCall {
     }
 }
 
+/// What a permitted tool call does.
+#[derive(Debug)]
+pub(super) enum Execution {
+    /// Nothing runs (`!permission`).
+    Nothing,
+    /// A real subprocess runs for `ms`, then creates `marker` (`!tool`).
+    Subprocess { ms: u64, marker: Option<PathBuf> },
+    /// The tool of a connected MCP server is called (`!mcp`).
+    Mcp,
+}
+
+/// How long an MCP tool call may take.
+const MCP_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How a tool call went.
 #[derive(Debug, Clone)]
 pub(super) struct ToolOutcome {
@@ -175,14 +200,15 @@ pub(super) struct ToolOutcome {
 const NO_OUTPUT: &str = "(Bash completed with no output)";
 
 impl Runner {
-    /// The model calls `call`'s tool in its own API call; `run` (milliseconds, marker) makes a
-    /// permitted call run a real subprocess.
+    /// The model calls `call`'s tool in its own API call; once permitted, it does what `run`
+    /// says.
     pub(super) fn call_tool(
         &mut self,
         turn: &mut Turn,
         call: ToolCall,
-        run: Option<(u64, Option<PathBuf>)>,
+        run: Execution,
     ) -> Result<ToolOutcome, Interrupted> {
+        let is_mcp = matches!(run, Execution::Mcp);
         self.request(turn);
         let tool_use_id = protocol::new_tool_use_id();
         self.tool_use(turn, &tool_use_id, &call.name, &call.input);
@@ -204,11 +230,22 @@ impl Runner {
         };
         let (content, is_error) = match &verdict {
             Verdict::Allow => match run {
-                Some((ms, marker)) => match self.run_tool(&tool_use_id, &call, ms, marker)? {
-                    Ok(()) => (NO_OUTPUT.to_owned(), false),
-                    Err(e) => (e, true),
-                },
-                None => (format!("({} completed with no output)", call.name), false),
+                Execution::Subprocess { ms, marker } => {
+                    match self.run_tool(&tool_use_id, &call, ms, marker)? {
+                        Ok(()) => (NO_OUTPUT.to_owned(), false),
+                        Err(e) => (e, true),
+                    }
+                }
+                Execution::Mcp => {
+                    match self
+                        .servers
+                        .call_tool(&call.name, call.input.clone(), MCP_CALL_TIMEOUT)
+                    {
+                        Ok(text) => (text, false),
+                        Err(e) => (e, true),
+                    }
+                }
+                Execution::Nothing => (format!("({} completed with no output)", call.name), false),
             },
             Verdict::Deny(message) | Verdict::Error(message) => (message.clone(), true),
             Verdict::Timeout => ("The permission request timed out.".to_owned(), true),
@@ -222,6 +259,8 @@ impl Runner {
         }
         let tool_use_result = if is_error {
             json!(format!("Error: {content}"))
+        } else if is_mcp {
+            json!([{ "type": "text", "text": content }])
         } else {
             json!({
                 "stdout": "", "stderr": "", "interrupted": false,
