@@ -155,7 +155,7 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 /// Runs `scenario` against every agent, one after the other.
 macro_rules! for_each_agent {
     ($scenario:ident) => {
-        for agent in Agent::all().await {
+        for agent in Agent::all(support::fake_claude()).await {
             let name = agent.name();
             eprintln!("conformance: {} against {name}", stringify!($scenario));
             $scenario(World::new(agent)).await;

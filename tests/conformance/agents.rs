@@ -1,7 +1,8 @@
 //! The two agents the conformance scenarios run against, and how each is told to do a scripted
 //! thing. The real Claude Code CLI (the pinned version, offline against the loopback mock of the
 //! Anthropic API) takes the mock's keywords; fake-claude takes its `!directives`. Everything a
-//! scenario asserts is the same for both.
+//! scenario asserts is the same for both. Shared by the `Runtime`-level suite (`tests/
+//! conformance.rs`) and the `iris` binary's (`crates/iris-node/tests/conformance.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -25,16 +26,16 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// fake-claude, and the real CLI when it is installed (required in CI: see
-    /// `anthropic_mock::real_claude_or_skip`). `IRIS_CONFORMANCE_AGENT=real` or `=fake` runs
-    /// one of them alone, for a local run.
-    pub async fn all() -> Vec<Agent> {
+    /// fake-claude (the executable `fake`), and the real CLI when it is installed (required in
+    /// CI: see `anthropic_mock::real_claude_or_skip`). `IRIS_CONFORMANCE_AGENT=real` or `=fake`
+    /// runs one of them alone, for a local run.
+    pub async fn all(fake: &Path) -> Vec<Agent> {
         let only = std::env::var("IRIS_CONFORMANCE_AGENT").unwrap_or_default();
         let mut agents = Vec::new();
         if only != "real" {
             agents.push(Agent {
                 dialect: Dialect::Fake,
-                command: crate::support::fake_claude().to_path_buf(),
+                command: fake.to_path_buf(),
                 mock: None,
             });
         }
