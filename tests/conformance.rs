@@ -293,6 +293,11 @@ async fn compact_clear_restart_reboot(world: World) {
     assert_eq!(record.message_count, 2);
     let compacted = runtime.compact_session(&record.session_id).await.unwrap();
     assert_eq!(compacted.message_count, 0, "{}", agent.name());
+    assert!(
+        compacted.usage.cost_usd > record.usage.cost_usd,
+        "{}: the compaction's model call is counted",
+        agent.name()
+    );
 
     completed(agent, tell(&runtime, "/clear").await);
     let cleared = session(&runtime);

@@ -217,7 +217,10 @@ async fn embedded_commands_resume_and_cost_exactly(world: World) {
 async fn node_commands_cancel_compact_and_resume(world: World) {
     let agent = &world.agent;
     let node = world.start_node().await;
-    let session = world.tell("one").await["session_id"].as_str().unwrap().to_owned();
+    let session = world.tell("one").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(world.tell("two").await["response"], agent.echo("two", 2));
 
     let (code, accepted) = world

@@ -437,22 +437,27 @@ impl SessionState {
     // ----- compaction -----
 
     /// The end of a compaction: the count is reset only when the agent confirmed it; a failed
-    /// one changes nothing (the status goes back to what it was).
+    /// one changes nothing but its cost (the status goes back to what it was).
     pub(super) async fn finish_compaction(
         &mut self,
         outcome: Result<(), String>,
         previous: SessionStatus,
+        usage: Option<iris_core::UsageTotals>,
     ) -> Result<SessionRecord, RuntimeError> {
+        let cost = usage.map(Change::AddUsage);
         match outcome {
             Ok(()) => {
-                self.apply(vec![
+                let mut changes = vec![
                     Change::ResetMessageCount,
                     Change::SetStatus(SessionStatus::Active),
-                ])
-                .await
+                ];
+                changes.extend(cost);
+                self.apply(changes).await
             }
             Err(reason) => {
-                self.apply(vec![Change::SetStatus(previous)]).await?;
+                let mut changes = vec![Change::SetStatus(previous)];
+                changes.extend(cost);
+                self.apply(changes).await?;
                 Err(RuntimeError::Agent {
                     pair: self.pair.clone(),
                     code: iris_core::ErrorCode::ProcessError,

@@ -268,7 +268,12 @@ impl SessionState {
                 };
                 self.note(vec![Change::SetProcessState(process_state)])
                     .await;
-                let _ = reply.send(self.finish_compaction(outcome, previous).await);
+                // Compacting is a model call: what it cost counts, whatever its outcome.
+                let usage = match &done.result {
+                    Ok(Some(report)) => Some(report.usage_totals()),
+                    _ => None,
+                };
+                let _ = reply.send(self.finish_compaction(outcome, previous, usage).await);
             }
         }
         if self.sleep_after_turn {
