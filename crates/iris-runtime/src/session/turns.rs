@@ -409,12 +409,11 @@ mod tests {
         for line in lines {
             partial.feed(&Event::from_value(line.clone()), &progress);
         }
-        let text = ticket
+        ticket
             .partial
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        text
+            .clone()
     }
 
     fn assistant(texts: &[&str]) -> serde_json::Value {
