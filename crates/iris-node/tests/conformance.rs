@@ -24,20 +24,19 @@ const IRIS: &str = env!("CARGO_BIN_EXE_iris");
 /// How long one command may take (the real CLI resumes in about a second).
 const STEP: Duration = Duration::from_secs(60);
 
-/// fake-claude as the `iris` binary carries it: `iris` plays it when no `fake-claude`
-/// executable is found, and a config may name the workspace's binary next to `iris`.
-fn fake_claude() -> PathBuf {
-    let sibling = Path::new(IRIS).with_file_name("fake-claude");
-    if sibling.exists() {
-        return sibling;
+/// A binary of this workspace (package and binary `name`), next to `iris`; built if missing (a
+/// test run of one package builds only that package's binaries).
+fn workspace_binary(name: &str) -> PathBuf {
+    let path = Path::new(IRIS).with_file_name(name);
+    if !path.exists() {
+        let ok = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-p", name, "--bin", name])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "building {name} failed");
     }
-    let ok = std::process::Command::new(env!("CARGO"))
-        .args(["build", "-p", "fake-claude", "--bin", "fake-claude"])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "building fake-claude failed");
-    sibling
+    path
 }
 
 /// A config file with teams alpha and beta for one agent, default settings.
@@ -47,7 +46,8 @@ struct World {
 }
 
 impl World {
-    fn new(agent: Agent) -> World {
+    /// A world whose team beta's table also holds `beta_extra` (TOML).
+    fn new(agent: Agent, beta_extra: &str) -> World {
         let root = tempfile::tempdir().unwrap();
         for dir in ["home", "claude", "teams/alpha", "teams/beta"] {
             std::fs::create_dir_all(root.path().join(dir)).unwrap();
@@ -56,7 +56,7 @@ impl World {
         let config = format!(
             "[agent]\ncommand = {:?}\nenv = {env}\n\n\
              [teams.alpha]\npath = \"teams/alpha\"\ngrant_permission = \"yes\"\n\n\
-             [teams.beta]\npath = \"teams/beta\"\ngrant_permission = \"yes\"\n",
+             [teams.beta]\npath = \"teams/beta\"\ngrant_permission = \"yes\"\n{beta_extra}\n",
             agent.command.display().to_string()
         );
         std::fs::write(root.path().join("iris.toml"), config).unwrap();
@@ -101,6 +101,13 @@ impl World {
         assert_eq!(code, Some(0), "{}: {reply:#}", self.agent.name());
         assert_eq!(reply["status"], "completed", "{}", self.agent.name());
         reply
+    }
+
+    /// Where the agent keeps team beta's transcript of conversation `id`.
+    fn transcript(&self, id: &str) -> PathBuf {
+        let project = self.root.path().join("teams/beta").canonicalize().unwrap();
+        iris_core::transcript::TranscriptLocator::new(self.root.path().join("claude"))
+            .transcript_path(&project, &iris_core::SessionId::parse(id).unwrap())
     }
 
     /// A node on this world's database, up once it has printed its start-up line.
@@ -256,17 +263,101 @@ async fn node_commands_cancel_compact_and_resume(world: World) {
     stop_node(node).await;
 }
 
+/// Embedded: a tool call runs when permitted, several text blocks end in the last, and an MCP
+/// server from the team's `mcp_config` answers the model's tool call.
+async fn embedded_tools_blocks_and_mcp(world: World) {
+    let agent = &world.agent;
+    let tool = world.tell(&agent.tool("marker")).await;
+    assert!(
+        tool["response"]
+            .as_str()
+            .unwrap()
+            .starts_with("after tool:"),
+        "{}: {tool:#}",
+        agent.name()
+    );
+    assert!(
+        world.root.path().join("teams/beta/marker").exists(),
+        "{}",
+        agent.name()
+    );
+    let blocks = world.tell(&agent.blocks(&["a1", "b2", "c3"])).await;
+    assert_eq!(blocks["response"], "c3", "{}", agent.name());
+    let mcp = world
+        .tell(&agent.mcp("mcp__probe__echo", r#"{"text": "over mcp"}"#))
+        .await;
+    assert_eq!(mcp["response"], "after mcp: over mcp", "{}", agent.name());
+}
+
+/// Embedded: after a `/clear` the conversation goes on under its new id; a reboot removes both
+/// transcripts; a transcript that disappears restarts the conversation, and `report` says the
+/// history was lost.
+async fn embedded_clear_reboot_and_lost_history(world: World) {
+    let agent = &world.agent;
+    let first = world.tell("one").await;
+    let id = first["session_id"].as_str().unwrap().to_owned();
+    world.tell("/clear").await;
+    let (_, session) = world.iris(&["sessions", "show", "alpha", "beta"]).await;
+    let new_id = session["agent_session_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}: no new id after /clear: {session:#}", agent.name()))
+        .to_owned();
+    let after = world.tell("after clear").await;
+    assert!(
+        after["response"]
+            .as_str()
+            .unwrap()
+            .starts_with("echo: after clear"),
+        "{after:#}"
+    );
+    let (old, new) = (world.transcript(&id), world.transcript(&new_id));
+    assert!(old.exists() && new.exists(), "{}", agent.name());
+    let (code, rebooted) = world.iris(&["sessions", "reboot", "alpha", "beta"]).await;
+    assert_eq!(code, Some(0), "{rebooted:#}");
+    assert!(
+        !old.exists() && !new.exists(),
+        "{}: reboot removes both",
+        agent.name()
+    );
+
+    let fresh = world.tell("x").await;
+    let transcript = world.transcript(fresh["session_id"].as_str().unwrap());
+    std::fs::remove_file(&transcript).unwrap();
+    let again = world.tell("y").await;
+    assert_eq!(again["response"], agent.echo("y", 1), "{}", agent.name());
+    let (_, turns) = world.iris(&["report", "alpha", "beta"]).await;
+    assert_eq!(
+        turns[0]["history_lost"],
+        true,
+        "{}: {turns:#}",
+        agent.name()
+    );
+}
+
+/// Runs `$scenario` against every agent, in a world whose team beta also holds `$beta_extra`.
 macro_rules! for_each_agent {
     ($scenario:ident) => {
-        for agent in Agent::all(&fake_claude()).await {
+        for_each_agent!($scenario, "")
+    };
+    ($scenario:ident, $beta_extra:expr) => {
+        for agent in Agent::all(&workspace_binary("fake-claude")).await {
             eprintln!(
                 "conformance: {} against {}",
                 stringify!($scenario),
                 agent.name()
             );
-            $scenario(World::new(agent)).await;
+            $scenario(World::new(agent, $beta_extra)).await;
         }
     };
+}
+
+/// Team beta's MCP server: anthropic-mock's stdio server (tools `list_teams` and `echo`).
+fn probe_server() -> String {
+    let mock = workspace_binary("anthropic-mock");
+    format!(
+        "[teams.beta.mcp_config.mcpServers.probe]\ncommand = {:?}\nargs = [\"--mcp-stdio\"]\n",
+        mock.display().to_string()
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,4 +368,14 @@ async fn conformance_embedded_commands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_node_commands() {
     for_each_agent!(node_commands_cancel_compact_and_resume);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_embedded_tools_blocks_and_mcp() {
+    for_each_agent!(embedded_tools_blocks_and_mcp, &probe_server());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_embedded_clear_reboot_and_lost_history() {
+    for_each_agent!(embedded_clear_reboot_and_lost_history);
 }
