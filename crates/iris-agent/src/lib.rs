@@ -8,6 +8,8 @@
 //! - [`process`]: spawns the agent as the leader of its own process group (killed with the
 //!   group on drop, and on parent death), keeps its stderr tail, watches its exit and stops it
 //!   gracefully: close stdin, SIGTERM the group, SIGKILL the group.
+//! - [`containment`]: holds everything an agent starts, `setsid` tools included: a cgroup v2
+//!   per agent where one is writable, else a child subreaper and a sweep of its process tree.
 //! - [`guardian`]: one forked helper per process that SIGKILLs every agent process group still
 //!   owned when the process dies by any means (SIGKILL included), grandchildren and all.
 //! - [`procfs`]: process facts from `/proc`, to tell a live agent from a zombie or a reused pid.
@@ -41,6 +43,7 @@
 
 pub mod codec;
 pub mod command;
+pub mod containment;
 pub mod conversation;
 pub mod guardian;
 pub mod process;

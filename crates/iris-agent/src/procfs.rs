@@ -19,6 +19,9 @@ pub struct ProcStat {
     pub pgrp: u32,
     /// Start time in clock ticks since boot; with the pid, it identifies a process uniquely.
     pub start_ticks: u64,
+    /// CPU time used, in clock ticks: its own (user and system) and that of its children it
+    /// has waited for.
+    pub cpu_ticks: u64,
 }
 
 impl ProcStat {
@@ -42,16 +45,43 @@ pub fn parse_stat(pid: u32, text: &str) -> Option<ProcStat> {
     let state = fields.next()?.chars().next()?;
     let ppid = fields.next()?.parse().ok()?;
     let pgrp = fields.next()?.parse().ok()?;
-    // After pgrp: session, tty_nr, tpgid, flags, minflt, cminflt, majflt, cmajflt, utime, stime,
-    // cutime, cstime, priority, nice, num_threads, itrealvalue, then starttime (field 22).
-    let start_ticks = fields.nth(16)?.parse().ok()?;
+    // After pgrp: session, tty_nr, tpgid, flags, minflt, cminflt, majflt, cmajflt, then utime,
+    // stime, cutime, cstime (fields 14-17), priority, nice, num_threads, itrealvalue, then
+    // starttime (field 22).
+    let mut cpu_ticks = 0_u64;
+    for field in fields.by_ref().skip(8).take(4) {
+        cpu_ticks = cpu_ticks.saturating_add(field.parse().ok()?);
+    }
+    let start_ticks = fields.nth(4)?.parse().ok()?;
     Some(ProcStat {
         pid,
         state,
         ppid,
         pgrp,
         start_ticks,
+        cpu_ticks,
     })
+}
+
+/// Clock ticks per second, the unit of [`ProcStat::cpu_ticks`] and [`ProcStat::start_ticks`].
+pub fn ticks_per_second() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        // sysconf(_SC_CLK_TCK) is USER_HZ, 100 on every Linux architecture iris runs on.
+        nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .and_then(|t| u64::try_from(t).ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(100)
+    })
+}
+
+/// Clock ticks as a duration.
+pub fn ticks_to_duration(ticks: u64) -> std::time::Duration {
+    let per_second = ticks_per_second();
+    std::time::Duration::from_secs(ticks / per_second)
+        + std::time::Duration::from_nanos((ticks % per_second) * 1_000_000_000 / per_second)
 }
 
 /// The live (non-zombie) processes whose process group is `pgid`.
@@ -88,8 +118,8 @@ mod tests {
         let line = "4242 (my (weird) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10 18446744073709551615";
         let s = parse_stat(4242, line).unwrap();
         assert_eq!(
-            (s.state, s.ppid, s.pgrp, s.start_ticks),
-            ('S', 1, 4242, 987654)
+            (s.state, s.ppid, s.pgrp, s.start_ticks, s.cpu_ticks),
+            ('S', 1, 4242, 987654, 1 + 2)
         );
         assert!(s.is_alive());
     }

@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use iris_agent::containment::Containment;
 use iris_agent::conversation::{ConfiguredPolicy, Conversation, ConversationOptions};
 use iris_agent::guardian;
 use iris_agent::process::{AgentProcess, StopGrace, StopStage};
@@ -66,7 +67,7 @@ fn child_node() {
         };
         let mut agents = Vec::new();
         for script in SCRIPTS {
-            let mut agent = Conversation::start(fake_claude(), policy.clone(), options)
+            let mut agent = Conversation::start(fake_claude(), policy.clone(), options.clone())
                 .await
                 .unwrap();
             println!("group {}", agent.process().pgid());
@@ -242,7 +243,7 @@ async fn group_empty(pgid: u32) -> bool {
 /// The only test in this binary that spawns agents in-process, so the watch count is its own.
 #[tokio::test(flavor = "multi_thread")]
 async fn dropped_and_stopped_agents_are_forgotten_and_the_guardian_keeps_serving() {
-    let first = AgentProcess::spawn(cat(), 1024).unwrap();
+    let first = AgentProcess::spawn(cat(), 1024, &Containment::default()).unwrap();
     let guardian = guardian::pid().expect("the first spawn starts the guardian");
     assert!(alive(guardian));
     assert_eq!(
@@ -271,8 +272,8 @@ async fn dropped_and_stopped_agents_are_forgotten_and_the_guardian_keeps_serving
         "a stop that empties the group forgets it"
     );
 
-    let second = AgentProcess::spawn(cat(), 1024).unwrap();
-    let third = AgentProcess::spawn(cat(), 1024).unwrap();
+    let second = AgentProcess::spawn(cat(), 1024, &Containment::default()).unwrap();
+    let third = AgentProcess::spawn(cat(), 1024, &Containment::default()).unwrap();
     assert_eq!(guardian::watched(), 2);
     let (second_pgid, third_pgid) = (second.pgid(), third.pgid());
     drop(second);
@@ -285,7 +286,7 @@ async fn dropped_and_stopped_agents_are_forgotten_and_the_guardian_keeps_serving
     // Still the same guardian, alive, and spawning still works.
     assert_eq!(guardian::pid(), Some(guardian));
     assert!(alive(guardian));
-    let mut fourth = AgentProcess::spawn(cat(), 1024).unwrap();
+    let mut fourth = AgentProcess::spawn(cat(), 1024, &Containment::default()).unwrap();
     assert_eq!(guardian::watched(), 1);
     fourth.stop(quick()).await;
     assert_eq!(guardian::watched(), 0);

@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use iris_agent::containment::Containment;
 use iris_agent::procfs;
 
 const CHILD_ENV: &str = "IRIS_PDEATHSIG_CHILD";
@@ -22,7 +23,8 @@ fn child_node() {
     rt.block_on(async {
         let mut sleep = tokio::process::Command::new("sleep");
         sleep.arg("300");
-        let agent = iris_agent::process::AgentProcess::spawn(sleep, 1024).unwrap();
+        let agent =
+            iris_agent::process::AgentProcess::spawn(sleep, 1024, &Containment::default()).unwrap();
         println!("agent {}", agent.pid());
         tokio::time::sleep(Duration::from_secs(300)).await;
         drop(agent);

@@ -30,6 +30,7 @@ use crate::codec::{
     DEFAULT_MAX_LINE, DecodedEvent, Event, HostRequest, RequestIds, ResultEvent, SystemEvent,
     control_request, user_message,
 };
+use crate::containment::Containment;
 use crate::process::{AgentProcess, DEFAULT_STDERR_TAIL, ExitInfo, StopGrace, StopOutcome};
 use cost::RunningCost;
 use io::ReaderMsg;
@@ -37,8 +38,8 @@ use io::ReaderMsg;
 /// After the agent exits mid-turn, how long to keep reading what it printed before the exit.
 const EXIT_DRAIN: Duration = Duration::from_millis(200);
 
-/// Limits of a conversation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Limits of a conversation, and how its agent is contained.
+#[derive(Debug, Clone)]
 pub struct ConversationOptions {
     /// How long the spawn plus the `initialize` handshake may take.
     pub spawn_timeout: Duration,
@@ -48,6 +49,8 @@ pub struct ConversationOptions {
     pub max_line: usize,
     /// How much stderr to keep for error reports.
     pub stderr_tail: usize,
+    /// What holds the agent and everything it starts (default: its process group only).
+    pub containment: Containment,
 }
 
 impl Default for ConversationOptions {
@@ -57,6 +60,7 @@ impl Default for ConversationOptions {
             interrupt_grace: Duration::from_secs(10),
             max_line: DEFAULT_MAX_LINE,
             stderr_tail: DEFAULT_STDERR_TAIL,
+            containment: Containment::default(),
         }
     }
 }
@@ -178,7 +182,7 @@ impl Conversation {
         policy: Arc<dyn PermissionPolicy>,
         options: ConversationOptions,
     ) -> Result<Conversation, AgentError> {
-        let mut process = AgentProcess::spawn(command, options.stderr_tail)?;
+        let mut process = AgentProcess::spawn(command, options.stderr_tail, &options.containment)?;
         let (Some(stdin), Some(stdout)) = (process.take_stdin(), process.take_stdout()) else {
             return Err(AgentError::NotRunning);
         };

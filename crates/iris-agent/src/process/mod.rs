@@ -24,6 +24,7 @@ use nix::sys::signal::Signal;
 use tokio::process::{ChildStdin, ChildStdout, Command};
 use tokio::sync::watch;
 
+use crate::containment::Containment;
 use crate::guardian;
 
 pub use stderr_tail::{DEFAULT_STDERR_TAIL, StderrTail};
@@ -178,9 +179,13 @@ pub struct AgentProcess {
 
 impl AgentProcess {
     /// Spawns `command` with piped stdio, as the leader of a new process group, with the parent
-    /// death signal set. The command's program, arguments, environment and working directory are
-    /// the caller's (see `crate::command`); no shell is involved.
-    pub fn spawn(mut command: Command, stderr_capacity: usize) -> Result<AgentProcess, SpawnError> {
+    /// death signal set, held by `containment`. The command's program, arguments, environment
+    /// and working directory are the caller's (see `crate::command`); no shell is involved.
+    pub fn spawn(
+        mut command: Command,
+        stderr_capacity: usize,
+        containment: &Containment,
+    ) -> Result<AgentProcess, SpawnError> {
         let program = command
             .as_std()
             .get_program()
@@ -304,6 +309,15 @@ impl AgentProcess {
             // The watcher is gone without a report, or the time ran out.
             _ => self.exit_info(),
         }
+    }
+
+    /// The CPU time the agent has used so far, with everything it started that the containment
+    /// sees (its cgroup, or its process tree), if it can be read. It only grows while the agent
+    /// works; a turn that prints nothing while this grows is busy, not stalled. A cheap read of
+    /// one small kernel file.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let stat = crate::procfs::stat(self.pid)?;
+        Some(crate::procfs::ticks_to_duration(stat.cpu_ticks))
     }
 
     /// Sends SIGKILL to the whole group now, without waiting.

@@ -27,14 +27,19 @@ async fn group_gone(pgid: u32) -> bool {
 
 #[tokio::test]
 async fn a_missing_binary_is_a_typed_not_found() {
-    let err = AgentProcess::spawn(cmd("/nonexistent/agent-binary", &[]), 1024).unwrap_err();
+    let err = AgentProcess::spawn(
+        cmd("/nonexistent/agent-binary", &[]),
+        1024,
+        &Containment::default(),
+    )
+    .unwrap_err();
     assert!(matches!(err, SpawnError::NotFound { .. }), "{err}");
     assert!(err.to_string().contains("/nonexistent/agent-binary"));
 }
 
 #[tokio::test]
 async fn the_agent_leads_its_own_process_group() {
-    let p = AgentProcess::spawn(cmd("sleep", &["30"]), 1024).unwrap();
+    let p = AgentProcess::spawn(cmd("sleep", &["30"]), 1024, &Containment::default()).unwrap();
     let stat = procfs::stat(p.pid()).unwrap();
     assert_eq!(stat.pgrp, p.pid());
     assert_eq!(p.mark().pgid, p.pid());
@@ -43,7 +48,7 @@ async fn the_agent_leads_its_own_process_group() {
 
 #[tokio::test]
 async fn closing_stdin_ends_an_agent_that_reads_it() {
-    let mut p = AgentProcess::spawn(cmd("cat", &[]), 1024).unwrap();
+    let mut p = AgentProcess::spawn(cmd("cat", &[]), 1024, &Containment::default()).unwrap();
     let mut stdin = p.take_stdin().unwrap();
     stdin.write_all(b"hi\n").await.unwrap();
     drop(stdin);
@@ -59,7 +64,7 @@ async fn closing_stdin_ends_an_agent_that_reads_it() {
 
 #[tokio::test]
 async fn sigterm_follows_when_stdin_eof_is_ignored() {
-    let mut p = AgentProcess::spawn(cmd("sleep", &["30"]), 1024).unwrap();
+    let mut p = AgentProcess::spawn(cmd("sleep", &["30"]), 1024, &Containment::default()).unwrap();
     let out = p.stop(quick()).await;
     assert_eq!(out.stage, StopStage::Sigterm);
     assert_eq!(out.exit.unwrap().signal, Some(libc_sigterm()));
@@ -69,7 +74,8 @@ async fn sigterm_follows_when_stdin_eof_is_ignored() {
 #[tokio::test]
 async fn sigkill_follows_when_sigterm_is_ignored() {
     let script = "trap '' TERM; while :; do sleep 1; done";
-    let mut p = AgentProcess::spawn(cmd("sh", &["-c", script]), 1024).unwrap();
+    let mut p =
+        AgentProcess::spawn(cmd("sh", &["-c", script]), 1024, &Containment::default()).unwrap();
     // Let the shell install its trap before the stop begins.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let out = p.stop(quick()).await;
@@ -82,6 +88,7 @@ async fn stop_kills_what_the_agent_left_in_its_group() {
     let mut p = AgentProcess::spawn(
         cmd("sh", &["-c", "sleep 30 & echo started; exec cat"]),
         1024,
+        &Containment::default(),
     )
     .unwrap();
     let pgid = p.pgid();
@@ -102,7 +109,12 @@ async fn stop_kills_what_the_agent_left_in_its_group() {
 
 #[tokio::test]
 async fn dropping_the_handle_kills_the_whole_group() {
-    let p = AgentProcess::spawn(cmd("sh", &["-c", "sleep 30 & sleep 30"]), 1024).unwrap();
+    let p = AgentProcess::spawn(
+        cmd("sh", &["-c", "sleep 30 & sleep 30"]),
+        1024,
+        &Containment::default(),
+    )
+    .unwrap();
     let pgid = p.pgid();
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(procfs::live_group_members(pgid).len() >= 2);
@@ -115,6 +127,7 @@ async fn the_exit_report_carries_code_and_stderr_tail() {
     let p = AgentProcess::spawn(
         cmd("sh", &["-c", "echo first >&2; echo boom >&2; exit 3"]),
         1024,
+        &Containment::default(),
     )
     .unwrap();
     let exit = p.wait_exit(Duration::from_secs(10)).await.unwrap();
@@ -126,7 +139,7 @@ async fn the_exit_report_carries_code_and_stderr_tail() {
 
 #[tokio::test]
 async fn a_signal_death_is_reported_by_name() {
-    let p = AgentProcess::spawn(cmd("sleep", &["30"]), 1024).unwrap();
+    let p = AgentProcess::spawn(cmd("sleep", &["30"]), 1024, &Containment::default()).unwrap();
     p.kill();
     let exit = p.wait_exit(Duration::from_secs(10)).await.unwrap();
     assert_eq!(exit.signal, Some(9));
