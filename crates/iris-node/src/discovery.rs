@@ -31,8 +31,13 @@ pub const STARTER_CONFIG: &str = r#"# iris configuration, written by `iris confi
 [settings]
 # How long an agent may take to start and answer its first message.
 # spawn_timeout = "20s"
-# How long a turn may go without any output from the agent before it is killed.
+# How long a turn may go without any sign of progress (output, an open tool call, CPU use)
+# before its agent is killed as stalled.
 # response_timeout = "120s"
+# How long an open tool call counts as progress.
+# tool_timeout = "30m"
+# The longest a turn may take in all ("off": no cap).
+# turn_timeout = "off"
 # How long an idle agent process is kept before it is stopped.
 # idle_timeout = "1h"
 # The most agent processes alive at once.

@@ -152,6 +152,62 @@ pub(crate) fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Dur
     d.deserialize_any(Humantime).map(Some)
 }
 
+/// Whether `v` switches a limit off: `"off"` (any case), or empty so that `"${VAR:-}"` can.
+fn is_off(v: &str) -> bool {
+    let v = v.trim();
+    v.is_empty() || v.eq_ignore_ascii_case("off")
+}
+
+/// A limit that may be switched off: a strictly positive duration, or `"off"` (or `""`) for
+/// none.
+struct DurationOrOff;
+
+impl Visitor<'_> for DurationOrOff {
+    type Value = Option<Duration>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a duration string such as \"20s\", \"2m\" or \"1h\", or \"off\"")
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Humantime.visit_i64(v).map(Some)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Humantime.visit_u64(v).map(Some)
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Humantime.visit_f64(v).map(Some)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        if is_off(v) {
+            return Ok(None);
+        }
+        Humantime.visit_str(v).map(Some).map_err(|_: E| {
+            E::custom(format!(
+                "{v:?} is not a duration; {DURATION_EXAMPLE}, or \"off\" for no limit"
+            ))
+        })
+    }
+}
+
+/// A limit that may be switched off (`"off"` or `""` is `None`).
+pub(crate) fn opt_duration_or_off<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
+    d.deserialize_any(DurationOrOff)
+}
+
+/// A team's override of a limit that may be switched off (use with `#[serde(default)]`: an
+/// absent key is `None`, `"off"` is `Some(None)`).
+pub(crate) fn opt_override_duration_or_off<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<Duration>>, D::Error> {
+    d.deserialize_any(DurationOrOff).map(Some)
+}
+
 /// A string that is not empty (nor only whitespace).
 pub(crate) fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;

@@ -56,6 +56,10 @@ struct RawTeam {
     idle_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "coerce::opt_duration")]
     session_init_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "coerce::opt_duration")]
+    tool_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "coerce::opt_override_duration_or_off")]
+    turn_timeout: Option<Option<Duration>>,
     #[serde(default)]
     remote: Option<RawRemote>,
     #[serde(default)]
@@ -294,6 +298,8 @@ impl Resolver<'_> {
             agent: raw.agent,
             idle_timeout: raw.idle_timeout,
             session_init_timeout: raw.session_init_timeout,
+            tool_timeout: raw.tool_timeout,
+            turn_timeout: raw.turn_timeout,
             grant_permission: raw.grant_permission,
             allowed_tools: raw.allowed_tools,
             disallowed_tools: raw.disallowed_tools,

@@ -178,6 +178,19 @@ impl Config {
 
     /// The absolute directory relative paths were resolved against (the file's directory).
     pub fn config_dir(&self) -> &Path {
+    /// The tool timeout for `team`: its own, or `settings.tool_timeout`.
+    pub fn tool_timeout_for(&self, team: &TeamName) -> Option<Duration> {
+        self.team(team)
+            .map(|t| t.effective_tool_timeout(&self.settings))
+    }
+
+    /// The cap on a turn's total time for `team` (its own, or `settings.turn_timeout`): the
+    /// outer `None` for an unknown team, the inner for no cap.
+    pub fn turn_timeout_for(&self, team: &TeamName) -> Option<Option<Duration>> {
+        self.team(team)
+            .map(|t| t.effective_turn_timeout(&self.settings))
+    }
+
         &self.config_dir
     }
 

@@ -26,13 +26,30 @@ pub struct Settings {
         serialize_with = "humantime_serde::serialize"
     )]
     pub spawn_timeout: Duration,
-    /// How long one turn may take to produce its final response. Default 120s.
+    /// How long a turn may go without any sign of progress before the agent is killed as
+    /// stalled. A turn is making progress while the agent prints events, while one of its tool
+    /// calls is open (within `tool_timeout`), or while its processes use CPU. Default 120s.
     #[serde(
         deserialize_with = "coerce::duration",
         serialize_with = "humantime_serde::serialize"
     )]
     pub response_timeout: Duration,
     /// How long an idle agent process is kept before it is stopped. Default 1h.
+    /// How long an open tool call (a `tool_use` without its `tool_result`) counts as progress,
+    /// from when the call opened: a tool that runs longer must show output or CPU use to keep
+    /// its turn alive. Per-team override: `[teams.NAME] tool_timeout`. Default 30m.
+    #[serde(
+        deserialize_with = "coerce::duration",
+        serialize_with = "humantime_serde::serialize"
+    )]
+    pub tool_timeout: Duration,
+    /// The longest a turn may take in all, whatever its progress; `None` (written `"off"`, the
+    /// default) sets no such cap. Per-team override: `[teams.NAME] turn_timeout`.
+    #[serde(
+        deserialize_with = "coerce::opt_duration_or_off",
+        serialize_with = "serialize_limit"
+    )]
+    pub turn_timeout: Option<Duration>,
     #[serde(
         deserialize_with = "coerce::duration",
         serialize_with = "humantime_serde::serialize"
@@ -105,6 +122,8 @@ impl Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
+    /// The default `tool_timeout`.
+    pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
             spawn_timeout: Duration::from_secs(20),
             response_timeout: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(60 * 60),
@@ -112,6 +131,8 @@ impl Default for Settings {
             health_check_interval: Duration::from_secs(30),
             passivate_after: Duration::from_secs(5 * 60),
             max_processes: Self::DEFAULT_MAX_PROCESSES,
+            tool_timeout: Self::DEFAULT_TOOL_TIMEOUT,
+            turn_timeout: None,
             queue_depth: Self::DEFAULT_QUEUE_DEPTH,
             turn_retention: Self::DEFAULT_TURN_RETENTION,
             turn_text_limit: Self::DEFAULT_TURN_TEXT_LIMIT,
@@ -129,6 +150,26 @@ const fn non_zero(n: usize) -> NonZeroUsize {
         None => NonZeroUsize::MIN,
     }
 }
+/// A limit that may be switched off: a duration, or `"off"`.
+fn serialize_limit<S: Serializer>(limit: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match limit {
+        Some(limit) => humantime_serde::serialize(limit, s),
+        None => s.serialize_str("off"),
+    }
+}
+
+/// A team's override of a limit that may be switched off: absent (skipped), a duration, or
+/// `"off"`.
+fn serialize_limit_override<S: Serializer>(
+    limit: &Option<Option<Duration>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match limit {
+        Some(limit) => serialize_limit(limit, s),
+        None => s.serialize_none(),
+    }
+}
+
 
 /// `[settings.compaction]` as written, with coercion; becomes a [`CompactionPolicy`].
 #[derive(Deserialize)]
@@ -362,6 +403,19 @@ pub struct TeamConfig {
     pub allowed_tools: Vec<String>,
     /// Tools the agent may not use.
     pub disallowed_tools: Vec<String>,
+    /// Overrides `settings.tool_timeout`.
+    #[serde(
+        serialize_with = "humantime_serde::serialize",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tool_timeout: Option<Duration>,
+    /// Overrides `settings.turn_timeout`: `Some(None)` (written `"off"`) removes the cap for
+    /// this team, `Some(Some(d))` sets its own.
+    #[serde(
+        serialize_with = "serialize_limit_override",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub turn_timeout: Option<Option<Duration>>,
     /// Text appended to the agent's system prompt.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub append_system_prompt: Option<String>,
@@ -391,6 +445,8 @@ impl TeamConfig {
             append_system_prompt: None,
             mcp_config: None,
             node: None,
+            tool_timeout: None,
+            turn_timeout: None,
             remote: None,
         }
     }
@@ -416,3 +472,13 @@ impl TeamConfig {
             .unwrap_or(settings.session_init_timeout)
     }
 }
+
+    /// The team's tool timeout, or the global one.
+    pub fn effective_tool_timeout(&self, settings: &Settings) -> Duration {
+        self.tool_timeout.unwrap_or(settings.tool_timeout)
+    }
+
+    /// The team's cap on a turn's total time (its own, or the global one); `None`: no cap.
+    pub fn effective_turn_timeout(&self, settings: &Settings) -> Option<Duration> {
+        self.turn_timeout.unwrap_or(settings.turn_timeout)
+    }

@@ -86,6 +86,8 @@ fn an_empty_file_is_a_valid_config_with_the_originals_defaults() {
     let s = config.settings();
     assert_eq!(s.spawn_timeout, Duration::from_secs(20));
     assert_eq!(s.response_timeout, Duration::from_secs(120));
+    assert_eq!(s.tool_timeout, Duration::from_secs(30 * 60));
+    assert_eq!(s.turn_timeout, None, "no cap on a turn's total time");
     assert_eq!(s.idle_timeout, Duration::from_secs(3600));
     assert_eq!(s.session_init_timeout, Duration::from_secs(30));
     assert_eq!(s.health_check_interval, Duration::from_secs(30));
@@ -133,7 +135,14 @@ fn a_team_gets_the_originals_defaults() {
         config.session_init_timeout_for(&team("alpha")),
         Some(Duration::from_secs(30))
     );
+    assert_eq!(
+        config.tool_timeout_for(&team("alpha")),
+        Some(Duration::from_secs(30 * 60))
+    );
+    assert_eq!(config.turn_timeout_for(&team("alpha")), Some(None));
     assert_eq!(config.team(&team("nope")), None);
+    assert_eq!(config.tool_timeout_for(&team("nope")), None);
+    assert_eq!(config.turn_timeout_for(&team("nope")), None);
     assert_eq!(config.agent_for(&team("nope")), None);
     assert_eq!(config.idle_timeout_for(&team("nope")), None);
 }
@@ -145,6 +154,8 @@ fn every_setting_can_be_set() {
         [settings]
         spawn_timeout = "5s"
         response_timeout = "2m"
+        tool_timeout = "2h"
+        turn_timeout = "${TURN_TIMEOUT:-3h}"
         idle_timeout = "90m"
         session_init_timeout = "45s"
         health_check_interval = "1m 30s"
@@ -166,6 +177,8 @@ fn every_setting_can_be_set() {
     let s = config.settings();
     assert_eq!(s.spawn_timeout, Duration::from_secs(5));
     assert_eq!(s.response_timeout, Duration::from_secs(120));
+    assert_eq!(s.tool_timeout, Duration::from_secs(2 * 3600));
+    assert_eq!(s.turn_timeout, Some(Duration::from_secs(3 * 3600)));
     assert_eq!(s.idle_timeout, Duration::from_secs(90 * 60));
     assert_eq!(s.session_init_timeout, Duration::from_secs(45));
     assert_eq!(s.health_check_interval, Duration::from_secs(90));
@@ -184,6 +197,83 @@ fn every_setting_can_be_set() {
             aged_messages: 7,
             max_age: Duration::from_secs(2 * 24 * 3600),
         }
+    );
+}
+
+#[test]
+fn tool_and_turn_timeouts_default_from_settings_and_teams_override_them() {
+    let config = load(
+        r#"
+        [settings]
+        tool_timeout = "45m"
+        turn_timeout = "2h"
+
+        [teams.alpha]
+        path = "/p/alpha"
+
+        [teams.beta]
+        path = "/p/beta"
+        tool_timeout = "4h"
+        turn_timeout = "6h"
+
+        [teams.gamma]
+        path = "/p/gamma"
+        turn_timeout = "off"
+        "#,
+    );
+    let (alpha, beta, gamma) = (team("alpha"), team("beta"), team("gamma"));
+    assert_eq!(
+        config.tool_timeout_for(&alpha),
+        Some(Duration::from_secs(45 * 60))
+    );
+    assert_eq!(
+        config.turn_timeout_for(&alpha),
+        Some(Some(Duration::from_secs(2 * 3600)))
+    );
+    assert_eq!(
+        config.tool_timeout_for(&beta),
+        Some(Duration::from_secs(4 * 3600))
+    );
+    assert_eq!(
+        config.turn_timeout_for(&beta),
+        Some(Some(Duration::from_secs(6 * 3600)))
+    );
+    assert_eq!(
+        config.turn_timeout_for(&gamma),
+        Some(None),
+        "\"off\" removes the team's cap"
+    );
+    assert_eq!(
+        config.tool_timeout_for(&gamma),
+        Some(Duration::from_secs(45 * 60))
+    );
+
+    // An empty value (a variable set to nothing) switches the cap off too.
+    let off = load_env(
+        "[settings]\nturn_timeout = \"${TURN_TIMEOUT:-1h}\"\n",
+        &env_of(&[("TURN_TIMEOUT", "")]),
+    );
+    assert_eq!(off.settings().turn_timeout, None);
+
+    // Neither may be zero or a bare number; turn_timeout's error mentions "off".
+    let shown = invalid_at(
+        &err("[settings]\ntool_timeout = \"0s\"\n"),
+        "settings.tool_timeout",
+    );
+    assert!(shown.contains("greater than zero"), "{shown}");
+    let shown = invalid_at(
+        &err("[settings]\nturn_timeout = \"never\"\n"),
+        "settings.turn_timeout",
+    );
+    assert!(shown.contains("\"off\""), "{shown}");
+    let shown = invalid_at(
+        &err("[teams.alpha]\npath = \"/p\"\nturn_timeout = 3600\n"),
+        "teams.alpha.turn_timeout",
+    );
+    assert!(shown.contains("3600ms"), "{shown}");
+    invalid_at(
+        &err("[teams.alpha]\npath = \"/p\"\ntool_timeout = \"0s\"\n"),
+        "teams.alpha.tool_timeout",
     );
 }
 
@@ -958,10 +1048,13 @@ fn the_effective_config_round_trips_through_toml() {
         path = "alpha"
         description = "Alpha"
         idle_timeout = "5m"
+        tool_timeout = "1h"
+        turn_timeout = "off"
         agent = { command = "other", env = { B = "2" } }
         [teams."service.v2"]
         path = "/p/v2"
         grant_permission = "no"
+        turn_timeout = "2h"
         remote = { destination = "h", port = 2200, options = ["ProxyJump=b"] }
         "#,
     );
@@ -972,6 +1065,8 @@ fn the_effective_config_round_trips_through_toml() {
     assert!(text.contains("idle_timeout = \"1h 30m\""), "{text}");
     assert!(text.contains("crash_window = \"1m 30s\""), "{text}");
     assert!(text.contains("turn_retention = 12"), "{text}");
+    assert!(text.contains("turn_timeout = \"off\""), "{text}");
+    assert!(text.contains("turn_timeout = \"2h\""), "{text}");
 
     // Values holding `$` survive the trip: they are written escaped.
     let dollars =
