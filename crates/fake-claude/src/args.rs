@@ -438,6 +438,9 @@ Directives:
                                 api_error_status; the prompt is left out of the conversation,
                                 and stdin EOF right after exits 1
   !grandchild                   Spawn 'sleep 3600' (in our process group), echo with its pid
+  !daemon <ms> [marker]         Start the !tool subprocess (setsid, outside our process group)
+                                and do not wait for it, as 'setsid cmd &' in a Bash tool would;
+                                echo with its pid
   !ignore-sigterm               Ignore SIGTERM from now on, then echo
   !exit-after-reply             Echo, then exit 0
   !permission <tool>            The model calls <tool> (nothing runs); answer

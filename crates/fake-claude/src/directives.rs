@@ -39,6 +39,10 @@ pub enum Directive {
     Error(u16),
     /// `!grandchild`: spawn a long-sleeping child, then echo with its pid.
     Grandchild,
+    /// `!daemon <ms> [marker]`: start the `!tool` subprocess in a session of its own and do not
+    /// wait for it (like `setsid cmd &` in a Bash tool: it outlives the turn, outside
+    /// fake-claude's process group), then echo with its pid.
+    Daemon { ms: u64, marker: Option<String> },
     /// `!ignore-sigterm`: ignore SIGTERM from now on, then echo.
     IgnoreSigterm,
     /// `!exit-after-reply`: echo, then exit 0.
@@ -118,13 +122,17 @@ pub fn parse(text: &str) -> Result<Option<Directive>, String> {
             Some(tool) => Directive::Permission((*tool).to_owned()),
             None => return Err("!permission: missing tool name".to_owned()),
         },
-        "tool" => {
+        "tool" | "daemon" => {
             let ms = bounded(name, number(name, args.first(), None)?, MAX_TOOL_MS)?;
             let marker = rest
                 .split_once(char::is_whitespace)
                 .map(|(_, marker)| marker.trim().to_owned())
                 .filter(|marker| !marker.is_empty());
-            Directive::Tool { ms, marker }
+            if name == "tool" {
+                Directive::Tool { ms, marker }
+            } else {
+                Directive::Daemon { ms, marker }
+            }
         }
         "mcp" => mcp(rest)?,
         _ => return Ok(None),
@@ -317,6 +325,13 @@ mod tests {
         assert!(parse("!permission").is_err());
         assert!(parse("!error 99").is_err());
         assert!(parse("!error 600").is_err());
+        assert_eq!(
+            parse("!daemon 500 m"),
+            Ok(Some(Directive::Daemon {
+                ms: 500,
+                marker: Some("m".into())
+            }))
+        );
         assert!(parse("!tool").is_err());
         assert!(parse("!tool soon").is_err());
         assert!(parse("!tool 99999999999").is_err());

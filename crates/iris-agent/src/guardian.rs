@@ -17,8 +17,13 @@
 //!   and a `forget` record once that group is known empty (or was just SIGKILLed on drop). Each
 //!   record is one `write(2)` of at most `PIPE_BUF` bytes, so records from concurrent threads never
 //!   interleave.
+//! - Where agents run in cgroups (see [`crate::containment`]), the node's cgroup is registered
+//!   too: a `watch-cgroup` record carries the path of its `cgroup.kill` file, which the guardian
+//!   opens at once, and a `forget-cgroup` record closes it again.
 //! - When this process dies, by any means, the kernel closes the write end; the guardian reads
-//!   EOF, SIGKILLs every group still watched, and exits. While we live, it sleeps in `read(2)`.
+//!   EOF, SIGKILLs every group still watched, writes `1` to every `cgroup.kill` it holds (which
+//!   ends every agent and everything they started, `setsid` tools included), and exits. While
+//!   we live, it sleeps in `read(2)`.
 //!
 //! A write that fails (the guardian is gone, or 8192 records are unread) is logged once and never
 //! fails the spawn; the parent-death signal and the start-up reaper remain as fallbacks.
@@ -54,6 +59,38 @@ pub(crate) fn watch(pgid: u32) -> Option<Watch> {
     imp::watch(raw).then_some(Watch { pgid: raw })
 }
 
+/// The guardian kills the cgroup whose `cgroup.kill` file is `kill_file` when this process dies,
+/// until the returned token is dropped. `None` if the guardian is unavailable or the path is too
+/// long for one record.
+pub(crate) fn watch_cgroup(kill_file: &std::path::Path) -> Option<CgroupWatch> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::sync::atomic::{AtomicI32, Ordering};
+    static NEXT_ID: AtomicI32 = AtomicI32::new(1);
+    let path = kill_file.as_os_str().as_bytes();
+    let len = u16::try_from(path.len())
+        .ok()
+        .filter(|len| usize::from(*len) <= MAX_PATH)?;
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let mut record = Vec::with_capacity(RECORD + 2 + path.len());
+    record.extend_from_slice(&encode(OP_WATCH_CGROUP, id));
+    record.extend_from_slice(&len.to_ne_bytes());
+    record.extend_from_slice(path);
+    imp::send_cgroup(&record).then_some(CgroupWatch { id })
+}
+
+/// A cgroup the guardian will kill if this process dies; dropping it makes the guardian forget
+/// it (close its `cgroup.kill`).
+#[derive(Debug)]
+pub(crate) struct CgroupWatch {
+    id: i32,
+}
+
+impl Drop for CgroupWatch {
+    fn drop(&mut self) {
+        imp::send_cgroup(&encode(OP_FORGET_CGROUP, self.id));
+    }
+}
+
 /// A process group the guardian watches; dropping it tells the guardian to forget the group.
 /// Drop it only once the group is empty or has just been sent SIGKILL.
 #[derive(Debug)]
@@ -70,8 +107,17 @@ impl Drop for Watch {
 /// Record operations, shared by both sides of the pipe.
 const OP_WATCH: i32 = 1;
 const OP_FORGET: i32 = 2;
-/// One record: the operation and the pgid, native-endian `i32`s (both ends are this program).
+/// Followed by a native-endian `u16` length and that many bytes of a `cgroup.kill` path.
+const OP_WATCH_CGROUP: i32 = 3;
+const OP_FORGET_CGROUP: i32 = 4;
+/// One record: the operation and the pgid (or cgroup id), native-endian `i32`s (both ends are
+/// this program).
 const RECORD: usize = 8;
+/// The longest `cgroup.kill` path a record carries: the whole record stays within `PIPE_BUF`
+/// (4096 on Linux), so it is written atomically, and the guardian's buffer holds it with a NUL.
+const MAX_PATH: usize = 4096 - RECORD - 2 - 1;
+/// How many node cgroups the guardian holds at once (one per runtime; more are not killed).
+const CGROUP_SLOTS: usize = 64;
 
 fn encode(op: i32, pgid: i32) -> [u8; RECORD] {
     let [a, b, c, d] = op.to_ne_bytes();
@@ -117,6 +163,40 @@ fn apply(table: &mut [i32], len: usize, (op, pgid): (i32, i32)) -> usize {
     }
 }
 
+/// A slot of the guardian's cgroup table: the cgroup's id and its open `cgroup.kill`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CgroupSlot {
+    id: i32,
+    fd: i32,
+}
+
+/// Adds a cgroup to the guardian's table (whose first `len` slots are in use) and returns the
+/// new length; a full table keeps the old length (the caller closes the descriptor).
+fn add_cgroup(table: &mut [CgroupSlot], len: usize, slot: CgroupSlot) -> usize {
+    match table.get_mut(len) {
+        Some(free) => {
+            *free = slot;
+            len + 1
+        }
+        None => len,
+    }
+}
+
+/// Takes cgroup `id` out of the table; returns the new length and its descriptor, if present.
+fn remove_cgroup(table: &mut [CgroupSlot], len: usize, id: i32) -> (usize, Option<i32>) {
+    let Some(live) = table.get_mut(..len) else {
+        return (len, None);
+    };
+    match live.iter().position(|s| s.id == id) {
+        Some(at) => {
+            let fd = live[at].fd;
+            live.swap(at, len - 1);
+            (len - 1, Some(fd))
+        }
+        None => (len, None),
+    }
+}
+
 #[cfg(target_os = "linux")]
 mod imp {
     use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -129,7 +209,10 @@ mod imp {
     use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
     use nix::unistd::{ForkResult, fork, pipe2, write};
 
-    use super::{OP_FORGET, OP_WATCH, RECORD, apply, decode, encode};
+    use super::{
+        CGROUP_SLOTS, CgroupSlot, MAX_PATH, OP_FORGET, OP_FORGET_CGROUP, OP_WATCH, OP_WATCH_CGROUP,
+        RECORD, add_cgroup, apply, decode, encode, remove_cgroup,
+    };
 
     /// Most groups watched at once. The table is allocated before the fork because the guardian
     /// may not allocate; 64 Ki agents per process is far beyond any real load.
@@ -177,6 +260,11 @@ mod imp {
         sent
     }
 
+    /// Sends a cgroup record (already encoded); false if the guardian is unavailable.
+    pub(super) fn send_cgroup(record: &[u8]) -> bool {
+        guardian().is_some_and(|g| g.send_bytes(record, 0))
+    }
+
     pub(super) fn forget(pgid: i32) {
         WATCHED.fetch_sub(1, Ordering::Relaxed);
         if let Some(guardian) = started() {
@@ -187,8 +275,13 @@ mod imp {
     impl Guardian {
         /// Writes one record; on failure, warns (once per process) and returns false.
         fn send(&self, op: i32, pgid: i32) -> bool {
-            match write_record(self.to_guardian.as_fd(), &encode(op, pgid)) {
-                Ok(RECORD) => true,
+            self.send_bytes(&encode(op, pgid), pgid)
+        }
+
+        /// Writes one whole record (at most `PIPE_BUF` bytes, so in one atomic write).
+        fn send_bytes(&self, record: &[u8], pgid: i32) -> bool {
+            match write_record(self.to_guardian.as_fd(), record) {
+                Ok(n) if n == record.len() => true,
                 outcome => {
                     if !WARNED.swap(true, Ordering::Relaxed) {
                         tracing::warn!(
@@ -207,7 +300,7 @@ mod imp {
     /// `write(2)` with SIGPIPE blocked on this thread: a dead guardian must be an `EPIPE`, not a
     /// signal that kills an embedder which left SIGPIPE at its default. A SIGPIPE the write
     /// raised is taken off the thread before the mask is restored.
-    fn write_record(fd: BorrowedFd<'_>, record: &[u8; RECORD]) -> nix::Result<usize> {
+    fn write_record(fd: BorrowedFd<'_>, record: &[u8]) -> nix::Result<usize> {
         let sigpipe = SigSet::from(Signal::SIGPIPE);
         let mut previous = SigSet::empty();
         pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&sigpipe), Some(&mut previous))?;
@@ -257,17 +350,65 @@ mod imp {
         detach();
         close_all_but(input);
         let mut len = 0;
+        let mut cgroups = [CgroupSlot { id: 0, fd: -1 }; CGROUP_SLOTS];
+        let mut cgroups_len = 0;
         let mut record = [0_u8; RECORD];
-        while read_record(input, &mut record) {
-            len = apply(table, len, decode(record));
+        while read_exact(input, &mut record) {
+            match decode(record) {
+                (OP_WATCH_CGROUP, id) => {
+                    let Some(fd) = open_kill_file(input) else {
+                        break;
+                    };
+                    if fd >= 0 {
+                        let grown = add_cgroup(&mut cgroups, cgroups_len, CgroupSlot { id, fd });
+                        if grown == cgroups_len {
+                            // SAFETY: close(2) of a descriptor this process just opened.
+                            unsafe { libc::close(fd) };
+                        }
+                        cgroups_len = grown;
+                    }
+                }
+                (OP_FORGET_CGROUP, id) => {
+                    let (shrunk, fd) = remove_cgroup(&mut cgroups, cgroups_len, id);
+                    cgroups_len = shrunk;
+                    if let Some(fd) = fd {
+                        // SAFETY: close(2) of a descriptor this process opened.
+                        unsafe { libc::close(fd) };
+                    }
+                }
+                op => len = apply(table, len, op),
+            }
         }
         // EOF: every write end is closed, so the process that owns these groups is gone.
         for pgid in table.iter().take(len).copied().filter(|p| *p > 1) {
             // SAFETY: kill(2) is async-signal-safe; `-pgid` names exactly one process group.
             unsafe { libc::kill(-pgid, libc::SIGKILL) };
         }
+        for slot in cgroups.iter().take(cgroups_len) {
+            // SAFETY: write(2) of a static one-byte buffer to a descriptor this process opened.
+            unsafe { libc::write(slot.fd, c"1".as_ptr().cast(), 1) };
+        }
         // SAFETY: _exit(2) ends the process without running atexit handlers or destructors.
         unsafe { libc::_exit(0) }
+    }
+
+    /// Reads the rest of a `watch-cgroup` record (its length and path) and opens the path for
+    /// writing. `None` if the pipe broke; `Some(-1)` if the path could not be opened.
+    fn open_kill_file(input: RawFd) -> Option<i32> {
+        let mut len = [0_u8; 2];
+        if !read_exact(input, &mut len) {
+            return None;
+        }
+        let len = usize::from(u16::from_ne_bytes(len));
+        let mut path = [0_u8; MAX_PATH + 1];
+        let slice = path.get_mut(..len)?;
+        if !read_exact(input, slice) {
+            return None;
+        }
+        // The byte after the path is still 0: the path is NUL-terminated.
+        // SAFETY: open(2) is async-signal-safe; `path` is NUL-terminated within its bounds.
+        let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC) };
+        Some(fd)
     }
 
     /// Leaves the parent's session, so terminal signals sent to its group (Ctrl-C) or session
@@ -311,8 +452,8 @@ mod imp {
         }
     }
 
-    /// Reads one whole record; false at EOF or on any error but EINTR.
-    fn read_record(input: RawFd, record: &mut [u8; RECORD]) -> bool {
+    /// Fills `record` from the pipe; false at EOF or on any error but EINTR.
+    fn read_exact(input: RawFd, record: &mut [u8]) -> bool {
         let mut filled = 0;
         while let Some(rest) = record.get_mut(filled..).filter(|r| !r.is_empty()) {
             // SAFETY: read(2) is async-signal-safe; it writes at most `rest.len()` bytes into
@@ -353,6 +494,10 @@ mod imp {
     }
 
     pub(super) fn forget(_pgid: i32) {}
+
+    pub(super) fn send_cgroup(_record: &[u8]) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]
@@ -391,6 +536,20 @@ mod tests {
         for pgid in [0, 1, -1, -42] {
             assert_eq!(apply(&mut table, 0, (OP_WATCH, pgid)), 0);
         }
+    }
+
+    #[test]
+    fn the_cgroup_table_adds_and_removes_by_id() {
+        let empty = CgroupSlot { id: 0, fd: -1 };
+        let mut table = [empty; 2];
+        let mut len = 0;
+        for (id, fd) in [(1, 10), (2, 20), (3, 30)] {
+            len = add_cgroup(&mut table, len, CgroupSlot { id, fd });
+        }
+        assert_eq!(len, 2, "a full table takes no more");
+        assert_eq!(remove_cgroup(&mut table, len, 1), (1, Some(10)));
+        assert_eq!(remove_cgroup(&mut table, 1, 1), (1, None));
+        assert_eq!(table[0], CgroupSlot { id: 2, fd: 20 });
     }
 
     #[test]

@@ -84,17 +84,39 @@ pub fn ticks_to_duration(ticks: u64) -> std::time::Duration {
         + std::time::Duration::from_nanos((ticks % per_second) * 1_000_000_000 / per_second)
 }
 
-/// The live (non-zombie) processes whose process group is `pgid`.
-pub fn live_group_members(pgid: u32) -> Vec<u32> {
+/// Every process's stat (zombies included), read one by one: a process that exits meanwhile is
+/// left out.
+pub fn all_stats() -> Vec<ProcStat> {
     let Ok(entries) = std::fs::read_dir(Path::new("/proc")) else {
         return Vec::new();
     };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(stat)
+        .collect()
+}
+
+/// The live (non-zombie) processes whose process group is `pgid`.
+pub fn live_group_members(pgid: u32) -> Vec<u32> {
+    all_stats()
+        .into_iter()
         .filter(|s| s.pgrp == pgid && s.is_alive())
         .map(|s| s.pid)
         .collect()
+}
+
+/// Whether `/proc/<pid>/environ` has the entry `NAME=value` for which `matches(value)` holds.
+/// False if the process is gone or its environment is unreadable (another user's).
+pub fn environ_has(pid: u32, name: &str, matches: impl Fn(&[u8]) -> bool) -> bool {
+    let Ok(bytes) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    bytes.split(|b| *b == 0).any(|entry| {
+        entry
+            .strip_prefix(name.as_bytes())
+            .and_then(|rest| rest.strip_prefix(b"="))
+            .is_some_and(&matches)
+    })
 }
 
 /// The NUL-separated arguments of `/proc/<pid>/cmdline`.

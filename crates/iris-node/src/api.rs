@@ -285,6 +285,14 @@ pub struct StatsReply {
     pub live_processes: u64,
     /// The runtime's counters (turns by outcome, spawns, crashes, …).
     pub counters: std::collections::BTreeMap<String, u64>,
+    /// How agents are contained: `cgroup`, `subreaper` or `process-group` (absent from older
+    /// nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containment: Option<String>,
+    /// CPU seconds used by each live agent and everything it started, as `from->to` (empty
+    /// where the containment does not measure it).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub agent_cpu_seconds: std::collections::BTreeMap<String, f64>,
 }
 
 /// An error as the API reports it: `{"error":{"code":"…","message":"…"}}`.

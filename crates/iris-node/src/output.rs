@@ -578,6 +578,10 @@ fn stats_text(stats: &StatsReply, style: TableStyle) -> String {
         ),
         ("messages", s.total_messages.to_string()),
         ("live actors", stats.live_actors.to_string()),
+        (
+            "containment",
+            stats.containment.clone().unwrap_or_else(|| "-".to_owned()),
+        ),
         ("live processes", stats.live_processes.to_string()),
     ];
     let counters: Vec<(String, String)> = stats

@@ -21,10 +21,13 @@
 //! | `iris_store_commits_total`, `iris_store_mutations_total` | counter | the store's writer |
 //! | `iris_store_commit_duration_seconds` | histogram | one write transaction, open to durable commit |
 //! | `iris_store_batch_size` | histogram | mutations per commit |
+//! | `iris_containment_mode{mode}` | gauge | 1 for the mode agents are contained in (`cgroup`, `subreaper`, `process-group`), 0 for the others |
+//! | `iris_agent_cpu_seconds{from,to}` | gauge | CPU time used by each live agent and everything it started (its cgroup, or its process tree) |
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use iris_agent::containment::ContainmentMode;
 use iris_core::{ProcessState, SessionFilter, SessionStats, SessionStatus, UsageTotals};
 use iris_runtime::metrics::MetricsSnapshot;
 use iris_runtime::{PoolView, Runtime};
@@ -109,6 +112,10 @@ pub struct Sample {
     pub runtime: MetricsSnapshot,
     /// The store writer's work.
     pub writer: WriterStats,
+    /// How agents are contained.
+    pub containment: ContainmentMode,
+    /// CPU time of each live agent, by pair.
+    pub agent_cpu: Vec<(iris_core::Pair, Duration)>,
 }
 
 /// Takes a sample of `runtime` and its `store`.
@@ -161,6 +168,8 @@ pub async fn gather(runtime: &Runtime, store: &Store) -> Sample {
         usage,
         runtime: runtime.metrics(),
         writer: store.writer_stats(),
+        containment: runtime.containment(),
+        agent_cpu: runtime.agent_cpu(),
     }
 }
 
@@ -211,6 +220,29 @@ pub fn render(sample: &Sample) -> String {
             "iris_queued_turns",
             "Turns waiting behind a turn in flight, over every session (queue depth).",
             open.saturating_sub(processing),
+        );
+    }
+
+    out.header(
+        "iris_containment_mode",
+        "gauge",
+        "How agents are contained: 1 for the mode in force.",
+    );
+    for mode in ContainmentMode::ALL {
+        let on = u64::from(mode == sample.containment);
+        out.sample("iris_containment_mode", &[("mode", mode.as_str())], on);
+    }
+    out.header(
+        "iris_agent_cpu_seconds",
+        "gauge",
+        "CPU time used by each live agent and everything it started.",
+    );
+    for (pair, cpu) in &sample.agent_cpu {
+        let (from, to) = (pair.from.as_str(), pair.to.as_str());
+        out.sample_f64(
+            "iris_agent_cpu_seconds",
+            &[("from", from), ("to", to)],
+            cpu.as_secs_f64(),
         );
     }
 
@@ -498,7 +530,29 @@ mod tests {
             }),
             runtime: metrics.snapshot(),
             writer,
+            containment: ContainmentMode::Cgroup,
+            agent_cpu: vec![(
+                iris_core::Pair::new(
+                    iris_core::TeamName::new("alpha").unwrap(),
+                    iris_core::TeamName::new("beta").unwrap(),
+                ),
+                Duration::from_millis(1_500),
+            )],
         }
+    }
+
+    #[test]
+    fn the_containment_mode_and_each_agents_cpu_are_shown() {
+        let text = render(&sample());
+        assert_eq!(value(&text, "iris_containment_mode{mode=\"cgroup\"}"), "1");
+        assert_eq!(
+            value(&text, "iris_containment_mode{mode=\"subreaper\"}"),
+            "0"
+        );
+        assert_eq!(
+            value(&text, "iris_agent_cpu_seconds{from=\"alpha\",to=\"beta\"}"),
+            "1.5"
+        );
     }
 
     fn value(text: &str, series: &str) -> String {

@@ -405,6 +405,12 @@ pub fn stats_reply(stats: RuntimeStats, counters: Vec<(String, u64)>) -> StatsRe
         live_actors: stats.live_actors,
         live_processes: stats.live_processes,
         counters,
+        containment: Some(stats.containment.as_str().to_owned()),
+        agent_cpu_seconds: stats
+            .agent_cpu
+            .iter()
+            .map(|(pair, cpu)| (pair.to_string(), cpu.as_secs_f64()))
+            .collect(),
     }
 }
 
@@ -591,6 +597,8 @@ mod tests {
             live_actors: 2,
             live_processes: 1,
             store_write_batches: 9,
+            containment: iris_agent::containment::ContainmentMode::Subreaper,
+            agent_cpu: Vec::new(),
         };
         let reply = stats_reply(stats, vec![("tells".into(), 3), ("spawns".into(), 1)]);
         assert_eq!(reply.live_actors, 2);
@@ -598,5 +606,6 @@ mod tests {
         assert_eq!(reply.counters["tells"], 3);
         assert_eq!(reply.counters["spawns"], 1);
         assert_eq!(reply.counters["store_write_batches"], 9);
+        assert_eq!(reply.containment.as_deref(), Some("subreaper"));
     }
 }

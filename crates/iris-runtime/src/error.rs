@@ -84,13 +84,19 @@ pub enum RuntimeError {
     /// The runtime is shutting down or has stopped.
     #[error("the iris runtime is shutting down; retry against a running node")]
     ShuttingDown,
+    /// The configured agent containment is not available here (the message says why and what
+    /// to change).
+    #[error("{0}")]
+    Containment(String),
 }
 
 impl Coded for RuntimeError {
     fn code(&self) -> ErrorCode {
         match self {
             RuntimeError::UnknownTeam { .. } => ErrorCode::TeamNotFound,
-            RuntimeError::InvalidTeam { .. } => ErrorCode::ConfigError,
+            RuntimeError::InvalidTeam { .. } | RuntimeError::Containment(_) => {
+                ErrorCode::ConfigError
+            }
             RuntimeError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
             RuntimeError::NotFound { .. } => ErrorCode::SessionNotFound,
             RuntimeError::Agent { code, .. } | RuntimeError::Store(_, code) => *code,

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use iris_agent::containment::ContainmentMode;
 use iris_agent::process::StopGrace;
 use iris_core::config::Config;
 use iris_core::{
@@ -57,7 +58,9 @@ impl Runtime {
     /// Runs the start-up sequence (validate teams, reset process states, reap leftovers of a
     /// previous run), then starts the registry.
     pub async fn start(config: Config, store: Store) -> Result<Runtime, RuntimeError> {
-        let report = startup::prepare(&config, &store, Duration::from_secs(2)).await?;
+        let containment = startup::containment(&config).await?;
+        let report =
+            startup::prepare(&config, &store, &containment, Duration::from_secs(2)).await?;
         let metrics = Arc::new(Metrics::default());
         let settings = config.settings();
         let pool_args = PoolArgs {
@@ -73,7 +76,7 @@ impl Runtime {
                     iris_core::ErrorCode::ProcessError,
                 )
             })?;
-        let shared = Shared::new(config, store, pool, metrics);
+        let shared = Shared::new(config, store, pool, metrics, containment);
         let (registry, _join) =
             Actor::spawn(None, Registry, shared.clone())
                 .await
@@ -528,7 +531,20 @@ impl Runtime {
             sessions,
             live_actors: self.shared.live.len() as u64,
             store_write_batches: self.shared.store.writer_stats().batches,
+            containment: self.shared.containment.mode(),
+            agent_cpu: self.shared.agent_cpu(),
         }
+    }
+
+    /// How agents are contained on this node.
+    pub fn containment(&self) -> ContainmentMode {
+        self.shared.containment.mode()
+    }
+
+    /// The CPU time each live agent (with everything it started) has used, by pair, where the
+    /// containment measures it. Reads one small kernel file per agent.
+    pub fn agent_cpu(&self) -> Vec<(Pair, Duration)> {
+        self.shared.agent_cpu()
     }
 
     /// Agent processes spawned since start.
@@ -761,6 +777,11 @@ pub struct RuntimeStats {
     pub live_processes: u64,
     /// Write transactions the store has committed.
     pub store_write_batches: u64,
+    /// How agents are contained on this node.
+    pub containment: ContainmentMode,
+    /// CPU time used so far by each live agent and everything it started, where the
+    /// containment measures it (by pair).
+    pub agent_cpu: Vec<(Pair, Duration)>,
 }
 
 /// A queued turn: its id, its events as they stream, and its outcome.

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
+use iris_agent::containment::Containment;
+use iris_agent::process::CpuMeter;
 use iris_core::config::Config;
 use iris_core::{Pair, SessionRecord};
 use iris_store::Store;
@@ -43,6 +45,11 @@ pub(crate) struct Shared {
     pub metrics: Arc<Metrics>,
     /// Set by shutdown: no new tells, wakes or sessions.
     pub closing: AtomicBool,
+    /// What holds each agent and everything it starts.
+    pub containment: Containment,
+    /// The CPU meter of each live agent, for metrics (an agent that is gone reads `None` and
+    /// is dropped from the map at the next read).
+    pub agent_meters: DashMap<Pair, CpuMeter>,
 }
 
 impl Shared {
@@ -51,6 +58,7 @@ impl Shared {
         store: Store,
         pool: ActorRef<PoolMsg>,
         metrics: Arc<Metrics>,
+        containment: Containment,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             config,
@@ -59,7 +67,24 @@ impl Shared {
             pool,
             metrics,
             closing: AtomicBool::new(false),
+            containment,
+            agent_meters: DashMap::new(),
         })
+    }
+
+    /// The CPU time of each live agent, by pair (blocking reads of small kernel files).
+    pub fn agent_cpu(&self) -> Vec<(Pair, Duration)> {
+        let mut cpu = Vec::new();
+        self.agent_meters
+            .retain(|pair, meter| match meter.cpu_time() {
+                Some(time) => {
+                    cpu.push((pair.clone(), time));
+                    true
+                }
+                None => meter.is_alive(),
+            });
+        cpu.sort_by(|a, b| a.0.cmp(&b.0));
+        cpu
     }
 
     /// Fails once shutdown has begun.

@@ -12,11 +12,15 @@
 //! 3. **Kill leftover agent process groups** recorded by a previous run
 //!    ([`Store::agent_process_marks`], [`reap_leftover`]). A group is only killed when its leader
 //!    is proven to be the process iris started (same pid *and* start time), so a pid the kernel has
-//!    since handed to an unrelated process is never signalled.
+//!    since handed to an unrelated process is never signalled. In cgroup containment, every agent
+//!    cgroup left under this node's cgroup is killed and removed too
+//!    ([`Containment::reap_leftovers`]): a cgroup's name is exact, unlike a pid, and it holds the
+//!    tools that left the agent's group.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use iris_agent::containment::{Containment, ContainmentError};
 use iris_agent::reap::{ReapOutcome, reap_leftover};
 use iris_core::config::Config;
 use iris_core::project_path::validate_project_path;
@@ -40,6 +44,60 @@ pub struct StartupReport {
     /// Every recorded agent process mark and what became of it, in the order the store listed the
     /// marks.
     pub reaped: Vec<(SessionId, ReapOutcome)>,
+    /// Processes killed in agent cgroups a previous run left (cgroup containment only).
+    pub reaped_from_cgroups: usize,
+}
+
+/// The name this node's agent cgroups are kept under (`iris-<key>`): the database file's name
+/// and a hash of its absolute path, so two nodes on one host never share it, and a restarted
+/// node finds what its previous run left. An in-memory store has no previous run: the key is
+/// unique to this process and runtime.
+pub fn node_key(config: &Config) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static IN_MEMORY: AtomicU64 = AtomicU64::new(0);
+    let Some(path) = config.database().path() else {
+        let n = IN_MEMORY.fetch_add(1, Ordering::Relaxed);
+        return format!("mem-{}-{n}", std::process::id());
+    };
+    let stem: String = path
+        .file_stem()
+        .map(|s| s.to_string_lossy())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(32)
+        .collect();
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let hash = path
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("{stem}-{:012x}", hash & 0xffff_ffff_ffff)
+}
+
+/// Sets up the containment `config` asks for, off the async threads, and logs the mode.
+pub async fn containment(config: &Config) -> Result<Containment, RuntimeError> {
+    let setting = config.settings().containment;
+    let key = node_key(config);
+    let made = tokio::task::spawn_blocking(move || Containment::new(setting, &key)).await;
+    let containment = match made {
+        Ok(result) => {
+            result.map_err(|e: ContainmentError| RuntimeError::Containment(e.to_string()))?
+        }
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => return Err(RuntimeError::ShuttingDown),
+    };
+    tracing::info!(mode = %containment.mode(), "agent containment: {}", containment.describe());
+    Ok(containment)
 }
 
 /// Checks every team of `config`, in name order, and returns the first problem.
@@ -101,6 +159,7 @@ pub fn team_problems(config: &Config) -> Vec<RuntimeError> {
 pub async fn prepare(
     config: &Config,
     store: &Store,
+    containment: &Containment,
     patience: Duration,
 ) -> Result<StartupReport, RuntimeError> {
     // 1. Validate, off the async threads.
@@ -132,10 +191,18 @@ pub async fn prepare(
     // 3. Reap.
     let marks = store.agent_process_marks()?;
     let reaped = reap_all(store, marks, patience).await?;
+    let reaped_from_cgroups = containment.reap_leftovers().await;
+    if reaped_from_cgroups > 0 {
+        tracing::warn!(
+            processes = reaped_from_cgroups,
+            "killed processes left in agent cgroups by the previous run"
+        );
+    }
     Ok(StartupReport {
         reset,
         interrupted_turns,
         reaped,
+        reaped_from_cgroups,
     })
 }
 

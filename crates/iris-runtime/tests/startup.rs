@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use iris_agent::containment::Containment;
 use iris_agent::procfs;
 use iris_agent::reap::ReapOutcome;
 use iris_core::config::Config;
@@ -177,10 +178,13 @@ async fn start_up_resets_states_kills_our_leftovers_and_spares_recycled_pids() {
 
     // The next run.
     let store = Store::open(&db).unwrap();
-    let report = tokio::time::timeout(Duration::from_secs(30), prepare(&cfg, &store, PATIENCE))
-        .await
-        .expect("start-up finished in time")
-        .unwrap();
+    let report = tokio::time::timeout(
+        Duration::from_secs(30),
+        prepare(&cfg, &store, &Containment::default(), PATIENCE),
+    )
+    .await
+    .expect("start-up finished in time")
+    .unwrap();
 
     // Step 2: every busy state was reset and counted.
     assert_eq!(report.reset, 3, "{report:?}");
@@ -223,7 +227,9 @@ async fn start_up_resets_states_kills_our_leftovers_and_spares_recycled_pids() {
     assert!(store.agent_process_marks().unwrap().is_empty());
 
     // The marks stay cleared across another restart: a second start-up finds nothing to do.
-    let again = prepare(&cfg, &store, PATIENCE).await.unwrap();
+    let again = prepare(&cfg, &store, &Containment::default(), PATIENCE)
+        .await
+        .unwrap();
     assert_eq!(again.reset, 0);
     assert!(again.reaped.is_empty());
 
@@ -261,10 +267,13 @@ async fn an_invalid_team_stops_start_up_before_the_store_is_touched() {
     )
     .await;
 
-    let e = tokio::time::timeout(Duration::from_secs(30), prepare(&cfg, &store, PATIENCE))
-        .await
-        .expect("start-up finished in time")
-        .unwrap_err();
+    let e = tokio::time::timeout(
+        Duration::from_secs(30),
+        prepare(&cfg, &store, &Containment::default(), PATIENCE),
+    )
+    .await
+    .expect("start-up finished in time")
+    .unwrap_err();
     match &e {
         RuntimeError::InvalidTeam { team: name, reason } => {
             assert_eq!(name, &team("lost"));

@@ -345,6 +345,21 @@ impl Runner {
                     ),
                 }
             }
+            Some(Directive::Daemon { ms, marker }) => {
+                let marker = marker.map(|m| std::path::Path::new(&self.opts.init.cwd).join(m));
+                match crate::helper::spawn_tool(self.opts.relaunch.as_ref(), ms, marker.as_deref())
+                {
+                    // Not waited for: it is on its own, as a `setsid cmd &` would be.
+                    Ok(spawned) => {
+                        self.reply(turn, &[format!("{echo} pid={}", spawned.child.id())], 0)?
+                    }
+                    Err(e) => self.api_error(
+                        turn,
+                        500,
+                        &format!("fake-claude: cannot start the daemon: {e}"),
+                    ),
+                }
+            }
             Some(Directive::IgnoreSigterm) => {
                 if let Err(e) = signals::ignore_sigterm() {
                     log(&format!("fake-claude: cannot ignore SIGTERM: {e}"));

@@ -24,9 +24,10 @@ use nix::sys::signal::Signal;
 use tokio::process::{ChildStdin, ChildStdout, Command};
 use tokio::sync::watch;
 
-use crate::containment::Containment;
+use crate::containment::{Containment, ContainmentMode, Held};
 use crate::guardian;
 
+pub use crate::containment::CpuMeter;
 pub use stderr_tail::{DEFAULT_STDERR_TAIL, StderrTail};
 
 /// How long the exit watcher waits for stderr to drain after the agent exits, so the tail it
@@ -93,6 +94,19 @@ pub enum SpawnError {
     PermissionDenied {
         /// The program that was run.
         program: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// What was to hold the agent (its cgroup) could not be readied.
+    #[error(
+        "could not ready the {mode} containment for agent command {program:?}: {source}; check that this process may create cgroups under its own, or set containment = \"auto\""
+    )]
+    Contain {
+        /// The program that was to run.
+        program: String,
+        /// The containment mode in force.
+        mode: ContainmentMode,
         /// The underlying error.
         #[source]
         source: std::io::Error,
@@ -175,6 +189,11 @@ pub struct AgentProcess {
     /// The guardian's watch over the group, dropped (forgetting the group) when `armed` is
     /// cleared, for the same reason. `None` if the guardian is unavailable.
     watch: Option<guardian::Watch>,
+    /// What holds everything the agent started (its cgroup, or its swept process tree); `None`
+    /// once the stop has emptied and removed it.
+    held: Option<Held>,
+    /// Held while this handle lives: [`CpuMeter`]s read nothing once it is dropped.
+    alive: std::sync::Arc<()>,
 }
 
 impl AgentProcess {
@@ -198,19 +217,21 @@ impl AgentProcess {
             .process_group(0)
             .kill_on_drop(true);
         pdeathsig::set_on(&mut command);
-        let mut child = command.spawn().map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => SpawnError::NotFound {
+        let prepared = containment
+            .prepare()
+            .map_err(|source| SpawnError::Contain {
                 program: program.clone(),
-            },
-            std::io::ErrorKind::PermissionDenied => SpawnError::PermissionDenied {
-                program: program.clone(),
+                mode: containment.mode(),
                 source,
-            },
-            _ => SpawnError::Io {
-                program: program.clone(),
-                source,
-            },
-        })?;
+            })?;
+        prepared.apply_to(&mut command);
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(source) => {
+                prepared.abandon();
+                return Err(spawn_error(program, source));
+            }
+        };
         // A spawned child always has a pid until it is reaped, and nothing has waited on it yet.
         let pid = child.id().unwrap_or_default();
         // At once: until the guardian knows the group, only PDEATHSIG covers it.
@@ -243,7 +264,8 @@ impl AgentProcess {
             let _ = exit_tx.send(Some(info));
         });
         let start_ticks = crate::procfs::stat(pid).map(|s| s.start_ticks);
-        tracing::debug!(pid, program, "agent process spawned");
+        let held = prepared.holding(pid, start_ticks);
+        tracing::debug!(pid, program, cgroup = ?held.cgroup_dir(), "agent process spawned");
         Ok(AgentProcess {
             pid,
             stdin,
@@ -253,6 +275,8 @@ impl AgentProcess {
             start_ticks,
             armed: true,
             watch,
+            held: Some(held),
+            alive: std::sync::Arc::new(()),
         })
     }
 
@@ -316,13 +340,33 @@ impl AgentProcess {
     /// works; a turn that prints nothing while this grows is busy, not stalled. A cheap read of
     /// one small kernel file.
     pub fn cpu_time(&self) -> Option<Duration> {
+        if let Some(time) = self.held.as_ref().and_then(Held::cpu_time) {
+            return Some(time);
+        }
         let stat = crate::procfs::stat(self.pid)?;
         Some(crate::procfs::ticks_to_duration(stat.cpu_ticks))
     }
 
-    /// Sends SIGKILL to the whole group now, without waiting.
+    /// A meter of [`AgentProcess::cpu_time`] that others can read while this agent lives.
+    pub fn cpu_meter(&self) -> CpuMeter {
+        match &self.held {
+            Some(held) => held.meter(self.pid, &self.alive),
+            None => Held::Group.meter(self.pid, &self.alive),
+        }
+    }
+
+    /// The agent's own cgroup, when it runs in one.
+    pub fn cgroup_dir(&self) -> Option<&std::path::Path> {
+        self.held.as_ref().and_then(Held::cgroup_dir)
+    }
+
+    /// Sends SIGKILL to the whole group now, and kills everything else the agent started (its
+    /// cgroup or its process tree), without waiting.
     pub fn kill(&self) {
         group::signal_group(self.pgid(), Signal::SIGKILL);
+        if let Some(held) = &self.held {
+            held.kill_now();
+        }
     }
 
     /// Stops the agent: close stdin and wait, then SIGTERM the group and wait, then SIGKILL the
@@ -354,7 +398,8 @@ impl AgentProcess {
                 }
             }
         };
-        let killed_leftovers = self.sweep_group(grace.after_sigterm).await;
+        let mut killed_leftovers = self.sweep_group(grace.after_sigterm).await;
+        killed_leftovers |= self.kill_held().await;
         StopOutcome {
             stage,
             exit,
@@ -382,6 +427,29 @@ impl AgentProcess {
         true
     }
 
+    /// Ends what the agent started outside its group (in its cgroup, or in its process tree)
+    /// and removes its cgroup. Returns whether anything was left.
+    async fn kill_held(&mut self) -> bool {
+        let Some(held) = &self.held else {
+            return false;
+        };
+        match held.kill_and_wait().await {
+            Some(left) => {
+                self.held = None;
+                if left > 0 {
+                    tracing::debug!(
+                        pid = self.pid,
+                        left,
+                        "killed what the agent left running outside its process group"
+                    );
+                }
+                left > 0
+            }
+            // Kept: drop kills it again, and start-up reaps the cgroup.
+            None => true,
+        }
+    }
+
     /// Marks the group as empty: from now on its pgid may belong to someone else, so neither
     /// drop nor the guardian may signal it.
     fn disarm(&mut self) {
@@ -391,10 +459,23 @@ impl AgentProcess {
     }
 }
 
+/// The spawn error for an `io::Error` of `Command::spawn`.
+fn spawn_error(program: String, source: std::io::Error) -> SpawnError {
+    match source.kind() {
+        std::io::ErrorKind::NotFound => SpawnError::NotFound { program },
+        std::io::ErrorKind::PermissionDenied => SpawnError::PermissionDenied { program, source },
+        _ => SpawnError::Io { program, source },
+    }
+}
+
 impl Drop for AgentProcess {
     fn drop(&mut self) {
         if self.armed {
             group::signal_group(self.pgid(), Signal::SIGKILL);
+        }
+        if let Some(held) = self.held.take() {
+            held.kill_now();
+            held.clean_up_later();
         }
         // Forget only after the kill: if this process dies between the two, the guardian
         // still kills the group.

@@ -27,6 +27,7 @@
 //! that. The shipped, commented example is `config/iris.toml` in the repository.
 
 mod coerce;
+mod containment;
 mod error;
 pub mod interpolate;
 mod key_path;
@@ -39,6 +40,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use containment::ContainmentSetting;
 pub use error::ConfigError;
 pub use interpolate::{Env, InterpolationError, interpolate};
 pub use model::{
@@ -176,8 +178,6 @@ impl Config {
             .map(|t| t.effective_session_init_timeout(&self.settings))
     }
 
-    /// The absolute directory relative paths were resolved against (the file's directory).
-    pub fn config_dir(&self) -> &Path {
     /// The tool timeout for `team`: its own, or `settings.tool_timeout`.
     pub fn tool_timeout_for(&self, team: &TeamName) -> Option<Duration> {
         self.team(team)
@@ -191,6 +191,8 @@ impl Config {
             .map(|t| t.effective_turn_timeout(&self.settings))
     }
 
+    /// The absolute directory relative paths were resolved against (the file's directory).
+    pub fn config_dir(&self) -> &Path {
         &self.config_dir
     }
 

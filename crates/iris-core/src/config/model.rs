@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::compaction::CompactionPolicy;
 use crate::config::coerce;
+use crate::config::containment::ContainmentSetting;
 
 /// `[settings]`: timeouts and limits of the runtime. Defaults are the original's where it had the
 /// setting.
@@ -34,7 +35,6 @@ pub struct Settings {
         serialize_with = "humantime_serde::serialize"
     )]
     pub response_timeout: Duration,
-    /// How long an idle agent process is kept before it is stopped. Default 1h.
     /// How long an open tool call (a `tool_use` without its `tool_result`) counts as progress,
     /// from when the call opened: a tool that runs longer must show output or CPU use to keep
     /// its turn alive. Per-team override: `[teams.NAME] tool_timeout`. Default 30m.
@@ -50,6 +50,7 @@ pub struct Settings {
         serialize_with = "serialize_limit"
     )]
     pub turn_timeout: Option<Duration>,
+    /// How long an idle agent process is kept before it is stopped. Default 1h.
     #[serde(
         deserialize_with = "coerce::duration",
         serialize_with = "humantime_serde::serialize"
@@ -102,6 +103,10 @@ pub struct Settings {
     /// `[settings.compaction]`: when a conversation should be compacted.
     #[serde(deserialize_with = "compaction")]
     pub compaction: CompactionPolicy,
+    /// How each agent and everything it starts is held: `auto` (the default: a cgroup v2 per
+    /// agent where the hierarchy is writable, else a subreaper), `cgroup`, `subreaper` or
+    /// `process-group`.
+    pub containment: ContainmentSetting,
 }
 
 impl Settings {
@@ -117,22 +122,22 @@ impl Settings {
     pub const DEFAULT_CRASH_LIMIT: NonZeroUsize = non_zero(3);
     /// The default `crash_window`.
     pub const DEFAULT_CRASH_WINDOW: Duration = Duration::from_secs(60);
+    /// The default `tool_timeout`.
+    pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-    /// The default `tool_timeout`.
-    pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
             spawn_timeout: Duration::from_secs(20),
             response_timeout: Duration::from_secs(120),
+            tool_timeout: Self::DEFAULT_TOOL_TIMEOUT,
+            turn_timeout: None,
             idle_timeout: Duration::from_secs(60 * 60),
             session_init_timeout: Duration::from_secs(30),
             health_check_interval: Duration::from_secs(30),
             passivate_after: Duration::from_secs(5 * 60),
             max_processes: Self::DEFAULT_MAX_PROCESSES,
-            tool_timeout: Self::DEFAULT_TOOL_TIMEOUT,
-            turn_timeout: None,
             queue_depth: Self::DEFAULT_QUEUE_DEPTH,
             turn_retention: Self::DEFAULT_TURN_RETENTION,
             turn_text_limit: Self::DEFAULT_TURN_TEXT_LIMIT,
@@ -140,16 +145,11 @@ impl Default for Settings {
             crash_window: Self::DEFAULT_CRASH_WINDOW,
             session_init: SessionInit::default(),
             compaction: CompactionPolicy::default(),
+            containment: ContainmentSetting::default(),
         }
     }
 }
 
-const fn non_zero(n: usize) -> NonZeroUsize {
-    match NonZeroUsize::new(n) {
-        Some(n) => n,
-        None => NonZeroUsize::MIN,
-    }
-}
 /// A limit that may be switched off: a duration, or `"off"`.
 fn serialize_limit<S: Serializer>(limit: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     match limit {
@@ -170,6 +170,12 @@ fn serialize_limit_override<S: Serializer>(
     }
 }
 
+const fn non_zero(n: usize) -> NonZeroUsize {
+    match NonZeroUsize::new(n) {
+        Some(n) => n,
+        None => NonZeroUsize::MIN,
+    }
+}
 
 /// `[settings.compaction]` as written, with coercion; becomes a [`CompactionPolicy`].
 #[derive(Deserialize)]
@@ -397,12 +403,6 @@ pub struct TeamConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub session_init_timeout: Option<Duration>,
-    /// How tool-permission requests are handled. Default [`GrantPermission::Ask`].
-    pub grant_permission: GrantPermission,
-    /// Tools the agent may use without asking.
-    pub allowed_tools: Vec<String>,
-    /// Tools the agent may not use.
-    pub disallowed_tools: Vec<String>,
     /// Overrides `settings.tool_timeout`.
     #[serde(
         serialize_with = "humantime_serde::serialize",
@@ -416,6 +416,12 @@ pub struct TeamConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub turn_timeout: Option<Option<Duration>>,
+    /// How tool-permission requests are handled. Default [`GrantPermission::Ask`].
+    pub grant_permission: GrantPermission,
+    /// Tools the agent may use without asking.
+    pub allowed_tools: Vec<String>,
+    /// Tools the agent may not use.
+    pub disallowed_tools: Vec<String>,
     /// Text appended to the agent's system prompt.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub append_system_prompt: Option<String>,
@@ -439,14 +445,14 @@ impl TeamConfig {
             agent: AgentOverride::default(),
             idle_timeout: None,
             session_init_timeout: None,
+            tool_timeout: None,
+            turn_timeout: None,
             grant_permission: GrantPermission::default(),
             allowed_tools: Vec::new(),
             disallowed_tools: Vec::new(),
             append_system_prompt: None,
             mcp_config: None,
             node: None,
-            tool_timeout: None,
-            turn_timeout: None,
             remote: None,
         }
     }
@@ -471,7 +477,6 @@ impl TeamConfig {
         self.session_init_timeout
             .unwrap_or(settings.session_init_timeout)
     }
-}
 
     /// The team's tool timeout, or the global one.
     pub fn effective_tool_timeout(&self, settings: &Settings) -> Duration {
@@ -482,3 +487,4 @@ impl TeamConfig {
     pub fn effective_turn_timeout(&self, settings: &Settings) -> Option<Duration> {
         self.turn_timeout.unwrap_or(settings.turn_timeout)
     }
+}

@@ -182,6 +182,9 @@ impl LaunchContext {
             history_lost,
         };
         tracing::info!(pair = %self.pair, session = %self.id, pid = launched.mark.pid, ?conversation, "agent ready");
+        self.shared
+            .agent_meters
+            .insert(self.pair.clone(), started.process().cpu_meter());
         Ok((
             LiveAgent {
                 conversation: started,
@@ -220,6 +223,7 @@ impl LaunchContext {
         };
         let options = ConversationOptions {
             spawn_timeout: handshake_limit,
+            containment: self.shared.containment.clone(),
             ..ConversationOptions::default()
         };
         self.shared.metrics.spawns.inc();

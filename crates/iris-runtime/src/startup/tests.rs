@@ -178,9 +178,14 @@ async fn gone_groups_lose_their_mark_and_unverifiable_ones_keep_it() {
     )
     .await;
 
-    let report = prepare(&cfg, &store, Duration::from_millis(200))
-        .await
-        .unwrap();
+    let report = prepare(
+        &cfg,
+        &store,
+        &Containment::default(),
+        Duration::from_millis(200),
+    )
+    .await
+    .unwrap();
     assert_eq!(report.reset, 0);
     assert_eq!(report.reaped.len(), 2);
     let outcome = |id| {
@@ -235,9 +240,14 @@ async fn many_marks_are_all_reaped_and_reported_in_store_order() {
         .into_iter()
         .map(|(s, _)| s)
         .collect();
-    let report = prepare(&cfg, &store, Duration::from_millis(100))
-        .await
-        .unwrap();
+    let report = prepare(
+        &cfg,
+        &store,
+        &Containment::default(),
+        Duration::from_millis(100),
+    )
+    .await
+    .unwrap();
     let reported: Vec<SessionId> = report.reaped.iter().map(|(s, _)| *s).collect();
     assert_eq!(reported, listed);
     assert!(
