@@ -22,9 +22,9 @@ use support::{World, fake_claude};
 
 /// How long a killed tool may linger (the bound).
 const GONE_WITHIN: Duration = Duration::from_secs(2);
-/// How long each tool would run if it were not killed: longer than [`GONE_WITHIN`], so a tool
-/// that ends by itself is not taken for one that was killed.
-const TOOL_MS: u64 = 3000;
+/// How long each tool would run if it were not killed: far longer than any scenario, so a tool
+/// that is gone was killed, and its marker (written as it ends) can never appear.
+const TOOL_MS: u64 = 60_000;
 
 fn team(name: &str) -> TeamName {
     TeamName::new(name).unwrap()
@@ -117,8 +117,8 @@ impl Tool {
         tool_pids(&self.marker)[0]
     }
 
-    /// Asserts that the tool is gone within [`GONE_WITHIN`] and that its side effect never
-    /// happens (checked once it would have happened).
+    /// Asserts that the tool is gone within [`GONE_WITHIN`], long before its time, so its side
+    /// effect can never happen.
     async fn assert_killed(&self, what: &str) {
         let marker = self.marker.clone();
         assert!(
@@ -126,9 +126,7 @@ impl Tool {
             "{what}: the tool outlived its agent: {:?}",
             tool_pids(&marker)
         );
-        let due =
-            self.started.unwrap() + Duration::from_millis(TOOL_MS) + Duration::from_millis(500);
-        tokio::time::sleep_until(due.into()).await;
+        assert!(self.started.unwrap().elapsed() < Duration::from_millis(TOOL_MS));
         assert!(
             !self.marker.exists(),
             "{what}: the tool's side effect happened after the kill"
