@@ -1,75 +1,187 @@
-//! Containment through the runtime: whatever way an agent is stopped, nothing it started
-//! survives it, not even a tool in a session of its own (`setsid`), which is how the real CLI
-//! runs Bash commands. fake-claude's `!tool <ms> <marker>` is such a tool (it creates the
-//! marker when it ends), and `!daemon <ms> <marker>` one the agent leaves running after its
-//! turn. Each scenario runs in both modes: cgroup (where this machine lets us create cgroups;
-//! `IRIS_REQUIRE_CGROUP=1` makes its absence a failure) and the subreaper fallback, chosen by
-//! configuration.
+//! Containment through the runtime, in the conformance style: against the real Claude Code CLI
+//! (its Bash tool, which runs each command in a session of its own) and fake-claude (`!tool`,
+//! `!daemon`: subprocesses in sessions of their own), with the same assertions. Whatever way an
+//! agent is stopped (forced sleep, cancel, crash mid-tool, stall, idle stop, eviction, the
+//! runtime's shutdown as on a node SIGTERM), the tool it started is gone within 2 s, long
+//! before it would have created its marker, so the side effect never happens.
+//!
+//! Each scenario runs in the default mode (`auto`: a cgroup where this machine lets us create
+//! one; `IRIS_REQUIRE_CGROUP=1` makes its absence a failure) and in the subreaper fallback,
+//! chosen by configuration. A node SIGKILL is in `crates/iris-node/tests/containment.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
+#[allow(dead_code)]
+#[path = "conformance/agents.rs"]
+mod agents;
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use agents::{Agent, Dialect};
 use iris::agent::containment::{Containment, ContainmentMode};
 use iris::agent::procfs;
 use iris::core::config::{Config, ContainmentSetting};
-use iris::core::{Coded, ProcessState, TeamName};
+use iris::core::{Coded, ErrorCode, ProcessState, TeamName};
 use iris::runtime::{Runtime, TellOptions, TellOutcome};
 use iris::store::Store;
-use support::{World, fake_claude};
 
 /// How long a killed tool may linger (the bound).
 const GONE_WITHIN: Duration = Duration::from_secs(2);
 /// How long each tool would run if it were not killed: far longer than any scenario, so a tool
-/// that is gone was killed, and its marker (written as it ends) can never appear.
-const TOOL_MS: u64 = 60_000;
+/// that is gone was killed, and its marker (created as it ends) can never appear.
+const TOOL_SECS: u64 = 60;
 
 fn team(name: &str) -> TeamName {
     TeamName::new(name).unwrap()
 }
 
-/// The modes to test here: the subreaper always; the cgroup where it can be had.
+/// The modes to test: the default (a cgroup here, where possible) and the subreaper fallback.
 fn modes() -> Vec<ContainmentSetting> {
-    let mut modes = vec![ContainmentSetting::Subreaper];
-    match Containment::new(ContainmentSetting::Cgroup, "probe-containment-test") {
-        Ok(_) => modes.push(ContainmentSetting::Cgroup),
+    let cgroup = match Containment::new(ContainmentSetting::Cgroup, "probe-containment-test") {
+        Ok(_) => true,
         Err(error) if std::env::var_os("IRIS_REQUIRE_CGROUP").is_some() => {
             panic!("IRIS_REQUIRE_CGROUP is set but {error}")
         }
-        Err(error) => eprintln!("cgroup containment is not tested here: {error}"),
-    }
-    modes
-}
-
-async fn runtime(
-    world: &World,
-    mode: ContainmentSetting,
-    settings: &str,
-    teams: &[(&str, &str)],
-) -> Runtime {
-    let settings = format!("containment = \"{}\"\n{settings}", mode.as_str());
-    let config: Config = world.config_with_teams(teams, fake_claude(), &settings);
-    let store = Store::open(world.db_path()).unwrap();
-    let runtime = Runtime::start(config, store).await.unwrap();
-    let expected = match mode {
-        ContainmentSetting::Cgroup => ContainmentMode::Cgroup,
-        _ => ContainmentMode::Subreaper,
+        Err(error) => {
+            eprintln!("cgroup containment is not tested here: {error}");
+            false
+        }
     };
-    assert_eq!(runtime.containment(), expected);
-    runtime
+    if cgroup {
+        vec![ContainmentSetting::Auto, ContainmentSetting::Subreaper]
+    } else {
+        vec![ContainmentSetting::Subreaper]
+    }
 }
 
-/// Live processes whose command line names `marker` (the tool's own argument).
-fn tool_pids(marker: &Path) -> Vec<u32> {
-    let needle = marker.display().to_string();
-    procfs::all_stats()
-        .into_iter()
-        .filter(|s| s.is_alive() && s.pid != std::process::id())
-        .filter(|s| procfs::cmdline(s.pid).is_some_and(|args| args.iter().any(|a| a == &needle)))
-        .map(|s| s.pid)
-        .collect()
+/// One scenario's world: team directories, the agent's config dir, a database.
+struct World {
+    root: tempfile::TempDir,
+    agent: Agent,
+    mode: ContainmentSetting,
+}
+
+impl World {
+    fn new(agent: Agent, mode: ContainmentSetting) -> World {
+        World {
+            root: tempfile::tempdir().unwrap(),
+            agent,
+            mode,
+        }
+    }
+
+    fn what(&self) -> String {
+        format!("{} in {} mode", self.agent.name(), self.mode.as_str())
+    }
+
+    /// A runtime with teams `a` and each of `teams` (`(name, extra TOML)`), and `settings`.
+    async fn runtime(&self, settings: &str, teams: &[(&str, &str)]) -> Runtime {
+        let claude = self.root.path().join("claude");
+        std::fs::create_dir_all(&claude).unwrap();
+        let mut toml = format!(
+            "[settings]\ncontainment = \"{}\"\n{settings}\n[agent]\ncommand = {:?}\nenv = {}\n",
+            self.mode.as_str(),
+            self.agent.command.display().to_string(),
+            self.agent.env_toml(&claude, false)
+        );
+        for (name, extra) in std::iter::once(&("a", "")).chain(teams) {
+            std::fs::create_dir_all(self.root.path().join("teams").join(name)).unwrap();
+            toml.push_str(&format!(
+                "[teams.{name}]\npath = \"teams/{name}\"\ngrant_permission = \"yes\"\n{extra}\n"
+            ));
+        }
+        let config =
+            Config::from_toml_str(&toml, self.root.path(), "containment.toml", &|_| None).unwrap();
+        let store = Store::open(self.root.path().join("data/iris.redb")).unwrap();
+        let runtime = Runtime::start(config, store).await.unwrap();
+        if self.mode == ContainmentSetting::Subreaper {
+            assert_eq!(runtime.containment(), ContainmentMode::Subreaper);
+        } else {
+            assert_eq!(runtime.containment(), ContainmentMode::Cgroup);
+        }
+        runtime
+    }
+
+    /// A tool run by team `to`'s agent, named `name`.
+    fn tool(&self, to: &str, name: &str) -> Tool {
+        Tool {
+            marker: self.root.path().join("teams").join(to).join(name),
+            started: None,
+        }
+    }
+}
+
+/// A long tool in a session of its own, which creates its marker when it ends.
+struct Tool {
+    marker: PathBuf,
+    started: Option<Instant>,
+}
+
+impl Tool {
+    /// The message that makes the agent run the tool and wait for it.
+    fn run(&self, agent: &Agent) -> String {
+        match agent.dialect {
+            Dialect::Real => format!("usetool sleep {TOOL_SECS}; touch {}", self.marker.display()),
+            Dialect::Fake => format!("!tool {} {}", TOOL_SECS * 1000, self.name()),
+        }
+    }
+
+    /// The message that makes the agent start the tool in the background and end its turn.
+    fn leave_running(&self, agent: &Agent) -> String {
+        match agent.dialect {
+            Dialect::Real => format!(
+                "usetool (setsid sh -c 'sleep {TOOL_SECS}; touch {}' >/dev/null 2>&1 &)",
+                self.marker.display()
+            ),
+            Dialect::Fake => format!("!daemon {} {}", TOOL_SECS * 1000, self.name()),
+        }
+    }
+
+    fn name(&self) -> String {
+        self.marker
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Live processes whose command line names the marker.
+    fn pids(&self) -> Vec<u32> {
+        let needle = self.marker.display().to_string();
+        procfs::all_stats()
+            .into_iter()
+            .filter(|s| s.is_alive() && s.pid != std::process::id())
+            .filter(|s| {
+                procfs::cmdline(s.pid).is_some_and(|args| args.iter().any(|a| a.contains(&needle)))
+            })
+            .map(|s| s.pid)
+            .collect()
+    }
+
+    /// Waits until the tool runs.
+    async fn running(&mut self, what: &str) {
+        assert!(
+            within(Duration::from_secs(60), || !self.pids().is_empty()).await,
+            "{what}: the tool never started"
+        );
+        self.started = Some(Instant::now());
+    }
+
+    /// The tool is gone within [`GONE_WITHIN`], long before its time, so its side effect can
+    /// never happen.
+    async fn assert_killed(&self, what: &str) {
+        assert!(
+            within(GONE_WITHIN, || self.pids().is_empty()).await,
+            "{what}: the tool outlived its agent: {:?}",
+            self.pids()
+        );
+        assert!(self.started.unwrap().elapsed() < Duration::from_secs(TOOL_SECS));
+        assert!(
+            !self.marker.exists(),
+            "{what}: the tool's side effect happened"
+        );
+    }
 }
 
 async fn within(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
@@ -85,204 +197,226 @@ async fn within(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// A tool with its marker, in the team's directory.
-struct Tool {
-    marker: PathBuf,
-    started: Option<Instant>,
+/// The pid of the pair's agent, from its record (written without waiting: polled).
+async fn agent_pid(rt: &Runtime, from: &TeamName, to: &TeamName) -> u32 {
+    let mut pid = None;
+    within(Duration::from_secs(10), || {
+        pid = rt
+            .get_session(from, to)
+            .ok()
+            .flatten()
+            .and_then(|r| r.agent_process)
+            .map(|m| m.pid);
+        pid.is_some()
+    })
+    .await;
+    pid.expect("the agent's process is recorded")
 }
 
-impl Tool {
-    fn new(world: &World, team: &str, name: &str) -> Tool {
-        Tool {
-            marker: world.root.path().join("teams").join(team).join(name),
-            started: None,
+fn failed(what: &str, outcome: TellOutcome) -> iris::runtime::TurnError {
+    match outcome {
+        TellOutcome::Failed { error, .. } => error,
+        other => panic!("{what}: expected a failed turn, got {other:?}"),
+    }
+}
+
+/// Runs `scenario` for every agent in every mode.
+macro_rules! for_each_agent_and_mode {
+    ($scenario:ident) => {
+        for mode in modes() {
+            for agent in Agent::all(support::fake_claude()).await {
+                let world = World::new(agent, mode);
+                eprintln!(
+                    "containment: {} against {}",
+                    stringify!($scenario),
+                    world.what()
+                );
+                $scenario(world).await;
+            }
         }
-    }
+    };
+}
 
-    fn directive(&self, kind: &str) -> String {
-        format!(
-            "!{kind} {TOOL_MS} {}",
-            self.marker.file_name().unwrap().to_string_lossy()
+async fn forced_sleep_and_cancel(world: World) {
+    let what = world.what();
+    let rt = world.runtime("", &[("b", ""), ("c", "")]).await;
+    let (a, b, c) = (team("a"), team("b"), team("c"));
+
+    let mut tool = world.tool("b", "forced");
+    let turn = rt.submit(&a, &b, tool.run(&world.agent)).await.unwrap();
+    tool.running(&what).await;
+    rt.sleep(&a, &b, true).await.unwrap();
+    failed(&what, turn.outcome().await);
+    tool.assert_killed(&format!("{what}, forced sleep")).await;
+
+    let mut tool = world.tool("c", "cancelled");
+    let turn = rt.submit(&a, &c, tool.run(&world.agent)).await.unwrap();
+    tool.running(&what).await;
+    rt.cancel(&a, &c, false).await.unwrap();
+    failed(&what, turn.outcome().await);
+    tool.assert_killed(&format!("{what}, cancel")).await;
+    rt.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn crash_mid_tool(world: World) {
+    let what = world.what();
+    let rt = world.runtime("", &[("b", "")]).await;
+    let (a, b) = (team("a"), team("b"));
+    let mut tool = world.tool("b", "crashed");
+    let turn = rt.submit(&a, &b, tool.run(&world.agent)).await.unwrap();
+    tool.running(&what).await;
+    let agent = agent_pid(&rt, &a, &b).await;
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &agent.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    failed(&what, turn.outcome().await);
+    tool.assert_killed(&format!("{what}, crash mid-tool")).await;
+    rt.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn stall_mid_tool(world: World) {
+    let what = world.what();
+    // A frozen agent prints nothing and uses no CPU; its open tool call counts as progress
+    // only within tool_timeout.
+    let settings = "response_timeout = \"2s\"\ntool_timeout = \"1s\"";
+    let rt = world.runtime(settings, &[("b", "")]).await;
+    let (a, b) = (team("a"), team("b"));
+    let mut tool = world.tool("b", "stalled");
+    let turn = rt.submit(&a, &b, tool.run(&world.agent)).await.unwrap();
+    tool.running(&what).await;
+    let agent = agent_pid(&rt, &a, &b).await;
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &agent.to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let error = failed(&what, turn.outcome().await);
+    assert_eq!(error.code(), ErrorCode::Timeout, "{what}: {error}");
+    tool.assert_killed(&format!("{what}, stall kill")).await;
+    rt.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn idle_stop_and_eviction(world: World) {
+    let what = world.what();
+    let teams = [("b", "idle_timeout = \"500ms\""), ("c", ""), ("d", "")];
+    let rt = world.runtime("max_processes = 1", &teams).await;
+    let (a, b, c, d) = (team("a"), team("b"), team("c"), team("d"));
+
+    // Idle stop: the turn ends, and what it left running lives until the agent is stopped.
+    let mut tool = world.tool("b", "idle");
+    let told = rt
+        .tell(
+            &a,
+            &b,
+            tool.leave_running(&world.agent),
+            TellOptions::complete(),
         )
-    }
+        .await
+        .unwrap();
+    assert!(
+        matches!(told, TellOutcome::Completed(_)),
+        "{what}: {told:?}"
+    );
+    tool.running(&what).await;
+    let stopped = within(Duration::from_secs(10), || {
+        rt.get_session(&a, &b)
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.process_state == ProcessState::Stopped)
+    })
+    .await;
+    assert!(stopped, "{what}: the idle agent was not stopped");
+    tool.assert_killed(&format!("{what}, idle stop")).await;
 
-    /// Waits until the tool runs; returns its pid.
-    async fn running(&mut self) -> u32 {
-        let marker = self.marker.clone();
-        assert!(
-            within(Duration::from_secs(20), || !tool_pids(&marker).is_empty()).await,
-            "the tool never started"
-        );
-        self.started = Some(Instant::now());
-        tool_pids(&self.marker)[0]
-    }
+    // Eviction: one process slot; c's idle agent makes way for d's.
+    let mut tool = world.tool("c", "evicted");
+    let told = rt
+        .tell(
+            &a,
+            &c,
+            tool.leave_running(&world.agent),
+            TellOptions::complete(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(told, TellOutcome::Completed(_)),
+        "{what}: {told:?}"
+    );
+    tool.running(&what).await;
+    let told = rt
+        .tell(&a, &d, "hello", TellOptions::complete())
+        .await
+        .unwrap();
+    assert!(
+        matches!(told, TellOutcome::Completed(_)),
+        "{what}: {told:?}"
+    );
+    tool.assert_killed(&format!("{what}, eviction")).await;
+    rt.shutdown(Duration::from_secs(5)).await;
+}
 
-    /// Asserts that the tool is gone within [`GONE_WITHIN`], long before its time, so its side
-    /// effect can never happen.
-    async fn assert_killed(&self, what: &str) {
-        let marker = self.marker.clone();
-        assert!(
-            within(GONE_WITHIN, || tool_pids(&marker).is_empty()).await,
-            "{what}: the tool outlived its agent: {:?}",
-            tool_pids(&marker)
-        );
-        assert!(self.started.unwrap().elapsed() < Duration::from_millis(TOOL_MS));
-        assert!(
-            !self.marker.exists(),
-            "{what}: the tool's side effect happened after the kill"
-        );
-    }
+async fn shutdown_mid_tool(world: World) {
+    let what = world.what();
+    let rt = world.runtime("", &[("b", "")]).await;
+    let mut tool = world.tool("b", "shutdown");
+    let turn = rt
+        .submit(&team("a"), &team("b"), tool.run(&world.agent))
+        .await
+        .unwrap();
+    tool.running(&what).await;
+    // What a node does on SIGTERM.
+    rt.shutdown(Duration::from_secs(1)).await;
+    failed(&what, turn.outcome().await);
+    tool.assert_killed(&format!("{what}, shutdown")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forced_sleep_a_cancel_and_a_crash_leave_no_tool_running() {
-    for mode in modes() {
-        let world = World::new();
-        let rt = runtime(
-            &world,
-            mode,
-            "",
-            &[("a", ""), ("b", ""), ("c", ""), ("d", "")],
-        )
-        .await;
-        let (a, b, c, d) = (team("a"), team("b"), team("c"), team("d"));
+async fn a_forced_sleep_and_a_cancel_leave_no_tool_running() {
+    for_each_agent_and_mode!(forced_sleep_and_cancel);
+}
 
-        let mut forced = Tool::new(&world, "b", "forced");
-        let turn = rt.submit(&a, &b, forced.directive("tool")).await.unwrap();
-        forced.running().await;
-        rt.sleep(&a, &b, true).await.unwrap();
-        assert!(matches!(turn.outcome().await, TellOutcome::Failed { .. }));
-        forced
-            .assert_killed(&format!("{mode:?} forced sleep"))
-            .await;
-
-        let mut cancelled = Tool::new(&world, "c", "cancelled");
-        let turn = rt
-            .submit(&a, &c, cancelled.directive("tool"))
-            .await
-            .unwrap();
-        cancelled.running().await;
-        rt.cancel(&a, &c, false).await.unwrap();
-        assert!(matches!(turn.outcome().await, TellOutcome::Failed { .. }));
-        cancelled.assert_killed(&format!("{mode:?} cancel")).await;
-
-        let mut crashed = Tool::new(&world, "d", "crashed");
-        let turn = rt.submit(&a, &d, crashed.directive("tool")).await.unwrap();
-        let tool = crashed.running().await;
-        let agent = procfs::stat(tool).unwrap().ppid;
-        let killed = std::process::Command::new("kill")
-            .args(["-KILL", &agent.to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        assert!(matches!(turn.outcome().await, TellOutcome::Failed { .. }));
-        crashed
-            .assert_killed(&format!("{mode:?} crash mid-tool"))
-            .await;
-
-        rt.shutdown(Duration::from_secs(5)).await;
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_tool_leaves_no_tool_running() {
+    for_each_agent_and_mode!(crash_mid_tool);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stall_kill_leaves_no_tool_running() {
-    for mode in modes() {
-        let world = World::new();
-        // The tool prints nothing and uses no CPU: past tool_timeout it is no sign of progress.
-        let settings = "response_timeout = \"1s\"\ntool_timeout = \"1s\"";
-        let rt = runtime(&world, mode, settings, &[("a", ""), ("b", "")]).await;
-        let mut tool = Tool::new(&world, "b", "stalled");
-        let turn = rt
-            .submit(&team("a"), &team("b"), tool.directive("tool"))
-            .await
-            .unwrap();
-        tool.running().await;
-        match turn.outcome().await {
-            TellOutcome::Failed { error, .. } => {
-                assert_eq!(error.code(), iris::core::ErrorCode::Timeout, "{error}")
-            }
-            other => panic!("{mode:?}: expected a stall, got {other:?}"),
-        }
-        tool.assert_killed(&format!("{mode:?} stall kill")).await;
-        rt.shutdown(Duration::from_secs(5)).await;
-    }
+    for_each_agent_and_mode!(stall_mid_tool);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_stop_and_an_eviction_end_what_the_agent_left_running() {
-    for mode in modes() {
-        let world = World::new();
-        let rt = runtime(
-            &world,
-            mode,
-            "max_processes = 1",
-            &[
-                ("a", ""),
-                ("b", "idle_timeout = \"300ms\""),
-                ("c", ""),
-                ("d", ""),
-            ],
-        )
-        .await;
-        let (a, b, c, d) = (team("a"), team("b"), team("c"), team("d"));
+    for_each_agent_and_mode!(idle_stop_and_eviction);
+}
 
-        // Idle stop: the turn ends, the daemon it left runs on until the agent is stopped.
-        let mut idle = Tool::new(&world, "b", "idle");
-        let told = rt
-            .tell(&a, &b, idle.directive("daemon"), TellOptions::complete())
-            .await
-            .unwrap();
-        assert!(matches!(told, TellOutcome::Completed(_)), "{told:?}");
-        idle.running().await;
-        let stopped = within(Duration::from_secs(10), || {
-            rt.get_session(&a, &b)
-                .ok()
-                .flatten()
-                .is_some_and(|r| r.process_state == ProcessState::Stopped)
-        })
-        .await;
-        assert!(stopped, "{mode:?}: the idle agent was not stopped");
-        idle.assert_killed(&format!("{mode:?} idle stop")).await;
-
-        // Eviction: one process slot; c's idle agent makes way for d's.
-        let mut evicted = Tool::new(&world, "c", "evicted");
-        let told = rt
-            .tell(&a, &c, evicted.directive("daemon"), TellOptions::complete())
-            .await
-            .unwrap();
-        assert!(matches!(told, TellOutcome::Completed(_)), "{told:?}");
-        evicted.running().await;
-        let told = rt
-            .tell(&a, &d, "hello", TellOptions::complete())
-            .await
-            .unwrap();
-        assert!(matches!(told, TellOutcome::Completed(_)), "{told:?}");
-        evicted.assert_killed(&format!("{mode:?} eviction")).await;
-
-        rt.shutdown(Duration::from_secs(5)).await;
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_leaves_no_tool_running() {
+    for_each_agent_and_mode!(shutdown_mid_tool);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_agent_has_a_cgroup_of_its_own_that_goes_with_it() {
-    if !modes().contains(&ContainmentSetting::Cgroup) {
+    if !modes().contains(&ContainmentSetting::Auto) {
         return;
     }
-    let world = World::new();
-    let rt = runtime(
-        &world,
+    let world = World::new(
+        Agent::all(support::fake_claude()).await.remove(0),
         ContainmentSetting::Cgroup,
-        "",
-        &[("a", ""), ("b", "")],
-    )
-    .await;
-    let mut tool = Tool::new(&world, "b", "cgroup");
+    );
+    let what = world.what();
+    let rt = world.runtime("", &[("b", "")]).await;
+    let mut tool = world.tool("b", "cgroup");
     let turn = rt
-        .submit(&team("a"), &team("b"), tool.directive("tool"))
+        .submit(&team("a"), &team("b"), tool.run(&world.agent))
         .await
         .unwrap();
-    let pid = tool.running().await;
-    // The tool left the agent's session and group, but not its cgroup.
+    tool.running(&what).await;
+    // The tool left the agent's session and process group, but not its cgroup.
+    let pid = tool.pids()[0];
     let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let line = cgroup
         .lines()
@@ -293,11 +427,10 @@ async fn each_agent_has_a_cgroup_of_its_own_that_goes_with_it() {
         line.contains("/iris-") && line.contains("/agent-"),
         "{line}"
     );
-    let cpu = rt.agent_cpu();
-    assert_eq!(cpu.len(), 1, "one live agent is metered: {cpu:?}");
+    assert_eq!(rt.agent_cpu().len(), 1, "the live agent is metered");
     rt.sleep(&team("a"), &team("b"), true).await.unwrap();
     let _ = turn.outcome().await;
-    tool.assert_killed("cgroup forced sleep").await;
+    tool.assert_killed(&what).await;
     let agent_dir = cgroup_dir_of(&line);
     assert!(
         !agent_dir.exists(),
@@ -307,7 +440,7 @@ async fn each_agent_has_a_cgroup_of_its_own_that_goes_with_it() {
     rt.shutdown(Duration::from_secs(5)).await;
 }
 
-/// Where the cgroup `path` (a `0::` line) is mounted.
+/// Where the cgroup `path` (of a `0::` line) is in the mounted hierarchy.
 fn cgroup_dir_of(path: &str) -> PathBuf {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let mount = mountinfo
