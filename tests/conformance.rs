@@ -6,6 +6,8 @@
 //! missing CLI a failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// Each suite uses its own share of the agents' scripts.
+#[allow(dead_code)]
 #[path = "conformance/agents.rs"]
 mod agents;
 mod support;

@@ -18,9 +18,8 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use agents::{Agent, Dialect};
+use agents::Agent;
 use iris::agent::containment::{Containment, ContainmentMode};
-use iris::agent::procfs;
 use iris::core::config::{Config, ContainmentSetting};
 use iris::core::{Coded, ErrorCode, ProcessState, TeamName};
 use iris::runtime::{Runtime, TellOptions, TellOutcome};
@@ -121,42 +120,16 @@ struct Tool {
 impl Tool {
     /// The message that makes the agent run the tool and wait for it.
     fn run(&self, agent: &Agent) -> String {
-        match agent.dialect {
-            Dialect::Real => format!("usetool sleep {TOOL_SECS}; touch {}", self.marker.display()),
-            Dialect::Fake => format!("!tool {} {}", TOOL_SECS * 1000, self.name()),
-        }
+        agent.long_tool(TOOL_SECS, &self.marker)
     }
 
     /// The message that makes the agent start the tool in the background and end its turn.
     fn leave_running(&self, agent: &Agent) -> String {
-        match agent.dialect {
-            Dialect::Real => format!(
-                "usetool (setsid sh -c 'sleep {TOOL_SECS}; touch {}' >/dev/null 2>&1 &)",
-                self.marker.display()
-            ),
-            Dialect::Fake => format!("!daemon {} {}", TOOL_SECS * 1000, self.name()),
-        }
+        agent.background_tool(TOOL_SECS, &self.marker)
     }
 
-    fn name(&self) -> String {
-        self.marker
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned()
-    }
-
-    /// Live processes whose command line names the marker.
     fn pids(&self) -> Vec<u32> {
-        let needle = self.marker.display().to_string();
-        procfs::all_stats()
-            .into_iter()
-            .filter(|s| s.is_alive() && s.pid != std::process::id())
-            .filter(|s| {
-                procfs::cmdline(s.pid).is_some_and(|args| args.iter().any(|a| a.contains(&needle)))
-            })
-            .map(|s| s.pid)
-            .collect()
+        agents::processes_naming(&self.marker)
     }
 
     /// Waits until the tool runs.

@@ -146,10 +146,52 @@ impl Agent {
         (input * 5 + output * 25) as f64 / 1e6
     }
 
+    /// A message that makes the model run a Bash command for `secs` seconds, in a session of
+    /// its own, that then creates `marker` (an absolute path in the team's directory).
+    pub fn long_tool(&self, secs: u64, marker: &Path) -> String {
+        match self.dialect {
+            Dialect::Real => format!("usetool sleep {secs}; touch {}", marker.display()),
+            Dialect::Fake => format!("!tool {} {}", secs * 1000, file_name(marker)),
+        }
+    }
+
+    /// A message that makes the model start such a command in the background (`setsid cmd &`)
+    /// and end its turn, leaving the command running.
+    pub fn background_tool(&self, secs: u64, marker: &Path) -> String {
+        match self.dialect {
+            Dialect::Real => format!(
+                "usetool (setsid sh -c 'sleep {secs}; touch {}' >/dev/null 2>&1 &)",
+                marker.display()
+            ),
+            Dialect::Fake => format!("!daemon {} {}", secs * 1000, file_name(marker)),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self.dialect {
             Dialect::Real => "the real Claude Code CLI",
             Dialect::Fake => "fake-claude",
         }
     }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The live processes whose command line names `marker`: a tool started by
+/// [`Agent::long_tool`] or [`Agent::background_tool`] (and the shell running it).
+pub fn processes_naming(marker: &Path) -> Vec<u32> {
+    let needle = marker.display().to_string();
+    iris_agent::procfs::all_stats()
+        .into_iter()
+        .filter(|s| s.is_alive() && s.pid != std::process::id())
+        .filter(|s| {
+            iris_agent::procfs::cmdline(s.pid)
+                .is_some_and(|args| args.iter().any(|a| a.contains(&needle)))
+        })
+        .map(|s| s.pid)
+        .collect()
 }

@@ -1,34 +1,55 @@
-//! Multi-process: a node is stopped (SIGTERM) or killed (SIGKILL) while its agent runs a tool
-//! in a session of its own (fake-claude's `!tool`, which is how the real CLI runs Bash). In
+//! Multi-process, in the conformance style (the real Claude Code CLI's Bash tool, and
+//! fake-claude's `!tool`, both in sessions of their own): a node is stopped (SIGTERM) or killed
+//! (SIGKILL) while its agent runs a tool. In
 //! cgroup mode nothing the agent started survives either for more than 2 s, and the tool's side
 //! effect never happens. In the subreaper fallback SIGTERM is as clean, while after SIGKILL the
 //! tool runs on until the node's next start kills it by its tag: the limit ARCHITECTURE.md
 //! states. `iris stats` names the mode.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-use std::path::{Path, PathBuf};
+// Each suite uses its own share of the agents' scripts.
+#[allow(dead_code)]
+#[path = "../../../tests/conformance/agents.rs"]
+mod agents;
+
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use agents::{Agent, processes_naming as tool_pids};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const IRIS: &str = env!("CARGO_BIN_EXE_iris");
+
+/// fake-claude, next to `iris` (built if a run of this package alone has not built it).
+fn fake_claude() -> PathBuf {
+    let path = std::path::Path::new(IRIS).with_file_name("fake-claude");
+    if !path.exists() {
+        let ok = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-p", "fake-claude", "--bin", "fake-claude"])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "building fake-claude failed");
+    }
+    path
+}
 const STEP: Duration = Duration::from_secs(60);
 const GONE_WITHIN: Duration = Duration::from_secs(2);
 
 struct World {
     dir: tempfile::TempDir,
-    mode: &'static str,
+    agent: Agent,
 }
 
 impl World {
-    fn new(mode: &'static str) -> World {
+    fn new(mode: &'static str, agent: Agent) -> World {
         let world = World {
             dir: tempfile::tempdir().unwrap(),
-            mode,
+            agent,
         };
         let root = world.dir.path();
         for dir in ["alpha", "beta", "home/.claude"] {
@@ -43,7 +64,8 @@ containment = "{mode}"
 path = "{root}/data/iris.redb"
 
 [agent]
-command = "fake-claude"
+command = {command:?}
+env = {env}
 
 [teams.alpha]
 path = "{root}/alpha"
@@ -53,6 +75,8 @@ path = "{root}/beta"
 grant_permission = "yes"
 "#,
             root = root.display(),
+            command = world.agent.command.display().to_string(),
+            env = world.agent.env_toml(&root.join("home/.claude"), false),
         );
         std::fs::write(root.join("iris.toml"), config).unwrap();
         world
@@ -127,19 +151,6 @@ fn cgroup_available() -> bool {
     }
 }
 
-/// Live processes whose command line names `marker` (the tool's own argument).
-fn tool_pids(marker: &Path) -> Vec<u32> {
-    let needle = marker.display().to_string();
-    iris_agent::procfs::all_stats()
-        .into_iter()
-        .filter(|s| s.is_alive())
-        .filter(|s| {
-            iris_agent::procfs::cmdline(s.pid).is_some_and(|args| args.iter().any(|a| a == &needle))
-        })
-        .map(|s| s.pid)
-        .collect()
-}
-
 async fn within(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
@@ -158,17 +169,12 @@ fn signal(node: &Child, signal: Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
 }
 
-/// Starts a tool of `ms` through the node and waits until it runs.
-async fn start_tool(world: &World, name: &str, ms: u64) -> PathBuf {
+/// Starts a tool of `secs` through the node and waits until it runs.
+async fn start_tool(world: &World, name: &str, secs: u64) -> PathBuf {
     let marker = world.marker(name);
+    let message = world.agent.long_tool(secs, &marker);
     world
-        .ok(&[
-            "tell",
-            "alpha",
-            "beta",
-            &format!("!tool {ms} {name}"),
-            "--async",
-        ])
+        .ok(&["tell", "alpha", "beta", &message, "--async"])
         .await;
     assert!(
         within(STEP, || !tool_pids(&marker).is_empty()).await,
@@ -177,14 +183,15 @@ async fn start_tool(world: &World, name: &str, ms: u64) -> PathBuf {
     marker
 }
 
-async fn stop_and_check(mode: &'static str, how: Signal) {
-    let world = World::new(mode);
+async fn stop_and_check(mode: &'static str, agent: Agent, how: Signal) {
+    let world = World::new(mode, agent);
+    let mode = format!("{} in {mode} mode", world.agent.name());
     let mut node = world.start_node().await;
     let stats = world.ok(&["stats"]).await;
-    assert_eq!(stats["containment"], mode, "{stats:#}");
+    assert!(mode.ends_with(&format!("{} mode", stats["containment"].as_str().unwrap())));
     // Longer than the node's graceful stop, so the agent cannot finish the turn first.
-    let ms = 45_000;
-    let marker = start_tool(&world, "tool", ms).await;
+    let secs = 45;
+    let marker = start_tool(&world, "tool", secs).await;
     let started = Instant::now();
     signal(&node, how);
     tokio::time::timeout(STEP, node.wait())
@@ -198,7 +205,7 @@ async fn stop_and_check(mode: &'static str, how: Signal) {
     );
     // The tool writes its marker as it ends: gone before its time, it was killed, and the
     // side effect can never happen.
-    assert!(started.elapsed() < Duration::from_millis(ms));
+    assert!(started.elapsed() < Duration::from_secs(secs));
     assert!(
         !marker.exists(),
         "{mode}, node {how}: the tool's side effect happened"
@@ -210,24 +217,35 @@ async fn in_a_cgroup_no_tool_survives_a_node_sigterm_or_sigkill() {
     if !cgroup_available() {
         return;
     }
-    stop_and_check("cgroup", Signal::SIGTERM).await;
-    stop_and_check("cgroup", Signal::SIGKILL).await;
+    for how in [Signal::SIGTERM, Signal::SIGKILL] {
+        for agent in Agent::all(&fake_claude()).await {
+            stop_and_check("cgroup", agent, how).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_subreaper_sigterm_is_clean_and_the_next_start_reaps_what_sigkill_left() {
-    stop_and_check("subreaper", Signal::SIGTERM).await;
+    for agent in Agent::all(&fake_claude()).await {
+        stop_and_check("subreaper", agent, Signal::SIGTERM).await;
+    }
+    for agent in Agent::all(&fake_claude()).await {
+        sigkill_then_restart(agent).await;
+    }
+}
 
-    let world = World::new("subreaper");
+/// The subreaper's limit and its remedy: SIGKILL leaves the tool, the next start kills it.
+async fn sigkill_then_restart(agent: Agent) {
+    let world = World::new("subreaper", agent);
     let mut node = world.start_node().await;
-    let marker = start_tool(&world, "left", 60_000).await;
+    let marker = start_tool(&world, "left", 60).await;
     signal(&node, Signal::SIGKILL);
     tokio::time::timeout(STEP, node.wait())
         .await
         .unwrap()
         .unwrap();
     // The documented limit: the guardian kills the agent's group, not the tool's session.
-    assert!(!tool_pids(&marker).is_empty());
+    assert!(!tool_pids(&marker).is_empty(), "{}", world.agent.name());
     let mut restarted = world.start_node().await;
     assert!(
         within(GONE_WITHIN, || tool_pids(&marker).is_empty()).await,
