@@ -231,6 +231,17 @@ impl NodeCgroup {
     }
 }
 
+impl Drop for NodeCgroup {
+    /// Removes the node's cgroup once the runtime is done with it, with any empty agent cgroup
+    /// left in it (a cgroup that still holds a process stays, for the next start to reap).
+    fn drop(&mut self) {
+        for agent in self.agent_cgroups() {
+            let _ = fs::remove_dir(agent.dir());
+        }
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
 /// One agent's cgroup. The child joins it before `exec`; [`AgentCgroup::kill`] ends everything
 /// in it; it is removed once empty.
 #[derive(Debug)]
