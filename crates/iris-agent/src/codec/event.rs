@@ -334,6 +334,15 @@ impl AssistantMessage {
             })
             .collect()
     }
+
+    /// The tool calls the message opens, as `(tool use id, tool name)`, in order. Each stays
+    /// open until a later `user` event carries its result ([`UserEvent::tool_result_ids`]).
+    pub fn tool_uses(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.content.iter().filter_map(|block| match block {
+            ContentBlock::ToolUse { id, name, .. } => Some((id.as_str(), name.as_str())),
+            _ => None,
+        })
+    }
 }
 
 /// A content block of an assistant message.
@@ -450,6 +459,20 @@ pub struct UserEvent {
     pub parent_tool_use_id: Option<String>,
     /// The message, as sent (`role`, `content`).
     pub message: Value,
+}
+
+impl UserEvent {
+    /// The tool use ids whose results this message carries (its `tool_result` content blocks):
+    /// the tool calls it closes.
+    pub fn tool_result_ids(&self) -> impl Iterator<Item = &str> {
+        self.message
+            .get("content")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|block| block.get("type").and_then(Value::as_str) == Some("tool_result"))
+            .filter_map(|block| block.get("tool_use_id").and_then(Value::as_str))
+    }
 }
 
 /// A `stream_event`: one raw API streaming event.

@@ -5,6 +5,7 @@ use std::time::Duration;
 use iris_core::{Coded, ErrorCode};
 
 use crate::codec::CodecError;
+use crate::conversation::liveness::format_elapsed;
 use crate::process::{ExitInfo, SpawnError};
 
 /// Why a conversation could not start, or a turn could not finish.
@@ -42,13 +43,41 @@ pub enum AgentError {
         /// How it ended.
         exit: ExitInfo,
     },
-    /// The agent produced no output for too long; it was killed.
+    /// The turn made no progress for too long (no output, no open tool call, no CPU use by the
+    /// agent's processes); the agent was killed.
     #[error(
-        "the agent produced no output for {after:?} and was killed; raise response_timeout if turns legitimately take longer"
+        "the agent made no progress for {after:?} (no output, no tool call running, no CPU use) and was killed; raise response_timeout if its turns legitimately go quiet that long"
     )]
     Stalled {
-        /// The silence that was tolerated.
+        /// The time without progress that was tolerated.
         after: Duration,
+    },
+    /// A tool call stayed open past its timeout, and the agent then made no other progress (no
+    /// output, no CPU use) for the stall limit; the agent was killed.
+    #[error(
+        "the agent's {tool} tool call ran for {} (over tool_timeout, {}) and the agent then made no progress (no output, no CPU use) for {}; it was killed; raise tool_timeout for the team if its tools legitimately run that long",
+        format_elapsed(*.ran),
+        format_elapsed(*.limit),
+        format_elapsed(*.stall)
+    )]
+    ToolTimedOut {
+        /// The tool's name.
+        tool: String,
+        /// How long the call had been open.
+        ran: Duration,
+        /// The tool timeout.
+        limit: Duration,
+        /// The stall limit that passed after it.
+        stall: Duration,
+    },
+    /// The turn ran longer than its cap, whatever its progress; the agent was killed.
+    #[error(
+        "the turn ran longer than turn_timeout ({}) and the agent was killed; raise turn_timeout for the team (or set it to \"off\") if turns legitimately take longer",
+        format_elapsed(*.limit)
+    )]
+    TurnTimedOut {
+        /// The cap.
+        limit: Duration,
     },
     /// The turn was interrupted and the agent did not finish it within the grace period, so it
     /// was killed.
@@ -109,6 +138,8 @@ impl Coded for AgentError {
         match self {
             AgentError::HandshakeTimeout { .. }
             | AgentError::Stalled { .. }
+            | AgentError::ToolTimedOut { .. }
+            | AgentError::TurnTimedOut { .. }
             | AgentError::InterruptTimedOut { .. } => ErrorCode::Timeout,
             _ => ErrorCode::ProcessError,
         }

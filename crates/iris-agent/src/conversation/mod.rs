@@ -4,11 +4,14 @@
 //! the `initialize` handshake (no model call, no cost). [`Conversation::turn`] sends one user
 //! message and streams every event until the turn's `result`. Every wait is bounded, and an
 //! agent that exits is reported at once with its exit status and stderr tail, never by waiting
-//! out a timeout.
+//! out a timeout. A turn is judged by its progress, not its silence ([`liveness`]): a silent
+//! tool or a busy CPU keeps it alive, a frozen agent does not. What the agent is doing is
+//! published as an [`Activity`] ([`Conversation::activity`]).
 
 mod cost;
 mod error;
 mod io;
+pub mod liveness;
 mod permission;
 
 use std::sync::Arc;
@@ -22,6 +25,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use error::{AgentError, LaunchRefusal};
+pub use liveness::{Activity, TurnLimits};
 pub use permission::{
     ConfiguredPolicy, Decision, DecisionFuture, PermissionPolicy, PermissionRequest,
 };
@@ -34,6 +38,7 @@ use crate::containment::Containment;
 use crate::process::{AgentProcess, DEFAULT_STDERR_TAIL, ExitInfo, StopGrace, StopOutcome};
 use cost::RunningCost;
 use io::ReaderMsg;
+use liveness::{Liveness, Verdict};
 
 /// After the agent exits mid-turn, how long to keep reading what it printed before the exit.
 const EXIT_DRAIN: Duration = Duration::from_millis(200);
@@ -172,7 +177,18 @@ pub struct Conversation {
     /// leaves one behind, and its result must not be taken for the next turn's.
     unfinished_turns: usize,
     options: ConversationOptions,
+    /// What the agent is doing, for anyone watching ([`Conversation::activity`]).
+    activity: watch::Sender<Activity>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// Sets the activity back to idle when a turn ends, however it ends (its future dropped too).
+struct IdleOnDrop(watch::Sender<Activity>);
+
+impl Drop for IdleOnDrop {
+    fn drop(&mut self) {
+        self.0.send_replace(Activity::Idle);
+    }
 }
 
 impl Conversation {
@@ -209,6 +225,7 @@ impl Conversation {
             running_cost: RunningCost::default(),
             unfinished_turns: 0,
             options,
+            activity: watch::channel(Activity::Idle).0,
             tasks,
         };
         conversation.handshake().await?;
@@ -260,14 +277,21 @@ impl Conversation {
 
     /// Sends `text` as one user message and waits for the turn's `result`, forwarding every
     /// event to `sink` (if given) as it arrives; a full sink misses events rather than stall the
-    /// turn, so size it for the events it should see. `stall` bounds the silence between events: when
-    /// it passes, the agent is killed and the turn fails with [`AgentError::Stalled`].
+    /// turn, so size it for the events it should see.
+    ///
+    /// `limits` (a [`TurnLimits`], or a `Duration` for the stall limit alone) bound the turn:
+    /// when it makes no progress (no event, no open tool call within `tool_timeout`, no CPU use
+    /// by the agent's processes) for `stall`, the agent is killed and the turn fails with
+    /// [`AgentError::Stalled`] (or [`AgentError::ToolTimedOut`] when a tool call outlived its
+    /// timeout); past `turn_timeout` it fails with [`AgentError::TurnTimedOut`]. No limit fails
+    /// the turn before what the agent had already printed is read.
     pub async fn turn(
         &mut self,
         text: &str,
         sink: Option<&mpsc::Sender<DecodedEvent>>,
-        stall: Duration,
+        limits: impl Into<TurnLimits>,
     ) -> Result<TurnReport, AgentError> {
+        let limits = limits.into();
         if self.process.exit_info().is_some() {
             return Err(AgentError::NotRunning);
         }
@@ -287,7 +311,9 @@ impl Conversation {
         let mut compacted = false;
         let mut exit = self.process.exit_watch();
         let mut interrupted = self.interrupts.subscribe();
-        let mut stall_deadline = Instant::now() + stall;
+        let mut liveness = Liveness::new(limits, Instant::now(), self.process.cpu_time());
+        let _idle = IdleOnDrop(self.activity.clone());
+        self.activity.send_replace(liveness.activity());
         let previous_id = self.session_id.clone();
         // Once the agent has exited, what it printed last may still be in the pipe: keep
         // reading until EOF, for a moment at most (a grandchild may hold stdout open).
@@ -296,10 +322,15 @@ impl Conversation {
             let interrupt_deadline = interrupted
                 .borrow()
                 .map(|p| p.at + self.options.interrupt_grace);
+            let wake = liveness.wake_at();
             tokio::select! {
+                // What has arrived is always read before any timer is looked at.
+                biased;
                 msg = self.events.recv() => match msg {
                     Some(ReaderMsg::Event(decoded)) => {
-                        stall_deadline = Instant::now() + stall;
+                        if liveness.event(&decoded.event, Instant::now()) {
+                            self.activity.send_replace(liveness.activity());
+                        }
                         self.note_session_id(&decoded.event);
                         match &decoded.event {
                             Event::Assistant(assistant) => {
@@ -347,9 +378,23 @@ impl Conversation {
                     exit_drain = Some(Instant::now() + EXIT_DRAIN);
                 }
                 _ = sleep_until_opt(exit_drain) => return Err(self.exited().await),
-                _ = tokio::time::sleep_until(stall_deadline), if exit_drain.is_none() => {
+                _ = tokio::time::sleep_until(wake), if exit_drain.is_none() => {
+                    let failure = match liveness.check(Instant::now(), self.process.cpu_time()) {
+                        Verdict::Alive | Verdict::Confirming => continue,
+                        Verdict::Stalled => AgentError::Stalled { after: limits.stall },
+                        Verdict::ToolTimedOut { tool, ran } => AgentError::ToolTimedOut {
+                            tool,
+                            ran,
+                            limit: limits.tool_timeout,
+                            stall: limits.stall,
+                        },
+                        Verdict::TurnTimedOut => AgentError::TurnTimedOut {
+                            limit: limits.turn_timeout.unwrap_or_default(),
+                        },
+                    };
+                    tracing::warn!(pid = self.process.pid(), %failure, "killing the agent");
                     self.process.kill();
-                    return Err(AgentError::Stalled { after: stall });
+                    return Err(failure);
                 }
                 _ = sleep_until_opt(interrupt_deadline) => {
                     self.process.kill();
@@ -374,6 +419,12 @@ impl Conversation {
             // No turn runs while `&self` is borrowed here: this is the next one.
             turn: self.sent_turns.load(Ordering::SeqCst) + 1,
         }
+    }
+
+    /// What the agent is doing, published as it changes: idle between turns, streaming, or
+    /// running a tool (since when). Read it without waiting on the turn.
+    pub fn activity(&self) -> watch::Receiver<Activity> {
+        self.activity.subscribe()
     }
 
     /// The conversation id the agent last reported.
