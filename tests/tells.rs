@@ -451,3 +451,73 @@ fn counts_and_costs_survive_a_restart_and_unfinished_turns_become_interrupted() 
         runtime.shutdown(Duration::from_secs(2)).await;
     });
 }
+
+/// Liveness, not silence, through the runtime: a silent tool that runs longer than
+/// `response_timeout` completes, status shows it running and the turn's events its start and
+/// end; a team's `turn_timeout` caps a turn that keeps streaming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_tool_outlives_the_stall_limit_and_status_shows_it_running() {
+    let world = World::new();
+    // fake-claude's !tool stays silent (no background-task notice) for as long as it runs.
+    let silent = "agent = { env = { FAKE_CLAUDE_TASK_NOTICE_MS = \"600000\" } }";
+    let config = world.config_with_teams(
+        &[
+            ("alpha", ""),
+            ("beta", silent),
+            ("gamma", "turn_timeout = \"1s\""),
+        ],
+        fake_claude(),
+        "response_timeout = \"1s\"",
+    );
+    let runtime = Runtime::start(config, Store::open(world.db_path()).unwrap())
+        .await
+        .unwrap();
+    let (a, b, c) = (team("alpha"), team("beta"), team("gamma"));
+
+    let handle = runtime.submit(&a, &b, "!tool 3000 marker").await.unwrap();
+    let mut events = handle.events();
+    let mut shown = String::new();
+    eventually("status to show the running tool", async || {
+        let status = runtime.status(&a, &b).await.unwrap();
+        shown = status.activity.map(|a| a.to_string()).unwrap_or_default();
+        shown.starts_with("running tool Bash for ")
+    })
+    .await;
+    let outcome = handle.outcome().await;
+    assert!(
+        completed_text(&outcome).starts_with("after tool"),
+        "{outcome:?}"
+    );
+    let mut tool_events = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        match event {
+            TurnEvent::ToolStarted { tool, .. } => tool_events.push(format!("started {tool}")),
+            TurnEvent::ToolFinished { tool, .. } => tool_events.push(format!("finished {tool}")),
+            _ => {}
+        }
+    }
+    assert_eq!(tool_events, ["started Bash", "finished Bash"]);
+    let after = runtime.status(&a, &b).await.unwrap();
+    assert_eq!(
+        after.activity.map(|a| a.to_string()).as_deref(),
+        Some("idle")
+    );
+
+    // gamma's turns are capped at 1 s: a minute of streaming fails with the cap's error.
+    let capped = runtime
+        .tell(&a, &c, "!stream 600 100", TellOptions::complete())
+        .await
+        .unwrap();
+    let error = failure(&capped);
+    assert_eq!(
+        error,
+        &TurnError::TurnTimeout {
+            limit: Duration::from_secs(1)
+        }
+    );
+    assert_eq!(
+        iris::core::Coded::code(error),
+        iris::core::ErrorCode::Timeout
+    );
+    runtime.shutdown(Duration::from_secs(2)).await;
+}

@@ -259,6 +259,10 @@ pub struct StatusReply {
     pub queued: usize,
     /// The turn in flight.
     pub current_turn: Option<String>,
+    /// What the agent is doing, when it is awake: "starting", "idle", "streaming" or "running
+    /// tool Bash for 3m12s".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity: Option<String>,
 }
 
 /// One configured team.

@@ -486,6 +486,9 @@ fn status_detail(s: &StatusReply, now: Timestamp, style: TableStyle) -> String {
     if let Some(turn) = &s.current_turn {
         rows.push(("current turn", turn.clone()));
     }
+    if let Some(activity) = &s.activity {
+        rows.push(("activity", activity.clone()));
+    }
     match &s.session {
         Some(r) => {
             rows.push(("session", r.session_id.to_string()));

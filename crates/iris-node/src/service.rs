@@ -393,6 +393,7 @@ pub fn status_reply(from: String, to: String, status: PairStatus) -> StatusReply
         busy: status.busy,
         queued: status.queued,
         current_turn: status.current_turn.map(|turn| turn.to_string()),
+        activity: status.activity.map(|activity| activity.to_string()),
     }
 }
 
@@ -497,11 +498,73 @@ mod tests {
     }
 
     #[test]
+    fn status_shows_what_the_agent_is_doing_and_keeps_its_json_fields() {
+        let busy = PairStatus {
+            session: None,
+            awake: true,
+            busy: true,
+            queued: 0,
+            current_turn: Some(TurnId::new()),
+            activity: Some(iris_runtime::AgentActivity::RunningTool {
+                tool: "Bash".into(),
+                running_for_ms: 192_400,
+            }),
+        };
+        let reply = status_reply("a".into(), "b".into(), busy);
+        assert_eq!(
+            reply.activity.as_deref(),
+            Some("running tool Bash for 3m12s")
+        );
+        let json = serde_json::to_value(&reply).unwrap();
+        for field in [
+            "from",
+            "to",
+            "session",
+            "awake",
+            "busy",
+            "queued",
+            "current_turn",
+        ] {
+            assert!(json.get(field).is_some(), "{field} in {json}");
+        }
+        assert_eq!(json["activity"], "running tool Bash for 3m12s");
+        // An older reply without the field still reads.
+        let mut older = json.clone();
+        older.as_object_mut().unwrap().remove("activity");
+        let read: StatusReply = serde_json::from_value(older).unwrap();
+        assert_eq!(read.activity, None);
+        let asleep = PairStatus {
+            session: None,
+            awake: false,
+            busy: false,
+            queued: 0,
+            current_turn: None,
+            activity: None,
+        };
+        let json = serde_json::to_value(status_reply("a".into(), "b".into(), asleep)).unwrap();
+        assert!(json.get("activity").is_none(), "{json}");
+    }
+
+    #[test]
     fn a_failed_tell_carries_the_turn_errors_code_and_message() {
         let cases = [
             (
                 TurnError::Timeout {
                     after: Duration::from_secs(5),
+                },
+                "TIMEOUT",
+            ),
+            (
+                TurnError::ToolTimeout {
+                    tool: "Bash".into(),
+                    ran: Duration::from_secs(1900),
+                    limit: Duration::from_secs(1800),
+                },
+                "TIMEOUT",
+            ),
+            (
+                TurnError::TurnTimeout {
+                    limit: Duration::from_secs(3600),
                 },
                 "TIMEOUT",
             ),

@@ -22,5 +22,5 @@ pub use error::RuntimeError;
 pub use pool::PoolView;
 pub use protocol::{SessionReply, SessionRequest};
 pub use runtime::{Runtime, RuntimeStats, TurnHandle};
-pub use session::{Cancelled, Deletion, PairStatus, TranscriptRemoval};
+pub use session::{AgentActivity, Cancelled, Deletion, PairStatus, TranscriptRemoval};
 pub use tell::{TellOptions, TellOutcome, TurnError, TurnEvent, TurnResult, Wait};

@@ -458,6 +458,7 @@ impl Runtime {
             busy: false,
             queued: 0,
             current_turn: None,
+            activity: None,
         })
     }
 

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use iris_agent::conversation::liveness::format_elapsed;
 use iris_core::{Coded, ErrorCode, TurnId, UsageTotals};
 use serde::{Deserialize, Serialize};
 
@@ -117,12 +118,14 @@ pub struct TurnResult {
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum TurnError {
-    /// The agent was silent longer than `response_timeout`; it was killed.
+    /// The turn made no progress (no output, no tool call running, no CPU use) for
+    /// `response_timeout`; the agent was killed.
     #[error(
-        "the agent produced no output for {after:?} and was killed; raise response_timeout if its turns legitimately go quiet that long"
+        "the agent made no progress for {} (no output, no tool call running, no CPU use) and was killed; raise response_timeout if its turns legitimately go quiet that long",
+        format_elapsed(*.after)
     )]
     Timeout {
-        /// The silence tolerated.
+        /// The time without progress tolerated.
         #[serde(with = "humantime_serde")]
         after: Duration,
     },
@@ -182,6 +185,34 @@ pub enum TurnError {
         /// What happened.
         reason: String,
     },
+    /// A tool call stayed open past the team's `tool_timeout`, and the agent then made no other
+    /// progress for `response_timeout`; the agent was killed.
+    #[error(
+        "the agent's {tool} tool call ran for {} (over tool_timeout, {}) with no other sign of progress (no output, no CPU use) after it; the agent was killed; raise the team's tool_timeout if its tools legitimately run that long",
+        format_elapsed(*.ran),
+        format_elapsed(*.limit)
+    )]
+    ToolTimeout {
+        /// The tool's name.
+        tool: String,
+        /// How long the call had been open.
+        #[serde(with = "humantime_serde")]
+        ran: Duration,
+        /// `tool_timeout`.
+        #[serde(with = "humantime_serde")]
+        limit: Duration,
+    },
+    /// The turn ran longer than the team's `turn_timeout`, whatever its progress; the agent was
+    /// killed.
+    #[error(
+        "the turn ran longer than turn_timeout ({}) and the agent was killed; raise the team's turn_timeout (or set it to \"off\") if its turns legitimately take longer",
+        format_elapsed(*.limit)
+    )]
+    TurnTimeout {
+        /// `turn_timeout`.
+        #[serde(with = "humantime_serde")]
+        limit: Duration,
+    },
 }
 
 /// "exited with code 1", "was killed by signal 9 (SIGKILL)".
@@ -224,7 +255,9 @@ fn error_result_sentence(subtype: &str, status: Option<u16>, message: &str) -> S
 impl Coded for TurnError {
     fn code(&self) -> ErrorCode {
         match self {
-            TurnError::Timeout { .. } => ErrorCode::Timeout,
+            TurnError::Timeout { .. }
+            | TurnError::ToolTimeout { .. }
+            | TurnError::TurnTimeout { .. } => ErrorCode::Timeout,
             TurnError::PoolExhausted { .. } => ErrorCode::PoolLimitExceeded,
             TurnError::Spawn { code, .. } => *code,
             _ => ErrorCode::ProcessError,
@@ -247,6 +280,27 @@ pub enum TurnEvent {
         turn_id: TurnId,
         /// The new text.
         text: String,
+    },
+    /// The agent called a tool (a `tool_use` block); it runs until its result comes back.
+    ToolStarted {
+        /// The turn.
+        turn_id: TurnId,
+        /// The tool use id (`toolu_…`).
+        tool_use_id: String,
+        /// The tool's name (`Bash`, `mcp__server__tool`, …).
+        tool: String,
+    },
+    /// A tool call's result came back to the agent.
+    ToolFinished {
+        /// The turn.
+        turn_id: TurnId,
+        /// The tool use id.
+        tool_use_id: String,
+        /// The tool's name.
+        tool: String,
+        /// How long the call was open.
+        #[serde(with = "humantime_serde")]
+        ran_for: Duration,
     },
     /// The turn ended.
     Finished {
@@ -299,5 +353,39 @@ mod tests {
             turns.to_string(),
             "the agent stopped at its limit of model turns"
         );
+    }
+
+    #[test]
+    fn each_limit_says_which_it_is_and_how_to_raise_it() {
+        let stall = TurnError::Timeout {
+            after: Duration::from_secs(120),
+        };
+        assert!(stall.to_string().contains("2m"), "{stall}");
+        assert!(stall.to_string().contains("response_timeout"), "{stall}");
+        let tool = TurnError::ToolTimeout {
+            tool: "Bash".into(),
+            ran: Duration::from_millis(1_812_400),
+            limit: Duration::from_secs(1800),
+        };
+        let shown = tool.to_string();
+        assert!(
+            shown.contains("Bash tool call ran for 30m12s (over tool_timeout, 30m)"),
+            "{shown}"
+        );
+        assert!(shown.contains("raise the team's tool_timeout"), "{shown}");
+        let turn = TurnError::TurnTimeout {
+            limit: Duration::from_secs(3600),
+        };
+        assert!(
+            turn.to_string().contains("longer than turn_timeout (1h)"),
+            "{turn}"
+        );
+        for error in [stall, tool, turn] {
+            assert_eq!(error.code(), ErrorCode::Timeout);
+            // Through JSON and back, as the control API carries it.
+            let json = serde_json::to_string(&error).unwrap_or_default();
+            let back: TurnError = serde_json::from_str(&json).unwrap_or(TurnError::Cancelled);
+            assert_eq!(back, error, "{json}");
+        }
     }
 }

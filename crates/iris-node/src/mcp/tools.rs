@@ -68,7 +68,8 @@ const TEAM_WAKE_ALL: &str = "Wake the sessions from fromTeam to every other conf
 (a few at a time). Returns one entry per team, with its session or why it did not wake.";
 
 const TEAM_STATUS: &str = "The live state of fromTeam's sessions: with `team`, that one \
-session (awake, busy, queued messages, the message in progress, its record); without, every \
+session (awake, busy, queued messages, the message in progress, what the agent is doing: \
+\"streaming\", \"running tool Bash for 3m12s\", \"idle\"; its record); without, every \
 configured team with the state of the session from fromTeam to it.";
 
 const SESSION_REPORT: &str = "The most recent messages from fromTeam to `team`, newest first: \

@@ -168,12 +168,21 @@ impl SessionState {
             Job::Turn(turn) => Some(turn.id()),
             _ => None,
         });
+        // Read from the conversation's watch: the worker that holds the agent is not asked.
+        let activity = match &self.running {
+            Some(running) => Some(match &running.activity {
+                Some(activity) => AgentActivity::of(&activity.borrow()),
+                None => AgentActivity::Starting,
+            }),
+            None => self.agent.as_ref().map(|_| AgentActivity::Idle),
+        };
         PairStatus {
             session: Some((**self.snapshot.load()).clone()),
             awake: self.agent.is_some() || self.running.is_some(),
             busy: self.running.is_some(),
             queued: self.queue.len(),
             current_turn,
+            activity,
         }
     }
 

@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use iris_agent::conversation::Interrupter;
+use iris_agent::conversation::liveness::format_elapsed;
+use iris_agent::conversation::{Activity, Interrupter, TurnLimits};
 use iris_agent::process::StopGrace;
 use iris_core::{Pair, ProcessState, SessionId, SessionRecord, SessionStatus, Timestamp, TurnId};
 use iris_store::{Change, Mutation};
@@ -93,6 +94,7 @@ pub(crate) enum SessionMsg {
         job: u64,
         launched: Box<Launched>,
         interrupter: Interrupter,
+        activity: tokio::sync::watch::Receiver<Activity>,
     },
     /// The worker finished the job in flight.
     TurnDone(Box<WorkerDone>),
@@ -138,6 +140,62 @@ pub struct PairStatus {
     pub queued: usize,
     /// The turn in flight.
     pub current_turn: Option<TurnId>,
+    /// What the agent is doing, when it is awake. (Absent from JSON written before it existed;
+    /// never skipped when written, so the non-self-describing encodings stay aligned.)
+    #[serde(default)]
+    pub activity: Option<AgentActivity>,
+}
+
+/// What a pair's agent is doing, as status shows it. Reads as "starting", "idle", "streaming"
+/// or "running tool Bash for 3m12s".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum AgentActivity {
+    /// The agent is being started for the job in flight.
+    Starting,
+    /// No turn is in flight.
+    Idle,
+    /// A turn is in flight and the model has the floor: it streams, or the agent waits for it.
+    Streaming,
+    /// A tool call is open (the oldest, when several are).
+    RunningTool {
+        /// The tool's name.
+        tool: String,
+        /// How long it has been running, in milliseconds.
+        running_for_ms: u64,
+    },
+}
+
+impl AgentActivity {
+    /// The activity a conversation published, seen now.
+    pub(crate) fn of(activity: &Activity) -> AgentActivity {
+        match activity {
+            Activity::Idle => AgentActivity::Idle,
+            Activity::Streaming => AgentActivity::Streaming,
+            Activity::RunningTool { name, since } => AgentActivity::RunningTool {
+                tool: name.clone(),
+                running_for_ms: u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for AgentActivity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AgentActivity::Starting => f.write_str("starting"),
+            AgentActivity::Idle => f.write_str("idle"),
+            AgentActivity::Streaming => f.write_str("streaming"),
+            AgentActivity::RunningTool {
+                tool,
+                running_for_ms,
+            } => write!(
+                f,
+                "running tool {tool} for {}",
+                format_elapsed(Duration::from_millis(*running_for_ms))
+            ),
+        }
+    }
 }
 
 /// How a SessionActor starts.
@@ -182,6 +240,8 @@ struct Running {
     worker: Worker,
     /// Reaches the agent once it is up.
     interrupter: Option<Interrupter>,
+    /// What the agent does, once it is up.
+    activity: Option<tokio::sync::watch::Receiver<Activity>>,
     pgid: Option<u32>,
     started: Instant,
     /// Set when the turn was cancelled: what to report instead of its own ending.
@@ -366,7 +426,8 @@ impl SessionState {
                 job,
                 launched,
                 interrupter,
-            } => self.agent_up(job, *launched, interrupter).await,
+                activity,
+            } => self.agent_up(job, *launched, interrupter, activity).await,
             SessionMsg::TurnDone(done) => self.job_done(*done).await,
             SessionMsg::Retired => self.retired().await,
             SessionMsg::Tick => self.tick(),

@@ -113,6 +113,7 @@ impl SessionState {
         let job = self.jobs;
         let agent = self.agent.take();
         let interrupter = agent.as_ref().map(|a| a.conversation.interrupter());
+        let activity = agent.as_ref().map(|a| a.conversation.activity());
         let pgid = agent.as_ref().map(|a| a.mark().pgid);
         let mut changes = vec![Change::SetProcessState(if agent.is_some() {
             ProcessState::Processing
@@ -161,7 +162,7 @@ impl SessionState {
             job,
             message,
             progress,
-            stall: self.shared.config.settings().response_timeout,
+            limits: self.turn_limits(),
             myself: self.myself.clone(),
         })));
         self.running = Some(Box::new(Running {
@@ -169,10 +170,29 @@ impl SessionState {
             kind,
             worker,
             interrupter,
+            activity,
             pgid,
             started: Instant::now(),
             cancelled: None,
         }));
+    }
+
+    /// The limits of a turn of this pair's agent: `response_timeout`, and the receiving team's
+    /// `tool_timeout` and `turn_timeout` (its own, or the settings').
+    fn turn_limits(&self) -> TurnLimits {
+        let config = &self.shared.config;
+        let settings = config.settings();
+        TurnLimits::new(settings.response_timeout)
+            .with_tool_timeout(
+                config
+                    .tool_timeout_for(&self.pair.to)
+                    .unwrap_or(settings.tool_timeout),
+            )
+            .with_turn_timeout(
+                config
+                    .turn_timeout_for(&self.pair.to)
+                    .unwrap_or(settings.turn_timeout),
+            )
     }
 
     pub(super) async fn agent_up(
@@ -180,11 +200,13 @@ impl SessionState {
         job: u64,
         launched: Launched,
         interrupter: Interrupter,
+        activity: tokio::sync::watch::Receiver<Activity>,
     ) {
         let Some(running) = self.running.as_mut().filter(|r| r.job == job) else {
             return;
         };
         running.interrupter = Some(interrupter.clone());
+        running.activity = Some(activity);
         running.pgid = Some(launched.mark.pgid);
         // Told on the row of the turn that runs on this agent (the next one booked).
         self.history_lost |= launched.history_lost;
@@ -211,7 +233,10 @@ impl SessionState {
         if crashed {
             self.shared.metrics.crashes.inc();
         }
-        if matches!(done.result, Err(TurnError::Timeout { .. })) {
+        if matches!(
+            done.result,
+            Err(TurnError::Timeout { .. } | TurnError::ToolTimeout { .. })
+        ) {
             self.shared.metrics.stalls.inc();
         }
         let process_state = if agent_alive {

@@ -1,11 +1,12 @@
 //! Turns: what a queued tell carries, how its progress reaches callers, and the worker task
 //! that runs it against the agent while the actor's mailbox stays free.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use iris_agent::codec::{DecodedEvent, Event};
-use iris_agent::conversation::{AgentError, TurnReport};
+use iris_agent::conversation::{AgentError, TurnLimits, TurnReport};
 use iris_agent::process::StopGrace;
 use iris_core::{
     SessionRecord, TeamName, Timestamp, TurnFailure, TurnId, TurnRecord, TurnStatus, truncate_text,
@@ -91,6 +92,25 @@ impl TurnProgress {
         });
     }
 
+    /// The agent called a tool.
+    pub(crate) fn tool_started(&self, tool_use_id: &str, tool: &str) {
+        let _ = self.events.send(TurnEvent::ToolStarted {
+            turn_id: self.turn_id,
+            tool_use_id: tool_use_id.to_owned(),
+            tool: tool.to_owned(),
+        });
+    }
+
+    /// A tool call's result came back.
+    pub(crate) fn tool_finished(&self, tool_use_id: &str, tool: String, ran_for: Duration) {
+        let _ = self.events.send(TurnEvent::ToolFinished {
+            turn_id: self.turn_id,
+            tool_use_id: tool_use_id.to_owned(),
+            tool,
+            ran_for,
+        });
+    }
+
     /// Publishes the final outcome to every waiter and subscriber.
     pub fn finish(&self, outcome: TellOutcome) {
         let _ = self.events.send(TurnEvent::Finished {
@@ -133,6 +153,38 @@ impl PartialText {
                         self.streamed_blocks -= 1;
                     } else if !block.is_empty() {
                         progress.text_piece(block, true);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Turns the agent's events into tool start and end events: a `tool_use` block of an
+/// `assistant` event opens a call, a `tool_result` block of a later `user` event closes it.
+#[derive(Debug, Default)]
+pub(crate) struct ToolCalls {
+    /// Open calls: tool use id → (tool name, when it opened).
+    open: HashMap<String, (String, Instant)>,
+}
+
+impl ToolCalls {
+    pub(crate) fn feed(&mut self, event: &Event, progress: &TurnProgress) {
+        match event {
+            Event::Assistant(assistant) => {
+                for (id, tool) in assistant.message.tool_uses() {
+                    if !self.open.contains_key(id) {
+                        self.open
+                            .insert(id.to_owned(), (tool.to_owned(), Instant::now()));
+                        progress.tool_started(id, tool);
+                    }
+                }
+            }
+            Event::User(user) => {
+                for id in user.tool_result_ids() {
+                    if let Some((tool, since)) = self.open.remove(id) {
+                        progress.tool_finished(id, tool, since.elapsed());
                     }
                 }
             }
@@ -202,7 +254,8 @@ pub(crate) struct WorkOrder {
     /// The message to send; `None` only brings the agent up.
     pub message: Option<String>,
     pub progress: Option<Arc<TurnProgress>>,
-    pub stall: Duration,
+    /// The turn's limits (stall, tool and turn timeouts).
+    pub limits: TurnLimits,
     pub myself: ActorRef<SessionMsg>,
 }
 
@@ -222,7 +275,7 @@ async fn run(order: WorkOrder) -> WorkerDone {
         job,
         message,
         progress,
-        stall,
+        limits,
         myself,
     } = order;
     let done = |agent, result, last_event_at, ran_for| WorkerDone {
@@ -240,6 +293,7 @@ async fn run(order: WorkOrder) -> WorkerDone {
                     job,
                     launched: Box::new(launched),
                     interrupter: agent.conversation.interrupter(),
+                    activity: agent.conversation.activity(),
                 });
                 agent
             }
@@ -256,14 +310,16 @@ async fn run(order: WorkOrder) -> WorkerDone {
     let last_event = Mutex::new(None);
     let turn = async {
         let sink = sink;
-        agent.conversation.turn(&message, Some(&sink), stall).await
+        agent.conversation.turn(&message, Some(&sink), limits).await
     };
     let forward = async {
         let mut partial = PartialText::default();
+        let mut tools = ToolCalls::default();
         while let Some(decoded) = events.recv().await {
             *last_event.lock().unwrap_or_else(PoisonError::into_inner) = Some(Timestamp::now());
             if let Some(progress) = &progress {
                 partial.feed(&decoded.event, progress);
+                tools.feed(&decoded.event, progress);
             }
         }
     };
@@ -287,6 +343,10 @@ async fn run(order: WorkOrder) -> WorkerDone {
 pub(crate) fn agent_failure(error: AgentError) -> TurnError {
     match error {
         AgentError::Stalled { after } => TurnError::Timeout { after },
+        AgentError::ToolTimedOut {
+            tool, ran, limit, ..
+        } => TurnError::ToolTimeout { tool, ran, limit },
+        AgentError::TurnTimedOut { limit } => TurnError::TurnTimeout { limit },
         AgentError::Exited { exit } | AgentError::ExitedBeforeReady { exit, .. } => {
             TurnError::AgentExited {
                 code: exit.code,
@@ -436,6 +496,44 @@ mod tests {
     fn delta(text: &str) -> serde_json::Value {
         stream(json!({"type": "content_block_delta", "index": 0,
             "delta": {"type": "text_delta", "text": text}}))
+    }
+
+    #[test]
+    fn a_tool_call_starts_at_its_tool_use_and_finishes_at_its_result() {
+        let (progress, mut ticket) = TurnProgress::new(TurnId::new());
+        let mut tools = ToolCalls::default();
+        let tool_use = json!({"type": "assistant", "message": {"id": "m", "model": "x",
+            "content": [{"type": "tool_use", "id": "toolu_1", "name": "Bash",
+                "input": {"command": "make"}}]}});
+        let result = json!({"type": "user", "message": {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}]}});
+        for line in [tool_use, result.clone(), result] {
+            tools.feed(&Event::from_value(line), &progress);
+        }
+        let turn_id = progress.turn_id;
+        match ticket.events.try_recv() {
+            Ok(TurnEvent::ToolStarted {
+                turn_id: id,
+                tool_use_id,
+                tool,
+            }) => {
+                assert_eq!(
+                    (id, tool_use_id.as_str(), tool.as_str()),
+                    (turn_id, "toolu_1", "Bash")
+                );
+            }
+            other => panic!("expected the tool's start, got {other:?}"),
+        }
+        match ticket.events.try_recv() {
+            Ok(TurnEvent::ToolFinished {
+                tool_use_id, tool, ..
+            }) => assert_eq!((tool_use_id.as_str(), tool.as_str()), ("toolu_1", "Bash")),
+            other => panic!("expected the tool's end, got {other:?}"),
+        }
+        assert!(
+            ticket.events.try_recv().is_err(),
+            "a repeated result is not a second end"
+        );
     }
 
     #[test]
