@@ -51,10 +51,15 @@ impl World {
     /// The configuration: teams `alpha` and `beta` (`beta_extra` is TOML added to beta's
     /// table), the agent's environment, default settings.
     fn config(&self, beta_extra: &str, home_only: bool) -> Config {
+        self.config_with_settings("", beta_extra, home_only)
+    }
+
+    /// [`World::config`] with `settings` (TOML lines) in `[settings]`.
+    fn config_with_settings(&self, settings: &str, beta_extra: &str, home_only: bool) -> Config {
         std::fs::create_dir_all(self.claude_dir()).unwrap();
         let env = self.agent.env_toml(&self.claude_dir(), home_only);
         let mut toml = format!(
-            "[agent]\ncommand = {:?}\nenv = {env}\n",
+            "[settings]\n{settings}\n[agent]\ncommand = {:?}\nenv = {env}\n",
             self.agent.command.display().to_string()
         );
         for team in [FROM, TO] {
@@ -152,6 +157,26 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Runs `scenario` against every agent at once (for scenarios that mostly wait).
+macro_rules! for_each_agent_concurrently {
+    ($scenario:ident) => {
+        let mut runs = Vec::new();
+        for agent in Agent::all(support::fake_claude()).await {
+            eprintln!(
+                "conformance: {} against {}",
+                stringify!($scenario),
+                agent.name()
+            );
+            runs.push(tokio::spawn($scenario(World::new(agent))));
+        }
+        for run in runs {
+            if let Err(error) = run.await {
+                std::panic::resume_unwind(error.into_panic());
+            }
+        }
+    };
 }
 
 /// Runs `scenario` against every agent, one after the other.
@@ -433,6 +458,119 @@ async fn an_mcp_server_from_the_config(world: World) {
     runtime.shutdown(Duration::from_secs(10)).await;
 }
 
+/// Liveness, not silence: with `response_timeout = "4s"`, a 20 s tool that prints nothing for
+/// most of its run (status shows it running) and an 8 s stream both complete, side by side.
+async fn a_long_tool_and_a_long_stream_survive_a_short_response_timeout(world: World) {
+    let agent = &world.agent;
+    let config = world.config_with_settings("response_timeout = \"4s\"", "", false);
+    let runtime = world.runtime(config).await;
+    let marker = world.project(TO).join("long-tool-done");
+    let tool = runtime
+        .submit(&team(FROM), &team(TO), agent.long_tool(20, &marker))
+        .await
+        .unwrap();
+    let stream = match agent.dialect {
+        agents::Dialect::Real => "slow 80 100",
+        agents::Dialect::Fake => "!stream 80 100",
+    };
+    let streaming = runtime
+        .submit(&team(TO), &team(FROM), stream)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = runtime.status(&team(FROM), &team(TO)).await.unwrap();
+        let shown = status.activity.map(|a| a.to_string()).unwrap_or_default();
+        if shown.starts_with("running tool Bash for ") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}: status never showed the running tool (last: {shown:?})",
+            agent.name()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let done = completed(agent, tool.outcome().await);
+    assert!(
+        done.text.starts_with("after tool"),
+        "{}: {}",
+        agent.name(),
+        done.text
+    );
+    assert!(marker.exists(), "{}: the tool ran to its end", agent.name());
+    let streamed = completed(agent, streaming.outcome().await);
+    assert!(!streamed.text.is_empty(), "{}", agent.name());
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
+/// A frozen agent (SIGSTOP: no output, no CPU) is killed as stalled once `response_timeout`
+/// passes (within one check interval), and the session goes on with a new agent; a model call
+/// that hangs is a stall too.
+async fn a_sigstopped_agent_is_killed_at_the_response_timeout(world: World) {
+    let agent = &world.agent;
+    let limit = Duration::from_secs(4);
+    let config = world.config_with_settings("response_timeout = \"4s\"", "", false);
+    let runtime = world.runtime(config).await;
+    completed(agent, tell(&runtime, "warm up").await);
+    let pid = session(&runtime)
+        .agent_process
+        .expect("the agent is recorded")
+        .pid;
+    let handle = runtime
+        .submit(&team(FROM), &team(TO), agent.slow())
+        .await
+        .unwrap();
+    eventually("partial text", || !handle.partial().is_empty()).await;
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let frozen_at = std::time::Instant::now();
+    let error = failed(agent, handle.outcome().await);
+    let waited = frozen_at.elapsed();
+    assert_eq!(
+        error,
+        TurnError::Timeout { after: limit },
+        "{}: {error}",
+        agent.name()
+    );
+    // Never before the limit; at it, give or take one check interval (4 s here) and slack.
+    assert!(waited >= limit, "{}: killed after {waited:?}", agent.name());
+    assert!(
+        waited < 2 * limit + Duration::from_secs(5),
+        "{}: killed only after {waited:?}",
+        agent.name()
+    );
+    eventually("the frozen agent to be gone", || {
+        !iris::agent::procfs::stat(pid).is_some_and(|s| s.is_alive())
+    })
+    .await;
+    let after = completed(agent, tell(&runtime, "after").await);
+    assert!(
+        after.text.starts_with("echo: after"),
+        "{}: {}",
+        agent.name(),
+        after.text
+    );
+
+    // A model call that hangs mid-stream: the agent waits, printing nothing and using no CPU
+    // to speak of, which is a stall too.
+    let hang = match agent.dialect {
+        agents::Dialect::Real => "slow 2 600000",
+        agents::Dialect::Fake => "!stream 2 600000",
+    };
+    let error = failed(agent, tell(&runtime, hang).await);
+    assert_eq!(
+        error,
+        TurnError::Timeout { after: limit },
+        "{}: {error}",
+        agent.name()
+    );
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
 // ----- one test per scenario, each against both agents -----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -478,4 +616,14 @@ async fn conformance_home_only_environment() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_mcp_server_from_the_config() {
     for_each_agent!(an_mcp_server_from_the_config);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_a_long_tool_and_stream_survive_a_short_response_timeout() {
+    for_each_agent_concurrently!(a_long_tool_and_a_long_stream_survive_a_short_response_timeout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_a_sigstopped_agent_is_killed_at_the_response_timeout() {
+    for_each_agent_concurrently!(a_sigstopped_agent_is_killed_at_the_response_timeout);
 }
