@@ -123,6 +123,14 @@ pub enum Command {
         /// The sending team.
         from: String,
     },
+    /// Show what a pair's session is doing: awake or asleep, the turn in flight and what the
+    /// agent does in it (streaming, running tool Bash for 3m12s, idle), turns queued.
+    Status {
+        /// The sending team.
+        from: String,
+        /// The receiving team.
+        to: String,
+    },
     /// List the configured teams, with the state of each pair from --from.
     Teams {
         /// Show the pair from this team to each team.

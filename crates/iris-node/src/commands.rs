@@ -239,6 +239,7 @@ fn request_of(command: Command) -> Result<(Request, Option<String>), ApiError> {
             },
             None,
         ),
+        Command::Status { from, to } => (Request::Status { from, to }, None),
         Command::Teams { from } => (Request::Teams { from }, None),
         Command::Stats => (Request::Stats, None),
         Command::Version

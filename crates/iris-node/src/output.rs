@@ -506,7 +506,10 @@ fn pair_state(s: &StatusReply) -> String {
         return "no session".into();
     }
     let mut state = if s.busy {
-        "busy".to_owned()
+        match &s.activity {
+            Some(activity) => format!("busy, {activity}"),
+            None => "busy".to_owned(),
+        }
     } else if s.awake {
         "awake".to_owned()
     } else {

@@ -726,3 +726,37 @@ async fn sigterm_during_a_turn_answers_its_caller_and_stops() {
     );
     groups_empty_within(&groups, Duration::ZERO).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_what_the_agent_is_doing() {
+    let world = World::new();
+    let _node = world.start_node().await;
+    let none = world.ok(&["status", "alpha", "beta"]).await;
+    assert_eq!(none["awake"], false, "{none:#}");
+    assert!(none.get("activity").is_none(), "{none:#}");
+    world.ok(&["wake", "alpha", "beta"]).await;
+    let idle = world.ok(&["status", "alpha", "beta"]).await;
+    assert_eq!(idle["activity"], "idle", "{idle:#}");
+
+    // A turn waiting on its (silent) model call: the model has the floor.
+    world
+        .ok(&["tell", "alpha", "beta", "!sleep 60000", "--async"])
+        .await;
+    let deadline = Instant::now() + STEP;
+    loop {
+        let status = world.ok(&["status", "alpha", "beta"]).await;
+        if status["activity"] == "streaming" {
+            assert_eq!(status["busy"], true, "{status:#}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never streaming: {status:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut command = world.command();
+    command.args(["status", "alpha", "beta"]);
+    let human = command.output().await.unwrap();
+    let shown = String::from_utf8_lossy(&human.stdout);
+    assert!(shown.contains("busy, streaming"), "{shown}");
+    assert!(shown.contains("activity"), "{shown}");
+    world.ok(&["cancel", "alpha", "beta"]).await;
+}
