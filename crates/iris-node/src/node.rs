@@ -67,6 +67,9 @@ pub struct Started {
     /// Its endpoint file, where clients find the address and token (`None` for an in-memory
     /// database: no other process can use it).
     pub endpoint_file: Option<PathBuf>,
+    /// How its agents are contained: `cgroup`, `subreaper` or `process-group`.
+    #[serde(default)]
+    pub containment: String,
 }
 
 /// Runs a node on `config` listening on `listen` until SIGINT or SIGTERM, then shuts down
@@ -163,6 +166,7 @@ async fn serve(
         pid,
         database: db_path.clone(),
         endpoint_file: endpoint_file.clone(),
+        containment: runtime.containment().as_str().to_owned(),
     };
     if let Err(error) = announce(&started, json).await {
         if let Some(path) = &db_path {
@@ -175,6 +179,7 @@ async fn serve(
         pid,
         database = ?db_path,
         endpoint_file = ?endpoint_file,
+        containment = %started.containment,
         "iris node serving"
     );
 
@@ -261,8 +266,8 @@ async fn announce(started: &Started, json: bool) -> Result<(), ApiError> {
             |p| format!("endpoint file {}", p.display()),
         );
         format!(
-            "iris node listening on {} (pid {}); {endpoint}. Stop it with Ctrl-C or SIGTERM.",
-            started.url, started.pid
+            "iris node listening on {} (pid {}); {endpoint}; agents contained by {}. Stop it with Ctrl-C or SIGTERM.",
+            started.url, started.pid, started.containment
         )
     };
     let mut stdout = tokio::io::stdout();

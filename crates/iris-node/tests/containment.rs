@@ -43,6 +43,7 @@ const GONE_WITHIN: Duration = Duration::from_secs(2);
 struct World {
     dir: tempfile::TempDir,
     agent: Agent,
+    mode: &'static str,
 }
 
 impl World {
@@ -50,6 +51,7 @@ impl World {
         let world = World {
             dir: tempfile::tempdir().unwrap(),
             agent,
+            mode,
         };
         let root = world.dir.path();
         for dir in ["alpha", "beta", "home/.claude"] {
@@ -121,11 +123,13 @@ grant_permission = "yes"
             .stderr(Stdio::from(log));
         let mut child = command.spawn().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        tokio::time::timeout(STEP, lines.next_line())
+        let line = tokio::time::timeout(STEP, lines.next_line())
             .await
             .expect("the node started in time")
             .unwrap()
             .expect("the node printed its start-up line");
+        let started: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(started["containment"], self.mode, "{line}");
         child
     }
 

@@ -148,7 +148,7 @@ impl Containment {
             ContainmentSetting::Auto => match cgroup::NodeCgroup::open(node_key) {
                 Ok(node) => Inner::Cgroup(node),
                 Err(reason) => {
-                    tracing::info!(%reason, "agents cannot have cgroups of their own here; falling back to a subreaper");
+                    tracing::warn!(%reason, "agents cannot have cgroups of their own here; falling back to a subreaper (a node killed with SIGKILL leaves its agents' setsid tools until its next start)");
                     if tree::become_subreaper() {
                         Inner::Subreaper(Arc::new(tree::Sweeper::new(node_key)))
                     } else {
