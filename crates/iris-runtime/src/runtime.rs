@@ -398,8 +398,7 @@ impl Runtime {
         force: bool,
     ) -> Result<(), RuntimeError> {
         let pair = Pair::new(from.clone(), to.clone());
-        let limit = self.shared.config.settings().response_timeout
-            + shutdown_timeout(&StopGrace::default());
+        let limit = self.sleep_limit(to, force);
         let answer = self
             .call_live(&pair, limit, |reply| SessionMsg::Sleep { force, reply })
             .await;
@@ -407,6 +406,30 @@ impl Runtime {
             Some(slept) => slept?,
             None => Ok(()), // no live session: asleep already
         }
+    }
+
+    /// How long a sleep of `to`'s agent may take to answer: the agent's stop, after (unless
+    /// `force`) the turn in flight, which runs until the team's `turn_timeout` if it has one,
+    /// and may otherwise be silent in a tool for its `tool_timeout` plus the stall limit.
+    fn sleep_limit(&self, to: &TeamName, force: bool) -> Duration {
+        let settings = self.shared.config.settings();
+        let stop = settings.response_timeout + shutdown_timeout(&StopGrace::default());
+        if force {
+            return stop;
+        }
+        let tool = self
+            .shared
+            .config
+            .tool_timeout_for(to)
+            .unwrap_or(settings.tool_timeout);
+        // A turn that keeps making progress runs until its cap, if it has one.
+        let turn = self
+            .shared
+            .config
+            .turn_timeout_for(to)
+            .flatten()
+            .unwrap_or(tool + settings.response_timeout);
+        stop + turn
     }
 
     /// Interrupts the pair's turn in flight; with `drop_queue`, cancels its queued turns too
