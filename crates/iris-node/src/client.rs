@@ -10,8 +10,8 @@
 //! - lifecycle commands (wake, wake-all, sleep, cancel, delete, compact, reboot), which start or
 //!   stop agents: [`CONTROL_TIMEOUT`], longer than any of them takes with sane settings;
 //! - a `tell` that waits for the whole reply: **no overall deadline**. A turn may legitimately
-//!   run for hours while the agent keeps streaming; the node itself bounds silence (the
-//!   `response_timeout` stall limit) and fails the turn, and a node that dies closes the
+//!   run for hours while the agent keeps working; the node itself bounds a turn without
+//!   progress (`response_timeout`, `tool_timeout`, and `turn_timeout` if set) and fails it, and a node that dies closes the
 //!   connection, which ends the wait at once (TCP keepalive covers a peer that vanished off
 //!   loopback). Interrupting the command (Ctrl-C) stops waiting; the turn goes on in the node.
 
