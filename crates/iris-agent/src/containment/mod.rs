@@ -389,14 +389,25 @@ impl Held {
         match self {
             Held::Cgroup(cgroup) => cgroup.kill_and_remove(EMPTY_WITHIN).await,
             Held::Tree(tree) => {
-                let tree = tree.clone();
-                tokio::task::spawn_blocking(move || {
-                    let killed = tree::kill_tree(&tree);
-                    (tree::live_members(&tree) == 0).then_some(killed)
-                })
-                .await
-                .ok()
-                .flatten()
+                let killing = tree.clone();
+                let killed = tokio::task::spawn_blocking(move || tree::kill_tree(&killing))
+                    .await
+                    .ok()?;
+                // SIGKILL is delivered asynchronously: give the killed a moment to die.
+                let deadline = tokio::time::Instant::now() + EMPTY_WITHIN;
+                loop {
+                    let counting = tree.clone();
+                    let alive = tokio::task::spawn_blocking(move || tree::live_members(&counting))
+                        .await
+                        .ok()?;
+                    if alive == 0 {
+                        return Some(killed);
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return None;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
             }
             Held::Group => Some(0),
         }

@@ -319,7 +319,8 @@ fn freeze_and_kill(find: impl Fn() -> Vec<ProcStat>) -> BTreeMap<u32, u64> {
     stopped
 }
 
-/// The members among `members` that are still alive, re-read from `/proc` (blocking).
+/// How many of the tree's processes are alive (zombies aside), re-read from `/proc`
+/// (blocking).
 pub(crate) fn live_members(tree: &TreeState) -> usize {
     tree.update(&ProcTable::read())
         .iter()
