@@ -9,7 +9,9 @@
 //! a runtime worker thread, not from a short-lived blocking thread.) The death signal reaches the
 //! agent only, not what it started; so each group is also registered with the process's
 //! [`guardian`], which SIGKILLs every group still registered when this process
-//! dies, and is told to forget a group once it is empty or killed.
+//! dies, and is told to forget a group once it is empty or killed. What leaves the group (a
+//! `setsid` tool, a daemon) is held by the spawn's [`Containment`]: the agent's own cgroup, or
+//! its swept and tagged process tree, which the stop and the drop kill after the group.
 
 pub(crate) mod group;
 mod pdeathsig;
