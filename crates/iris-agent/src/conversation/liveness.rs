@@ -11,12 +11,12 @@
 //!   [`CPU_SHARE`] for how much counts).
 //!
 //! Only a turn with none of these for the stall limit (`response_timeout`) is stalled.
-//! [`Liveness`] is the judge: a pure state machine fed with events, instants and CPU readings,
-//! so it is tested without processes or clocks. The turn loop wakes at [`Liveness::wake_at`],
-//! reads the CPU counter and asks [`Liveness::check`].
+//! `Liveness` is the judge: a pure state machine fed with events, instants and CPU readings,
+//! so it is tested without processes or clocks. The turn loop wakes at `Liveness::wake_at`,
+//! reads the CPU counter and asks `Liveness::check`.
 //!
 //! **A timer never beats data that has already arrived.** A limit that passes is first only
-//! suspected ([`Verdict::Confirming`]): the turn keeps reading for [`CONFIRM`] (the reader task
+//! suspected (`Verdict::Confirming`): the turn keeps reading for [`CONFIRM`] (the reader task
 //! gets to run and forward whatever is already in the pipe, e.g. after the node was SIGSTOPped
 //! and resumed), and only a second check after that window, with nothing new in it, fails the
 //! turn. An event in the window clears a stall; a `result` in it completes the turn, whatever the
