@@ -1,7 +1,7 @@
 //! The runtime's operations as plain, serializable data.
 //!
 //! A [`SessionRequest`] names everything an operation needs by value (pairs, session ids,
-//! changes), and a [`SessionReply`] or [`RuntimeError`] answers it by value, so a cluster layer
+//! changes), and a [`SessionReply`] or [`RuntimeError`](crate::error::RuntimeError) answers it by value, so a cluster layer
 //! can carry requests to the node that owns a pair and bring the answer back.
 //! [`Runtime::handle`](crate::Runtime::handle) executes one on this node.
 
