@@ -270,13 +270,22 @@ impl Runtime {
         message: impl Into<String>,
         options: TellOptions,
     ) -> Result<TellOutcome, RuntimeError> {
-        let turn = self.submit(from, to, message).await?;
+        let began = tokio::time::Instant::now();
+        let room_until = match options.wait {
+            Wait::Async => Some(began),
+            Wait::Complete => None,
+            Wait::Timeout(limit) => Some(began + limit),
+        };
+        let turn = self.submit_when_room(from, to, message, room_until).await?;
         let outcome = match options.wait {
             Wait::Async => TellOutcome::Accepted {
                 turn_id: turn.turn_id(),
             },
             Wait::Complete => turn.outcome().await,
-            Wait::Timeout(limit) => turn.outcome_within(limit).await,
+            Wait::Timeout(limit) => {
+                turn.outcome_within(limit.saturating_sub(began.elapsed()))
+                    .await
+            }
         };
         if !matches!(
             outcome,
@@ -289,8 +298,60 @@ impl Runtime {
         Ok(outcome)
     }
 
+    /// Queues a turn like [`Runtime::submit`], but a full queue is waited out: the tell waits
+    /// for room (in the order room appears, racing other waiters) until `until`, or without
+    /// limit when it is `None`. Only then, or when `until` has passed already, does it fail with
+    /// `QueueFull`.
+    pub async fn submit_when_room(
+        &self,
+        from: &TeamName,
+        to: &TeamName,
+        message: impl Into<String>,
+        until: Option<tokio::time::Instant>,
+    ) -> Result<TurnHandle, RuntimeError> {
+        let message = message.into();
+        let room = self.shared.room(&Pair::new(from.clone(), to.clone()));
+        loop {
+            // Registered before the attempt, so room made while it runs is not missed.
+            let freed = room.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            match self.try_submit(from, to, message.clone()).await {
+                Err(full @ RuntimeError::QueueFull { .. }) => {
+                    let waited = match until {
+                        None => {
+                            freed.await;
+                            true
+                        }
+                        Some(until) => tokio::time::timeout_at(until, freed).await.is_ok(),
+                    };
+                    if !waited {
+                        self.shared.metrics.queue_full.inc();
+                        return Err(full);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Queues a turn and returns its handle at once: its id, its event stream and its outcome.
+    /// A full queue fails at once with `QueueFull` (see [`Runtime::submit_when_room`]).
     pub async fn submit(
+        &self,
+        from: &TeamName,
+        to: &TeamName,
+        message: impl Into<String>,
+    ) -> Result<TurnHandle, RuntimeError> {
+        let submitted = self.try_submit(from, to, message).await;
+        if let Err(RuntimeError::QueueFull { .. }) = &submitted {
+            self.shared.metrics.queue_full.inc();
+        }
+        submitted
+    }
+
+    /// One attempt to queue a turn (a refusal is not counted: the caller may wait and retry).
+    async fn try_submit(
         &self,
         from: &TeamName,
         to: &TeamName,

@@ -47,6 +47,9 @@ pub(crate) struct Shared {
     pub closing: AtomicBool,
     /// What holds each agent and everything it starts.
     pub containment: Containment,
+    /// Per pair, woken when a queued turn leaves its session's queue (kept across the
+    /// session's actors, so a tell waiting for room hears of the next actor's too).
+    pub rooms: DashMap<Pair, Arc<tokio::sync::Notify>>,
     /// The CPU meter of each live agent, for metrics (an agent that is gone reads `None` and
     /// is dropped from the map at the next read).
     pub agent_meters: DashMap<Pair, CpuMeter>,
@@ -68,8 +71,14 @@ impl Shared {
             metrics,
             closing: AtomicBool::new(false),
             containment,
+            rooms: DashMap::new(),
             agent_meters: DashMap::new(),
         })
+    }
+
+    /// The notification that the pair's queue has room again.
+    pub fn room(&self, pair: &Pair) -> Arc<tokio::sync::Notify> {
+        self.rooms.entry(pair.clone()).or_default().clone()
     }
 
     /// The CPU time of each live agent, by pair (blocking reads of small kernel files).

@@ -78,7 +78,9 @@ pub struct Settings {
     /// The most agent processes alive at once. Default 10.
     #[serde(deserialize_with = "coerce::positive")]
     pub max_processes: NonZeroUsize,
-    /// The most messages waiting for one session. Default 16.
+    /// The most turns waiting in one session's queue. A tell that finds it full waits for room
+    /// within its own wait limit; only a caller that asked not to wait is refused (`QUEUE_FULL`).
+    /// Default 64.
     #[serde(deserialize_with = "coerce::positive")]
     pub queue_depth: NonZeroUsize,
     /// How many turns the ledger keeps per session; older ones are pruned. Default 200.
@@ -112,8 +114,9 @@ pub struct Settings {
 impl Settings {
     /// The default `max_processes`.
     pub const DEFAULT_MAX_PROCESSES: NonZeroUsize = non_zero(10);
-    /// The default `queue_depth`.
-    pub const DEFAULT_QUEUE_DEPTH: NonZeroUsize = non_zero(16);
+    /// The default `queue_depth`: room for a burst from many callers at once (tells that find
+    /// the queue full wait for room anyway; see [`Settings::queue_depth`]).
+    pub const DEFAULT_QUEUE_DEPTH: NonZeroUsize = non_zero(64);
     /// The default `turn_retention`.
     pub const DEFAULT_TURN_RETENTION: NonZeroUsize = non_zero(200);
     /// The default `turn_text_limit`, in bytes.

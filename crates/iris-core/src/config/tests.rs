@@ -93,7 +93,7 @@ fn an_empty_file_is_a_valid_config_with_the_originals_defaults() {
     assert_eq!(s.health_check_interval, Duration::from_secs(30));
     assert_eq!(s.passivate_after, Duration::from_secs(300));
     assert_eq!(s.max_processes.get(), 10);
-    assert_eq!(s.queue_depth.get(), 16);
+    assert_eq!(s.queue_depth.get(), 64);
     assert_eq!(s.turn_retention.get(), 200);
     assert_eq!(s.turn_text_limit.get(), 16_384);
     assert_eq!(s.crash_limit.get(), 3);

@@ -287,6 +287,8 @@ pub(crate) struct SessionState {
     /// Finished turns whose bookkeeping is committing: each answers its callers once its write
     /// is durable, while the next turn already runs.
     bookings: JoinSet<()>,
+    /// Woken whenever a queued turn leaves the queue: tells waiting for room try again.
+    room: Arc<tokio::sync::Notify>,
 }
 
 pub(crate) struct SessionActor;
@@ -326,7 +328,9 @@ impl Actor for SessionActor {
             history_lost: false,
             stopping: None,
             bookings: JoinSet::new(),
+            room: Arc::new(tokio::sync::Notify::new()),
         };
+        state.room = state.shared.room(&state.pair);
         if args.start_agent {
             // Boxed as a RuntimeError so the registry can hand every waiter the typed error.
             Box::pin(state.start_agent_now())
@@ -354,11 +358,15 @@ impl Actor for SessionActor {
         if !matches!(message, SessionMsg::Tick | SessionMsg::HealthCheck) {
             state.last_activity = Instant::now();
         }
+        let queued = state.queued_turns();
         // Every async body is boxed: ractor keeps the handler future inline in the actor's
         // task, so the largest one would otherwise be paid by every idle actor (P5).
         Box::pin(state.dispatch_message(message)).await?;
         if state.stopping.is_none() {
             Box::pin(state.run_next()).await;
+        }
+        if state.queued_turns() < queued {
+            state.room.notify_waiters();
         }
         state.rearm();
         Ok(())
@@ -370,6 +378,8 @@ impl Actor for SessionActor {
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
         Box::pin(state.abandon_everything()).await;
+        // Tells waiting for room try again, and meet the session's next actor.
+        state.room.notify_waiters();
         Ok(())
     }
 }

@@ -14,13 +14,7 @@ impl SessionState {
         }
         self.fail_fast()?;
         let depth = self.shared.config.settings().queue_depth.get();
-        let queued = self
-            .queue
-            .iter()
-            .filter(|j| matches!(j, Job::Turn(_)))
-            .count();
-        if queued >= depth {
-            self.shared.metrics.queue_full.inc();
+        if self.queued_turns() >= depth {
             return Err(RuntimeError::QueueFull {
                 pair: self.pair.clone(),
                 depth,
@@ -51,6 +45,14 @@ impl SessionState {
         self.shared.metrics.tells.inc();
         self.queue.push_back(Job::Turn(turn));
         Ok(ticket)
+    }
+
+    /// The turns waiting in the queue (not the one running).
+    pub(super) fn queued_turns(&self) -> usize {
+        self.queue
+            .iter()
+            .filter(|j| matches!(j, Job::Turn(_)))
+            .count()
     }
 
     /// Whether a job queued now starts within this message's handler (`run_next`): nothing
