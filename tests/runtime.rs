@@ -479,6 +479,68 @@ async fn mutations_survive_an_actor_that_keeps_passivating() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleep_cancel_and_delete_never_meet_a_passivating_actor_as_an_error() {
+    let world = World::new();
+    // Passivation after 1 ms: every call races an actor that is about to stop.
+    let runtime = start(
+        &world,
+        &["a", "b"],
+        "session_init = \"lazy\"\npassivate_after = \"1ms\"",
+    )
+    .await;
+    let (a, b) = (team("a"), team("b"));
+    for n in 0..150_u64 {
+        let id = runtime
+            .get_or_create_session(&a, &b)
+            .await
+            .unwrap()
+            .session_id;
+        // Vary the moment, so some calls land right as the actor stops.
+        tokio::time::sleep(Duration::from_micros(n % 7 * 300)).await;
+        runtime.sleep(&a, &b, n % 2 == 0).await.unwrap();
+        tokio::time::sleep(Duration::from_micros(n % 5 * 300)).await;
+        runtime.cancel(&a, &b, true).await.unwrap();
+        tokio::time::sleep(Duration::from_micros(n % 3 * 400)).await;
+        let deletion = runtime.delete_session(&id, false).await.unwrap();
+        assert_eq!(
+            deletion.deleted.map(|r| r.session_id),
+            Some(id),
+            "round {n}"
+        );
+        assert!(
+            runtime.get_session_by_id(&id).unwrap().is_none(),
+            "round {n}: the record is still stored"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_session_by_id_never_deletes_its_successor() {
+    let world = World::new();
+    let runtime = start(&world, &["a", "b"], "session_init = \"lazy\"").await;
+    let (a, b) = (team("a"), team("b"));
+    let first = runtime.get_or_create_session(&a, &b).await.unwrap();
+    runtime
+        .delete_session(&first.session_id, false)
+        .await
+        .unwrap();
+    let second = runtime.get_or_create_session(&a, &b).await.unwrap();
+    assert_ne!(first.session_id, second.session_id);
+    // A late deletion of the first id leaves the pair's new session alone.
+    let late = runtime
+        .delete_session(&first.session_id, false)
+        .await
+        .unwrap();
+    assert_eq!(late.deleted, None);
+    assert!(
+        runtime
+            .get_session_by_id(&second.session_id)
+            .unwrap()
+            .is_some()
+    );
+}
+
 #[tokio::test]
 async fn plain_data_requests_drive_the_runtime() {
     use iris::runtime::{SessionReply, SessionRequest};

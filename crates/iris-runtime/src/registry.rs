@@ -47,9 +47,11 @@ pub(crate) enum RegistryMsg {
         pair: Pair,
         outcome: Result<Started, RuntimeError>,
     },
-    /// Delete the pair's session (its actor and agent stop first).
+    /// Delete the pair's session (its actor and agent stop first), only if it is session
+    /// `expect` when that is given.
     Retire {
         pair: Pair,
+        expect: Option<SessionId>,
         delete_transcript: bool,
         reply: RpcReplyPort<Result<Deletion, RuntimeError>>,
     },
@@ -162,9 +164,10 @@ impl Actor for Registry {
             RegistryMsg::Started { pair, outcome } => state.started(pair, outcome),
             RegistryMsg::Retire {
                 pair,
+                expect,
                 delete_transcript,
                 reply,
-            } => state.retire(pair, delete_transcript, reply),
+            } => state.retire(pair, expect, delete_transcript, reply),
             RegistryMsg::Retired { pair } => state.retired(pair),
             RegistryMsg::Reset { pair, reply } => state.reset(pair, reply),
         }
@@ -372,9 +375,21 @@ impl RegistryState {
     fn retire(
         &mut self,
         pair: Pair,
+        expect: Option<SessionId>,
         delete_transcript: bool,
         reply: RpcReplyPort<Result<Deletion, RuntimeError>>,
     ) {
+        // The pair's live session is another one than the caller looked up (deleted and
+        // created again in between): that one is not the caller's to delete.
+        if let (Some(expected), Some(Slot::Live(handle))) = (expect, self.slots.get(&pair))
+            && handle.record().session_id != expected
+        {
+            let _ = reply.send(Ok(Deletion {
+                deleted: None,
+                transcript: TranscriptRemoval::NotRequested,
+            }));
+            return;
+        }
         let actor = match self.slots.remove(&pair) {
             Some(Slot::Live(handle)) => {
                 self.shared.live.remove(&pair);
@@ -425,7 +440,7 @@ impl RegistryState {
         let shared = self.shared.clone();
         let registry = self.myself.clone();
         tokio::spawn(async move {
-            let outcome = delete_session(&shared, &pair, actor, delete_transcript).await;
+            let outcome = delete_session(&shared, &pair, expect, actor, delete_transcript).await;
             let _ = reply.send(outcome);
             let _ = registry.cast(RegistryMsg::Retired { pair });
         });

@@ -222,6 +222,7 @@ impl Runtime {
             .call(
                 |reply| RegistryMsg::Retire {
                     pair: pair.clone(),
+                    expect: Some(*id),
                     delete_transcript,
                     reply,
                 },
@@ -770,11 +771,28 @@ impl Runtime {
         &self,
         pair: &Pair,
         timeout: Duration,
-        message: impl FnOnce(RpcReplyPort<T>) -> SessionMsg,
+        message: impl Fn(RpcReplyPort<T>) -> SessionMsg,
     ) -> Option<Result<T, RuntimeError>> {
-        let handle = self.live_handle(pair)?;
-        let answer = handle.actor.call(message, Some(timeout)).await;
-        Some(unwrap_call(answer, || format!("session {pair}")))
+        // An actor that passivated between the lookup and the call never saw the message: it is
+        // asleep, or (if a request brought it back meanwhile) the new actor gets the message.
+        // Passivation never surfaces as an error.
+        const ATTEMPTS: u32 = 6;
+        let mut attempt = 0;
+        loop {
+            let handle = self.live_handle(pair)?;
+            let answer = handle.actor.call(&message, Some(timeout)).await;
+            match unwrap_call(answer, || format!("session {pair}")) {
+                Err(RuntimeError::ShuttingDown)
+                    if attempt + 1 < ATTEMPTS && self.shared.check_open().is_ok() =>
+                {
+                    attempt += 1;
+                    // Gone once it has stopped; the registry then forgets it.
+                    let _ = handle.actor.wait(Some(SESSION_CALL_TIMEOUT)).await;
+                    tokio::time::sleep(Duration::from_millis(2 * u64::from(attempt))).await;
+                }
+                other => return Some(other),
+            }
+        }
     }
 
     /// The live actor of the session with this id, brought up from the store if needed.

@@ -521,14 +521,21 @@ pub(crate) fn shutdown_timeout(grace: &StopGrace) -> Duration {
     grace.after_stdin_close + grace.after_sigterm + grace.after_sigkill + Duration::from_secs(5)
 }
 
-/// Deletes `pair`'s session: through its actor when one runs, else directly in the store (no
-/// other writer can exist: the registry holds the pair's key while this runs).
+/// Deletes `pair`'s session (only if it is session `expect`, when given): through its actor
+/// when one runs, else directly in the store (no other writer can exist: the registry holds the
+/// pair's key while this runs).
+///
+/// An actor that stopped before it took the deletion (it passivated a moment before) owns
+/// nothing any more: once it is gone, the record is deleted from the store directly, so
+/// passivation never surfaces as an error.
 pub(crate) async fn delete_session(
     shared: &Arc<Shared>,
     pair: &Pair,
+    expect: Option<SessionId>,
     actor: Option<ActorRef<SessionMsg>>,
     delete_transcript: bool,
 ) -> Result<Deletion, RuntimeError> {
+    let limit = shutdown_timeout(&StopGrace::default());
     if let Some(actor) = actor {
         let answer = actor
             .call(
@@ -536,18 +543,34 @@ pub(crate) async fn delete_session(
                     delete_transcript,
                     reply,
                 },
-                Some(shutdown_timeout(&StopGrace::default())),
+                Some(limit),
             )
             .await;
-        return match answer {
-            Ok(ractor::rpc::CallResult::Success(result)) => result,
-            Ok(ractor::rpc::CallResult::Timeout) => Err(RuntimeError::Timeout {
-                what: format!("deleting session {pair}"),
-            }),
-            _ => Err(RuntimeError::ShuttingDown),
-        };
+        match answer {
+            Ok(ractor::rpc::CallResult::Success(Err(RuntimeError::ShuttingDown)))
+                if shared.check_open().is_ok() => {}
+            Ok(ractor::rpc::CallResult::Success(result)) => return result,
+            Ok(ractor::rpc::CallResult::Timeout) => {
+                return Err(RuntimeError::Timeout {
+                    what: format!("deleting session {pair}"),
+                });
+            }
+            _ if shared.check_open().is_err() => return Err(RuntimeError::ShuttingDown),
+            // Passivated before it saw the deletion.
+            _ => {}
+        }
+        // Its last writes are done once it has stopped.
+        if actor.wait(Some(limit)).await.is_err() {
+            return Err(RuntimeError::Timeout {
+                what: format!("deleting session {pair} (waiting for its actor to stop)"),
+            });
+        }
     }
-    let Some(record) = shared.store.get_by_pair(pair)? else {
+    let Some(record) = shared
+        .store
+        .get_by_pair(pair)?
+        .filter(|r| expect.is_none_or(|id| r.session_id == id))
+    else {
         return Ok(Deletion {
             deleted: None,
             transcript: TranscriptRemoval::NotRequested,
