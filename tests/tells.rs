@@ -521,3 +521,38 @@ async fn a_silent_tool_outlives_the_stall_limit_and_status_shows_it_running() {
     );
     runtime.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_compaction_that_is_dropped_leaves_the_session_active() {
+    let world = World::new();
+    let runtime = start(&world, &["alpha", "beta"], "").await;
+    let (a, b) = (team("alpha"), team("beta"));
+    for drop_it in ["cancel", "forced sleep"] {
+        let running = runtime.submit(&a, &b, "!sleep 3000").await.unwrap();
+        let id = runtime.get_session(&a, &b).unwrap().unwrap().session_id;
+        let compaction = {
+            let runtime = runtime.clone();
+            tokio::spawn(async move { runtime.compact_session(&id).await })
+        };
+        eventually("the compaction is queued", async || {
+            runtime.get_session(&a, &b).unwrap().unwrap().status == SessionStatus::Compacting
+        })
+        .await;
+        match drop_it {
+            "cancel" => {
+                runtime.cancel(&a, &b, true).await.unwrap();
+            }
+            _ => runtime.sleep(&a, &b, true).await.unwrap(),
+        }
+        assert!(compaction.await.unwrap().is_err(), "{drop_it}");
+        let _ = running.outcome().await;
+        let record = runtime.get_session(&a, &b).unwrap().unwrap();
+        assert_eq!(record.status, SessionStatus::Active, "{drop_it}");
+        let told = runtime
+            .tell(&a, &b, "after", TellOptions::complete())
+            .await
+            .unwrap();
+        assert_eq!(completed_text(&told), "echo: after");
+    }
+    runtime.shutdown(Duration::from_secs(5)).await;
+}

@@ -8,7 +8,8 @@
 //!    touched.
 //! 2. **Reset every process state to `stopped`** ([`Store::reset_all_process_states`]): no agent
 //!    process survives a restart of the node, so no record may claim one. Turns that were
-//!    queued or running become `interrupted` ([`Store::interrupt_open_turns`]).
+//!    queued or running become `interrupted` ([`Store::interrupt_open_turns`]), and a session
+//!    stored as `compacting` is `active` again (its compaction died with the previous run).
 //! 3. **Kill leftover agent process groups** recorded by a previous run
 //!    ([`Store::agent_process_marks`], [`reap_leftover`]). A group is only killed when its leader
 //!    is proven to be the process iris started (same pid *and* start time), so a pid the kernel has
@@ -41,6 +42,9 @@ pub struct StartupReport {
     pub reset: u64,
     /// Turns that were queued or running when the previous run ended, now `interrupted`.
     pub interrupted_turns: u64,
+    /// Sessions stored as `compacting` (a compaction the previous run never finished), now
+    /// `active` again.
+    pub repaired_compactions: u64,
     /// Every recorded agent process mark and what became of it, in the order the store listed the
     /// marks.
     pub reaped: Vec<(SessionId, ReapOutcome)>,
@@ -181,6 +185,7 @@ pub async fn prepare(
     let interrupted_turns = store
         .interrupt_open_turns(iris_core::Timestamp::now())
         .await?;
+    let repaired_compactions = repair_compactions(store).await?;
     if interrupted_turns > 0 {
         tracing::warn!(
             turns = interrupted_turns,
@@ -201,9 +206,47 @@ pub async fn prepare(
     Ok(StartupReport {
         reset,
         interrupted_turns,
+        repaired_compactions,
         reaped,
         reaped_from_cgroups,
     })
+}
+
+/// Sets every session stored as `compacting` back to `active`: no compaction survives a
+/// restart, and the status would otherwise stay forever. Free when there is none (the store
+/// counts sessions by status); a scan of the sessions otherwise.
+async fn repair_compactions(store: &Store) -> Result<u64, RuntimeError> {
+    let compacting = iris_core::SessionStatus::Compacting;
+    if store
+        .stats()
+        .by_status
+        .get(&compacting)
+        .copied()
+        .unwrap_or(0)
+        == 0
+    {
+        return Ok(0);
+    }
+    let filter = iris_core::SessionFilter {
+        status: Some(compacting),
+        ..iris_core::SessionFilter::all()
+    };
+    let reader = store.clone();
+    let stuck = match tokio::task::spawn_blocking(move || reader.list(&filter)).await {
+        Ok(listed) => listed?,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => return Err(RuntimeError::ShuttingDown),
+    };
+    for record in &stuck {
+        store
+            .update_all(
+                record.session_id,
+                vec![Change::SetStatus(iris_core::SessionStatus::Active)],
+            )
+            .await?;
+        tracing::warn!(pair = %record.pair(), session = %record.session_id, "a compaction the previous run did not finish is abandoned; the session is active again");
+    }
+    Ok(stuck.len() as u64)
 }
 
 /// Reaps every mark with bounded parallelism, logs each outcome and clears the marks that no longer

@@ -13,7 +13,8 @@ use iris_agent::procfs;
 use iris_agent::reap::ReapOutcome;
 use iris_core::config::Config;
 use iris_core::{
-    AgentProcessMark, Pair, ProcessState, SessionId, SessionRecord, TeamName, Timestamp,
+    AgentProcessMark, Pair, ProcessState, SessionId, SessionRecord, SessionStatus, TeamName,
+    Timestamp,
 };
 use iris_runtime::error::RuntimeError;
 use iris_runtime::startup::prepare;
@@ -288,4 +289,30 @@ async fn an_invalid_team_stops_start_up_before_the_store_is_touched() {
     assert!(procfs::stat(pid).unwrap().is_alive());
 
     drop(leftover);
+}
+
+#[tokio::test]
+async fn a_compaction_the_previous_run_never_finished_is_repaired_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = valid_config(dir.path());
+    let store = Store::open(dir.path().join("iris.redb")).unwrap();
+    let stuck = session(
+        &store,
+        "web",
+        "api",
+        vec![Change::SetStatus(SessionStatus::Compacting)],
+    )
+    .await;
+    let fine = session(&store, "api", "web", vec![]).await;
+    let report = prepare(&cfg, &store, &Containment::default(), PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(report.repaired_compactions, 1);
+    let status = |id| store.get_by_session_id(&id).unwrap().unwrap().status;
+    assert_eq!(status(stuck), SessionStatus::Active);
+    assert_eq!(status(fine), SessionStatus::Active);
+    let again = prepare(&cfg, &store, &Containment::default(), PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(again.repaired_compactions, 0);
 }
