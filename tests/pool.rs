@@ -444,7 +444,12 @@ async fn the_health_check_notices_an_idle_agent_that_died() {
     let record = runtime.get_session(&x, &a).unwrap().unwrap();
     assert_eq!(record.process_state, ProcessState::Stopped);
     assert_eq!(record.agent_process, None);
-    assert_eq!(runtime.pool().await.unwrap().held, 0, "its slot was freed");
+    // The pool hears of the freed slot from the session, a message after the session's own
+    // state turned: wait for it rather than race it.
+    until("its slot to be freed", Duration::from_secs(5), async || {
+        runtime.pool().await.unwrap().held == 0
+    })
+    .await;
     let after = tell(&runtime, "a", "after").await;
     assert_eq!(completed(&after).text, "echo: after");
     runtime.shutdown(Duration::from_secs(5)).await;
