@@ -297,6 +297,22 @@ pub struct StatsReply {
     /// where the containment does not measure it).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub agent_cpu_seconds: std::collections::BTreeMap<String, f64>,
+    /// Whose `counters` these are: `node` (a running node's, since it started) or
+    /// `this_command` (no node runs: the runtime this command started, so they count only what
+    /// this command did).
+    #[serde(default)]
+    pub counters_of: CountersOf,
+}
+
+/// Whose runtime counters a [`StatsReply`] carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CountersOf {
+    /// A running node's, since it started.
+    #[default]
+    Node,
+    /// The embedded runtime of this one command.
+    ThisCommand,
 }
 
 /// An error as the API reports it: `{"error":{"code":"…","message":"…"}}`.

@@ -105,6 +105,19 @@ impl Backend {
         }
     }
 
+    /// A command's reply as its user should read it. A command that runs its own runtime (no
+    /// node runs) reports that runtime's counters, which count only what the command did: the
+    /// reply says so. (A node serves through an embedded backend too, but never calls this.)
+    pub fn for_this_command(&self, reply: Reply) -> Reply {
+        match (self, reply) {
+            (Backend::Embedded(_), Reply::Stats(mut stats)) => {
+                stats.counters_of = crate::api::CountersOf::ThisCommand;
+                Reply::Stats(stats)
+            }
+            (_, reply) => reply,
+        }
+    }
+
     /// Ends the session with the backend: an embedded runtime stops its agents gracefully.
     pub async fn close(self) {
         if let Backend::Embedded(service) = self {

@@ -97,7 +97,9 @@ pub async fn run(cli: Cli, output: Output) -> Result<ExitCode, ApiError> {
                 }
                 _ => None,
             };
-            let reply = interruptible(backend.execute(request)).await;
+            let reply = interruptible(backend.execute(request))
+                .await
+                .map(|reply| reply.map(|reply| backend.for_this_command(reply)));
             drop(spinner);
             // Print before closing: stopping the agents can take a moment, the answer need not
             // wait for it.

@@ -590,11 +590,19 @@ fn stats_text(stats: &StatsReply, style: TableStyle) -> String {
         ),
         ("live processes", stats.live_processes.to_string()),
     ];
-    let counters: Vec<(String, String)> = stats
-        .counters
-        .iter()
-        .map(|(name, n)| (name.replace('_', " "), n.to_string()))
-        .collect();
+    // Without a node, the counters would only count this command: say so once, not per row.
+    let counters: Vec<(String, String)> = match stats.counters_of {
+        crate::api::CountersOf::Node => stats
+            .counters
+            .iter()
+            .map(|(name, n)| (name.replace('_', " "), n.to_string()))
+            .collect(),
+        crate::api::CountersOf::ThisCommand => vec![(
+            "counters".to_owned(),
+            "none: no node runs (start one with `iris node` to count tells, spawns, stalls…)"
+                .to_owned(),
+        )],
+    };
     rows.extend(counters.iter().map(|(k, v)| (k.as_str(), v.clone())));
     key_values(rows, style)
 }

@@ -407,6 +407,7 @@ pub fn stats_reply(stats: RuntimeStats, counters: Vec<(String, u64)>) -> StatsRe
         live_processes: stats.live_processes,
         counters,
         containment: Some(stats.containment.as_str().to_owned()),
+        counters_of: crate::api::CountersOf::Node,
         agent_cpu_seconds: stats
             .agent_cpu
             .iter()

@@ -475,7 +475,16 @@ fn teams_and_stats() {
     assert_eq!(stats["sessions"]["total_messages"], 1);
     assert!(stats["counters"].get("tells").is_some(), "{stats}");
     assert!(stats.get("live_processes").is_some());
-    world.iris(&["stats"]).expect_exit(0);
+    // No node runs: the runtime counters are this command's own, and say so.
+    assert_eq!(stats["counters_of"], "this_command", "{stats}");
+    let human = world.iris(&["stats"]);
+    human.expect_exit(0);
+    assert!(human.stdout.contains("no node runs"), "{}", human.stdout);
+    assert!(
+        !human.stdout.lines().any(|l| l.starts_with("tells")),
+        "{}",
+        human.stdout
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

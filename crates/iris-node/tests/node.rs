@@ -283,6 +283,7 @@ async fn every_command_goes_through_the_node_and_sigterm_leaves_no_agent() {
     // Only the node has live actors: an embedded `stats` would start a fresh runtime with none.
     let stats = world.ok(&["stats"]).await;
     assert!(stats["live_actors"].as_u64().unwrap() >= 1, "{stats:#}");
+    assert_eq!(stats["counters_of"], "node", "{stats:#}");
     assert_eq!(stats["sessions"]["total"], 1);
 
     let list = world.ok(&["sessions", "list", "--from", "alpha"]).await;
