@@ -21,6 +21,8 @@
 //! | `iris_store_commits_total`, `iris_store_mutations_total` | counter | the store's writer |
 //! | `iris_store_commit_duration_seconds` | histogram | one write transaction, open to durable commit |
 //! | `iris_store_batch_size` | histogram | mutations per commit |
+//! | `iris_store_healthy` | gauge | 1 while the store can commit, 0 during a storage fault (a full disk, an I/O error) |
+//! | `iris_store_failed_commits_total`, `iris_store_failed_mutations_total`, `iris_store_recoveries_total` | counter | commits (and mutations) failed for a storage fault; recoveries from one |
 //! | `iris_containment_mode{mode}` | gauge | 1 for the mode agents are contained in (`cgroup`, `subreaper`, `process-group`), 0 for the others |
 //! | `iris_agent_cpu_seconds{from,to}` | gauge | CPU time used by each live agent and everything it started (its cgroup, or its process tree) |
 
@@ -359,6 +361,26 @@ pub fn render(sample: &Sample) -> String {
         &WriterStats::BATCH_SIZE_BOUNDS.map(|b| b.to_string()),
         &writer.batch_size_counts,
         &writer.mutations.to_string(),
+    );
+    out.gauge(
+        "iris_store_healthy",
+        "1 while the store can commit; 0 while a storage fault (a full disk, an I/O error) stops its commits.",
+        u64::from(writer.healthy),
+    );
+    out.counter(
+        "iris_store_failed_commits_total",
+        "Store write transactions that failed for a storage fault.",
+        writer.failed_commits,
+    );
+    out.counter(
+        "iris_store_failed_mutations_total",
+        "Store mutations that failed for a storage fault (in a failed commit, or refused during one).",
+        writer.failed_mutations,
+    );
+    out.counter(
+        "iris_store_recoveries_total",
+        "Times the store reopened its database after a storage fault and committed again.",
+        writer.recoveries,
     );
     out.0
 }

@@ -213,6 +213,16 @@ pub enum TurnError {
         #[serde(with = "humantime_serde")]
         limit: Duration,
     },
+    /// The agent finished the turn, but its bookkeeping could not be stored (a full disk, an
+    /// I/O error), so the turn is not acknowledged: it is not in the ledger, and a restart
+    /// would not know it.
+    #[error("the agent finished the turn, but it could not be recorded: {message}")]
+    Store {
+        /// The store's error code (`STORE_ERROR`, …).
+        code: ErrorCode,
+        /// The store's message: the cause and what to do.
+        message: String,
+    },
 }
 
 /// "exited with code 1", "was killed by signal 9 (SIGKILL)".
@@ -259,7 +269,7 @@ impl Coded for TurnError {
             | TurnError::ToolTimeout { .. }
             | TurnError::TurnTimeout { .. } => ErrorCode::Timeout,
             TurnError::PoolExhausted { .. } => ErrorCode::PoolLimitExceeded,
-            TurnError::Spawn { code, .. } => *code,
+            TurnError::Spawn { code, .. } | TurnError::Store { code, .. } => *code,
             _ => ErrorCode::ProcessError,
         }
     }

@@ -171,6 +171,103 @@ pub enum StoreError {
     /// The store's writer has stopped, so no more writes are accepted.
     #[error("the iris store is closed; no further writes are accepted")]
     Closed,
+    /// The database cannot commit because of a storage fault (a full disk, an I/O error): nothing
+    /// of the write was stored. The store reopens itself with backoff and takes writes again once
+    /// the fault is gone, without a restart; until then writes (and reads, while the file is being
+    /// reopened) fail fast with this error.
+    #[error("{}", unavailable_message(.path, .fault))]
+    Unavailable {
+        /// The database file (`:memory:` for an in-memory store).
+        path: String,
+        /// What went wrong.
+        fault: StorageFault,
+    },
+}
+
+/// What kind of storage fault stopped a store's commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FaultKind {
+    /// The filesystem is full (`ENOSPC`) or the user's quota is spent (`EDQUOT`).
+    DiskFull,
+    /// Any other I/O failure of the database file.
+    Io,
+}
+
+impl FaultKind {
+    /// A stable lowercase name: `disk_full`, `io_error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::DiskFull => "disk_full",
+            FaultKind::Io => "io_error",
+        }
+    }
+}
+
+/// A storage fault: why the store cannot commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageFault {
+    /// What kind of fault.
+    pub kind: FaultKind,
+    /// The operating system's (or redb's) own words.
+    pub detail: String,
+}
+
+impl StorageFault {
+    /// The fault a redb error reports, if it is one: an I/O error, or redb's "previous I/O
+    /// error, close and re-open the database" state (and a database closed under a reader).
+    /// Anything else (corruption, a value too large) is not a fault of the storage.
+    pub(crate) fn of(error: &redb::Error) -> Option<StorageFault> {
+        match error {
+            redb::Error::Io(io) => Some(StorageFault::from_io(io)),
+            redb::Error::PreviousIo => Some(StorageFault {
+                kind: FaultKind::Io,
+                detail: "an earlier I/O error left the database handle unusable".into(),
+            }),
+            redb::Error::DatabaseClosed => Some(StorageFault {
+                kind: FaultKind::Io,
+                detail: "the database handle was closed to be reopened".into(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The fault of an I/O error.
+    pub(crate) fn from_io(io: &std::io::Error) -> StorageFault {
+        // ENOSPC and EDQUOT on Linux (and most unixes' ENOSPC).
+        let full = matches!(
+            io.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        ) || matches!(io.raw_os_error(), Some(28 | 122));
+        StorageFault {
+            kind: if full {
+                FaultKind::DiskFull
+            } else {
+                FaultKind::Io
+            },
+            detail: io.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for StorageFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            FaultKind::DiskFull => write!(f, "its filesystem is full ({})", self.detail),
+            FaultKind::Io => write!(f, "an I/O error ({})", self.detail),
+        }
+    }
+}
+
+fn unavailable_message(path: &str, fault: &StorageFault) -> String {
+    let what_to_do = match fault.kind {
+        FaultKind::DiskFull => "free space on that filesystem",
+        FaultKind::Io => "check the disk and the system log",
+    };
+    format!(
+        "the iris database {path} cannot store writes: {fault}; nothing of this request was stored. \
+         To fix it, {what_to_do}: iris reopens the database by itself and takes writes again without a restart"
+    )
 }
 
 impl StoreError {
@@ -194,7 +291,9 @@ impl Coded for StoreError {
             }
             StoreError::Corrupt { .. } => ErrorCode::StoreCorrupt,
             StoreError::Encode { .. } => ErrorCode::StoreError,
-            StoreError::Storage { .. } | StoreError::Closed => ErrorCode::StoreError,
+            StoreError::Storage { .. } | StoreError::Closed | StoreError::Unavailable { .. } => {
+                ErrorCode::StoreError
+            }
         }
     }
 }

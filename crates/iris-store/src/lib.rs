@@ -13,6 +13,10 @@
 //!   number, pruned to a retention per session on every write, indexed by turn id and by
 //!   openness; [`Store::record_turn`] writes a finished turn and its session's bookkeeping in
 //!   one durable write.
+//! - **Storage faults.** A commit that fails for a full disk or an I/O error acknowledges
+//!   nothing and fails its callers with [`StoreError::Unavailable`] (naming the cause and what to
+//!   do); the writer reopens the database with backoff, refusing writes at once meanwhile, and
+//!   [`Store::health`] says so until it can commit again.
 //! - **Format.** Values are a version byte plus postcard; the schema version is checked at open.
 //!
 //! ```
@@ -40,8 +44,8 @@ mod store;
 mod tables;
 mod writer;
 
-pub use error::{OpenError, StoreError};
+pub use error::{FaultKind, OpenError, StorageFault, StoreError};
 pub use mutation::{Applied, Change, Mutation};
-pub use store::{PendingWrite, Store, StoreOptions};
+pub use store::{PendingWrite, Store, StoreHealth, StoreOptions};
 pub use tables::SCHEMA_VERSION;
 pub use writer::WriterStats;

@@ -3,7 +3,7 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -12,14 +12,12 @@ use iris_core::{
     TeamName, Timestamp, TurnId, TurnRecord,
 };
 use redb::backends::InMemoryBackend;
-use redb::{
-    Database, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle,
-};
+use redb::{Database, ReadOnlyTable, ReadableTable, ReadableTableMetadata, TableHandle};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec;
 use crate::counters::Counters;
-use crate::error::{OpenError, StorageContext, StoreError};
+use crate::error::{OpenError, StorageContext, StorageFault, StoreError};
 use crate::mutation::{
     Applied, Change, Mutation, TurnKey, decode_session, decode_turn, key, turn_id_key,
 };
@@ -27,7 +25,7 @@ use crate::tables::{
     CONVERSATIONS, LIVE, META, META_COUNTERS, META_SCHEMA, OPEN_TURNS, PAIRS, PAIRS_BY_TO,
     SCHEMA_VERSION, SESSIONS, TABLE_NAMES, TURN_IDS, TURNS,
 };
-use crate::writer::{self, Batching, Job, Shared, WriterCounters, WriterStats};
+use crate::writer::{self, Batching, Job, Open, Opener, Shared, WriterStats};
 
 /// How a store is run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +78,6 @@ pub struct Store {
 
 #[derive(Debug)]
 struct Inner {
-    db: Arc<Database>,
     path: Option<PathBuf>,
     shared: Arc<Shared>,
     jobs: Option<mpsc::Sender<Job>>,
@@ -97,6 +94,34 @@ impl Drop for Inner {
         {
             tracing::error!("the store writer thread panicked");
         }
+        // The writer is gone: close the database now rather than with the last `Shared`.
+        let db = match self.shared.db.write() {
+            Ok(mut db) => db.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        drop(db);
+    }
+}
+
+/// Whether a store can commit, as its writer last found out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// The storage fault of the outage in progress (a full disk, an I/O error), if any. While
+    /// it lasts, writes fail fast with [`StoreError::Unavailable`] and the writer reopens the
+    /// database with backoff.
+    pub fault: Option<StorageFault>,
+    /// When the outage began.
+    pub since: Option<Timestamp>,
+    /// Write transactions that failed for a storage fault, since the store was opened.
+    pub failed_commits: u64,
+    /// Times the store recovered from an outage.
+    pub recoveries: u64,
+}
+
+impl StoreHealth {
+    /// Whether the store can commit (no outage in progress).
+    pub fn is_healthy(&self) -> bool {
+        self.fault.is_none()
     }
 }
 
@@ -111,26 +136,65 @@ impl Store {
     /// Opens (or creates) the store at `path`.
     pub fn open_with(path: impl AsRef<Path>, options: StoreOptions) -> Result<Store, OpenError> {
         let path = path.as_ref().to_path_buf();
-        let io = |source| OpenError::Io {
-            path: path.clone(),
-            source,
+        let file = path.clone();
+        let open: Open = Box::new(move || {
+            let io = |source| OpenError::Io {
+                path: file.clone(),
+                source,
+            };
+            if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(io)?;
+            }
+            // Create the file ourselves so that it is private from its first byte.
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&file)
+                .map_err(io)?;
+            let db = Database::builder()
+                .create(&file)
+                .map_err(|e| classify_open_error(&file, e.into()))?;
+            let counters = prepare_schema(&db, &file)?;
+            Ok((db, counters))
+        });
+        let opener = Opener {
+            open,
+            file: Some(path.clone()),
         };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(io)?;
-        }
-        // Create the file ourselves so that it is private from its first byte.
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io)?;
-        let db = Database::builder()
-            .create(&path)
-            .map_err(|e| classify_open_error(&path, e.into()))?;
-        Self::start(db, Some(path), options)
+        Self::start(opener, true, Some(path), options)
+    }
+
+    /// Opens (or creates) a store on a storage backend of the caller's: `backend` is called to
+    /// open it, and again whenever the store reopens it after a storage fault (so it must give
+    /// access to the same data each time, releasing it when dropped). `name` stands for the
+    /// database in messages. Meant for fault-injection tests and unusual storage.
+    pub fn open_with_backend<B, F>(
+        name: impl Into<PathBuf>,
+        options: StoreOptions,
+        backend: F,
+    ) -> Result<Store, OpenError>
+    where
+        B: redb::StorageBackend,
+        F: Fn() -> std::io::Result<B> + Send + Sync + 'static,
+    {
+        let name = name.into();
+        let shown = name.clone();
+        let open: Open = Box::new(move || {
+            let backend = backend().map_err(|source| OpenError::Io {
+                path: shown.clone(),
+                source,
+            })?;
+            let db = Database::builder()
+                .create_with_backend(backend)
+                .map_err(|e| classify_open_error(&shown, e.into()))?;
+            let counters = prepare_schema(&db, &shown)?;
+            Ok((db, counters))
+        });
+        let opener = Opener { open, file: None };
+        Self::start(opener, true, Some(name), options)
     }
 
     /// A store held in memory only, for tests and throwaway runs.
@@ -140,28 +204,35 @@ impl Store {
 
     /// A store held in memory only.
     pub fn in_memory_with(options: StoreOptions) -> Result<Store, OpenError> {
-        let db = Database::builder()
-            .create_with_backend(InMemoryBackend::new())
-            .map_err(|e| classify_open_error(Path::new(":memory:"), e.into()))?;
-        Self::start(db, None, options)
+        let memory = Path::new(":memory:");
+        let open: Open = Box::new(move || {
+            let db = Database::builder()
+                .create_with_backend(InMemoryBackend::new())
+                .map_err(|e| classify_open_error(memory, e.into()))?;
+            let counters = prepare_schema(&db, memory)?;
+            Ok((db, counters))
+        });
+        // Reopening would start from nothing: an in-memory store is never reopened.
+        Self::start(Opener { open, file: None }, false, None, options)
     }
 
     fn start(
-        db: Database,
+        opener: Opener,
+        reopenable: bool,
         path: Option<PathBuf>,
         options: StoreOptions,
     ) -> Result<Store, OpenError> {
         let shown = path.clone().unwrap_or_else(|| PathBuf::from(":memory:"));
-        let counters = prepare_schema(&db, &shown)?;
-        let db = Arc::new(db);
-        let shared = Arc::new(Shared {
-            committed: Mutex::new(counters.clone()),
-            work: WriterCounters::default(),
-        });
+        let (db, counters) = (opener.open)()?;
+        let shared = Arc::new(Shared::new(
+            db,
+            shown.display().to_string(),
+            counters.clone(),
+        ));
         let (jobs, receiver) = mpsc::channel(options.queue_capacity.max(1));
         let thread = writer::spawn(
-            db.clone(),
             shared.clone(),
+            reopenable.then_some(opener),
             counters,
             Batching {
                 max_batch: options.max_batch.max(1),
@@ -176,13 +247,33 @@ impl Store {
         tracing::debug!(path = %shown.display(), "store opened");
         Ok(Store {
             inner: Arc::new(Inner {
-                db,
                 path,
                 shared,
                 jobs: Some(jobs),
                 thread: Some(thread),
             }),
         })
+    }
+
+    /// Whether the store can commit now, and what stops it if not. Cheap (no transaction).
+    pub fn health(&self) -> StoreHealth {
+        let outage = self.inner.shared.outage();
+        let work = self.inner.shared.work.snapshot();
+        StoreHealth {
+            since: outage.as_ref().map(|(_, since)| *since),
+            fault: outage.map(|(fault, _)| fault),
+            failed_commits: work.failed_commits,
+            recoveries: work.recoveries,
+        }
+    }
+
+    /// The error a write would get now if the store is in an outage (see [`Store::health`]),
+    /// for callers that should fail fast rather than start work they could not record.
+    pub fn unavailable(&self) -> Option<StoreError> {
+        self.inner
+            .shared
+            .outage()
+            .map(|(fault, _)| self.inner.shared.unavailable(fault))
     }
 
     /// The database file, or `None` for an in-memory store.
@@ -197,23 +288,27 @@ impl Store {
         &self,
         session_id: &SessionId,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        let sessions = self.read_table(SESSIONS, "sessions")?;
-        read_session(&sessions, key(session_id))
+        self.reading(|| {
+            let sessions = self.read_table(SESSIONS, "sessions")?;
+            read_session(&sessions, key(session_id))
+        })
     }
 
     /// The record of this pair.
     pub fn get_by_pair(&self, pair: &Pair) -> Result<Option<SessionRecord>, StoreError> {
-        let txn = self.inner.db.begin_read().during("starting a read")?;
-        let pairs = txn.open_table(PAIRS).during("opening table pairs")?;
-        let Some(raw) = pairs
-            .get((pair.from.as_str(), pair.to.as_str()))
-            .during("reading a pair")?
-            .map(|g| g.value())
-        else {
-            return Ok(None);
-        };
-        let sessions = txn.open_table(SESSIONS).during("opening table sessions")?;
-        read_session(&sessions, raw)
+        self.reading(|| {
+            let txn = self.inner.shared.begin_read()?;
+            let pairs = txn.open_table(PAIRS).during("opening table pairs")?;
+            let Some(raw) = pairs
+                .get((pair.from.as_str(), pair.to.as_str()))
+                .during("reading a pair")?
+                .map(|g| g.value())
+            else {
+                return Ok(None);
+            };
+            let sessions = txn.open_table(SESSIONS).during("opening table sessions")?;
+            read_session(&sessions, raw)
+        })
     }
 
     /// The records that pass `filter`, newest `last_used_at` first (ties by id), limited.
@@ -221,34 +316,36 @@ impl Store {
     /// A filter on `from` or `to` reads only that team's index range; otherwise every record is
     /// read.
     pub fn list(&self, filter: &SessionFilter) -> Result<Vec<SessionRecord>, StoreError> {
-        let txn = self.inner.db.begin_read().during("starting a read")?;
-        let sessions = txn.open_table(SESSIONS).during("opening table sessions")?;
-        let mut records = Vec::new();
-        let mut keep = |record: SessionRecord| {
-            if filter.matches(&record) {
-                records.push(record);
-            }
-        };
-        let index = match (&filter.from, &filter.to) {
-            (Some(from), _) => Some((PAIRS, from)),
-            (None, Some(to)) => Some((PAIRS_BY_TO, to)),
-            (None, None) => None,
-        };
-        if let Some((table, team)) = index {
-            let index = txn.open_table(table).during("opening a pair index")?;
-            for raw in team_range(&index, team)? {
-                if let Some(record) = read_session(&sessions, raw)? {
-                    keep(record);
+        self.reading(|| {
+            let txn = self.inner.shared.begin_read()?;
+            let sessions = txn.open_table(SESSIONS).during("opening table sessions")?;
+            let mut records = Vec::new();
+            let mut keep = |record: SessionRecord| {
+                if filter.matches(&record) {
+                    records.push(record);
+                }
+            };
+            let index = match (&filter.from, &filter.to) {
+                (Some(from), _) => Some((PAIRS, from)),
+                (None, Some(to)) => Some((PAIRS_BY_TO, to)),
+                (None, None) => None,
+            };
+            if let Some((table, team)) = index {
+                let index = txn.open_table(table).during("opening a pair index")?;
+                for raw in team_range(&index, team)? {
+                    if let Some(record) = read_session(&sessions, raw)? {
+                        keep(record);
+                    }
+                }
+            } else {
+                for entry in sessions.iter().during("scanning sessions")? {
+                    let (k, v) = entry.during("scanning sessions")?;
+                    keep(decode_session(k.value(), v.value())?);
                 }
             }
-        } else {
-            for entry in sessions.iter().during("scanning sessions")? {
-                let (k, v) = entry.during("scanning sessions")?;
-                keep(decode_session(k.value(), v.value())?);
-            }
-        }
-        filter.order_and_limit(&mut records);
-        Ok(records)
+            filter.order_and_limit(&mut records);
+            Ok(records)
+        })
     }
 
     /// Aggregate statistics, from counters maintained by every write (no scan).
@@ -267,19 +364,21 @@ impl Store {
     /// Records that carry an agent process mark, i.e. whose process may have outlived a crashed
     /// node. Reads only the live index.
     pub fn agent_process_marks(&self) -> Result<Vec<(SessionId, AgentProcessMark)>, StoreError> {
-        let txn = self.inner.db.begin_read().during("starting a read")?;
-        let live = txn.open_table(LIVE).during("opening table live")?;
-        let sessions = txn.open_table(SESSIONS).during("opening table sessions")?;
-        let mut marks = Vec::new();
-        for entry in live.iter().during("scanning live sessions")? {
-            let raw = entry.during("scanning live sessions")?.0.value();
-            if let Some(record) = read_session(&sessions, raw)?
-                && let Some(mark) = record.agent_process
-            {
-                marks.push((record.session_id, mark));
+        self.reading(|| {
+            let txn = self.inner.shared.begin_read()?;
+            let live = txn.open_table(LIVE).during("opening table live")?;
+            let sessions = txn.open_table(SESSIONS).during("opening table sessions")?;
+            let mut marks = Vec::new();
+            for entry in live.iter().during("scanning live sessions")? {
+                let raw = entry.during("scanning live sessions")?.0.value();
+                if let Some(record) = read_session(&sessions, raw)?
+                    && let Some(mark) = record.agent_process
+                {
+                    marks.push((record.session_id, mark));
+                }
             }
-        }
-        Ok(marks)
+            Ok(marks)
+        })
     }
 
     /// The session's newest turns, newest first, at most `limit`. Reads only the session's
@@ -289,81 +388,91 @@ impl Store {
         session_id: SessionId,
         limit: usize,
     ) -> Result<Vec<TurnRecord>, StoreError> {
-        let turns = self.read_table(TURNS, "opening table turns")?;
-        let raw = key(&session_id);
-        let mut out = Vec::new();
-        if limit == 0 {
-            return Ok(out);
-        }
-        for entry in turns
-            .range((raw, 0)..=(raw, u64::MAX))
-            .during("reading turns")?
-            .rev()
-        {
-            let (k, v) = entry.during("reading turns")?;
-            out.push(decode_turn(k.value(), v.value())?);
-            if out.len() >= limit {
-                break;
+        self.reading(|| {
+            let turns = self.read_table(TURNS, "opening table turns")?;
+            let raw = key(&session_id);
+            let mut out = Vec::new();
+            if limit == 0 {
+                return Ok(out);
             }
-        }
-        Ok(out)
+            for entry in turns
+                .range((raw, 0)..=(raw, u64::MAX))
+                .during("reading turns")?
+                .rev()
+            {
+                let (k, v) = entry.during("reading turns")?;
+                out.push(decode_turn(k.value(), v.value())?);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
     }
 
     /// The turn with this id, if the ledger still holds it.
     pub fn turn(&self, turn_id: TurnId) -> Result<Option<TurnRecord>, StoreError> {
-        let txn = self.inner.db.begin_read().during("starting a read")?;
-        let turn_ids = txn.open_table(TURN_IDS).during("opening table turn_ids")?;
-        let Some(at) = turn_ids
-            .get(turn_id_key(&turn_id))
-            .during("reading a turn id")?
-            .map(|g| g.value())
-        else {
-            return Ok(None);
-        };
-        let turns = txn.open_table(TURNS).during("opening table turns")?;
-        let Some(turn) = read_turn(&turns, at)? else {
-            return Ok(None);
-        };
-        // An index entry is trusted only if the row it points at is this turn.
-        Ok((turn.turn_id == turn_id).then_some(turn))
+        self.reading(|| {
+            let txn = self.inner.shared.begin_read()?;
+            let turn_ids = txn.open_table(TURN_IDS).during("opening table turn_ids")?;
+            let Some(at) = turn_ids
+                .get(turn_id_key(&turn_id))
+                .during("reading a turn id")?
+                .map(|g| g.value())
+            else {
+                return Ok(None);
+            };
+            let turns = txn.open_table(TURNS).during("opening table turns")?;
+            let Some(turn) = read_turn(&turns, at)? else {
+                return Ok(None);
+            };
+            // An index entry is trusted only if the row it points at is this turn.
+            Ok((turn.turn_id == turn_id).then_some(turn))
+        })
     }
 
     /// The highest turn number the ledger holds for the session, or 0 if it holds none.
     pub fn last_turn_seq(&self, session_id: SessionId) -> Result<u64, StoreError> {
-        let turns = self.read_table(TURNS, "opening table turns")?;
-        let raw = key(&session_id);
-        let last = turns
-            .range((raw, 0)..=(raw, u64::MAX))
-            .during("reading turns")?
-            .next_back()
-            .transpose()
-            .during("reading turns")?;
-        Ok(last.map_or(0, |(k, _)| k.value().1))
+        self.reading(|| {
+            let turns = self.read_table(TURNS, "opening table turns")?;
+            let raw = key(&session_id);
+            let last = turns
+                .range((raw, 0)..=(raw, u64::MAX))
+                .during("reading turns")?
+                .next_back()
+                .transpose()
+                .during("reading turns")?;
+            Ok(last.map_or(0, |(k, _)| k.value().1))
+        })
     }
 
     /// Every conversation id the session has used: its own id first, then each id its agent
     /// reported (after `/clear`, the CLI continues under a new one), in no particular order.
     pub fn conversation_ids(&self, session_id: SessionId) -> Result<Vec<String>, StoreError> {
-        let table = self.read_table(CONVERSATIONS, "opening table conversations")?;
-        let raw = key(&session_id);
-        let mut ids = vec![session_id.to_string()];
-        for entry in table
-            .range((raw, "")..=(raw, "\u{10FFFF}"))
-            .during("reading conversation ids")?
-        {
-            let (k, _) = entry.during("reading conversation ids")?;
-            let id = k.value().1.to_owned();
-            if !ids.contains(&id) {
-                ids.push(id);
+        self.reading(|| {
+            let table = self.read_table(CONVERSATIONS, "opening table conversations")?;
+            let raw = key(&session_id);
+            let mut ids = vec![session_id.to_string()];
+            for entry in table
+                .range((raw, "")..=(raw, "\u{10FFFF}"))
+                .during("reading conversation ids")?
+            {
+                let (k, _) = entry.during("reading conversation ids")?;
+                let id = k.value().1.to_owned();
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
             }
-        }
-        Ok(ids)
+            Ok(ids)
+        })
     }
 
     /// How many turns are `queued` or `running`, across every session (no scan).
     pub fn open_turn_count(&self) -> Result<u64, StoreError> {
-        let open = self.read_table(OPEN_TURNS, "opening table open_turns")?;
-        open.len().during("counting open turns")
+        self.reading(|| {
+            let open = self.read_table(OPEN_TURNS, "opening table open_turns")?;
+            open.len().during("counting open turns")
+        })
     }
 
     // ----- writes -----
@@ -532,12 +641,17 @@ impl Store {
             .and_then(Applied::into_count)
     }
 
+    /// Runs a read, reporting a storage fault as [`StoreError::Unavailable`].
+    fn reading<T>(&self, read: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        read().map_err(|error| self.inner.shared.classify(error))
+    }
+
     fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
         &self,
         table: redb::TableDefinition<K, V>,
         name: &'static str,
     ) -> Result<ReadOnlyTable<K, V>, StoreError> {
-        let txn = self.inner.db.begin_read().during("starting a read")?;
+        let txn = self.inner.shared.begin_read()?;
         txn.open_table(table).during(name)
     }
 }

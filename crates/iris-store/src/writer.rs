@@ -12,18 +12,28 @@
 //! they ride along with the next awaited write instead of costing a commit of their own. Anything
 //! awaited (a submit or a flush) ends the wait at once, so lingering never delays a caller; a
 //! crash inside the window loses only unacknowledged writes.
+//!
+//! **Storage faults.** A commit that fails with an I/O error (a full disk, above all) leaves redb's
+//! handle unusable ("previous I/O error, close and re-open the database"). The writer then fails
+//! the batch's callers with [`StoreError::Unavailable`], naming the fault, and enters an *outage*:
+//! it closes the handle and reopens the file (redb recovers it to its last commit, so nothing
+//! committed is lost), then proves it can commit again with a probe transaction. Until a probe
+//! succeeds, every job is refused at once with the same error, and the reopen is retried with
+//! backoff (50 ms, doubling, at most 5 s) whether or not work arrives, so health comes back
+//! without a restart once the fault is gone.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability};
+use iris_core::Timestamp;
+use redb::{Database, Durability, ReadTransaction, ReadableDatabase};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec;
 use crate::counters::Counters;
-use crate::error::{StorageContext, StoreError};
+use crate::error::{FaultKind, OpenError, StorageContext, StorageFault, StoreError};
 use crate::mutation::{Applied, ApplyError, Mutation, WriteTables};
 use crate::tables::{META, META_COUNTERS};
 
@@ -69,6 +79,19 @@ impl Job {
             _ => {}
         }
     }
+
+    /// Fails the job for a storage fault that is logged once for its whole batch.
+    fn fail_quietly(self, error: &StoreError) {
+        match self {
+            Job::Submit { reply, .. } => {
+                let _ = reply.send(Err(error.clone()));
+            }
+            Job::Enqueue(_) => {}
+            Job::Flush(reply) => {
+                let _ = reply.send(());
+            }
+        }
+    }
 }
 
 /// How the writer thread batches.
@@ -108,6 +131,16 @@ pub struct WriterStats {
     /// Committed batches per batch-size bucket ([`Self::BATCH_SIZE_BOUNDS`], plus one bucket for
     /// everything above); not cumulative. The sum is [`WriterStats::mutations`].
     pub batch_size_counts: [u64; BATCH_SIZE_BOUNDS.len() + 1],
+    /// Whether the store can commit now: false from a storage fault (a full disk, an I/O
+    /// error) until the reopened file took a commit again.
+    pub healthy: bool,
+    /// Write transactions that failed for a storage fault (reopen probes included).
+    pub failed_commits: u64,
+    /// Mutations that failed for a storage fault: in a failed commit, or refused during an
+    /// outage.
+    pub failed_mutations: u64,
+    /// Times the database was reopened after a fault and took a commit again.
+    pub recoveries: u64,
 }
 
 impl WriterStats {
@@ -126,6 +159,11 @@ pub(crate) struct WriterCounters {
     commit_time: [AtomicU64; COMMIT_TIME_BOUNDS_US.len() + 1],
     commit_time_sum_us: AtomicU64,
     batch_size: [AtomicU64; BATCH_SIZE_BOUNDS.len() + 1],
+    /// Set while the writer is in an outage.
+    unhealthy: AtomicBool,
+    failed_commits: AtomicU64,
+    failed_mutations: AtomicU64,
+    recoveries: AtomicU64,
 }
 
 /// The index of the first bucket whose bound is at least `value` (the overflow bucket if none).
@@ -151,6 +189,10 @@ impl WriterCounters {
                 .batch_size
                 .each_ref()
                 .map(|c| c.load(Ordering::Relaxed)),
+            healthy: !self.unhealthy.load(Ordering::Relaxed),
+            failed_commits: self.failed_commits.load(Ordering::Relaxed),
+            failed_mutations: self.failed_mutations.load(Ordering::Relaxed),
+            recoveries: self.recoveries.load(Ordering::Relaxed),
         }
     }
 
@@ -166,18 +208,141 @@ impl WriterCounters {
     }
 }
 
+/// Opens the database (again) and prepares it: the schema checked, missing tables created, the
+/// counters loaded. The same function opens the store and reopens it after a fault.
+pub(crate) type Open = Box<dyn Fn() -> Result<(Database, Counters), OpenError> + Send + Sync>;
+
+/// How the writer reopens the database after a fault.
+pub(crate) struct Opener {
+    pub open: Open,
+    /// The database file, whose filesystem's free space tells when a full disk is over; `None`
+    /// for a backend of the caller's (then only the probe commit decides).
+    pub file: Option<std::path::PathBuf>,
+}
+
+/// The first wait before reopening after a fault, and the longest.
+const BACKOFF_FIRST: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A full disk is over once its filesystem has this much available again. Without the margin,
+/// a probe commit that fits in the file's own free pages would declare the store healthy while
+/// every real write still fails.
+pub(crate) const ROOM_AFTER_DISK_FULL: u64 = 256 * 1024;
+
+/// The bytes available to this user on the filesystem of `file`, if that can be read.
+fn room(file: &std::path::Path) -> Option<u64> {
+    let dir = file.parent().filter(|p| !p.as_os_str().is_empty())?;
+    let stat = nix::sys::statvfs::statvfs(dir).ok()?;
+    #[allow(clippy::useless_conversion)]
+    let (blocks, size) = (
+        u64::from(stat.blocks_available()),
+        u64::from(stat.fragment_size()),
+    );
+    Some(blocks.saturating_mul(size))
+}
+
 /// State shared between the writer thread and readers.
-#[derive(Debug)]
 pub(crate) struct Shared {
+    /// The database; `None` while the writer reopens it after a fault (the old handle must be
+    /// closed, releasing the file's lock, before the file can be opened again). Readers hold the
+    /// lock only to begin a read transaction; the writer holds it (shared) while it commits.
+    pub db: RwLock<Option<Database>>,
+    /// The database file as shown in messages (`:memory:` for an in-memory store).
+    pub path: String,
     /// The counters as of the last commit; `stats` reads them without a transaction.
     pub committed: Mutex<Counters>,
     pub work: WriterCounters,
+    /// The storage fault of the outage in progress, and when it began.
+    pub outage: Mutex<Option<(StorageFault, Timestamp)>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("path", &self.path)
+            .field("work", &self.work)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub fn new(db: Database, path: String, counters: Counters) -> Shared {
+        Shared {
+            db: RwLock::new(Some(db)),
+            path,
+            committed: Mutex::new(counters),
+            work: WriterCounters::default(),
+            outage: Mutex::new(None),
+        }
+    }
+
+    /// The storage fault of the outage in progress, and when it began.
+    pub fn outage(&self) -> Option<(StorageFault, Timestamp)> {
+        match self.outage.lock() {
+            Ok(outage) => outage.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set_outage(&self, outage: Option<(StorageFault, Timestamp)>) {
+        self.work
+            .unhealthy
+            .store(outage.is_some(), Ordering::Relaxed);
+        match self.outage.lock() {
+            Ok(mut slot) => *slot = outage,
+            Err(poisoned) => *poisoned.into_inner() = outage,
+        }
+    }
+
+    /// The error of a write refused (or failed) for `fault`.
+    pub fn unavailable(&self, fault: StorageFault) -> StoreError {
+        StoreError::Unavailable {
+            path: self.path.clone(),
+            fault,
+        }
+    }
+
+    /// A storage error that is a fault of the storage becomes [`StoreError::Unavailable`],
+    /// naming the outage's first cause when one is in progress (a full disk, rather than redb's
+    /// "previous I/O error" that follows it). Other errors pass unchanged.
+    pub fn classify(&self, error: StoreError) -> StoreError {
+        let StoreError::Storage { source, .. } = &error else {
+            return error;
+        };
+        let Some(fault) = StorageFault::of(source) else {
+            return error;
+        };
+        let fault = self.outage().map_or(fault, |(first, _)| first);
+        self.unavailable(fault)
+    }
+
+    /// Begins a read transaction on the current database. While the writer reopens the file
+    /// there is none, and the read fails fast with the outage's fault.
+    pub fn begin_read(&self) -> Result<ReadTransaction, StoreError> {
+        let db = match self.db.read() {
+            Ok(db) => db,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let Some(db) = db.as_ref() else {
+            let fault = self.outage().map_or_else(
+                || StorageFault {
+                    kind: FaultKind::Io,
+                    detail: "the database is being reopened".into(),
+                },
+                |(fault, _)| fault,
+            );
+            return Err(self.unavailable(fault));
+        };
+        db.begin_read()
+            .during("starting a read")
+            .map_err(|e| self.classify(e))
+    }
 }
 
 /// Starts the writer thread. It runs until every sender is dropped, then finishes what is queued.
 pub(crate) fn spawn(
-    db: Arc<Database>,
     shared: Arc<Shared>,
+    opener: Option<Opener>,
     counters: Counters,
     batching: Batching,
     jobs: mpsc::Receiver<Job>,
@@ -186,8 +351,9 @@ pub(crate) fn spawn(
         .name("iris-store-writer".into())
         .spawn(move || {
             // A timer-only runtime of the writer's own, to wait for jobs with a deadline while
-            // lingering. Built (and dropped) on this thread: a runtime must not be dropped
-            // inside the caller's async context. Without it, nothing lingers.
+            // lingering or waiting to reopen. Built (and dropped) on this thread: a runtime must
+            // not be dropped inside the caller's async context. Without it, nothing lingers, and
+            // a reopen after a fault is retried only when work arrives.
             let clock = tokio::runtime::Builder::new_current_thread()
                 .enable_time()
                 .build()
@@ -196,9 +362,10 @@ pub(crate) fn spawn(
                 })
                 .ok();
             let mut writer = Writer {
-                db,
                 shared,
+                opener,
                 counters,
+                outage: None,
             };
             let mut inbox = Inbox {
                 jobs,
@@ -206,11 +373,37 @@ pub(crate) fn spawn(
                 batching,
             };
             let mut batch = Vec::with_capacity(batching.max_batch);
-            while inbox.fill(&mut batch) {
-                writer.commit(&mut batch);
+            loop {
+                let retry_at = writer.outage.as_ref().map(|o| o.retry_at);
+                match inbox.fill(&mut batch, retry_at) {
+                    Filled::Closed => break,
+                    Filled::Idle => writer.recover(),
+                    Filled::Batch => {
+                        if retry_at.is_some_and(|at| Instant::now() >= at) {
+                            writer.recover();
+                        }
+                        match writer.outage.as_ref() {
+                            Some(outage) => {
+                                let error = writer.shared.unavailable(outage.fault.clone());
+                                writer.refuse(&mut batch, &error);
+                            }
+                            None => writer.commit(&mut batch),
+                        }
+                    }
+                }
             }
             tracing::debug!("store writer stopped: every handle was dropped");
         })
+}
+
+/// What [`Inbox::fill`] found.
+enum Filled {
+    /// A batch to commit.
+    Batch,
+    /// Nothing arrived before the deadline.
+    Idle,
+    /// Every sender is gone and nothing is left.
+    Closed,
 }
 
 /// The writer's side of the job channel.
@@ -222,24 +415,35 @@ struct Inbox {
 
 impl Inbox {
     /// Waits for the next batch: the first job, whatever else is queued, and (when nobody waits
-    /// for any of it) whatever arrives within the linger. False once every sender is gone and
-    /// nothing is left.
-    fn fill(&mut self, batch: &mut Vec<Job>) -> bool {
+    /// for any of it) whatever arrives within the linger. Waits for the first job only until
+    /// `until`, if given (and a timer exists).
+    fn fill(&mut self, batch: &mut Vec<Job>, until: Option<Instant>) -> Filled {
         let Inbox {
             jobs,
             clock,
             batching,
         } = self;
-        let Some(first) = jobs.blocking_recv() else {
-            return false;
+        let first = match (until, clock.as_ref()) {
+            (Some(until), Some(clock)) => {
+                let deadline = tokio::time::Instant::from_std(until);
+                match clock.block_on(async { tokio::time::timeout_at(deadline, jobs.recv()).await })
+                {
+                    Ok(first) => first,
+                    Err(_) => return Filled::Idle,
+                }
+            }
+            _ => jobs.blocking_recv(),
+        };
+        let Some(first) = first else {
+            return Filled::Closed;
         };
         batch.push(first);
         drain(jobs, batch, batching.max_batch);
         let Some(clock) = clock else {
-            return true;
+            return Filled::Batch;
         };
         if batching.linger.is_zero() || batch.iter().any(Job::awaited) {
-            return true;
+            return Filled::Batch;
         }
         let deadline = tokio::time::Instant::now() + batching.linger;
         while batch.len() < batching.max_batch {
@@ -257,7 +461,7 @@ impl Inbox {
                 break;
             }
         }
-        true
+        Filled::Batch
     }
 }
 
@@ -271,10 +475,33 @@ fn drain(jobs: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>, max_batch: usize)
     }
 }
 
+/// A storage fault the writer is recovering from.
+struct Outage {
+    fault: StorageFault,
+    /// Whether the database handle is unusable (redb's "previous I/O error") and must be
+    /// reopened; false once it was, until a probe fails again.
+    broken: bool,
+    began: Instant,
+    /// The wait before the next reopen after this one fails.
+    backoff: Duration,
+    retry_at: Instant,
+    /// Reopens tried so far.
+    attempts: u32,
+}
+
+/// Why a recovery attempt did not end the outage.
+struct Stuck {
+    /// Whether the handle is (still, or again) unusable.
+    broken: bool,
+    why: String,
+}
+
 struct Writer {
-    db: Arc<Database>,
     shared: Arc<Shared>,
+    /// How to reopen the database; `None` for an in-memory store, which has nothing to reopen.
+    opener: Option<Opener>,
     counters: Counters,
+    outage: Option<Outage>,
 }
 
 impl Writer {
@@ -301,21 +528,181 @@ impl Writer {
             }
             Err(error) => {
                 self.counters = before;
-                tracing::error!(%error, batch = batch.len(), "store batch failed; nothing in it was written");
-                for job in batch.drain(..) {
-                    let failed = job.mutation().map(|_| Err(error.clone()));
-                    job.answer(failed);
+                let mutations = batch.iter().filter(|j| j.mutation().is_some()).count();
+                let fault = match &error {
+                    StoreError::Storage { source, .. } => StorageFault::of(source),
+                    _ => None,
+                };
+                let Some(fault) = fault else {
+                    tracing::error!(%error, batch = mutations, "store batch failed; nothing in it was written");
+                    for job in batch.drain(..) {
+                        let failed = job.mutation().map(|_| Err(error.clone()));
+                        job.answer(failed);
+                    }
+                    return;
+                };
+                let work = &self.shared.work;
+                work.failed_commits.fetch_add(1, Ordering::Relaxed);
+                work.failed_mutations
+                    .fetch_add(mutations as u64, Ordering::Relaxed);
+                tracing::error!(%error, batch = mutations, fault = fault.kind.as_str(), "store commit failed; nothing in the batch was written; the store reopens the database and refuses writes until it can commit again");
+                let refused = self.shared.unavailable(fault.clone());
+                // The outage is public before any caller hears of it, so health never says ok to
+                // someone whose write just failed.
+                self.begin_outage(fault);
+                batch.drain(..).for_each(|job| job.fail_quietly(&refused));
+                self.recover();
+            }
+        }
+    }
+
+    /// Refuses a batch at once during an outage.
+    fn refuse(&mut self, batch: &mut Vec<Job>, error: &StoreError) {
+        let mutations = batch.iter().filter(|j| j.mutation().is_some()).count();
+        self.shared
+            .work
+            .failed_mutations
+            .fetch_add(mutations as u64, Ordering::Relaxed);
+        tracing::debug!(
+            batch = mutations,
+            "store writes refused: the store is recovering from a storage fault"
+        );
+        batch.drain(..).for_each(|job| job.fail_quietly(error));
+    }
+
+    /// Enters an outage (the handle is unusable); the first reopen is due at once.
+    fn begin_outage(&mut self, fault: StorageFault) {
+        let now = Instant::now();
+        self.shared
+            .set_outage(Some((fault.clone(), Timestamp::now())));
+        self.outage = Some(Outage {
+            fault,
+            broken: true,
+            began: now,
+            backoff: BACKOFF_FIRST,
+            retry_at: now,
+            attempts: 0,
+        });
+    }
+
+    /// Reopens the failed handle (so reads work again), waits for room on a full disk, then
+    /// probes with a commit. On success the outage ends; otherwise the next try is scheduled
+    /// after a doubled backoff.
+    fn recover(&mut self) {
+        let Some(outage) = self.outage.as_mut() else {
+            return;
+        };
+        outage.attempts += 1;
+        let attempt = outage.attempts;
+        let (broken, kind) = (outage.broken, outage.fault.kind);
+        let result = self.try_recover(broken, kind);
+        let Some(outage) = self.outage.as_mut() else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                tracing::warn!(
+                    fault = %outage.fault,
+                    after = ?outage.began.elapsed(),
+                    attempts = attempt,
+                    "store recovered: the database was reopened and commits again"
+                );
+                self.outage = None;
+                self.shared.set_outage(None);
+                self.shared.work.recoveries.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(Stuck { broken, why }) => {
+                outage.broken = broken;
+                let wait = outage.backoff;
+                outage.retry_at = Instant::now() + wait;
+                outage.backoff = (wait * 2).min(BACKOFF_MAX);
+                // The first few failures say why; later ones would only repeat it.
+                if attempt <= 3 || attempt.is_power_of_two() {
+                    tracing::warn!(why = %why, attempts = attempt, retry_in = ?wait, "store still cannot commit; retrying");
                 }
             }
         }
     }
 
+    fn try_recover(&mut self, broken: bool, kind: FaultKind) -> Result<(), Stuck> {
+        let Some(opener) = self.opener.as_ref() else {
+            return Err(Stuck {
+                broken,
+                why: "an in-memory store cannot be reopened".into(),
+            });
+        };
+        if broken {
+            // The old handle goes first: it holds the file's lock.
+            drop(self.take_db());
+            let (db, counters) = (opener.open)().map_err(|e| Stuck {
+                broken: true,
+                why: e.to_string(),
+            })?;
+            self.put_db(db);
+            // What the file holds is the truth: everything committed, nothing of a failed
+            // batch.
+            self.counters = counters.clone();
+            if let Ok(mut committed) = self.shared.committed.lock() {
+                *committed = counters;
+            }
+        }
+        if kind == FaultKind::DiskFull
+            && let Some(file) = opener.file.as_deref()
+            && let Some(room) = room(file)
+            && room < ROOM_AFTER_DISK_FULL
+        {
+            return Err(Stuck {
+                broken: false,
+                why: format!(
+                    "its filesystem is still full ({room} bytes available, {ROOM_AFTER_DISK_FULL} needed)"
+                ),
+            });
+        }
+        // The probe: a real durable commit (the counters, unchanged).
+        match self.apply_all(&[]) {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                self.shared
+                    .work
+                    .failed_commits
+                    .fetch_add(1, Ordering::Relaxed);
+                let fault = matches!(&error, StoreError::Storage { source, .. } if StorageFault::of(source).is_some());
+                Err(Stuck {
+                    // A fault leaves this handle unusable too.
+                    broken: fault,
+                    why: error.to_string(),
+                })
+            }
+        }
+    }
+
+    fn take_db(&self) -> Option<Database> {
+        match self.shared.db.write() {
+            Ok(mut db) => db.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        }
+    }
+
+    fn put_db(&self, db: Database) {
+        match self.shared.db.write() {
+            Ok(mut slot) => *slot = Some(db),
+            Err(poisoned) => *poisoned.into_inner() = Some(db),
+        }
+    }
+
     /// Runs the batch in one durable transaction. `Err` means nothing was committed.
     fn apply_all(&mut self, batch: &[Job]) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
-        let mut txn = self
-            .db
-            .begin_write()
-            .during("starting a write transaction")?;
+        let shared = self.shared.clone();
+        let db = match shared.db.read() {
+            Ok(db) => db,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let Some(db) = db.as_ref() else {
+            return Err(StoreError::storage("starting a write transaction")(
+                redb::Error::DatabaseClosed,
+            ));
+        };
+        let mut txn = db.begin_write().during("starting a write transaction")?;
         txn.set_durability(Durability::Immediate)
             .during("setting durability")?;
         let mut outcomes = Vec::with_capacity(batch.len());

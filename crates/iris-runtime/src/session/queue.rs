@@ -65,12 +65,17 @@ impl SessionState {
     }
 
     /// Fails when the session is in status `error`: it must be woken (or reset) first.
+    /// Also fails, with the store's `STORE_ERROR`, while the store cannot commit (a full disk):
+    /// a turn run now could not be recorded.
     pub(super) fn fail_fast(&self) -> Result<(), RuntimeError> {
         if self.snapshot.load().status == SessionStatus::Error {
             return Err(RuntimeError::SessionFailed {
                 pair: self.pair.clone(),
                 reason: "the session is in status error".into(),
             });
+        }
+        if let Some(error) = self.shared.store.unavailable() {
+            return Err(error.into());
         }
         Ok(())
     }
@@ -397,9 +402,21 @@ impl SessionState {
                 Ok(pending) => pending.outcome().await.map(drop),
                 Err(error) => Err(error),
             };
-            if let Err(error) = durable {
-                tracing::error!(%pair, session = %id, turn = %turn.id(), %error, "could not record the turn's bookkeeping");
-            }
+            // No acknowledgement without a commit: a turn whose bookkeeping is not durable
+            // fails with the store's error, whatever the agent answered.
+            let outcome = match durable {
+                Ok(()) => outcome,
+                Err(error) => {
+                    tracing::error!(%pair, session = %id, turn = %turn.id(), %error, "could not record the turn's bookkeeping; the turn fails");
+                    TellOutcome::Failed {
+                        turn_id: turn.id(),
+                        error: TurnError::Store {
+                            code: iris_core::Coded::code(&error),
+                            message: error.to_string(),
+                        },
+                    }
+                }
+            };
             tracing::info!(%pair, session = %id, turn = %turn.id(), outcome = outcome_name(&outcome), "turn finished");
             turn.progress.finish(outcome);
         });
