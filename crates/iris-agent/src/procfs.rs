@@ -85,24 +85,72 @@ pub fn ticks_to_duration(ticks: u64) -> std::time::Duration {
 }
 
 /// Every process's stat (zombies included), read one by one: a process that exits meanwhile is
-/// left out.
+/// left out. Empty if `/proc` cannot be read; see [`try_all_stats`] to tell that apart.
 pub fn all_stats() -> Vec<ProcStat> {
-    let Ok(entries) = std::fs::read_dir(Path::new("/proc")) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(stat)
-        .collect()
+    try_all_stats().unwrap_or_default()
+}
+
+/// Every process's stat, or the error that kept `/proc` from being read (descriptors exhausted,
+/// say). A process that exits while it is read is left out; that is not an error.
+pub fn try_all_stats() -> std::io::Result<Vec<ProcStat>> {
+    try_all_stats_in(Path::new("/proc"))
+}
+
+/// [`try_all_stats`] for a `/proc` mounted at `root`.
+fn try_all_stats_in(root: &Path) -> std::io::Result<Vec<ProcStat>> {
+    let mut stats = Vec::new();
+    for entry in std::fs::read_dir(root)? {
+        let Some(pid) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        match std::fs::read_to_string(root.join(pid.to_string()).join("stat")) {
+            Ok(text) => stats.extend(parse_stat(pid, &text)),
+            // The process exited between the listing and the read.
+            Err(e) if is_gone(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(stats)
+}
+
+/// Whether a failed read of `/proc/<pid>/…` means the process is gone (rather than that the
+/// read itself failed).
+fn is_gone(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::NotFound || error.raw_os_error() == Some(libc_esrch())
+}
+
+/// `ESRCH`, which a read of a process that just exited may return.
+fn libc_esrch() -> i32 {
+    nix::errno::Errno::ESRCH as i32
 }
 
 /// The live (non-zombie) processes whose process group is `pgid`.
+///
+/// **A failed read is not an empty group.** When `/proc` cannot be read (no descriptor left, a
+/// transient kernel error), nothing is known, and the group is taken to be alive: the answer is
+/// `[pgid]`, its leader. Callers ask this to decide whether an agent is gone (the health check)
+/// or a stop is done; wrongly answering "gone" would drop a healthy agent, while wrongly
+/// answering "alive" only waits (every such wait is bounded) and is corrected by the next look.
 pub fn live_group_members(pgid: u32) -> Vec<u32> {
-    all_stats()
-        .into_iter()
-        .filter(|s| s.pgrp == pgid && s.is_alive())
-        .map(|s| s.pid)
-        .collect()
+    live_group_members_in(Path::new("/proc"), pgid)
+}
+
+fn live_group_members_in(root: &Path, pgid: u32) -> Vec<u32> {
+    match try_all_stats_in(root) {
+        Ok(stats) => stats
+            .into_iter()
+            .filter(|s| s.pgrp == pgid && s.is_alive())
+            .map(|s| s.pid)
+            .collect(),
+        Err(error) => {
+            tracing::warn!(pgid, %error, "could not read /proc; taking the process group to be alive");
+            vec![pgid]
+        }
+    }
 }
 
 /// Whether `/proc/<pid>/environ` has the entry `NAME=value` for which `matches(value)` holds.
@@ -133,7 +181,28 @@ pub fn cmdline(pid: u32) -> Option<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
+
+    #[test]
+    fn an_unreadable_proc_is_not_an_empty_group() {
+        // /proc cannot be listed (as when no descriptor is left): nothing is known, so the
+        // group counts as alive.
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-proc");
+        assert_eq!(live_group_members_in(&missing, 4242), vec![4242]);
+        // A process's stat that cannot be read for another reason than its exit: the same.
+        std::fs::create_dir_all(dir.path().join("4242/stat")).unwrap();
+        assert_eq!(live_group_members_in(dir.path(), 4242), vec![4242]);
+        // A process that exited between the listing and the read is just left out.
+        std::fs::remove_dir(dir.path().join("4242/stat")).unwrap();
+        assert_eq!(live_group_members_in(dir.path(), 4242), Vec::<u32>::new());
+        // And the real /proc answers about this process's group.
+        let me = std::process::id();
+        let group = stat(me).unwrap().pgrp;
+        assert!(live_group_members(group).contains(&me));
+    }
 
     #[test]
     fn parses_a_stat_line_whose_name_has_spaces_and_parens() {

@@ -215,6 +215,15 @@ fn a_remote_program_under_home_is_found_through_the_tilde() {
     sandbox.assert_nothing_ran();
 }
 
+/// What the display form sets: the environment's names, each value hidden.
+fn displayed_env(sandbox: &Sandbox) -> Vec<String> {
+    let mut env = expected_env(sandbox);
+    if let Some(value) = env.last_mut() {
+        *value = iris_core::redact::REDACTED.to_owned();
+    }
+    env
+}
+
 #[test]
 fn the_local_display_form_runs_the_same_launch() {
     let sandbox = Sandbox::new();
@@ -222,7 +231,8 @@ fn the_local_display_form_runs_the_same_launch() {
     let launch = launch(&team, &agent, &options);
     let (argv, env) = sandbox.run_sh(&launch.display());
     assert_eq!(argv, launch.args());
-    assert_eq!(env, expected_env(&sandbox));
+    // The same launch, but for the environment's values, which are never shown.
+    assert_eq!(env, displayed_env(&sandbox));
     sandbox.assert_nothing_ran();
 }
 
@@ -241,7 +251,17 @@ fn the_remote_display_form_passes_the_same_ssh_argv() {
         &display[prefix.len()..]
     );
     let (argv, _) = sandbox.run_sh(&script);
-    assert_eq!(argv, launch.args());
+    // The same ssh argv, but for the environment's values inside the remote command, which are
+    // never shown.
+    let mut expected = launch.args().to_vec();
+    if let Some(remote_command) = expected.last_mut() {
+        *remote_command = remote_command.replace(
+            &quote(&format!("IRIS_TEST_VAR={}", NASTY.join("|"))),
+            &quote(&format!("IRIS_TEST_VAR={}", iris_core::redact::REDACTED)),
+        );
+    }
+    assert_ne!(expected, launch.args(), "the value was there to hide");
+    assert_eq!(argv, expected);
     sandbox.assert_nothing_ran();
 }
 

@@ -20,6 +20,7 @@ pub mod pair;
 pub mod project_path;
 pub mod query;
 pub mod record;
+pub mod redact;
 pub mod session_id;
 pub mod status;
 pub mod team;

@@ -18,7 +18,8 @@ pub enum SessionIdError {
     Empty,
     /// The input is not a hyphenated UUID.
     #[error(
-        "invalid session id {input:?}: expected a hyphenated UUID v4 such as 550e8400-e29b-41d4-a716-446655440000"
+        "invalid session id {}: expected a hyphenated UUID v4 such as 550e8400-e29b-41d4-a716-446655440000",
+        crate::redact::quoted(input)
     )]
     Malformed {
         /// The rejected input.
@@ -26,7 +27,8 @@ pub enum SessionIdError {
     },
     /// The input is a UUID, but not a random (version 4, RFC 4122 variant) one.
     #[error(
-        "invalid session id {input:?}: it is a UUID of version {version}, but iris session ids are UUID v4"
+        "invalid session id {}: it is a UUID of version {version}, but iris session ids are UUID v4",
+        crate::redact::quoted(input)
     )]
     NotVersion4 {
         /// The rejected input.

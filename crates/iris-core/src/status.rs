@@ -9,7 +9,10 @@ use crate::error::{Coded, ErrorCode};
 
 /// A string that names no known status or process state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown {kind} {input:?}; expected one of: {expected}")]
+#[error(
+    "unknown {kind} {}; expected one of: {expected}",
+    crate::redact::quoted(input)
+)]
 pub struct UnknownStateError {
     /// `"session status"` or `"process state"`.
     pub kind: &'static str,

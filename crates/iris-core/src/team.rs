@@ -23,7 +23,10 @@ pub enum TeamNameError {
     #[error("team name cannot be empty: give each team a name such as `frontend` or `backend-api`")]
     Empty,
     /// The name is longer than [`MAX_TEAM_NAME_LEN`] characters.
-    #[error("team name {name:?} is {len} characters long; the maximum is {MAX_TEAM_NAME_LEN}")]
+    #[error(
+        "team name {} is {len} characters long; the maximum is {MAX_TEAM_NAME_LEN}",
+        crate::redact::quoted(name)
+    )]
     TooLong {
         /// The rejected name.
         name: String,
@@ -32,7 +35,8 @@ pub enum TeamNameError {
     },
     /// The name contains a shell metacharacter or a path climb.
     #[error(
-        "team name {name:?} contains the dangerous sequence {found:?}; use only letters, digits, '_', '-', '@' and '.'"
+        "team name {} contains the dangerous sequence {found:?}; use only letters, digits, '_', '-', '@' and '.'",
+        crate::redact::quoted(name)
     )]
     Dangerous {
         /// The rejected name.
@@ -42,7 +46,8 @@ pub enum TeamNameError {
     },
     /// The name contains a character outside `[A-Za-z0-9_\-@.]`.
     #[error(
-        "team name {name:?} contains the invalid character {ch:?}; use only letters, digits, '_', '-', '@' and '.'"
+        "team name {} contains the invalid character {ch:?}; use only letters, digits, '_', '-', '@' and '.'",
+        crate::redact::quoted(name)
     )]
     InvalidCharacter {
         /// The rejected name.
@@ -51,14 +56,18 @@ pub enum TeamNameError {
         ch: char,
     },
     /// The name is `.` or `..`, which would alias a directory.
-    #[error("team name {name:?} is reserved because it names a directory; pick a descriptive name")]
+    #[error(
+        "team name {} is reserved because it names a directory; pick a descriptive name",
+        crate::redact::quoted(name)
+    )]
     DotName {
         /// The rejected name.
         name: String,
     },
     /// The name starts with `-` (it could pass for a flag) or `.` (a hidden file).
     #[error(
-        "team name {name:?} must not begin with {ch:?}; start it with a letter, digit, '_' or '@'"
+        "team name {} must not begin with {ch:?}; start it with a letter, digit, '_' or '@'",
+        crate::redact::quoted(name)
     )]
     BadFirstCharacter {
         /// The rejected name.

@@ -10,9 +10,10 @@ use std::time::Duration;
 use iris_core::{SessionRecord, TurnRecord};
 use serde::{Deserialize, Serialize};
 
-/// One command.
+/// One command. A field it does not know is an error (a misspelt `timout` must not silently
+/// mean "wait for the whole turn").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "command", rename_all = "snake_case")]
+#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     /// Send `message` from `from` to `to`.
     Tell {
@@ -128,9 +129,29 @@ pub enum Request {
     Stats,
 }
 
+impl Request {
+    /// Reads a request from JSON, refusing any field it does not know. (serde's
+    /// `deny_unknown_fields` covers the commands with fields; a command without any, such as
+    /// `stats`, is checked here.)
+    pub fn from_json(bytes: &[u8]) -> Result<Request, serde_json::Error> {
+        use serde::de::Error as _;
+        let value: serde_json::Value = serde_json::from_slice(bytes)?;
+        if let Some(object) = value.as_object()
+            && object.get("command").and_then(serde_json::Value::as_str) == Some("stats")
+            && let Some(extra) = object.keys().find(|key| *key != "command")
+        {
+            return Err(serde_json::Error::custom(format!(
+                "unknown field `{}`: the `stats` command takes no fields",
+                iris_core::redact::clip(extra)
+            )));
+        }
+        serde_json::from_value(value)
+    }
+}
+
 /// A session named by id or by pair.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, deny_unknown_fields)]
 pub enum SessionTarget {
     /// By session id.
     Id {
@@ -347,6 +368,38 @@ impl ApiError {
     /// The stable code.
     pub fn code(&self) -> &str {
         &self.error.code
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let tell = r#"{"command":"tell","from":"a","to":"b","message":"hi","timout":"5s"}"#;
+        let read = |text: &str| Request::from_json(text.as_bytes());
+        let error = read(tell).unwrap_err().to_string();
+        assert!(error.contains("timout"), "{error}");
+        let stats = r#"{"command":"stats","verbose":true}"#;
+        assert!(read(stats).unwrap_err().to_string().contains("verbose"));
+        let show = r#"{"command":"sessions_show","target":{"session_id":"x","extra":1}}"#;
+        assert!(read(show).is_err());
+        // What is known still reads.
+        let good = r#"{"command":"tell","from":"a","to":"b","message":"hi","timeout":"5s"}"#;
+        assert!(matches!(
+            read(good).unwrap(),
+            Request::Tell {
+                timeout: Some(_),
+                ..
+            }
+        ));
+        assert_eq!(read(r#"{"command":"stats"}"#).unwrap(), Request::Stats);
+        let show = r#"{"command":"sessions_show","target":{"from":"a","to":"b"}}"#;
+        assert!(read(show).is_ok());
+        assert!(read("{ not json").is_err());
     }
 }
 

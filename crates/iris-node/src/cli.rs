@@ -215,9 +215,16 @@ pub enum ConfigCommand {
     ///
     /// Checks what a start would: the TOML syntax, every key, each team's agent command (found
     /// as an absolute path, next to the config file, on PATH, or next to iris) and each team's
-    /// directory. Prints the configuration as iris will use it: defaults filled in, variables
-    /// expanded, paths and agent commands resolved (TOML, or JSON with --json).
-    Check,
+    /// directory. Prints the configuration as iris will use it: defaults filled in, paths and
+    /// agent commands resolved (TOML, or JSON with --json). Values taken from the environment
+    /// (`${VAR}`) are shown as written, agents' `env` values and secrets in URLs are hidden,
+    /// unless --show-values.
+    Check {
+        /// Show every value as iris will use it, environment values and secrets included (the
+        /// output then loads back as a configuration file).
+        #[arg(long)]
+        show_values: bool,
+    },
     /// Write a commented starter configuration.
     Init {
         /// Where to write it (default: the --config path if given, else $IRIS_HOME/config.toml;

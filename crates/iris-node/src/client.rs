@@ -1,19 +1,29 @@
 //! The client side of a running node's control API: `POST /api/v1/command` with the token from
 //! the endpoint file, over plain HTTP (the node listens on loopback by default).
 //!
-//! **Timeouts.** Connecting is bounded ([`CONNECT_TIMEOUT`]): on loopback a live node accepts
-//! at once, so a connect that takes longer means the node is wedged. The whole exchange is
-//! bounded per kind of request ([`deadline_for`]):
+//! **Timeouts.** No request waits forever on a node that does not answer. Connecting is bounded
+//! ([`CONNECT_TIMEOUT`]): on loopback a live node accepts at once, so a connect that takes
+//! longer means the node is wedged. Every request then has two deadlines:
 //!
-//! - reads (list, show, report, status, teams, stats) and `tell --async`: [`READ_TIMEOUT`];
-//! - `tell --timeout D`: D plus [`REPLY_MARGIN`] (the node answers at D with the partial text);
-//! - lifecycle commands (wake, wake-all, sleep, cancel, delete, compact, reboot), which start or
-//!   stop agents: [`CONTROL_TIMEOUT`], longer than any of them takes with sane settings;
-//! - a `tell` that waits for the whole reply: **no overall deadline**. A turn may legitimately
-//!   run for hours while the agent keeps working; the node itself bounds a turn without
-//!   progress (`response_timeout`, `tool_timeout`, and `turn_timeout` if set) and fails it, and a node that dies closes the
-//!   connection, which ends the wait at once (TCP keepalive covers a peer that vanished off
-//!   loopback). Interrupting the command (Ctrl-C) stops waiting; the turn goes on in the node.
+//! - **Silence** ([`DEFAULT_IDLE_TIMEOUT`], or `$IRIS_CLIENT_IDLE_TIMEOUT`): the client asks the
+//!   node for heartbeats ([`crate::server::HEARTBEAT_HEADER`]) every fifth of it, and fails
+//!   with `NODE_UNAVAILABLE` ("did not answer") when nothing at all arrives for that long. A node
+//!   that is frozen (`SIGSTOP`), deadlocked or starved still accepts connections in the kernel,
+//!   so only this notices it; a node that works sends a newline per heartbeat while a command
+//!   runs, however long.
+//! - **Overall**, per kind of request ([`deadline_for`]):
+//!   - reads (list, show, report, status, teams, stats) and `tell --async`: [`READ_TIMEOUT`];
+//!   - `tell --timeout D`: D plus [`REPLY_MARGIN`] (the node answers at D with the partial text);
+//!   - lifecycle commands (wake, wake-all, sleep, cancel, delete, compact, reboot), which start
+//!     or stop agents: [`CONTROL_TIMEOUT`], longer than any of them takes with sane settings;
+//!   - a `tell` that waits for the whole reply: **none but silence**. A turn may legitimately
+//!     run for hours while the agent keeps working, so no fixed deadline fits it: the node bounds
+//!     a turn without progress itself (`response_timeout`, `tool_timeout`, and `turn_timeout`
+//!     if set) and fails it, and its heartbeats prove it is alive meanwhile. So a long healthy
+//!     turn is never cut, and a frozen node is detected within the silence deadline. A node that
+//!     dies closes the connection, which ends the wait at once.
+//!
+//! Interrupting the command (Ctrl-C) stops waiting; the turn goes on in the node.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,7 +33,7 @@ use reqwest::StatusCode;
 use crate::api::{ApiError, Reply, Request};
 use crate::endpoint::Endpoint;
 use crate::error::{INTERNAL_ERROR, NODE_UNAVAILABLE, UNAUTHORIZED};
-use crate::server::COMMAND_PATH;
+use crate::server::{COMMAND_PATH, HEARTBEAT_HEADER};
 
 /// How long connecting to the node may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,6 +45,14 @@ pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 pub const REPLY_MARGIN: Duration = Duration::from_secs(30);
 /// TCP keepalive on the connection, so a vanished peer is noticed during a long tell.
 const KEEPALIVE: Duration = Duration::from_secs(30);
+/// How long a request may go without a byte from the node before the node counts as not
+/// answering (it sends a heartbeat every fifth of this while a command runs).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The environment variable that sets the silence deadline (a duration such as `10s`).
+pub const IDLE_TIMEOUT_VAR: &str = "IRIS_CLIENT_IDLE_TIMEOUT";
+/// How long a pooled connection is kept between requests: less than the node's header-read
+/// timeout, so the client never reuses a connection the node is about to close.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Talks to one node, with its token.
 #[derive(Debug, Clone)]
@@ -43,14 +61,38 @@ pub struct Client {
     /// The endpoint file it came from, for error messages.
     source: Option<PathBuf>,
     http: reqwest::Client,
+    /// The silence deadline (see the module documentation).
+    idle_timeout: Duration,
+}
+
+/// The silence deadline: `$IRIS_CLIENT_IDLE_TIMEOUT` if it holds a duration of at least 500 ms,
+/// else [`DEFAULT_IDLE_TIMEOUT`].
+pub fn idle_timeout_from_env() -> Duration {
+    std::env::var(IDLE_TIMEOUT_VAR)
+        .ok()
+        .and_then(|text| humantime::parse_duration(text.trim()).ok())
+        .filter(|d| *d >= Duration::from_millis(500))
+        .unwrap_or(DEFAULT_IDLE_TIMEOUT)
 }
 
 impl Client {
     /// A client for the node at `endpoint`, read from the endpoint file `source` (named in error
     /// messages; `None` if the endpoint came from elsewhere).
     pub fn new(endpoint: Endpoint, source: Option<PathBuf>) -> Result<Client, ApiError> {
+        Client::with_idle_timeout(endpoint, source, idle_timeout_from_env())
+    }
+
+    /// [`Client::new`] with an explicit silence deadline.
+    pub fn with_idle_timeout(
+        endpoint: Endpoint,
+        source: Option<PathBuf>,
+        idle_timeout: Duration,
+    ) -> Result<Client, ApiError> {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
+            // Each read, waiting for the answer's head or for the next bytes of its body.
+            .read_timeout(idle_timeout)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .tcp_keepalive(KEEPALIVE)
             // The node is reached directly: a proxy configured for the web must not see the
             // token or relay loopback traffic.
@@ -66,6 +108,7 @@ impl Client {
             endpoint,
             source,
             http,
+            idle_timeout,
         })
     }
 
@@ -77,33 +120,43 @@ impl Client {
     /// Sends one request and returns the node's reply.
     pub async fn execute(&self, request: Request) -> Result<Reply, ApiError> {
         let deadline = deadline_for(&request);
+        let heartbeat = (self.idle_timeout / 5).max(Duration::from_millis(100));
         let mut call = self
             .http
             .post(format!("{}{COMMAND_PATH}", self.endpoint.url()))
             .bearer_auth(&self.endpoint.token)
+            .header(HEARTBEAT_HEADER, heartbeat.as_millis().to_string())
             .json(&request);
         if let Some(deadline) = deadline {
             call = call.timeout(deadline);
         }
+        let started = std::time::Instant::now();
         let response = call
             .send()
             .await
-            .map_err(|e| self.network_error(&e, deadline))?;
+            .map_err(|e| self.network_error(&e, deadline, started))?;
         let status = response.status();
         let body = response
             .bytes()
             .await
-            .map_err(|e| self.network_error(&e, deadline))?;
+            .map_err(|e| self.network_error(&e, deadline, started))?;
         self.decode(status, &body)
     }
 
-    /// Turns the node's answer into a reply or the error it reported.
+    /// Turns the node's answer into a reply or the error it reported. A heartbeat answer is
+    /// `200` with newlines before the reply or before an `{"error":…}` object.
     fn decode(&self, status: StatusCode, body: &[u8]) -> Result<Reply, ApiError> {
         if status == StatusCode::UNAUTHORIZED {
             return Err(self.unauthorized());
         }
         if status.is_success() {
-            return serde_json::from_slice(body).map_err(|e| {
+            let reply = serde_json::from_slice::<Reply>(body);
+            if reply.is_err()
+                && let Ok(error) = serde_json::from_slice::<ApiError>(body)
+            {
+                return Err(error);
+            }
+            return reply.map_err(|e| {
                 ApiError::new(
                     INTERNAL_ERROR,
                     format!(
@@ -145,17 +198,27 @@ impl Client {
         )
     }
 
-    fn network_error(&self, error: &reqwest::Error, deadline: Option<Duration>) -> ApiError {
+    fn network_error(
+        &self,
+        error: &reqwest::Error,
+        deadline: Option<Duration>,
+        started: std::time::Instant,
+    ) -> ApiError {
         let (addr, pid, file) = (self.endpoint.addr, self.endpoint.pid, self.file());
+        let url = self.endpoint.url();
         let message = if error.is_timeout() {
             match deadline {
-                Some(d) if !error.is_connect() => format!(
-                    "the iris node at {addr} (pid {pid}) did not answer within {}: it may be overloaded or stuck; check its log, or restart it",
+                _ if error.is_connect() => format!(
+                    "could not connect to the iris node at {url} (pid {pid}) within {}: it may be stuck; check its log, or restart it",
+                    humantime::format_duration(CONNECT_TIMEOUT)
+                ),
+                Some(d) if started.elapsed() >= d => format!(
+                    "the iris node at {url} (pid {pid}) did not answer within {}: it may be overloaded or stuck; check its log, or restart it",
                     humantime::format_duration(d)
                 ),
                 _ => format!(
-                    "could not connect to the iris node at {addr} (pid {pid}) within {}: it may be stuck; check its log, or restart it",
-                    humantime::format_duration(CONNECT_TIMEOUT)
+                    "the iris node at {url} (pid {pid}) did not answer: nothing came from it for {} (a working node sends a heartbeat every few seconds). It may be stopped (SIGSTOP: `kill -CONT {pid}`), overloaded or stuck; check its log, or restart it. A turn already sent goes on if the node recovers: check with `iris report`",
+                    humantime::format_duration(self.idle_timeout)
                 ),
             }
         } else if error.is_connect() {
@@ -268,6 +331,51 @@ mod tests {
         assert!(text.contains("/data/iris.redb.node"), "{text}");
         assert!(text.to_lowercase().contains("refused"), "{text}");
         assert_eq!(error.exit_code(), 6);
+    }
+
+    #[tokio::test]
+    async fn a_node_that_accepts_but_never_answers_is_node_unavailable() {
+        // What a SIGSTOPped node looks like from outside: the kernel completes the connection
+        // (the listen backlog), and then nothing ever comes.
+        let frozen = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = frozen.local_addr().unwrap();
+        let client = Client::with_idle_timeout(
+            endpoint(&addr.to_string()),
+            None,
+            Duration::from_millis(500),
+        )
+        .unwrap();
+        // A full-wait tell has no overall deadline: silence is what ends it.
+        let tell = tell(None, false);
+        assert_eq!(deadline_for(&tell), None);
+        let error = tokio::time::timeout(Duration::from_secs(60), client.execute(tell))
+            .await
+            .expect("the client gave up on its own")
+            .unwrap_err();
+        assert_eq!(error.code(), NODE_UNAVAILABLE);
+        let text = error.to_string();
+        assert!(text.contains("did not answer"), "{text}");
+        assert!(text.contains(&format!("http://{addr}")), "{text}");
+        assert_eq!(error.exit_code(), 6);
+        drop(frozen);
+    }
+
+    #[test]
+    fn heartbeat_answers_are_decoded() {
+        let client = Client::new(endpoint("127.0.0.1:1"), None).unwrap();
+        let reply = serde_json::to_vec(&Reply::Teams(Vec::new())).unwrap();
+        let mut body = b"\n\n\n".to_vec();
+        body.extend_from_slice(&reply);
+        assert_eq!(
+            client.decode(StatusCode::OK, &body).unwrap(),
+            Reply::Teams(Vec::new())
+        );
+        let mut body = b"\n".to_vec();
+        body.extend(serde_json::to_vec(&ApiError::new("TIMEOUT", "stalled")).unwrap());
+        assert_eq!(
+            client.decode(StatusCode::OK, &body).unwrap_err(),
+            ApiError::new("TIMEOUT", "stalled")
+        );
     }
 
     #[test]

@@ -53,8 +53,8 @@ pub async fn run(cli: Cli, output: Output) -> Result<ExitCode, ApiError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Config(ConfigCommand::Check) => {
-            config_check(config_path, &output)?;
+        Command::Config(ConfigCommand::Check { show_values }) => {
+            config_check(config_path, show_values, &output)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Node { listen } => {
@@ -275,7 +275,11 @@ fn load_config(explicit: Option<&Path>) -> Result<Config, ApiError> {
 
 /// `iris config check`: everything a start would check (syntax, keys, agent commands, team
 /// directories), reporting every team problem at once; then the effective configuration.
-fn config_check(explicit: Option<&Path>, output: &Output) -> Result<(), ApiError> {
+fn config_check(
+    explicit: Option<&Path>,
+    show_values: bool,
+    output: &Output,
+) -> Result<(), ApiError> {
     let config = load_config(explicit)?;
     let problems = iris_runtime::startup::team_problems(&config);
     if !problems.is_empty() {
@@ -286,15 +290,21 @@ fn config_check(explicit: Option<&Path>, output: &Output) -> Result<(), ApiError
         ));
     }
     if output.is_json() {
-        let value = serde_json::to_value(&config)
+        let value = config
+            .to_json_shown(show_values)
             .map_err(|e| ApiError::new(INTERNAL_ERROR, format!("cannot show the config: {e}")))?;
         output.json_value(&value);
         return Ok(());
     }
     let text = config
-        .to_toml_string()
+        .to_toml_string_shown(show_values)
         .map_err(|e| ApiError::new(iris_core::ErrorCode::ConfigError.as_str(), e.to_string()))?;
     output.text(&format!("{}\n", text.trim_end()));
+    if !show_values {
+        output.note(
+            "values from the environment, agents' env values and secrets are hidden; --show-values shows them",
+        );
+    }
     let teams: Vec<&str> = config.team_names().map(TeamName::as_str).collect();
     output.note(&format!(
         "ok: {} is valid ({} team(s): {})",
@@ -389,7 +399,8 @@ async fn other_teams(backend: &Backend, from: &str) -> Result<Vec<String>, ApiEr
         return Err(ApiError::new(
             iris_core::ErrorCode::TeamNotFound.as_str(),
             format!(
-                "unknown team {from_team}: add [teams.{from_team}] to the configuration, or check the spelling"
+                "unknown team {from_team}: add [{}] to the configuration, or check the spelling",
+                iris_core::config::team_table(&from_team)
             ),
         ));
     }

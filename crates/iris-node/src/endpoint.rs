@@ -15,11 +15,27 @@
 //! **How.** Written to a private temporary file in the same directory and renamed over the
 //! final name, so a reader sees the old file, the new one, or none, never a half-written one.
 //! Removed by the node on a graceful shutdown; a file left by a killed node is *stale* and is
-//! ignored by [`read_live`] (and overwritten by the next node).
+//! ignored by [`read_live`] (and overwritten by the next node). A running node puts its file
+//! back if it disappears ([`crate::node`]).
+//!
+//! **Trust.** Whoever controls this file receives every command the CLI sends, and the CLI
+//! prints their answers. So [`read`] accepts it only when all of these hold, and otherwise
+//! refuses it with `NODE_UNAVAILABLE`, saying which check failed and what to do:
+//!
+//! - it is a regular file (not a symbolic link, FIFO or device), opened non-blocking, of at
+//!   most [`MAX_FILE_LEN`] bytes (read with that cap);
+//! - it is owned by the user running the command, and not writable by group or others;
+//! - its directory is owned by that user (or root) and not writable by group or others, unless
+//!   it is sticky (like `/tmp`: others may add files there, but not replace ours);
+//!
+//! and [`read_live`] adds: the process it names runs as the same user. A node checks its
+//! database's directory the same way before it writes the file ([`check_directory`]), so it
+//! never advertises itself where its clients would refuse to look.
 
 use std::fmt;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::net::SocketAddr;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -32,7 +48,7 @@ use crate::error::{INTERNAL_ERROR, NODE_UNAVAILABLE};
 pub const SUFFIX: &str = ".node";
 
 /// The largest endpoint file [`read`] accepts: a real one is about 150 bytes.
-const MAX_FILE_LEN: u64 = 4096;
+pub const MAX_FILE_LEN: u64 = 4096;
 
 /// How to reach a running node.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,9 +171,23 @@ pub async fn write(db_path: &Path, endpoint: &Endpoint) -> Result<PathBuf, ApiEr
 }
 
 /// Reads the endpoint file of the database at `db_path`. `Ok(None)` if there is none; an error
-/// if it exists but cannot be read or parsed (it names the file and what to do).
+/// if it exists but is not to be trusted (see the module documentation), cannot be read or
+/// cannot be parsed (it names the file, why, and what to do).
 pub async fn read(db_path: &Path) -> Result<Option<Endpoint>, ApiError> {
     let path = path_for(db_path);
+    // Opening, fstat and a 4 KiB read: blocking calls, even if short ones.
+    tokio::task::spawn_blocking(move || read_trusted(&path))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                INTERNAL_ERROR,
+                format!("the task reading the node endpoint file failed: {e}"),
+            )
+        })?
+}
+
+/// [`read`], blocking, on the endpoint file at `path`.
+fn read_trusted(path: &Path) -> Result<Option<Endpoint>, ApiError> {
     let unusable = |why: String| {
         ApiError::new(
             NODE_UNAVAILABLE,
@@ -167,18 +197,21 @@ pub async fn read(db_path: &Path) -> Result<Option<Endpoint>, ApiError> {
             ),
         )
     };
-    let metadata = match tokio::fs::metadata(&path).await {
-        Ok(m) => m,
+    // Non-blocking, so a FIFO planted under the name cannot hang the open; no symbolic link
+    // (it could point anywhere).
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOFOLLOW)
+        .open(path);
+    let mut file = match opened {
+        Ok(file) => file,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(unusable(e.to_string())),
-    };
-    if metadata.len() > MAX_FILE_LEN {
-        return Err(unusable(format!("{} bytes is too long", metadata.len())));
-    }
-    let bytes = match tokio::fs::read(&path).await {
-        Ok(b) => b,
-        // Removed between the two calls: a node stopped just now.
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            return Err(untrusted(
+                path,
+                "it is a symbolic link, and the endpoint file must be a regular file".to_owned(),
+            ));
+        }
         Err(e) if e.kind() == ErrorKind::PermissionDenied => {
             return Err(unusable(format!(
                 "{e}: only the user who runs the node can drive it"
@@ -186,9 +219,150 @@ pub async fn read(db_path: &Path) -> Result<Option<Endpoint>, ApiError> {
         }
         Err(e) => return Err(unusable(e.to_string())),
     };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| unusable(format!("not an endpoint: {e}")))
+    let metadata = file.metadata().map_err(|e| unusable(e.to_string()))?;
+    check_file(path, &metadata)?;
+    check_directory_of(path)?;
+    let mut bytes = Vec::new();
+    (&mut file)
+        .take(MAX_FILE_LEN + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| unusable(e.to_string()))?;
+    if bytes.len() as u64 > MAX_FILE_LEN {
+        return Err(unusable(format!(
+            "it is longer than {MAX_FILE_LEN} bytes, far more than an endpoint"
+        )));
+    }
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        unusable(format!(
+            "not an endpoint: {}",
+            iris_core::redact::clip(&e.to_string())
+        ))
+    })
+}
+
+/// The user this process runs as (its effective uid), which must own the endpoint file, its
+/// directory and the node.
+fn current_uid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// Refuses an endpoint file that is not to be trusted, saying why.
+fn untrusted(path: &Path, why: String) -> ApiError {
+    ApiError::new(
+        NODE_UNAVAILABLE,
+        format!(
+            "refusing the node endpoint file {}: {why}. Whoever controls this file would receive every command iris sends to the node. If you did not make it so, someone else may have planted it: remove it, keep the database in a directory only you can write (`chmod go-w` on it), and start `iris node` again",
+            path.display()
+        ),
+    )
+}
+
+/// The checks on the endpoint file itself (see the module documentation).
+fn check_file(path: &Path, metadata: &std::fs::Metadata) -> Result<(), ApiError> {
+    if !metadata.is_file() {
+        return Err(untrusted(
+            path,
+            format!(
+                "it is {}, not a regular file",
+                iris_core::config::describe_file_kind(metadata)
+            ),
+        ));
+    }
+    let me = current_uid();
+    if metadata.uid() != me {
+        return Err(untrusted(
+            path,
+            format!(
+                "it is owned by uid {}, not by you (uid {me})",
+                metadata.uid()
+            ),
+        ));
+    }
+    if metadata.mode() & 0o022 != 0 {
+        return Err(untrusted(
+            path,
+            format!(
+                "its mode {:04o} lets other users write it (a node writes it with mode 0600)",
+                metadata.mode() & 0o7777
+            ),
+        ));
+    }
+    if metadata.len() > MAX_FILE_LEN {
+        return Err(untrusted(
+            path,
+            format!(
+                "it is {} bytes long, far more than an endpoint ({MAX_FILE_LEN} bytes at most)",
+                metadata.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The checks on the directory of the endpoint file at `path`.
+fn check_directory_of(path: &Path) -> Result<(), ApiError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let metadata = std::fs::metadata(&dir).map_err(|e| {
+        untrusted(
+            path,
+            format!("its directory {} cannot be examined: {e}", dir.display()),
+        )
+    })?;
+    directory_problem(&dir, &metadata).map_or(Ok(()), |why| Err(untrusted(path, why)))
+}
+
+/// Why a directory is no place for an endpoint file, if it is not.
+fn directory_problem(dir: &Path, metadata: &std::fs::Metadata) -> Option<String> {
+    let me = current_uid();
+    let owner = metadata.uid();
+    if owner != me && owner != 0 {
+        return Some(format!(
+            "its directory {} is owned by uid {owner}, neither you (uid {me}) nor root, so its owner could replace the file",
+            dir.display()
+        ));
+    }
+    let sticky = metadata.mode() & 0o1000 != 0;
+    if metadata.mode() & 0o022 != 0 && !sticky {
+        return Some(format!(
+            "its directory {} (mode {:04o}) is writable by other users, who could replace the file",
+            dir.display(),
+            metadata.mode() & 0o7777
+        ));
+    }
+    None
+}
+
+/// Checks, before a node writes its endpoint file next to the database at `db_path`, that its
+/// clients will trust the directory: an error (`CONFIG_ERROR`) saying what to change otherwise.
+pub fn check_directory(db_path: &Path) -> Result<(), ApiError> {
+    let path = path_for(db_path);
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let metadata = std::fs::metadata(&dir).map_err(|e| {
+        ApiError::new(
+            iris_core::ErrorCode::ConfigError.as_str(),
+            format!(
+                "cannot examine the database's directory {}: {e}",
+                dir.display()
+            ),
+        )
+    })?;
+    match directory_problem(&dir, &metadata) {
+        None => Ok(()),
+        Some(why) => Err(ApiError::new(
+            iris_core::ErrorCode::ConfigError.as_str(),
+            format!(
+                "the node would advertise itself in {}, but {why}; iris commands refuse an endpoint file there. Keep the database in a directory only you can write (`chmod go-w {}`), or move it (`[database] path`)",
+                path.display(),
+                dir.display()
+            ),
+        )),
+    }
 }
 
 /// The endpoint in the database's endpoint file, if there is one and its node still runs.
@@ -196,19 +370,47 @@ pub async fn read(db_path: &Path) -> Result<Option<Endpoint>, ApiError> {
 /// A file whose process is gone, is a zombie, or is another process that reused the pid (its
 /// start time differs from the recorded one) is *stale* and gives `Ok(None)`. A file without a
 /// start time falls back to a looser check: the process's command line must contain `node`.
+/// A live process that runs as another user is refused (an error): a node is always its
+/// user's own.
 pub async fn read_live(db_path: &Path) -> Result<Option<Endpoint>, ApiError> {
     let Some(endpoint) = read(db_path).await? else {
         return Ok(None);
     };
     let (pid, start_ticks) = (endpoint.pid, endpoint.start_ticks);
     // `/proc` reads are blocking file reads (of an in-memory filesystem).
-    let live = tokio::task::spawn_blocking(move || is_live(pid, start_ticks))
-        .await
-        .unwrap_or(false);
-    if !live {
-        tracing::debug!(pid, file = %path_for(db_path).display(), "ignoring a stale node endpoint file");
+    let checked =
+        tokio::task::spawn_blocking(move || is_live(pid, start_ticks).then(|| process_uid(pid)))
+            .await
+            .unwrap_or(None);
+    let path = path_for(db_path);
+    match checked {
+        None => {
+            tracing::debug!(pid, file = %path.display(), "ignoring a stale node endpoint file");
+            Ok(None)
+        }
+        Some(Some(uid)) if uid == current_uid() => Ok(Some(endpoint)),
+        Some(Some(uid)) => Err(untrusted(
+            &path,
+            format!(
+                "the process it names (pid {pid}) runs as uid {uid}, not as you (uid {})",
+                current_uid()
+            ),
+        )),
+        Some(None) => Err(untrusted(
+            &path,
+            format!("the user of the process it names (pid {pid}) cannot be read from /proc"),
+        )),
     }
-    Ok(live.then_some(endpoint))
+}
+
+/// The effective uid of process `pid`, from `/proc/<pid>/status`.
+fn process_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .and_then(|euid| euid.parse().ok())
 }
 
 /// Whether `pid` is a running process that is the node that wrote the file.
@@ -422,6 +624,134 @@ mod tests {
         let endpoint = Endpoint::for_this_process("127.0.0.1:4000".parse().unwrap()).unwrap();
         remove(&db, &endpoint).await.unwrap();
         assert!(!path_for(&db).exists());
+    }
+
+    fn error_of(result: Result<Option<Endpoint>, ApiError>) -> String {
+        let error = result.unwrap_err();
+        assert_eq!(error.code(), NODE_UNAVAILABLE, "{error}");
+        error.to_string()
+    }
+
+    #[tokio::test]
+    async fn a_file_others_can_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(&dir);
+        let endpoint = Endpoint::for_this_process("127.0.0.1:4000".parse().unwrap()).unwrap();
+        let path = write(&db, &endpoint).await.unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let text = error_of(read_live(&db).await);
+        assert!(text.contains("refusing"), "{text}");
+        assert!(text.contains("0666"), "{text}");
+        assert!(text.contains("planted"), "{text}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_live(&db).await.unwrap(), Some(endpoint));
+    }
+
+    #[tokio::test]
+    async fn a_directory_others_can_write_is_refused_unless_sticky() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(&dir);
+        let endpoint = Endpoint::for_this_process("127.0.0.1:4000".parse().unwrap()).unwrap();
+        write(&db, &endpoint).await.unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let text = error_of(read_live(&db).await);
+        assert!(text.contains("writable by other users"), "{text}");
+        let refused = check_directory(&db).unwrap_err();
+        assert_eq!(refused.code(), "CONFIG_ERROR");
+        assert!(refused.to_string().contains("chmod go-w"), "{refused}");
+        // Sticky, like /tmp: others may add files, not replace ours.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(read_live(&db).await.unwrap(), Some(endpoint));
+        check_directory(&db).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_file_owned_by_another_user_is_refused() {
+        if current_uid() != 0 {
+            // Only root can give a file away; the other checks run for everyone.
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(&dir);
+        let endpoint = Endpoint::for_this_process("127.0.0.1:4000".parse().unwrap()).unwrap();
+        let path = write(&db, &endpoint).await.unwrap();
+        std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+        let text = error_of(read_live(&db).await);
+        assert!(text.contains("owned by uid 65534"), "{text}");
+        // The same for its directory.
+        std::os::unix::fs::chown(&path, Some(0), None).unwrap();
+        std::os::unix::fs::chown(dir.path(), Some(65534), None).unwrap();
+        let text = error_of(read_live(&db).await);
+        assert!(text.contains("directory"), "{text}");
+        assert!(text.contains("uid 65534"), "{text}");
+        std::os::unix::fs::chown(dir.path(), Some(0), None).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_node_of_another_user_is_refused() {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(&dir);
+        // A live process of another user: a child run as `nobody` when we are root, else init.
+        let mut child = None;
+        let pid = if current_uid() == 0 {
+            let spawned = std::process::Command::new("sleep")
+                .arg("60")
+                .uid(65534)
+                .spawn()
+                .unwrap();
+            let pid = spawned.id();
+            child = Some(spawned);
+            pid
+        } else {
+            1
+        };
+        let start_ticks = iris_agent::procfs::stat(pid).map(|s| s.start_ticks);
+        assert!(start_ticks.is_some(), "process {pid} is visible");
+        let planted = Endpoint {
+            addr: "127.0.0.1:4000".parse().unwrap(),
+            pid,
+            token: new_token().unwrap(),
+            start_ticks,
+        };
+        write(&db, &planted).await.unwrap();
+        let text = error_of(read_live(&db).await);
+        assert!(text.contains(&format!("pid {pid}")), "{text}");
+        assert!(text.contains("not as you"), "{text}");
+        if let Some(mut child) = child {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn fifos_symlinks_and_huge_files_are_refused_without_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(&dir);
+        let path = path_for(&db);
+        // A FIFO nobody writes to: a blocking open would wait forever.
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let text = error_of(read_live(&db).await);
+        assert!(text.contains("FIFO"), "{text}");
+        std::fs::remove_file(&path).unwrap();
+
+        let target = dir.path().join("elsewhere");
+        let endpoint = Endpoint::for_this_process("127.0.0.1:4000".parse().unwrap()).unwrap();
+        std::fs::write(&target, serde_json::to_vec(&endpoint).unwrap()).unwrap();
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let text = error_of(read_live(&db).await);
+        assert!(text.contains("symbolic link"), "{text}");
+        std::fs::remove_file(&path).unwrap();
+
+        std::fs::write(&path, vec![b' '; 10_000]).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = error_of(read_live(&db).await);
+        assert!(text.contains("bytes"), "{text}");
     }
 
     #[tokio::test]

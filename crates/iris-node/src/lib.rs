@@ -15,6 +15,7 @@ pub mod commands;
 pub mod discovery;
 pub mod endpoint;
 pub mod error;
+pub mod http;
 pub mod mcp;
 pub mod node;
 pub mod output;

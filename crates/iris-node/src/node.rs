@@ -7,7 +7,10 @@
 //!    with `STORE_LOCKED` (exit 4), naming the node that holds it when its endpoint file says;
 //! 3. bind the listening socket (a bad `--listen` fails before any agent starts);
 //! 4. start the runtime (start-up checks, reaping a previous run's agents);
-//! 5. write the endpoint file (address, pid, a fresh token; mode 0600) next to the database;
+//! 5. write the endpoint file (address, pid, a fresh token; mode 0600) next to the database,
+//!    after checking that its directory is one clients will trust
+//!    ([`endpoint::check_directory`]); while the node serves, the file is looked at every
+//!    [`ENDPOINT_CHECK_INTERVAL`] and written again if it was deleted or changed;
 //! 6. print one line — or, under `--json`, one JSON object — with the address and the endpoint
 //!    file on stdout, then serve.
 //!
@@ -51,6 +54,11 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// How long open HTTP exchanges get to deliver their answers once the runtime has stopped.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a serving node checks that its endpoint file is still there (and still its own),
+/// and writes it again if not: a file deleted by a clean-up script would otherwise leave every
+/// command waiting for a database the node holds.
+pub const ENDPOINT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the node prints on stdout once it serves (the `--json` form; the text form says the
 /// same in one line).
@@ -130,6 +138,7 @@ async fn serve(
     signals: &mut Signals,
 ) -> Result<(), ApiError> {
     let pid = std::process::id();
+    let limits = crate::http::ServeLimits::for_this_process();
     // Reads this process's start time from /proc: a (tiny) blocking read.
     let addr = advertised(bound);
     let endpoint = tokio::task::spawn_blocking(move || Endpoint::for_this_process(addr))
@@ -138,7 +147,10 @@ async fn serve(
             ApiError::new(INTERNAL_ERROR, format!("could not make the endpoint: {e}"))
         })??;
     let endpoint_file = match &db_path {
-        Some(path) => Some(endpoint::write(path, &endpoint).await?),
+        Some(path) => {
+            endpoint::check_directory(path)?;
+            Some(endpoint::write(path, &endpoint).await?)
+        }
         None => {
             tracing::warn!(
                 "the database is in memory: no endpoint file, so other iris commands cannot use this node"
@@ -159,6 +171,7 @@ async fn serve(
         store,
         token: Arc::from(endpoint.token.as_str()),
         info,
+        limits,
     };
     let started = Started {
         addr: endpoint.addr,
@@ -177,6 +190,7 @@ async fn serve(
     tracing::info!(
         addr = %endpoint.addr,
         pid,
+        max_connections = limits.max_connections,
         database = ?db_path,
         endpoint_file = ?endpoint_file,
         containment = %started.containment,
@@ -187,12 +201,17 @@ async fn serve(
     let app = server::router(state);
     // Owned here: awaited (or aborted) below before `run` returns.
     let mut server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
+        crate::http::serve(listener, app, limits, async {
+            let _ = stopped.await;
+        })
+        .await;
+        Ok::<(), std::io::Error>(())
     });
+
+    // Owned here: aborted below before the file is removed.
+    let keeper = db_path
+        .clone()
+        .map(|path| tokio::spawn(keep_endpoint_file(path, endpoint.clone())));
 
     let signal = tokio::select! {
         name = signals.next() => name,
@@ -206,6 +225,10 @@ async fn serve(
         signal,
         "stopping: no new requests; finishing turns in flight"
     );
+    if let Some(keeper) = keeper {
+        keeper.abort();
+        let _ = keeper.await;
+    }
     if let Some(path) = &db_path
         && let Err(error) = endpoint::remove(path, &endpoint).await
     {
@@ -234,6 +257,31 @@ async fn serve(
     }
     tracing::info!("iris node stopped");
     Ok(())
+}
+
+/// Writes the endpoint file again whenever it is missing or holds something else than
+/// `endpoint` (the node holds the database's lock, so no other node can have written it).
+async fn keep_endpoint_file(db_path: PathBuf, endpoint: Endpoint) {
+    let mut ticks = tokio::time::interval(ENDPOINT_CHECK_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let ours = matches!(
+            endpoint::read(&db_path).await,
+            Ok(Some(found)) if endpoint::constant_time_eq(found.token.as_bytes(), endpoint.token.as_bytes())
+                && found.addr == endpoint.addr
+                && found.pid == endpoint.pid
+        );
+        if ours {
+            continue;
+        }
+        match endpoint::write(&db_path, &endpoint).await {
+            Ok(path) => {
+                tracing::warn!(file = %path.display(), "the endpoint file was missing or changed; wrote it again");
+            }
+            Err(error) => tracing::warn!(%error, "could not write the endpoint file again"),
+        }
+    }
 }
 
 /// The address clients should dial: a wildcard bind (`0.0.0.0`, `::`) is reached through

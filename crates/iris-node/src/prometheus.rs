@@ -50,7 +50,7 @@ const TURN_OUTCOMES: [(&str, &str); 3] = [
 
 /// Help text of the runtime's other counters. A counter not listed here (added to the runtime
 /// later) is still rendered, with a generic help line.
-const COUNTER_HELP: [(&str, &str); 10] = [
+const COUNTER_HELP: [(&str, &str); 11] = [
     ("tells", "Tells accepted into a session's queue."),
     (
         "queue_full",
@@ -62,6 +62,10 @@ const COUNTER_HELP: [(&str, &str); 10] = [
     ),
     ("crashes", "Agents that exited during a turn."),
     ("spawns", "Agent process starts attempted."),
+    (
+        "spawn_failures",
+        "Agent process starts that failed (no process, or no handshake).",
+    ),
     ("idle_stops", "Idle agents stopped by their idle timeout."),
     (
         "evictions",

@@ -18,10 +18,19 @@ use crate::api::ApiError;
 /// The name of the demo agent that the `iris` binary itself can play (`iris fake-claude …`).
 pub const BUILTIN_DEMO_AGENT: &str = "fake-claude";
 
+/// `teams.NAME` as the configuration spells it (`teams."b.c"` for a dotted name).
+fn team_table(team: &str) -> String {
+    match iris_core::TeamName::new(team) {
+        Ok(name) => iris_core::config::team_table(&name),
+        Err(_) => format!("teams.{}", iris_core::redact::quoted(team)),
+    }
+}
+
 /// A local team's agent command that names no executable file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "team {team}: the agent command {command:?} was not found (looked {looked}); install it, or set `command` in [agent] (or [teams.{team}.agent]) to the absolute path of the agent executable"
+    "team {team}: the agent command {command:?} was not found (looked {looked}); install it, or set `command` in [agent] (or [{}.agent]) to the absolute path of the agent executable",
+    team_table(team)
 )]
 pub struct UnresolvedCommand {
     /// The team.

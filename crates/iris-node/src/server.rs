@@ -4,14 +4,26 @@
 //! |---|---|
 //! | `POST /api/v1/command` | body: an [`api::Request`](crate::api::Request) as JSON; answer: `200` and the [`Reply`](crate::api::Reply) as JSON, or an error status and `{"error":{"code","message"}}` |
 //! | `GET /metrics` | Prometheus text ([`crate::prometheus`]) |
-//! | `GET /healthz` | `200` and a JSON [`Health`] whose `status` is `"ok"` |
+//! | `GET /healthz` | `200` and a JSON [`Health`] whose `status` is `"ok"`; `503` and `"unhealthy"` while the store cannot commit (a full disk, an I/O error: its `store` names the fault) |
 //! | `/mcp` | MCP over streamable HTTP ([`crate::mcp::http_router`]) |
 //!
 //! **Every** route, including unknown ones, needs `Authorization: Bearer <token>` with the token
 //! from the node's endpoint file ([`crate::endpoint`]); anything else is `401` with an
-//! `UNAUTHORIZED` error. The comparison takes the same time however much of the token is right.
-//! Request bodies are bounded ([`MAX_BODY`]; MCP enforces its own limit of the same size while
-//! streaming).
+//! `UNAUTHORIZED` error (which names no file: an unauthenticated caller learns nothing). The
+//! comparison takes the same time however much of the token is right. Request bodies are
+//! bounded in size ([`MAX_BODY`], `413`) and in time (the body-read timeout, `408`); headers and
+//! connections are bounded by [`crate::http`]. A wrong method gets `405` and an unknown route
+//! `404`, both with a JSON error; a body that is not JSON gets `400` (`USAGE_ERROR`) on the
+//! control API and a JSON-RPC parse error (`-32700`) on `/mcp`. A command with a field the API
+//! does not know (a misspelt `timout`) is refused (`400`), never silently ignored.
+//!
+//! **Heartbeats.** A client may ask for `x-iris-heartbeat: <milliseconds>` ([`HEARTBEAT_HEADER`]).
+//! A command that has not answered within that time then gets `200` at once, and its body
+//! streams a newline every interval until the reply (or the `{"error":…}` object) follows; JSON
+//! readers skip the leading whitespace. This lets a client wait hours for a long turn and still
+//! tell a node that works from one that is frozen (`SIGSTOP`) or gone: silence for a few
+//! intervals means the node is not answering ([`crate::client`]). A command that answers
+//! within the interval gets its ordinary status and body.
 //!
 //! An error's HTTP status follows its class ([`status_for`]); its `code` is the same stable code
 //! the CLI prints, so a client rebuilds the exact [`ApiError`] from the body.
@@ -20,7 +32,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -34,10 +46,11 @@ use iris_runtime::Runtime;
 use iris_store::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ApiError, Request};
+use crate::api::{ApiError, Reply, Request};
 use crate::backend::Backend;
 use crate::endpoint::constant_time_eq;
-use crate::error::{TURN_NOT_FOUND, UNAUTHORIZED, USAGE_ERROR};
+use crate::error::{INTERNAL_ERROR, TURN_NOT_FOUND, UNAUTHORIZED, USAGE_ERROR};
+use crate::http::ServeLimits;
 
 /// The control API's route.
 pub const COMMAND_PATH: &str = "/api/v1/command";
@@ -49,6 +62,14 @@ pub const HEALTH_PATH: &str = "/healthz";
 /// The largest request body the node reads: a command is a few hundred bytes, but a tell's
 /// message may be a long prompt.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// The request header by which a client asks for heartbeats, in milliseconds (see the module
+/// documentation).
+pub const HEARTBEAT_HEADER: &str = "x-iris-heartbeat";
+
+/// The shortest and longest heartbeat interval the node agrees to.
+pub const HEARTBEAT_RANGE: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(60));
 
 /// What the node serves from, shared by every request.
 #[derive(Clone)]
@@ -63,6 +84,8 @@ pub struct ServerState {
     pub token: Arc<str>,
     /// Facts about this node, for `/healthz` and error messages.
     pub info: Arc<NodeInfo>,
+    /// The limits the server applies (the body-read timeout is applied here).
+    pub limits: ServeLimits,
 }
 
 // By hand, so the token never reaches a log line.
@@ -90,10 +113,11 @@ pub struct NodeInfo {
     pub started: Instant,
 }
 
-/// What `GET /healthz` answers.
+/// What `GET /healthz` answers: `200` with `status` `"ok"`, or `503` with `"unhealthy"` while
+/// the store cannot commit (its `store` says why).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Health {
-    /// Always `"ok"`: a node that answers is healthy enough to take commands.
+    /// `"ok"`, or `"unhealthy"` while the store cannot commit (a full disk, an I/O error).
     pub status: String,
     /// The node's process id.
     pub pid: u32,
@@ -109,6 +133,27 @@ pub struct Health {
     pub live_sessions: u64,
     /// Sessions whose agent process is not stopped (from the store's counters).
     pub live_processes: u64,
+    /// Whether the store can commit.
+    #[serde(default)]
+    pub store: StoreHealth,
+}
+
+/// The store's part of [`Health`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoreHealth {
+    /// Whether the store can commit now.
+    pub healthy: bool,
+    /// While it cannot: `disk_full` or `io_error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
+    /// While it cannot: what writes fail with (the cause and what to do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// While it cannot: since when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<iris_core::Timestamp>,
+    /// Write transactions that failed for a storage fault since the node started.
+    pub failed_commits: u64,
 }
 
 /// The node's router: control API, metrics, health and MCP, behind the token.
@@ -117,13 +162,18 @@ pub fn router(state: ServerState) -> Router {
         .route(COMMAND_PATH, post(command))
         .route(METRICS_PATH, get(metrics))
         .route(HEALTH_PATH, get(health))
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state.clone());
+    let body_read_timeout = state.limits.body_read_timeout;
     api.merge(crate::mcp::http_router(state.backend.clone()))
         .fallback(not_found)
-        // Layers run outside in: the token is checked before the body's size, so an
+        // Layers run outside in: the token is checked before the body is read, so an
         // unauthenticated caller learns nothing but 401.
-        .layer(middleware::from_fn(limit_body))
+        .layer(middleware::from_fn_with_state(
+            body_read_timeout,
+            limit_body,
+        ))
         .layer(middleware::from_fn_with_state(state, require_token))
 }
 
@@ -168,6 +218,7 @@ fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
 
 async fn command(
     State(state): State<ServerState>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let body = match body {
@@ -180,17 +231,21 @@ async fn command(
             return json_response(rejection.status(), &error);
         }
     };
-    let request: Request = match serde_json::from_slice(&body) {
+    let request = match Request::from_json(&body) {
         Ok(request) => request,
         Err(e) => {
             return error_response(&ApiError::new(
                 USAGE_ERROR,
                 format!(
-                    "the body is not an iris command: {e}; send JSON such as {{\"command\":\"stats\"}} or {{\"command\":\"tell\",\"from\":\"alpha\",\"to\":\"beta\",\"message\":\"hi\"}}"
+                    "the body is not an iris command: {}; send JSON such as {{\"command\":\"stats\"}} or {{\"command\":\"tell\",\"from\":\"alpha\",\"to\":\"beta\",\"message\":\"hi\"}}",
+                    iris_core::redact::clip(&e.to_string())
                 ),
             ));
         }
     };
+    if let Some(every) = heartbeat_interval(&headers) {
+        return with_heartbeats(state, request, every).await;
+    }
     let started = Instant::now();
     let name = command_name(&request);
     let outcome = state.backend.execute(request).await;
@@ -203,6 +258,123 @@ async fn command(
         Err(error) => {
             tracing::debug!(command = name, took_ms, code = error.code(), %error, "command failed");
             error_response(&error)
+        }
+    }
+}
+
+/// The heartbeat interval a request asks for, clamped to [`HEARTBEAT_RANGE`].
+fn heartbeat_interval(headers: &axum::http::HeaderMap) -> Option<Duration> {
+    let millis: u64 = headers
+        .get(HEARTBEAT_HEADER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_millis(millis).clamp(HEARTBEAT_RANGE.0, HEARTBEAT_RANGE.1))
+}
+
+/// Runs `request`; if it has not answered within `every`, answers `200` at once and streams a
+/// newline every `every` until the reply (or the error object) follows.
+async fn with_heartbeats(state: ServerState, request: Request, every: Duration) -> Response {
+    let name = command_name(&request);
+    let backend = state.backend.clone();
+    let mut running = AbortOnDrop(tokio::spawn(async move { backend.execute(request).await }));
+    match tokio::time::timeout(every, &mut running.0).await {
+        Ok(joined) => {
+            let outcome = joined_outcome(joined);
+            match &outcome {
+                Ok(reply) => json_response(StatusCode::OK, reply),
+                Err(error) => error_response(error),
+            }
+        }
+        Err(_) => {
+            tracing::debug!(
+                command = name,
+                every_ms = every.as_millis() as u64,
+                "command still running: streaming heartbeats"
+            );
+            let start = tokio::time::Instant::now() + every;
+            let body = Heartbeats {
+                running,
+                ticks: tokio::time::interval_at(start, every),
+                done: false,
+            };
+            (
+                StatusCode::OK,
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                axum::body::Body::new(body),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// A command's outcome from its task.
+fn joined_outcome(
+    joined: Result<Result<Reply, ApiError>, tokio::task::JoinError>,
+) -> Result<Reply, ApiError> {
+    joined.unwrap_or_else(|e| {
+        Err(ApiError::new(
+            INTERNAL_ERROR,
+            format!("the command's task failed: {e}"),
+        ))
+    })
+}
+
+/// Aborts the task when dropped: a client that hangs up stops waiting for the command (a tell's
+/// turn goes on in the runtime all the same).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The body of a heartbeat response: `\n` every tick, then the outcome as JSON.
+struct Heartbeats {
+    running: AbortOnDrop<Result<Reply, ApiError>>,
+    ticks: tokio::time::Interval,
+    done: bool,
+}
+
+impl http_body::Body for Heartbeats {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(joined) = std::pin::Pin::new(&mut self.running.0).poll(cx) {
+            self.done = true;
+            let encoded = match joined_outcome(joined) {
+                Ok(reply) => serde_json::to_vec(&reply),
+                Err(error) => serde_json::to_vec(&error),
+            };
+            let bytes = encoded.unwrap_or_else(|e| {
+                serde_json::to_vec(&ApiError::new(
+                    INTERNAL_ERROR,
+                    format!("could not encode the answer: {e}"),
+                ))
+                .unwrap_or_default()
+            });
+            return Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from(bytes)))));
+        }
+        match self.ticks.poll_tick(cx) {
+            Poll::Ready(_) => {
+                Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(b"\n")))))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -241,8 +413,19 @@ async fn metrics(State(state): State<ServerState>) -> Response {
 
 async fn health(State(state): State<ServerState>) -> Response {
     let stats = state.runtime.stats();
+    let store = state.store.health();
+    let status = if store.is_healthy() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let health = Health {
-        status: "ok".into(),
+        status: if store.is_healthy() {
+            "ok"
+        } else {
+            "unhealthy"
+        }
+        .into(),
         pid: state.info.pid,
         addr: state.info.addr,
         database: state.info.database.clone(),
@@ -250,8 +433,35 @@ async fn health(State(state): State<ServerState>) -> Response {
         uptime_secs: state.info.started.elapsed().as_secs(),
         live_sessions: stats.live_actors,
         live_processes: stats.live_processes,
+        store: StoreHealth {
+            healthy: store.is_healthy(),
+            fault: store.fault.as_ref().map(|f| f.kind.as_str().to_owned()),
+            error: state.store.unavailable().map(|e| e.to_string()),
+            since: store.since,
+            failed_commits: store.failed_commits,
+        },
     };
-    json_response(StatusCode::OK, &health)
+    json_response(status, &health)
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let allowed = if uri.path() == COMMAND_PATH {
+        "POST"
+    } else {
+        "GET"
+    };
+    let error = ApiError::new(
+        USAGE_ERROR,
+        format!(
+            "{} takes {allowed}, not {method}: send POST {COMMAND_PATH} with a JSON command, GET {METRICS_PATH} or GET {HEALTH_PATH}",
+            uri.path()
+        ),
+    );
+    let mut response = json_response(StatusCode::METHOD_NOT_ALLOWED, &error);
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allowed));
+    response
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {
@@ -281,19 +491,17 @@ async fn require_token(
             next.run(request).await
         }
         _ => {
-            let wherein = state.info.endpoint_file.as_ref().map_or_else(
-                || "the node's endpoint file".to_owned(),
-                |p| format!("the node's endpoint file {}", p.display()),
-            );
             let why = if presented.is_some() {
                 "the access token is wrong"
             } else {
                 "the request carries no access token"
             };
+            // The file's path is not said: an unauthenticated caller learns nothing about
+            // where the node keeps its database.
             let error = ApiError::new(
                 UNAUTHORIZED,
                 format!(
-                    "{why}: every request to an iris node needs `Authorization: Bearer <token>` with the token in {wherein} (readable only by the user who runs the node)"
+                    "{why}: every request to an iris node needs `Authorization: Bearer <token>` with the token from the node's endpoint file (readable only by the user who runs the node)"
                 ),
             );
             let mut response = error_response(&error);
@@ -314,27 +522,85 @@ fn bearer_token(value: &str) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Rejects a body that announces more than [`MAX_BODY`] bytes before reading any of it. (Bodies
-/// without a length are bounded while they are read: by [`DefaultBodyLimit`] for the control
-/// API, and by rmcp's own limit for MCP.)
-async fn limit_body(request: HttpRequest, next: Next) -> Response {
+/// Rejects a body that announces more than [`MAX_BODY`] bytes before reading any of it, then
+/// reads the body whole, within `timeout` (else `408`) and [`MAX_BODY`] (else `413`), so no
+/// handler waits on a slow client. A `POST /mcp` whose body is not JSON gets a JSON-RPC parse
+/// error (`-32700`), as JSON-RPC prescribes.
+async fn limit_body(State(timeout): State<Duration>, request: HttpRequest, next: Next) -> Response {
     let announced = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > MAX_BODY as u64) {
+    let too_large = || {
         let error = ApiError::new(
             USAGE_ERROR,
             format!("the request body is larger than the node accepts ({MAX_BODY} bytes)"),
         );
-        return json_response(StatusCode::PAYLOAD_TOO_LARGE, &error);
+        json_response(StatusCode::PAYLOAD_TOO_LARGE, &error)
+    };
+    if announced.is_some_and(|n| n > MAX_BODY as u64) {
+        return too_large();
     }
-    next.run(request).await
+    let (parts, body) = request.into_parts();
+    let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(error)) => {
+            let over = std::error::Error::source(&error)
+                .is_some_and(|cause| cause.is::<http_body_util::LengthLimitError>());
+            if over {
+                return too_large();
+            }
+            let error = ApiError::new(
+                USAGE_ERROR,
+                format!("could not read the request body: {error}"),
+            );
+            return json_response(StatusCode::BAD_REQUEST, &error);
+        }
+        Err(_) => {
+            let error = ApiError::new(
+                USAGE_ERROR,
+                format!(
+                    "the request body did not arrive within {}; send the whole body at once",
+                    humantime::format_duration(timeout)
+                ),
+            );
+            return json_response(StatusCode::REQUEST_TIMEOUT, &error);
+        }
+    };
+    if parts.method == axum::http::Method::POST
+        && parts.uri.path().starts_with(crate::mcp::MCP_PATH)
+        && let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
+    {
+        return json_rpc_parse_error(&error);
+    }
+    next.run(HttpRequest::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
+}
+
+/// A JSON-RPC 2.0 parse error (`-32700`) for a body that is not JSON.
+fn json_rpc_parse_error(error: &serde_json::Error) -> Response {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {
+            "code": -32700,
+            "message": format!(
+                "Parse error: the body is not JSON ({}); send one JSON-RPC 2.0 message",
+                iris_core::redact::clip(&error.to_string())
+            ),
+        }
+    });
+    json_response(StatusCode::BAD_REQUEST, &body)
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
 
     #[test]
@@ -370,6 +636,53 @@ mod tests {
                 _ => {}
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_does_not_arrive_in_time_is_cut_off() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let app = Router::new()
+            .route("/echo", post(|body: Bytes| async move { body }))
+            .layer(middleware::from_fn_with_state(
+                Duration::from_millis(200),
+                limit_body,
+            ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = ServeLimits {
+            header_read_timeout: Duration::from_secs(3600),
+            body_read_timeout: Duration::from_millis(200),
+            max_connections: 8,
+        };
+        let server = tokio::spawn(crate::http::serve(
+            listener,
+            app,
+            limits,
+            std::future::pending(),
+        ));
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{")
+            .await
+            .unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(30), slow.read(&mut answer))
+            .await
+            .expect("the node answered instead of waiting for the body")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("did not arrive within"), "{answer}");
+        // A body that does arrive goes through.
+        let mut quick = tokio::net::TcpStream::connect(addr).await.unwrap();
+        quick
+            .write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        quick.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("ok"), "{answer}");
+        server.abort();
     }
 
     #[test]

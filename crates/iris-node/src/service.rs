@@ -39,8 +39,13 @@ impl Service {
         &self.runtime
     }
 
-    /// Runs one request.
+    /// Runs one request. Session records in the reply are shown with their secrets redacted
+    /// ([`shown_record`]), whenever they were stored.
     pub async fn execute(&self, request: Request) -> Result<Reply, ApiError> {
+        self.run(request).await.map(shown_reply)
+    }
+
+    async fn run(&self, request: Request) -> Result<Reply, ApiError> {
         match request {
             Request::Tell {
                 from,
@@ -49,6 +54,14 @@ impl Service {
                 timeout,
                 no_wait,
             } => {
+                // As on the command line (`--timeout 0s` is a usage error), whatever the front
+                // end: a zero wait would return before the turn could even start.
+                if timeout.is_some_and(|t| t.is_zero()) {
+                    return Err(ApiError::new(
+                        crate::error::USAGE_ERROR,
+                        "the timeout must be greater than zero, such as 30s; to return at once with the turn id, ask for async instead",
+                    ));
+                }
                 let options = match (no_wait, timeout) {
                     (true, _) => TellOptions::no_wait(),
                     (false, Some(limit)) => TellOptions::timeout(limit),
@@ -255,6 +268,67 @@ impl Service {
             return self.pair(from, to);
         }
         Ok((from_team, to_team))
+    }
+}
+
+/// `reply` with every session record in it shown through [`shown_record`].
+fn shown_reply(reply: Reply) -> Reply {
+    match reply {
+        Reply::Sessions(mut records) => {
+            records.iter_mut().for_each(shown_record);
+            Reply::Sessions(records)
+        }
+        Reply::Session(mut record) => {
+            shown_record(&mut record);
+            Reply::Session(record)
+        }
+        Reply::Deleted(mut deleted) => {
+            deleted.deleted.iter_mut().for_each(shown_record);
+            Reply::Deleted(deleted)
+        }
+        Reply::Status(mut status) => {
+            status.session.iter_mut().for_each(shown_record);
+            Reply::Status(status)
+        }
+        Reply::Teams(mut rows) => {
+            for row in &mut rows {
+                if let Some(pair) = &mut row.pair {
+                    pair.session.iter_mut().for_each(shown_record);
+                }
+            }
+            Reply::Teams(rows)
+        }
+        Reply::WokeAll(mut entries) => {
+            for entry in &mut entries {
+                entry.session.iter_mut().for_each(shown_record);
+            }
+            Reply::WokeAll(entries)
+        }
+        other => other,
+    }
+}
+
+/// A session record as iris shows it: its launch line and configuration snapshot pass through
+/// the redaction once more. Records written since redaction at the source carry no secret
+/// already; a record written by an older iris may, and this hides what can be recognised (URL
+/// passwords, tokens, every `env` value of the snapshot).
+pub fn shown_record(record: &mut iris_core::SessionRecord) {
+    if let Some(line) = &mut record.launch_command
+        && let std::borrow::Cow::Owned(shown) = iris_core::redact::redact_text(line)
+    {
+        *line = shown;
+    }
+    if let Some(snapshot) = &mut record.team_config_snapshot {
+        let shown = match serde_json::from_str::<serde_json::Value>(snapshot) {
+            Ok(mut value) => {
+                iris_core::redact::redact_json(&mut value);
+                serde_json::to_string_pretty(&value).ok()
+            }
+            Err(_) => Some(iris_core::redact::redact_text(snapshot).into_owned()),
+        };
+        if let Some(shown) = shown {
+            *snapshot = shown;
+        }
     }
 }
 

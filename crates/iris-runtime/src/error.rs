@@ -7,7 +7,10 @@ use iris_core::{Coded, ErrorCode, Pair, SessionId, TeamName};
 #[non_exhaustive]
 pub enum RuntimeError {
     /// A team is not in the configuration.
-    #[error("unknown team {team}: add [teams.{team}] to the configuration, or check the spelling")]
+    #[error(
+        "unknown team {team}: add [{}] to the configuration, or check the spelling",
+        iris_core::config::team_table(team)
+    )]
     UnknownTeam {
         /// The team.
         team: TeamName,

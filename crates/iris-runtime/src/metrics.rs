@@ -109,6 +109,9 @@ pub struct Metrics {
     pub crashes: Counter,
     /// Agent processes spawned (attempts, counted before the spawn).
     pub spawns: Counter,
+    /// Spawn attempts that failed: the process could not start, or did not complete its
+    /// handshake (an exit, a refusal, a timeout).
+    pub spawn_failures: Counter,
     /// Idle agents stopped by their idle timeout.
     pub idle_stops: Counter,
     /// Idle agents stopped to free a slot for another session.
@@ -158,6 +161,7 @@ impl Metrics {
             ("stalls", &self.stalls),
             ("crashes", &self.crashes),
             ("spawns", &self.spawns),
+            ("spawn_failures", &self.spawn_failures),
             ("idle_stops", &self.idle_stops),
             ("evictions", &self.evictions),
             ("pool_waits", &self.pool_waits),

@@ -841,6 +841,14 @@ fn classify_open_error(path: &Path, error: redb::Error) -> OpenError {
                 reason: io.to_string(),
             }
         }
+        // A read past the end: the file ends before the data its header describes.
+        redb::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            OpenError::Corrupt {
+                path,
+                reason: "the file is truncated: it ends before the data its header describes, as after a copy cut short"
+                    .to_owned(),
+            }
+        }
         redb::Error::Corrupted(reason) => OpenError::Corrupt { path, reason },
         redb::Error::UpgradeRequired(version) => OpenError::Corrupt {
             path,

@@ -41,6 +41,9 @@ use iris_core::{SessionId, TeamName};
 
 use crate::quote::quote_for_display;
 
+use iris_core::redact::redact_arg;
+pub use iris_core::redact::redact_env_value;
+
 pub use error::{ArgList, CommandError, Origin};
 pub use tools::{ToolRuleError, validate_tool_rule};
 
@@ -147,6 +150,9 @@ pub struct Launch {
     env_remove: Vec<String>,
     env_set: BTreeMap<String, String>,
     remote: bool,
+    /// `args` as shown and stored: secrets redacted (for a remote launch, the remote command
+    /// was built from redacted environment values and arguments).
+    shown_args: Vec<String>,
 }
 
 impl Launch {
@@ -207,11 +213,13 @@ impl Launch {
         command
     }
 
-    /// The launch as one line a person can paste into a POSIX shell to run the same thing:
-    /// `cd <dir> && env -u CLAUDECODE K=V … <program> <arg>…`, each word quoted only if needed.
-    /// Recorded as the session's `launch_command`.
+    /// The launch as one line a person can read, and paste into a POSIX shell once the hidden
+    /// values are filled in: `cd <dir> && env -u CLAUDECODE K=<redacted> … <program> <arg>…`,
+    /// each word quoted only if needed. Recorded as the session's `launch_command`.
     ///
-    /// It includes the values of the agent's `env`, so whoever can read it can read them.
+    /// It never includes the values of the agent's `env` (only their names) nor the secrets an
+    /// argument seems to carry (URL passwords, tokens: see [`iris_core::redact`]): it is stored
+    /// in the session database and shown by `iris sessions show`.
     pub fn display(&self) -> String {
         let mut words = Vec::new();
         if let Some(cwd) = &self.cwd {
@@ -233,28 +241,8 @@ impl Launch {
             }
         }
         words.push(quote_for_display(&self.program));
-        words.extend(self.args.iter().map(|a| quote_for_display(a)));
+        words.extend(self.shown_args.iter().map(|a| quote_for_display(a)));
         words.join(" ")
-    }
-}
-
-/// What the debug forms (`display`, the snapshot) show for an environment value: they are stored
-/// in the session database, so values of variables that look like credentials are hidden.
-pub fn redact_env_value<'a>(name: &str, value: &'a str) -> &'a str {
-    const SECRET_WORDS: [&str; 7] = [
-        "KEY",
-        "TOKEN",
-        "SECRET",
-        "PASSWORD",
-        "PASSWD",
-        "CREDENTIAL",
-        "AUTH",
-    ];
-    let upper = name.to_ascii_uppercase();
-    if SECRET_WORDS.iter().any(|w| upper.contains(w)) {
-        "<redacted>"
-    } else {
-        value
     }
 }
 
@@ -275,6 +263,7 @@ pub fn build_launch(
     match &team.remote {
         None => Ok(Launch {
             program: agent.command.clone(),
+            shown_args: shown(&args),
             args,
             cwd: Some(team.path.clone()),
             env_remove: vec![NESTED_ENV_VAR.to_owned()],
@@ -303,8 +292,17 @@ pub fn build_remote_command(
     };
     validate_program(team_name, program, true)?;
     let ssh_args = remote::ssh_argv(team_name, team, remote, program, args, env)?;
+    // The same command built from what may be shown: no environment value, no secret in an
+    // argument (the remote command carries both inside one quoted string).
+    let shown_env: BTreeMap<String, String> = env
+        .iter()
+        .map(|(name, value)| (name.clone(), redact_env_value(name, value).to_owned()))
+        .collect();
+    let shown_ssh_args =
+        remote::ssh_argv(team_name, team, remote, program, &shown(args), &shown_env)?;
     Ok(Launch {
         program: "ssh".to_owned(),
+        shown_args: shown(&shown_ssh_args),
         args: ssh_args,
         cwd: None,
         env_remove: vec![NESTED_ENV_VAR.to_owned()],
@@ -313,11 +311,18 @@ pub fn build_remote_command(
     })
 }
 
+/// Arguments as they may be shown: each with its secrets redacted ([`redact_arg`]).
+fn shown(args: &[String]) -> Vec<String> {
+    args.iter().map(|a| redact_arg(a).into_owned()).collect()
+}
+
 /// The effective configuration a team's agent is launched with, as pretty JSON: the team's
 /// settings with `name` added and `agent` replaced by the effective agent command. Recorded as
 /// the session's `team_config_snapshot`.
 ///
-/// It includes the values of the agent's `env`, as the configuration does.
+/// Secrets are redacted ([`iris_core::redact::redact_json`]): the agent's `env` keeps its names
+/// but not its values, an inline MCP configuration loses its servers' `env` and `headers`
+/// values, and URL passwords and tokens anywhere are hidden.
 pub fn team_config_snapshot(
     team_name: &TeamName,
     team: &TeamConfig,
@@ -339,16 +344,11 @@ pub fn team_config_snapshot(
         "name".to_owned(),
         serde_json::Value::String(team_name.as_str().to_owned()),
     );
-    let mut agent = serde_json::to_value(agent).unwrap_or(serde_json::Value::Null);
-    if let Some(serde_json::Value::Object(env)) = agent.get_mut("env") {
-        for (name, value) in env.iter_mut() {
-            if let serde_json::Value::String(text) = value {
-                *text = redact_env_value(name, text).to_owned();
-            }
-        }
-    }
+    let agent = serde_json::to_value(agent).unwrap_or(serde_json::Value::Null);
     snapshot.insert("agent".to_owned(), agent);
-    serde_json::to_string_pretty(&serde_json::Value::Object(snapshot)).unwrap_or_default()
+    let mut snapshot = serde_json::Value::Object(snapshot);
+    iris_core::redact::redact_json(&mut snapshot);
+    serde_json::to_string_pretty(&snapshot).unwrap_or_default()
 }
 
 /// The agent's argv (without the program), validated.

@@ -275,11 +275,13 @@ fn remote_argv() {
         ])
     );
     assert_eq!(launch.remote_command(), Some(remote_command.as_str()));
+    // Shown without the environment's values: the remote command carries them inside.
+    let shown_command = remote_command.replace("'K=v w'", "'K=<redacted>'");
     assert_eq!(
         launch.display(),
         format!(
             "env -u CLAUDECODE ssh -T -o BatchMode=yes -o ServerAliveInterval=30 -o ServerAliveCountMax=3 -p 2222 -i /home/me/.ssh/id_iris -o ProxyJump=bastion -o ConnectTimeout=10 -C -- me@build-box {}",
-            crate::quote::quote(&remote_command)
+            crate::quote::quote(&shown_command)
         )
     );
 }
@@ -563,8 +565,62 @@ fn debug_forms_hide_credentials_but_the_launch_keeps_them() {
     for shown in [launch.display(), team_config_snapshot(&name, &team, &agent)] {
         assert!(!shown.contains("sk-secret-value"), "{shown}");
         assert!(shown.contains("<redacted>"), "{shown}");
-        assert!(shown.contains("debug"), "{shown}");
+        // Names are shown, values never: a value is a secret whatever its variable's name.
+        assert!(shown.contains("LOG_LEVEL"), "{shown}");
+        assert!(!shown.contains("debug"), "{shown}");
     }
+}
+
+#[test]
+fn secrets_in_urls_arguments_and_mcp_configs_are_never_shown() {
+    let secret = "PASSWORD-7f3a";
+    let mut agent = AgentConfig::default();
+    agent.env.insert(
+        "DATABASE_URL".into(),
+        format!("postgres://app:{secret}@db.internal:5432/app"),
+    );
+    agent.args = vec![format!("--proxy=https://user:{secret}@proxy.example")];
+    let name = TeamName::new("alpha").unwrap();
+    let mut team = TeamConfig::new(PathBuf::from("/work/alpha"));
+    team.mcp_config = Some(McpConfig::Inline(format!(
+        r#"{{"mcpServers":{{"db":{{"command":"db-mcp","env":{{"DB_PASSWORD":"{secret}"}},"args":["--url","https://h.example/?token={secret}"]}}}}}}"#
+    )));
+    let launch = build_launch(
+        &name,
+        &team,
+        &agent,
+        &Conversation::New(SessionId::new_v4()),
+        &LaunchOptions::default(),
+    )
+    .unwrap();
+    // The agent gets everything …
+    assert!(launch.args().iter().any(|a| a.contains(secret)));
+    // … what is shown and stored gets none of it.
+    let display = launch.display();
+    let snapshot = team_config_snapshot(&name, &team, &agent);
+    for shown in [&display, &snapshot] {
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(shown.contains("DATABASE_URL"), "{shown}");
+    }
+    assert!(
+        display.contains("https://user:<redacted>@proxy.example"),
+        "{display}"
+    );
+    assert!(display.contains("db-mcp"), "{display}");
+
+    // A remote launch carries the environment inside its remote command: hidden there too.
+    let mut remote = remote_team();
+    remote.mcp_config = team.mcp_config.clone();
+    let launch = build_launch(
+        &name,
+        &remote,
+        &agent,
+        &Conversation::New(SessionId::new_v4()),
+        &LaunchOptions::default(),
+    )
+    .unwrap();
+    assert!(launch.remote_command().is_some_and(|c| c.contains(secret)));
+    assert!(!launch.display().contains(secret), "{}", launch.display());
 }
 
 #[test]

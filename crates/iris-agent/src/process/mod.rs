@@ -241,6 +241,14 @@ impl AgentProcess {
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();
         let stderr = StderrTail::new(stderr_capacity);
+        // The values the agent was given (a team's `env`) never reach an error message.
+        stderr.hide(
+            command
+                .as_std()
+                .get_envs()
+                .filter_map(|(_, value)| value)
+                .map(|value| value.to_string_lossy().into_owned()),
+        );
         let drain = child
             .stderr
             .take()

@@ -1,4 +1,9 @@
 //! A bounded ring buffer for the tail of a child's stderr.
+//!
+//! The tail ends up in error messages, logs and the turn ledger, so it is read through the same
+//! redaction as everything else iris shows ([`iris_core::redact::redact_text`]: URL passwords,
+//! tokens, secret-looking assignments), plus the exact values of the secrets the agent was
+//! given ([`StderrTail::hide`]), which an agent may print in any form.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -13,7 +18,13 @@ pub const DEFAULT_STDERR_TAIL: usize = 8 * 1024;
 pub struct StderrTail {
     inner: Arc<Mutex<VecDeque<u8>>>,
     capacity: usize,
+    /// Exact values never to show (the agent's environment values).
+    hidden: Arc<Mutex<Vec<String>>>,
 }
+
+/// Values shorter than this are not hidden by value: masking `1` or `on` in every stderr line
+/// would hide everything and protect nothing.
+const MIN_HIDDEN_LEN: usize = 6;
 
 impl StderrTail {
     /// An empty tail that keeps at most `capacity` bytes.
@@ -21,7 +32,34 @@ impl StderrTail {
         StderrTail {
             inner: Arc::new(Mutex::new(VecDeque::with_capacity(capacity.min(64 * 1024)))),
             capacity,
+            hidden: Arc::new(Mutex::new(Vec::new())),
         }
+    }
+
+    /// Hides every occurrence of each of `values` (at least a few characters long) from
+    /// [`StderrTail::text`]: the environment values the agent was started with.
+    pub fn hide(&self, values: impl IntoIterator<Item = String>) {
+        let mut hidden = self.hidden.lock().unwrap_or_else(|p| p.into_inner());
+        hidden.extend(
+            values
+                .into_iter()
+                .filter(|v| v.chars().count() >= MIN_HIDDEN_LEN),
+        );
+        // Longest first, so a value that contains another is hidden whole.
+        hidden.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        hidden.dedup();
+    }
+
+    /// `text` with the hidden values and anything that looks like a secret redacted.
+    fn redact(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        let hidden = self.hidden.lock().unwrap_or_else(|p| p.into_inner());
+        for value in hidden.iter() {
+            if text.contains(value.as_str()) {
+                text = text.replace(value.as_str(), iris_core::redact::REDACTED);
+            }
+        }
+        iris_core::redact::redact_text(&text).into_owned()
     }
 
     /// Appends `bytes`, dropping the oldest bytes beyond the capacity.
@@ -34,14 +72,18 @@ impl StderrTail {
         buf.extend(keep);
     }
 
-    /// The kept bytes as text (invalid UTF-8 replaced), trimmed of trailing whitespace.
+    /// The kept bytes as text (invalid UTF-8 replaced), trimmed of trailing whitespace, with
+    /// secrets redacted.
     pub fn text(&self) -> String {
-        let buf = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let (a, b) = buf.as_slices();
-        let mut bytes = Vec::with_capacity(buf.len());
-        bytes.extend_from_slice(a);
-        bytes.extend_from_slice(b);
-        String::from_utf8_lossy(&bytes).trim_end().to_owned()
+        let bytes = {
+            let buf = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let (a, b) = buf.as_slices();
+            let mut bytes = Vec::with_capacity(buf.len());
+            bytes.extend_from_slice(a);
+            bytes.extend_from_slice(b);
+            bytes
+        };
+        self.redact(String::from_utf8_lossy(&bytes).trim_end())
     }
 
     /// Copies `reader` into the tail until EOF or a read error. Also logs each chunk at debug
@@ -52,7 +94,7 @@ impl StderrTail {
             match reader.read(&mut chunk).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    tracing::debug!(stderr = %String::from_utf8_lossy(&chunk[..n]).trim_end(), "agent stderr");
+                    tracing::debug!(stderr = %self.redact(String::from_utf8_lossy(&chunk[..n]).trim_end()), "agent stderr");
                     self.push(&chunk[..n]);
                 }
             }
@@ -72,6 +114,25 @@ mod tests {
         assert_eq!(tail.text(), "lo world");
         tail.push(b"0123456789abcdef");
         assert_eq!(tail.text(), "89abcdef");
+    }
+
+    #[test]
+    fn secrets_never_leave_the_tail() {
+        let tail = StderrTail::new(4096);
+        tail.hide(["s3cr3t-value".to_owned(), "on".to_owned()]);
+        tail.push(b"FATAL: could not connect to postgres://app:PASSWORD@db:5432/app\n");
+        tail.push(b"the key is s3cr3t-value, turn it on\n");
+        let text = tail.text();
+        assert!(!text.contains("PASSWORD"), "{text}");
+        assert!(!text.contains("s3cr3t-value"), "{text}");
+        assert!(
+            text.contains("postgres://app:<redacted>@db:5432/app"),
+            "{text}"
+        );
+        assert!(
+            text.contains("turn it on"),
+            "short values are not hidden: {text}"
+        );
     }
 
     #[test]

@@ -15,8 +15,11 @@ use serde::de::{self, Deserialize, Deserializer, Visitor};
 /// An example shown in duration errors.
 const DURATION_EXAMPLE: &str = "write a number with a unit, such as \"20s\", \"2m\" or \"1h\"";
 
-/// A whole number ≥ 0, from an integer or a string of digits.
-struct Whole;
+/// A whole number ≥ `min` (0 or 1), from an integer or a string of digits. `min` is only for
+/// the message about a negative number, which names the real lower bound.
+struct Whole {
+    min: u64,
+}
 
 impl Visitor<'_> for Whole {
     type Value = u64;
@@ -30,14 +33,23 @@ impl Visitor<'_> for Whole {
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
-        u64::try_from(v)
-            .map_err(|_| E::custom(format!("{v} is negative; write a whole number ≥ 0")))
+        u64::try_from(v).map_err(|_| {
+            E::custom(format!(
+                "{v} is negative; write a whole number ≥ {}",
+                self.min
+            ))
+        })
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
-        v.trim().parse::<u64>().map_err(|_| {
+        let text = v.trim();
+        if let Ok(negative) = text.parse::<i64>() {
+            return self.visit_i64(negative);
+        }
+        text.parse::<u64>().map_err(|_| {
             E::custom(format!(
-                "{v:?} is not a whole number; write digits only, such as \"10\""
+                "{} is not a whole number; write digits only, such as \"10\"",
+                crate::redact::quoted(v)
             ))
         })
     }
@@ -45,12 +57,12 @@ impl Visitor<'_> for Whole {
 
 /// A whole number ≥ 0.
 pub(crate) fn whole<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    d.deserialize_any(Whole)
+    d.deserialize_any(Whole { min: 0 })
 }
 
 /// A whole number ≥ 1 that fits in `usize`.
 pub(crate) fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<NonZeroUsize, D::Error> {
-    let n = d.deserialize_any(Whole)?;
+    let n = d.deserialize_any(Whole { min: 1 })?;
     let n = usize::try_from(n)
         .map_err(|_| de::Error::custom(format!("{n} is too large for this machine")))?;
     NonZeroUsize::new(n).ok_or_else(|| de::Error::custom("0 is not allowed; it must be at least 1"))
@@ -58,7 +70,7 @@ pub(crate) fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<NonZeroUsize, 
 
 /// An optional TCP port, 1 to 65535.
 pub(crate) fn opt_port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
-    let n = d.deserialize_any(Whole)?;
+    let n = d.deserialize_any(Whole { min: 1 })?;
     match u16::try_from(n) {
         Ok(port) if port > 0 => Ok(Some(port)),
         _ => Err(de::Error::custom(format!(
@@ -89,7 +101,8 @@ impl Visitor<'_> for Bool {
             Ok(false)
         } else {
             Err(E::custom(format!(
-                "{v:?} is not a boolean; write true or false"
+                "{} is not a boolean; write true or false",
+                crate::redact::quoted(v)
             )))
         }
     }
@@ -131,11 +144,16 @@ impl Visitor<'_> for Humantime {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-        let parsed = humantime::parse_duration(v.trim())
-            .map_err(|e| E::custom(format!("{v:?} is not a duration ({e}); {DURATION_EXAMPLE}")))?;
+        let parsed = humantime::parse_duration(v.trim()).map_err(|e| {
+            E::custom(format!(
+                "{} is not a duration ({e}); {DURATION_EXAMPLE}",
+                crate::redact::quoted(v)
+            ))
+        })?;
         if parsed.is_zero() {
             return Err(E::custom(format!(
-                "{v:?} is zero; durations must be greater than zero, e.g. \"20s\""
+                "{} is zero; durations must be greater than zero, e.g. \"20s\"",
+                crate::redact::quoted(v)
             )));
         }
         Ok(parsed)
@@ -187,7 +205,8 @@ impl Visitor<'_> for DurationOrOff {
         }
         Humantime.visit_str(v).map(Some).map_err(|_: E| {
             E::custom(format!(
-                "{v:?} is not a duration; {DURATION_EXAMPLE}, or \"off\" for no limit"
+                "{} is not a duration; {DURATION_EXAMPLE}, or \"off\" for no limit",
+                crate::redact::quoted(v)
             ))
         })
     }

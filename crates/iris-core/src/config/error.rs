@@ -33,6 +33,28 @@ pub enum ConfigError {
         #[source]
         source: io::Error,
     },
+    /// The configuration path is not a regular file (a directory, a FIFO, a device).
+    #[error(
+        "cannot read configuration {}: it is {kind}, not a regular file; give the path of a configuration file",
+        path.display()
+    )]
+    NotAFile {
+        /// The path that was tried.
+        path: PathBuf,
+        /// What it is instead: "a directory", "a FIFO (named pipe)", "a character device", ….
+        kind: &'static str,
+    },
+    /// The configuration file is larger than iris reads.
+    #[error(
+        "cannot read configuration {}: it is larger than {limit} bytes, far beyond any real configuration; check that the path names the configuration file",
+        path.display()
+    )]
+    TooLarge {
+        /// The path that was tried.
+        path: PathBuf,
+        /// The most bytes iris reads.
+        limit: u64,
+    },
     /// The file is not valid TOML.
     #[error(
         "{file}:{line}:{column}: invalid TOML: {message}; fix the syntax at line {line}, column {column}"

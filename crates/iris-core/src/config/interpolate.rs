@@ -134,21 +134,38 @@ pub(crate) struct Located {
     pub(crate) error: InterpolationError,
 }
 
+/// A string value that took something from the environment: where it is, and how it was
+/// written (`"${DATABASE_URL}"`), so that what shows the configuration can hide its value.
+#[derive(Debug, Clone)]
+pub(crate) struct FromEnv {
+    /// Where the string is, as written in the file.
+    pub(crate) path: Vec<Segment>,
+    /// The string as written, before interpolation.
+    pub(crate) written: String,
+}
+
 /// Interpolates every string value in `table`, walking nested tables and arrays. Keys are left
-/// alone, and so are numbers, booleans and dates.
-pub(crate) fn interpolate_table(table: &mut toml::Table, env: Env<'_>) -> Result<(), Located> {
+/// alone, and so are numbers, booleans and dates. Returns the strings that held a `${…}`
+/// reference.
+pub(crate) fn interpolate_table(
+    table: &mut toml::Table,
+    env: Env<'_>,
+) -> Result<Vec<FromEnv>, Located> {
     let mut path = Vec::new();
-    walk_table(table, env, &mut path)
+    let mut from_env = Vec::new();
+    walk_table(table, env, &mut path, &mut from_env)?;
+    Ok(from_env)
 }
 
 fn walk_table(
     table: &mut toml::Table,
     env: Env<'_>,
     path: &mut Vec<Segment>,
+    from_env: &mut Vec<FromEnv>,
 ) -> Result<(), Located> {
     for (key, value) in table.iter_mut() {
         path.push(Segment::Key(key.clone()));
-        walk_value(value, env, path)?;
+        walk_value(value, env, path, from_env)?;
         path.pop();
     }
     Ok(())
@@ -158,30 +175,54 @@ fn walk_value(
     value: &mut toml::Value,
     env: Env<'_>,
     path: &mut Vec<Segment>,
+    from_env: &mut Vec<FromEnv>,
 ) -> Result<(), Located> {
     match value {
         toml::Value::String(s) => {
             if s.contains('$') {
-                *s = interpolate(s, env).map_err(|error| Located {
+                let expanded = interpolate(s, env).map_err(|error| Located {
                     key_path: key_path::render(path.iter()),
                     error,
                 })?;
+                if has_reference(s) {
+                    from_env.push(FromEnv {
+                        path: path.clone(),
+                        written: std::mem::take(s),
+                    });
+                }
+                *s = expanded;
             }
         }
         toml::Value::Array(items) => {
             for (index, item) in items.iter_mut().enumerate() {
                 path.push(Segment::Index(index));
-                walk_value(item, env, path)?;
+                walk_value(item, env, path, from_env)?;
                 path.pop();
             }
         }
-        toml::Value::Table(table) => walk_table(table, env, path)?,
+        toml::Value::Table(table) => walk_table(table, env, path, from_env)?,
         toml::Value::Integer(_)
         | toml::Value::Float(_)
         | toml::Value::Boolean(_)
         | toml::Value::Datetime(_) => {}
     }
     Ok(())
+}
+
+/// Whether `text` holds a `${…}` reference (a `$$` escape is not one).
+fn has_reference(text: &str) -> bool {
+    let mut rest = text;
+    while let Some(pos) = rest.find('$') {
+        let after = &rest[pos + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            rest = tail;
+        } else if after.starts_with('{') {
+            return true;
+        } else {
+            rest = after;
+        }
+    }
+    false
 }
 
 /// Doubles every `$` in every string value of `table`, so that interpolating it gives the

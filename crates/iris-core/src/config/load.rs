@@ -16,6 +16,7 @@ use crate::config::model::{
     Settings, TeamConfig,
 };
 use crate::config::{Config, coerce};
+use crate::redact::{clip, clip_to, quoted};
 use crate::team::TeamName;
 
 /// The whole file as written.
@@ -92,24 +93,92 @@ struct RawRemote {
     extra_args: Vec<String>,
 }
 
+/// The largest configuration file iris reads: a real one is a few kilobytes.
+pub const MAX_CONFIG_LEN: u64 = 1024 * 1024;
+
 /// Reads and loads the file at `path`.
 pub(crate) fn load_file(path: &Path, env: Env<'_>) -> Result<Config, ConfigError> {
     let path = std::path::absolute(path).map_err(|source| ConfigError::Io {
         path: path.to_owned(),
         source,
     })?;
-    let text = std::fs::read_to_string(&path).map_err(|source| {
+    let text = read_bounded(&path)?;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    load_str(&text, dir, &path.display().to_string(), env)
+}
+
+/// Reads the configuration file at `path`, refusing anything but a regular file of at most
+/// [`MAX_CONFIG_LEN`] bytes. It is opened non-blocking, so a FIFO cannot hang the open, and
+/// checked on the open descriptor (no window for a swap between check and read); the read
+/// itself is capped, since some files (in `/proc`) report no size.
+fn read_bounded(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let io_error = |source: io::Error| {
         if source.kind() == io::ErrorKind::NotFound {
-            ConfigError::NotFound { path: path.clone() }
+            ConfigError::NotFound {
+                path: path.to_owned(),
+            }
         } else {
             ConfigError::Io {
-                path: path.clone(),
+                path: path.to_owned(),
                 source,
             }
         }
-    })?;
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    load_str(&text, dir, &path.display().to_string(), env)
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io_error)?;
+    let metadata = file.metadata().map_err(io_error)?;
+    if !metadata.is_file() {
+        return Err(ConfigError::NotAFile {
+            path: path.to_owned(),
+            kind: file_kind(&metadata),
+        });
+    }
+    let too_large = || ConfigError::TooLarge {
+        path: path.to_owned(),
+        limit: MAX_CONFIG_LEN,
+    };
+    if metadata.len() > MAX_CONFIG_LEN {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_LEN + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_error)?;
+    if bytes.len() as u64 > MAX_CONFIG_LEN {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes).map_err(|e| ConfigError::Io {
+        path: path.to_owned(),
+        source: io::Error::new(io::ErrorKind::InvalidData, e),
+    })
+}
+
+/// What a file that is not a regular file is, for error messages: "a directory", "a FIFO
+/// (named pipe)", "a character device", ….
+pub fn file_kind(metadata: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = metadata.file_type();
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a regular file"
+    }
 }
 
 /// Loads configuration text whose relative paths are relative to `config_dir`.
@@ -129,26 +198,29 @@ pub(crate) fn load_str(
     let mut table = text
         .parse::<toml::Table>()
         .map_err(|e| syntax_error(text, file, &e))?;
-    interpolate::interpolate_table(&mut table, env).map_err(|located| match located.error {
-        InterpolationError::MissingVar { var } => ConfigError::MissingVar {
-            file: file.to_owned(),
-            key_path: located.key_path,
-            var,
-        },
-        problem => ConfigError::Interpolation {
-            file: file.to_owned(),
-            key_path: located.key_path,
-            problem,
-        },
-    })?;
+    let from_env =
+        interpolate::interpolate_table(&mut table, env).map_err(|located| match located.error {
+            InterpolationError::MissingVar { var } => ConfigError::MissingVar {
+                file: file.to_owned(),
+                key_path: clip(&located.key_path).into_owned(),
+                var: clip(&var).into_owned(),
+            },
+            problem => ConfigError::Interpolation {
+                file: file.to_owned(),
+                key_path: clip(&located.key_path).into_owned(),
+                problem,
+            },
+        })?;
     check_team_names(&table, file)?;
     let raw: RawConfig =
         serde_path_to_error::deserialize(table).map_err(|e| serde_error(file, &e))?;
-    Resolver {
+    let mut config = Resolver {
         file,
         dir: &config_dir,
     }
-    .resolve(raw, config_dir.clone())
+    .resolve(raw, config_dir.clone())?;
+    config.from_env = crate::config::shown::Provenance(from_env);
+    Ok(config)
 }
 
 /// A [`ConfigError::Syntax`] with a 1-based line and column.
@@ -180,10 +252,11 @@ fn check_team_names(table: &toml::Table, file: &str) -> Result<(), ConfigError> 
 fn team_name(name: &str, file: &str) -> Result<TeamName, ConfigError> {
     TeamName::new(name).map_err(|source| ConfigError::InvalidTeamName {
         file: file.to_owned(),
-        key_path: key_path::render(&[
+        key_path: clip(&key_path::render(&[
             Segment::Key("teams".to_owned()),
             Segment::Key(name.to_owned()),
-        ]),
+        ]))
+        .into_owned(),
         name: name.to_owned(),
         source,
     })
@@ -209,7 +282,7 @@ fn serde_error(file: &str, error: &serde_path_to_error::Error<toml::de::Error>) 
             });
         return ConfigError::UnknownKey {
             file: file.to_owned(),
-            key_path: render_or_top(&segments),
+            key_path: clip(&render_or_top(&segments)).into_owned(),
             expected,
         };
     }
@@ -231,8 +304,9 @@ fn serde_error(file: &str, error: &serde_path_to_error::Error<toml::de::Error>) 
     };
     ConfigError::Invalid {
         file: file.to_owned(),
-        key_path: render_or_top(&segments),
-        message,
+        key_path: clip(&render_or_top(&segments)).into_owned(),
+        // The message may quote the bad value (serde's own messages do, unclipped).
+        message: clip_to(&message, 2 * crate::redact::ECHO_LIMIT).into_owned(),
     }
 }
 
@@ -274,6 +348,7 @@ impl Resolver<'_> {
             teams,
             config_dir,
             source: self.file.to_owned(),
+            from_env: crate::config::shown::Provenance::default(),
         })
     }
 
@@ -362,7 +437,8 @@ impl Resolver<'_> {
             return Err(self.invalid(
                 &at("destination"),
                 format!(
-                    "{destination:?} is not an ssh destination; write one host such as \"user@host\" (put ssh flags in `extra_args` or `options`)"
+                    "{} is not an ssh destination; write one host such as \"user@host\" (put ssh flags in `extra_args` or `options`)",
+                    quoted(destination)
                 ),
             ));
         }
@@ -374,7 +450,8 @@ impl Resolver<'_> {
             return Err(self.invalid(
                 &at("options"),
                 format!(
-                    "{bad:?} is not an ssh option; write each as \"Name=value\", such as \"ProxyJump=bastion\" (iris adds the -o)"
+                    "{} is not an ssh option; write each as \"Name=value\", such as \"ProxyJump=bastion\" (iris adds the -o)",
+                    quoted(bad)
                 ),
             ));
         }
@@ -413,7 +490,8 @@ impl Resolver<'_> {
             return Err(self.invalid(
                 at,
                 format!(
-                    "{written:?} is relative, but a remote team's path is on the remote host and cannot be resolved here; write it absolute, such as \"/home/me/project\""
+                    "{} is relative, but a remote team's path is on the remote host and cannot be resolved here; write it absolute, such as \"/home/me/project\"",
+                    quoted(written)
                 ),
             ));
         }
@@ -425,7 +503,8 @@ impl Resolver<'_> {
             return Err(self.invalid(
                 at,
                 format!(
-                    "{written:?} starts with `~`, which iris does not expand; write an absolute path, one relative to the configuration file's directory, or use \"${{HOME}}/…\""
+                    "{} starts with `~`, which iris does not expand; write an absolute path, one relative to the configuration file's directory, or use \"${{HOME}}/…\"",
+                    quoted(written)
                 ),
             ));
         }
@@ -442,5 +521,71 @@ impl Resolver<'_> {
             key_path: key_path::render(&segments),
             message,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn team_tables_are_spelled_as_toml_spells_them() {
+        let table = |name: &str| crate::config::team_table(&TeamName::new(name).unwrap());
+        assert_eq!(table("alpha"), "teams.alpha");
+        assert_eq!(table("b.c"), "teams.\"b.c\"");
+        assert_eq!(table("me@host"), "teams.\"me@host\"");
+        // What the hint says to add loads as that team.
+        let text = format!("[{}]\npath = \"/p\"\n", table("b.c"));
+        let config = Config::from_toml_str(&text, Path::new("/etc"), "t", &no_env).unwrap();
+        assert!(config.team(&TeamName::new("b.c").unwrap()).is_some());
+    }
+
+    #[test]
+    fn a_device_is_refused_without_reading_it() {
+        // /dev/zero would give a gigabyte of NULs to a reader that does not check.
+        let e = load_file(Path::new("/dev/zero"), &no_env).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::NotAFile { kind, .. } if kind.contains("character device")),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("/dev/zero"), "{e}");
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("iris.toml");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // Nobody ever writes to it: a blocking open would wait forever.
+        let e = load_file(&fifo, &no_env).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::NotAFile { kind, .. } if kind.contains("FIFO")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_file_over_the_limit_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("iris.toml");
+        let file = std::fs::File::create(&big).unwrap();
+        file.set_len(MAX_CONFIG_LEN + 1).unwrap();
+        let e = load_file(&big, &no_env).unwrap_err();
+        assert!(matches!(e, ConfigError::TooLarge { .. }), "{e:?}");
+        assert!(e.to_string().contains("larger than"), "{e}");
+        // At the limit is fine (as far as size goes).
+        std::fs::write(&big, format!("# {}\n", "x".repeat(1000))).unwrap();
+        load_file(&big, &no_env).unwrap();
     }
 }

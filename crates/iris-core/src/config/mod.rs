@@ -33,6 +33,7 @@ pub mod interpolate;
 mod key_path;
 mod load;
 mod model;
+mod shown;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -43,6 +44,7 @@ use serde::Serialize;
 pub use containment::ContainmentSetting;
 pub use error::ConfigError;
 pub use interpolate::{Env, InterpolationError, interpolate};
+pub use load::{MAX_CONFIG_LEN, file_kind as describe_file_kind};
 pub use model::{
     AgentConfig, AgentOverride, DatabaseLocation, GrantPermission, McpConfig, RemoteConfig,
     SessionInit, Settings, TeamConfig,
@@ -64,6 +66,9 @@ pub struct Config {
     config_dir: PathBuf,
     #[serde(skip)]
     source: String,
+    /// Which values came from the environment, for showing the configuration without them.
+    #[serde(skip)]
+    from_env: shown::Provenance,
 }
 
 impl Config {
@@ -201,6 +206,16 @@ impl Config {
     pub fn source(&self) -> &str {
         &self.source
     }
+}
+
+/// The table header of team `name` as a configuration file spells it: `teams.alpha`, or
+/// `teams."b.c"` for a name that is not a bare TOML key (so a hint such as "add
+/// `[teams."b.c"]`" can be pasted as it is).
+pub fn team_table(name: &TeamName) -> String {
+    key_path::render(&[
+        key_path::Segment::Key("teams".to_owned()),
+        key_path::Segment::Key(name.as_str().to_owned()),
+    ])
 }
 
 /// Looks a variable up in the process environment; a value that is not Unicode is converted

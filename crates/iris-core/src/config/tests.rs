@@ -722,10 +722,15 @@ fn zero_processes_or_queue_depth_are_rejected() {
         &err("[settings]\nmax_processes = \"${N:-0}\"\n"),
         "settings.max_processes",
     );
-    invalid_at(
-        &err("[settings]\nmax_processes = -3\n"),
-        "settings.max_processes",
-    );
+    // A negative number names the real lower bound, 1.
+    for text in ["max_processes = -1", "max_processes = \"-1\""] {
+        let shown = invalid_at(
+            &err(&format!("[settings]\n{text}\n")),
+            "settings.max_processes",
+        );
+        assert!(shown.contains("≥ 1"), "{shown}");
+        assert!(!shown.contains("≥ 0"), "{shown}");
+    }
     invalid_at(
         &err("[settings]\nqueue_depth = 0\n"),
         "settings.queue_depth",
@@ -999,7 +1004,7 @@ fn a_missing_file_says_which_path_and_how_to_create_one() {
     assert!(shown.contains("create it"), "{shown}");
     // A directory is not a configuration file.
     let e = Config::load(dir.path()).unwrap_err();
-    assert!(matches!(e, ConfigError::Io { .. }), "{e:?}");
+    assert!(matches!(e, ConfigError::NotAFile { .. }), "{e:?}");
 }
 
 #[test]

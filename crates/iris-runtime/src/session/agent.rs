@@ -230,6 +230,7 @@ impl LaunchContext {
         let began = Instant::now();
         let started = Conversation::start(launch.to_command(), policy, options)
             .await
+            .inspect_err(|_| self.shared.metrics.spawn_failures.inc())
             .map_err(LaunchError::Agent)?;
         self.shared.metrics.spawn_time.observe(began.elapsed());
         Ok((started, launch))
