@@ -441,9 +441,16 @@ async fn the_health_check_notices_an_idle_agent_that_died() {
     )
     .await;
     assert!(runtime.metrics().counter("health_failures").unwrap() >= 1);
-    let record = runtime.get_session(&x, &a).unwrap().unwrap();
-    assert_eq!(record.process_state, ProcessState::Stopped);
-    assert_eq!(record.agent_process, None);
+    // The record is republished a message after the session stops counting itself awake.
+    until(
+        "the record to say stopped",
+        Duration::from_secs(5),
+        async || {
+            let record = runtime.get_session(&x, &a).unwrap().unwrap();
+            record.process_state == ProcessState::Stopped && record.agent_process.is_none()
+        },
+    )
+    .await;
     // The pool hears of the freed slot from the session, a message after the session's own
     // state turned: wait for it rather than race it.
     until("its slot to be freed", Duration::from_secs(5), async || {
