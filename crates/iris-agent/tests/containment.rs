@@ -215,3 +215,24 @@ async fn the_subreaper_finds_an_orphan_no_sweep_saw_by_its_tag() {
     agent.stop(quick()).await;
     assert!(!alive(grandchild), "the orphan outlived the stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runtimes_of_one_node_key_share_its_cgroup_until_the_last_is_done() {
+    let Some(first) = cgroup("shared") else {
+        return;
+    };
+    let second = cgroup("shared").unwrap();
+    let node_dir = first.cgroup_dir().unwrap();
+    // The first runtime is done: the second still spawns into the same node cgroup.
+    drop(first);
+    let mut agent = AgentProcess::spawn(agent_with_setsid_grandchild(), 1024, &second).unwrap();
+    let grandchild = grandchild_of(&mut agent).await;
+    assert!(agent.cgroup_dir().unwrap().starts_with(&node_dir));
+    agent.stop(quick()).await;
+    assert!(!alive(grandchild));
+    drop(second);
+    assert!(
+        !node_dir.exists(),
+        "the last runtime removes the node cgroup"
+    );
+}

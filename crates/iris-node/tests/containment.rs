@@ -143,7 +143,10 @@ grant_permission = "yes"
 fn cgroup_available() -> bool {
     use iris_agent::containment::Containment;
     use iris_core::config::ContainmentSetting;
-    match Containment::new(ContainmentSetting::Cgroup, "probe-node-containment-test") {
+    match Containment::new(
+        ContainmentSetting::Cgroup,
+        &format!("probe-node-containment-test-{}", std::process::id()),
+    ) {
         Ok(_) => true,
         Err(error) if std::env::var_os("IRIS_REQUIRE_CGROUP").is_some() => {
             panic!("IRIS_REQUIRE_CGROUP is set but {error}")

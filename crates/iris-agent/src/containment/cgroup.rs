@@ -8,11 +8,13 @@
 //! controllers) and never touches the "no internal processes" rule.
 #![allow(unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
@@ -27,6 +29,9 @@ pub(crate) const NODE_PREFIX: &str = "iris-";
 const AGENT_PREFIX: &str = "agent-";
 /// Agent cgroup numbers, process-wide, so two runtimes of one node key never race for a name.
 static NEXT_AGENT: AtomicU64 = AtomicU64::new(1);
+/// The node cgroups this process uses, and by how many runtimes: the last one to go removes
+/// the directory.
+static USERS: Mutex<BTreeMap<PathBuf, usize>> = Mutex::new(BTreeMap::new());
 /// How many processes freeze-and-kill signals before it gives up a round (a fork bomb).
 const FREEZE_KILL_ROUNDS: usize = 64;
 
@@ -150,6 +155,9 @@ impl NodeCgroup {
             path: dir.clone(),
             source,
         };
+        // Held until this node cgroup counts as used: a runtime of the same node key that is
+        // dropping meanwhile must not remove the directory from under this one.
+        let mut users = USERS.lock().unwrap_or_else(PoisonError::into_inner);
         match fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -168,6 +176,7 @@ impl NodeCgroup {
         let _ = fs::remove_dir(&probe);
         writable.map_err(|e| not_writable(io::Error::from(e)))?;
         let watch = guardian::watch_cgroup(&dir.join("cgroup.kill"));
+        *users.entry(dir.clone()).or_default() += 1;
         Ok(NodeCgroup {
             dir,
             can_kill,
@@ -235,6 +244,16 @@ impl Drop for NodeCgroup {
     /// Removes the node's cgroup once the runtime is done with it, with any empty agent cgroup
     /// left in it (a cgroup that still holds a process stays, for the next start to reap).
     fn drop(&mut self) {
+        let mut users = USERS.lock().unwrap_or_else(PoisonError::into_inner);
+        let left = users.get_mut(&self.dir).map(|n| {
+            *n = n.saturating_sub(1);
+            *n
+        });
+        if left.unwrap_or(0) > 0 {
+            // Another runtime of this node key in this process still uses it.
+            return;
+        }
+        users.remove(&self.dir);
         for agent in self.agent_cgroups() {
             let _ = fs::remove_dir(agent.dir());
         }

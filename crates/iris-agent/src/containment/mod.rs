@@ -17,7 +17,7 @@
 //! - [`ContainmentMode::Subreaper`], the fallback. The process becomes a child subreaper
 //!   (`PR_SET_CHILD_SUBREAPER`), so an agent's orphaned descendants come back to it instead of
 //!   init, and a sweep of `/proc` keeps each agent's descendant tree while it runs. Stopping the
-//!   agent stops (SIGSTOP) and then kills that whole tree. Each agent's environment carries a
+//!   agent kills that whole tree, each process group whole. Each agent's environment carries a
 //!   tag (`IRIS_AGENT_TAG=<node key>/<n>`) that its descendants inherit, so a process orphaned
 //!   before any sweep saw it is still found. Its limits: a process that clears its environment
 //!   *and* leaves the tree between two sweeps is not found; and when this process is killed
@@ -363,24 +363,24 @@ impl Held {
         }
     }
 
-    /// Kills everything held, now, without waiting. The tree is killed off the async threads
-    /// when a runtime is at hand (it reads `/proc`).
+    /// Kills everything held, now, without waiting for it to be gone.
     pub(crate) fn kill_now(&self) {
         match self {
             Held::Cgroup(cgroup) => cgroup.kill(),
+            // At once, not on another thread: the tree must die while the agent still holds
+            // it together. Once the agent is gone its tools are orphans, and a shell whose
+            // command died first runs the rest of its script (`sleep 60; touch marker`). One
+            // read of `/proc`, on a fault or a stop only.
             Held::Tree(tree) => {
-                let tree = tree.clone();
-                match tokio::runtime::Handle::try_current() {
-                    Ok(runtime) => {
-                        runtime.spawn_blocking(move || tree::kill_tree(&tree));
-                    }
-                    Err(_) => {
-                        tree::kill_tree(&tree);
-                    }
-                }
+                tree::kill_tree(tree);
             }
             Held::Group => {}
         }
+    }
+
+    /// Whether this is the subreaper's swept tree.
+    pub(crate) fn is_tree(&self) -> bool {
+        matches!(self, Held::Tree(_))
     }
 
     /// Kills everything still held and waits until it is gone (and the cgroup removed).

@@ -8,8 +8,8 @@
 //! one). Each agent's environment also carries a tag, [`TAG_VAR`]` = <node key>/<n>`, which its
 //! descendants inherit: a tool that was started and orphaned between two sweeps is still found
 //! by it, and so is whatever a killed node left behind, at the next start. Stopping an agent
-//! freezes its tree and its tagged processes with SIGSTOP, looks again until nothing new
-//! appears, then kills them all, and reaps the orphans that came back to us.
+//! kills its tree and its tagged processes (each process group whole), looks again until
+//! nothing new appears, and reaps the orphans that came back to us.
 #![allow(unsafe_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -263,9 +263,9 @@ async fn sweep_loop(sweeper: Weak<Sweeper>) {
     }
 }
 
-/// Stops and kills the whole tree: SIGSTOP every member (a stopped process cannot fork), sweep
-/// again for what was forked meanwhile, then SIGKILL them all and reap the orphans that came
-/// back to this process. Returns how many processes were killed. Blocking (reads `/proc`).
+/// Kills the whole tree and every process with the agent's tag, looking again for what was
+/// forked meanwhile, and reaps the orphans that came back to this process. Returns how many
+/// processes were killed. Blocking (reads `/proc`).
 pub(crate) fn kill_tree(tree: &TreeState) -> usize {
     let me = std::process::id();
     freeze_and_kill(|| {
@@ -283,10 +283,17 @@ pub(crate) fn kill_tree(tree: &TreeState) -> usize {
     .len()
 }
 
-/// Stops (SIGSTOP) whatever `find` returns, asks again until nothing new turns up (a stopped
-/// process cannot fork), then kills them all and reaps those that are our children. Returns
-/// what was killed.
+/// Kills (SIGKILL) whatever `find` returns, the whole process group of each member that leads
+/// one first (one signal reaches a shell and the command it waits for at once), and asks again
+/// until nothing new turns up: what a member forked meanwhile is found by its parent chain or
+/// its tag. Then it reaps those that are our children. Returns what was killed.
+///
+/// Nothing is stopped with SIGSTOP first: the group of a tool in a session of its own is an
+/// orphaned process group, and when a stopped member's parent exits the kernel sends such a
+/// group SIGHUP and SIGCONT (POSIX job control). A shell running `sleep 60; touch marker` then
+/// sees its `sleep` die of the SIGHUP and runs `touch` before the kill lands.
 fn freeze_and_kill(find: impl Fn() -> Vec<ProcStat>) -> BTreeMap<u32, u64> {
+    let own_group = nix::unistd::getpgrp().as_raw().unsigned_abs();
     let mut stopped: BTreeMap<u32, u64> = BTreeMap::new();
     for _ in 0..STOP_ROUNDS {
         let fresh: Vec<ProcStat> = find()
@@ -296,13 +303,16 @@ fn freeze_and_kill(find: impl Fn() -> Vec<ProcStat>) -> BTreeMap<u32, u64> {
         if fresh.is_empty() {
             break;
         }
+        for leader in fresh
+            .iter()
+            .filter(|s| s.pgrp == s.pid && s.pgrp != own_group)
+        {
+            crate::process::group::signal_group(leader.pgrp, Signal::SIGKILL);
+        }
         for s in fresh {
-            signal(s.pid, Signal::SIGSTOP);
+            signal(s.pid, Signal::SIGKILL);
             stopped.insert(s.pid, s.start_ticks);
         }
-    }
-    for pid in stopped.keys() {
-        signal(*pid, Signal::SIGKILL);
     }
     let table = ProcTable::read();
     let dead: Vec<ProcStat> = stopped

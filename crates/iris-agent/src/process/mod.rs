@@ -373,10 +373,11 @@ impl AgentProcess {
     /// Sends SIGKILL to the whole group now, and kills everything else the agent started (its
     /// cgroup or its process tree), without waiting.
     pub fn kill(&self) {
-        group::signal_group(self.pgid(), Signal::SIGKILL);
+        // What it started first, while the agent still holds it together (see `Held::kill_now`).
         if let Some(held) = &self.held {
             held.kill_now();
         }
+        group::signal_group(self.pgid(), Signal::SIGKILL);
     }
 
     /// Stops the agent: close stdin and wait, then SIGTERM the group and wait, then SIGKILL the
@@ -390,6 +391,17 @@ impl AgentProcess {
             self.stdin.take();
             if let Some(exit) = self.wait_exit(grace.after_stdin_close).await {
                 (StopStage::StdinClosed, Some(exit))
+            } else if let Some(held) = self.held.as_ref().filter(|h| h.is_tree()) {
+                // The subreaper's tree is not one unit the kernel kills at once: a SIGTERM would
+                // let the agent kill its tools one by one, and a shell outlive its command.
+                // Everything it started dies now, the agent with it.
+                tracing::debug!(pgid, "agent ignored stdin EOF; killing its process tree");
+                held.kill_now();
+                group::signal_group(pgid, Signal::SIGKILL);
+                (
+                    StopStage::Sigkill,
+                    self.wait_exit(grace.after_sigkill).await,
+                )
             } else {
                 tracing::debug!(
                     pgid,
