@@ -25,7 +25,7 @@ use crate::procfs::{self, ProcStat};
 
 /// How often the sweeper reads `/proc` for the trees of live agents.
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_millis(250);
-/// How many times a stop sweeps for processes forked while the tree was being stopped.
+/// How many times a stop looks again for processes forked while the tree was being killed.
 const STOP_ROUNDS: usize = 8;
 /// The environment variable that tags every process of an agent's tree (`<node key>/<n>`).
 pub const TAG_VAR: &str = "IRIS_AGENT_TAG";
@@ -180,7 +180,7 @@ impl Sweeper {
     /// was killed outright. Returns how many. Blocking (reads `/proc`).
     pub(crate) fn reap_tagged(&self) -> usize {
         let prefix = format!("{}/", self.node_key);
-        let found = freeze_and_kill(|| {
+        let found = kill_as_found(|| {
             procfs::all_stats()
                 .into_iter()
                 .filter(|s| s.is_alive() && s.pid != std::process::id())
@@ -268,7 +268,7 @@ async fn sweep_loop(sweeper: Weak<Sweeper>) {
 /// processes were killed. Blocking (reads `/proc`).
 pub(crate) fn kill_tree(tree: &TreeState) -> usize {
     let me = std::process::id();
-    freeze_and_kill(|| {
+    kill_as_found(|| {
         let table = ProcTable::read();
         let mut members = tree.update(&table);
         // Orphaned before any sweep saw them: found by the tag they inherited.
@@ -290,15 +290,15 @@ pub(crate) fn kill_tree(tree: &TreeState) -> usize {
 ///
 /// Nothing is stopped with SIGSTOP first: the group of a tool in a session of its own is an
 /// orphaned process group, and when a stopped member's parent exits the kernel sends such a
-/// group SIGHUP and SIGCONT (POSIX job control). A shell running `sleep 60; touch marker` then
-/// sees its `sleep` die of the SIGHUP and runs `touch` before the kill lands.
-fn freeze_and_kill(find: impl Fn() -> Vec<ProcStat>) -> BTreeMap<u32, u64> {
+/// group SIGHUP and SIGCONT (POSIX job control), which can let a shell running
+/// `sleep 60; touch marker` see its `sleep` die and run `touch` before the kill lands.
+fn kill_as_found(find: impl Fn() -> Vec<ProcStat>) -> BTreeMap<u32, u64> {
     let own_group = nix::unistd::getpgrp().as_raw().unsigned_abs();
-    let mut stopped: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut killed: BTreeMap<u32, u64> = BTreeMap::new();
     for _ in 0..STOP_ROUNDS {
         let fresh: Vec<ProcStat> = find()
             .into_iter()
-            .filter(|s| s.is_alive() && !stopped.contains_key(&s.pid))
+            .filter(|s| s.is_alive() && !killed.contains_key(&s.pid))
             .collect();
         if fresh.is_empty() {
             break;
@@ -311,11 +311,11 @@ fn freeze_and_kill(find: impl Fn() -> Vec<ProcStat>) -> BTreeMap<u32, u64> {
         }
         for s in fresh {
             signal(s.pid, Signal::SIGKILL);
-            stopped.insert(s.pid, s.start_ticks);
+            killed.insert(s.pid, s.start_ticks);
         }
     }
     let table = ProcTable::read();
-    let dead: Vec<ProcStat> = stopped
+    let dead: Vec<ProcStat> = killed
         .iter()
         .filter_map(|(pid, ticks)| {
             table
@@ -326,7 +326,7 @@ fn freeze_and_kill(find: impl Fn() -> Vec<ProcStat>) -> BTreeMap<u32, u64> {
         })
         .collect();
     reap_orphan_zombies(&dead);
-    stopped
+    killed
 }
 
 /// How many of the tree's processes are alive (zombies aside), re-read from `/proc`
