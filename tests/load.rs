@@ -10,18 +10,10 @@ use std::time::{Duration, Instant};
 
 use iris::core::TeamName;
 use iris::runtime::{Runtime, RuntimeError, TellOptions, TellOutcome};
-use iris::store::Store;
-use support::{World, fake_claude};
+use support::{World, start};
 
 fn team(name: &str) -> TeamName {
     TeamName::new(name).unwrap()
-}
-
-async fn start(world: &World, teams: &[&str], settings: &str) -> Runtime {
-    let config = world.config(teams, fake_claude(), settings);
-    Runtime::start(config, Store::open(world.db_path()).unwrap())
-        .await
-        .unwrap()
 }
 
 fn completed(outcome: &TellOutcome) -> &str {

@@ -9,17 +9,10 @@ use std::time::Duration;
 use iris::core::{Coded, ErrorCode, ProcessState, SessionFilter, TeamName};
 use iris::runtime::{Runtime, RuntimeError};
 use iris::store::Store;
-use support::{World, fake_claude};
+use support::{World, fake_claude, start};
 
 fn team(name: &str) -> TeamName {
     TeamName::new(name).unwrap()
-}
-
-async fn start(world: &World, teams: &[&str], settings: &str) -> Runtime {
-    let config = world.config(teams, fake_claude(), settings);
-    Runtime::start(config, Store::open(world.db_path()).unwrap())
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

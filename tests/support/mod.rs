@@ -117,3 +117,12 @@ pub fn config_in(
     }
     Config::from_toml_str(&toml, root, "test.toml", &|_| None).unwrap()
 }
+
+/// A runtime with fake-claude as the agent of `teams`, `settings` appended to `[settings]`, on
+/// the world's database.
+pub async fn start(world: &World, teams: &[&str], settings: &str) -> iris::runtime::Runtime {
+    let config = world.config(teams, fake_claude(), settings);
+    iris::runtime::Runtime::start(config, iris::store::Store::open(world.db_path()).unwrap())
+        .await
+        .unwrap()
+}
