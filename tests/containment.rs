@@ -297,6 +297,21 @@ async fn stall_mid_tool(world: World) {
     rt.shutdown(Duration::from_secs(5)).await;
 }
 
+/// Has `to`'s agent start `tool` in the background and end its turn; waits until the tool runs.
+async fn leave_running(world: &World, rt: &Runtime, to: &TeamName, tool: &mut Tool) {
+    let what = world.what();
+    let message = tool.leave_running(&world.agent);
+    let told = rt
+        .tell(&team("a"), to, message, TellOptions::complete())
+        .await
+        .unwrap();
+    assert!(
+        matches!(told, TellOutcome::Completed(_)),
+        "{what}: {told:?}"
+    );
+    tool.running(&what).await;
+}
+
 async fn idle_stop_and_eviction(world: World) {
     let what = world.what();
     let teams = [("b", "idle_timeout = \"500ms\""), ("c", ""), ("d", "")];
@@ -305,20 +320,7 @@ async fn idle_stop_and_eviction(world: World) {
 
     // Idle stop: the turn ends, and what it left running lives until the agent is stopped.
     let mut tool = world.tool("b", "idle");
-    let told = rt
-        .tell(
-            &a,
-            &b,
-            tool.leave_running(&world.agent),
-            TellOptions::complete(),
-        )
-        .await
-        .unwrap();
-    assert!(
-        matches!(told, TellOutcome::Completed(_)),
-        "{what}: {told:?}"
-    );
-    tool.running(&what).await;
+    leave_running(&world, &rt, &b, &mut tool).await;
     let stopped = within(Duration::from_secs(10), || {
         rt.get_session(&a, &b)
             .ok()
@@ -331,20 +333,7 @@ async fn idle_stop_and_eviction(world: World) {
 
     // Eviction: one process slot; c's idle agent makes way for d's.
     let mut tool = world.tool("c", "evicted");
-    let told = rt
-        .tell(
-            &a,
-            &c,
-            tool.leave_running(&world.agent),
-            TellOptions::complete(),
-        )
-        .await
-        .unwrap();
-    assert!(
-        matches!(told, TellOutcome::Completed(_)),
-        "{what}: {told:?}"
-    );
-    tool.running(&what).await;
+    leave_running(&world, &rt, &c, &mut tool).await;
     let told = rt
         .tell(&a, &d, "hello", TellOptions::complete())
         .await
