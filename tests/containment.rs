@@ -18,7 +18,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use agents::{Agent, Dialect};
+use agents::Agent;
 use iris::agent::containment::{Containment, ContainmentMode};
 use iris::core::config::{Config, ContainmentSetting};
 use iris::core::{Coded, ErrorCode, ProcessState, TeamName};
@@ -235,9 +235,6 @@ async fn forced_sleep_and_cancel(world: World) {
 }
 
 async fn crash_mid_tool(world: World) {
-    if known_subreaper_gap(&world, "crash_mid_tool") {
-        return;
-    }
     let what = world.what();
     let rt = world.runtime("", &[("b", "")]).await;
     let (a, b) = (team("a"), team("b"));
@@ -255,27 +252,7 @@ async fn crash_mid_tool(world: World) {
     rt.shutdown(Duration::from_secs(5)).await;
 }
 
-/// A known gap of the subreaper fallback (see ARCHITECTURE.md, Containment): with the real CLI,
-/// a crash, a stall kill or a shutdown sometimes lets the tool's shell run the rest of its
-/// script after its command was killed, so the side effect happens (the CLI's shell runs each
-/// command in a process group of its own, and a stop may find the tree only once the agent is
-/// gone). The cgroup mode has no such gap (one `cgroup.kill`), and fake-claude's
-/// single-process tool shows none.
-fn known_subreaper_gap(world: &World, scenario: &str) -> bool {
-    let gap = world.mode == ContainmentSetting::Subreaper && world.agent.dialect == Dialect::Real;
-    if gap {
-        eprintln!(
-            "containment: {scenario} against {} is not asserted: a known gap",
-            world.what()
-        );
-    }
-    gap
-}
-
 async fn stall_mid_tool(world: World) {
-    if known_subreaper_gap(&world, "stall_mid_tool") {
-        return;
-    }
     let what = world.what();
     // A frozen agent prints nothing and uses no CPU; its open tool call counts as progress
     // only within tool_timeout.
@@ -347,9 +324,6 @@ async fn idle_stop_and_eviction(world: World) {
 }
 
 async fn shutdown_mid_tool(world: World) {
-    if known_subreaper_gap(&world, "shutdown_mid_tool") {
-        return;
-    }
     let what = world.what();
     let rt = world.runtime("", &[("b", "")]).await;
     let mut tool = world.tool("b", "shutdown");

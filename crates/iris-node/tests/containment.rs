@@ -3,8 +3,8 @@
 //! (SIGKILL) while its agent runs a tool. In
 //! cgroup mode nothing the agent started survives either for more than 2 s, and the tool's side
 //! effect never happens. In the subreaper fallback SIGTERM is as clean, while after SIGKILL the
-//! tool runs on until the node's next start kills it by its tag: the limit ARCHITECTURE.md
-//! states. `iris stats` names the mode.
+//! tool may run on until the node's next start kills it by its tag: the limit ARCHITECTURE.md
+//! states. Its side effect never happens either way. `iris stats` names the mode.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 // Each suite uses its own share of the agents' scripts.
@@ -252,12 +252,23 @@ async fn sigkill_then_restart(agent: Agent) {
         .unwrap()
         .unwrap();
     // The documented limit: the guardian kills the agent's group, not the tool's session.
-    assert!(!tool_pids(&marker).is_empty(), "{}", world.agent.name());
+    // fake-claude's tool always outlives it, so the next start's reaping is always exercised.
+    // The real CLI may still kill its own tool first (it reads EOF on stdin when the node dies,
+    // and races the guardian), which is no guarantee and no failure either.
+    let survived = !tool_pids(&marker).is_empty();
+    if world.agent.dialect == agents::Dialect::Fake {
+        assert!(survived, "fake-claude's tool died with the node");
+    }
     let mut restarted = world.start_node().await;
     assert!(
         within(GONE_WITHIN, || tool_pids(&marker).is_empty()).await,
         "the next start did not kill the tool by its tag: {:?}",
         tool_pids(&marker)
+    );
+    assert!(
+        !marker.exists(),
+        "{}: the tool's side effect happened (it survived the node: {survived})",
+        world.agent.name()
     );
     signal(&restarted, Signal::SIGTERM);
     tokio::time::timeout(STEP, restarted.wait())

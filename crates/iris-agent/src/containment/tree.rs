@@ -283,10 +283,15 @@ pub(crate) fn kill_tree(tree: &TreeState) -> usize {
     .len()
 }
 
-/// Kills (SIGKILL) whatever `find` returns, the whole process group of each member that leads
-/// one first (one signal reaches a shell and the command it waits for at once), and asks again
-/// until nothing new turns up: what a member forked meanwhile is found by its parent chain or
-/// its tag. Then it reaps those that are our children. Returns what was killed.
+/// Kills (SIGKILL) whatever `find` returns, and asks again until nothing new turns up: what a
+/// member forked meanwhile is found by its parent chain or its tag. Then it reaps those that are
+/// our children. Returns what was killed.
+///
+/// Parents die before their children, and each member that leads a process group takes its
+/// whole group with it. The order matters: a shell running `sleep 60; touch marker` (each
+/// command in a group of its own, as the real CLI's shell does) whose `sleep` died first could
+/// run `touch` before its own kill lands, if this thread is preempted between the two; a shell
+/// with a SIGKILL pending never runs another command.
 ///
 /// Nothing is stopped with SIGSTOP first: the group of a tool in a session of its own is an
 /// orphaned process group, and when a stopped member's parent exits the kernel sends such a
@@ -303,13 +308,10 @@ fn kill_as_found(find: impl Fn() -> Vec<ProcStat>) -> BTreeMap<u32, u64> {
         if fresh.is_empty() {
             break;
         }
-        for leader in fresh
-            .iter()
-            .filter(|s| s.pgrp == s.pid && s.pgrp != own_group)
-        {
-            crate::process::group::signal_group(leader.pgrp, Signal::SIGKILL);
-        }
-        for s in fresh {
+        for s in parents_first(fresh) {
+            if s.pgrp == s.pid && s.pgrp != own_group {
+                crate::process::group::signal_group(s.pgrp, Signal::SIGKILL);
+            }
             signal(s.pid, Signal::SIGKILL);
             killed.insert(s.pid, s.start_ticks);
         }
@@ -327,6 +329,27 @@ fn kill_as_found(find: impl Fn() -> Vec<ProcStat>) -> BTreeMap<u32, u64> {
         .collect();
     reap_orphan_zombies(&dead);
     killed
+}
+
+/// `procs` ordered so that each comes after its parent (and every ancestor) among them.
+fn parents_first(procs: Vec<ProcStat>) -> Vec<ProcStat> {
+    let parent: HashMap<u32, u32> = procs.iter().map(|s| (s.pid, s.ppid)).collect();
+    let depth = |pid: u32| {
+        let mut depth = 0;
+        let mut at = pid;
+        // Bounded: a pid reused while we read /proc could make a cycle.
+        while let Some(&up) = parent.get(&at) {
+            if depth > procs.len() {
+                break;
+            }
+            depth += 1;
+            at = up;
+        }
+        depth
+    };
+    let mut ordered: Vec<(usize, ProcStat)> = procs.iter().map(|s| (depth(s.pid), *s)).collect();
+    ordered.sort_by_key(|(depth, s)| (*depth, s.pid));
+    ordered.into_iter().map(|(_, s)| s).collect()
 }
 
 /// How many of the tree's processes are alive (zombies aside), re-read from `/proc`
@@ -375,6 +398,26 @@ mod tests {
 
     fn pids(members: Vec<ProcStat>) -> BTreeSet<u32> {
         members.into_iter().map(|s| s.pid).collect()
+    }
+
+    #[test]
+    fn parents_are_killed_before_their_children_whatever_their_pids() {
+        // A reused (lower) pid for the child: pid order would kill it first.
+        let shell = stat(500, 1, 5);
+        let sleep = stat(20, 500, 6);
+        let touch_to_be = stat(30, 20, 7);
+        let stranger = stat(40, 1, 8);
+        let order: Vec<u32> = parents_first(vec![touch_to_be, sleep, stranger, shell])
+            .into_iter()
+            .map(|s| s.pid)
+            .collect();
+        assert_eq!(order, [40, 500, 20, 30]);
+    }
+
+    #[test]
+    fn a_parent_cycle_from_reused_pids_still_orders_every_process() {
+        let order = parents_first(vec![stat(1, 2, 1), stat(2, 1, 1), stat(3, 2, 1)]);
+        assert_eq!(order.len(), 3);
     }
 
     #[test]
