@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use iris::core::{Coded, ErrorCode, ProcessState, SessionFilter, TeamName};
-use iris::runtime::{Runtime, RuntimeError};
+use iris::runtime::{Runtime, RuntimeError, TellOptions, TellOutcome};
 use iris::store::Store;
 use support::{World, fake_claude, start};
 
@@ -222,6 +222,38 @@ async fn records_survive_a_restart_with_process_states_stopped() {
         again.session_id, id,
         "the restarted runtime brings back the same session"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_shutdown_returns_the_database_opens_again_at_once() {
+    let world = World::new();
+    for cycle in 1..=5u64 {
+        // The caller keeps a handle of its own: shutdown closes that one too.
+        let store = Store::open(world.db_path()).unwrap();
+        let config = world.config(&["a", "b"], fake_claude(), "");
+        let runtime = Runtime::start(config, store.clone()).await.unwrap();
+        let told = runtime
+            .tell(
+                &team("a"),
+                &team("b"),
+                format!("cycle {cycle}"),
+                TellOptions::complete(),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(told, TellOutcome::Completed(_)), "{told:?}");
+        runtime.shutdown(Duration::from_secs(2)).await;
+        let closed = store.get_by_pair(&iris::core::Pair::new(team("a"), team("b")));
+        assert_eq!(closed.unwrap_err().code(), ErrorCode::StoreError);
+        // No retry: the lock is gone by the time shutdown returned, and everything is there.
+        let reopened =
+            Store::open(world.db_path()).unwrap_or_else(|error| panic!("cycle {cycle}: {error}"));
+        let record = reopened
+            .get_by_pair(&iris::core::Pair::new(team("a"), team("b")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.message_count, cycle);
+    }
 }
 
 #[tokio::test]

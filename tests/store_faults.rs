@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use iris::core::{Coded, ErrorCode, TeamName, TurnId, TurnStatus};
 use iris::runtime::{Runtime, RuntimeError, TellOptions, TellOutcome, TurnError};
-use iris::store::{FaultKind, OpenError, Store};
+use iris::store::{FaultKind, Store};
 use support::{World, fake_claude};
 
 /// A tmpfs of `size` mounted on a new directory; unmounted when dropped.
@@ -180,26 +180,31 @@ async fn tells_on_a_disk_that_fills_up_lose_nothing_acknowledged_and_recover_wit
             "tell {n} after space came back"
         );
     }
-    let session_id = runtime
-        .get_session(&team("alpha"), &team("beta"))
-        .unwrap()
-        .unwrap()
-        .session_id;
-    runtime.shutdown(Duration::from_secs(5)).await;
-    drop(runtime);
-    drop(store);
-
-    // The restart: exactly the acknowledged turns are in the ledger.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let store = loop {
-        match Store::open(&path) {
-            Ok(store) => break store,
-            Err(OpenError::Locked { .. }) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(error) => panic!("{error}"),
-        }
+    // What the session shows is what is durable: the turns whose bookkeeping failed were
+    // counted ahead of their commit, and are no longer.
+    // (The reload waits for the store to be readable again, so this may take a moment.)
+    let shown = || {
+        runtime
+            .get_session(&team("alpha"), &team("beta"))
+            .unwrap()
+            .unwrap()
     };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shown().message_count != tally.completed.len() as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "the session shows {} messages, {} are durable",
+            shown().message_count,
+            tally.completed.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let session_id = shown().session_id;
+    runtime.shutdown(Duration::from_secs(5)).await;
+
+    // The restart: exactly the acknowledged turns are in the ledger. Shutdown released the file
+    // (closing the test's own handle too), so it opens at once.
+    let store = Store::open(&path).unwrap();
     let present: BTreeSet<TurnId> = store
         .turns(session_id, usize::MAX)
         .unwrap()

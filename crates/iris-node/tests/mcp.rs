@@ -443,16 +443,29 @@ async fn stdio_ends_cleanly_when_the_client_closes_stdin() {
             "protocolVersion": "2025-06-18", "capabilities": {},
             "clientInfo": {"name": "raw", "version": "0"}}}),
         json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        // Well-formed JSON that is no request: a JSON-RPC "Invalid request" error.
+        json!({"jsonrpc": "2.0", "id": 7, "metho": "tools/list"}),
         json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
-    ];
-    for request in requests {
+    ]
+    .map(|request| request.to_string());
+    // A line that is not JSON at all is skipped, as every official MCP SDK does on stdio (there
+    // is no id to answer, and an answer to garbage can start an error storm with a peer that
+    // echoes it); the session goes on.
+    let lines = [
+        &requests[..2],
+        &["this is {not json".to_owned()],
+        &requests[2..],
+    ]
+    .concat();
+    for line in lines {
         stdin
-            .write_all(format!("{request}\n").as_bytes())
+            .write_all(format!("{line}\n").as_bytes())
             .await
             .unwrap();
     }
     stdin.flush().await.unwrap();
     let mut tools = None;
+    let mut invalid = None;
     while tools.is_none() {
         let line = step("a line on stdout", stdout.next_line())
             .await
@@ -464,8 +477,12 @@ async fn stdio_ends_cleanly_when_the_client_closes_stdin() {
         if message["id"] == 2 {
             tools = message["result"]["tools"].as_array().map(Vec::len);
         }
+        if message["error"].is_object() {
+            invalid = Some(message["error"]["code"].clone());
+        }
     }
     assert_eq!(tools, Some(TOOLS.len()));
+    assert_eq!(invalid, Some(json!(-32600)));
     drop(stdin);
     while let Some(line) = step("draining stdout", stdout.next_line()).await.unwrap() {
         let message: Value = serde_json::from_str(&line)

@@ -29,6 +29,9 @@ use crate::tell::{TellOptions, TellOutcome, TurnError, TurnEvent, Wait};
 
 /// How long a message to a live session may wait for its answer.
 const SESSION_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `shutdown` waits for the store's writer to commit what is queued and release the
+/// file: a few commits on a healthy disk; only a stalled disk comes near it.
+const STORE_CLOSE_LIMIT: Duration = Duration::from_secs(10);
 
 /// A cheap, cloneable handle to a running iris runtime. `Send + Sync`.
 ///
@@ -643,7 +646,10 @@ impl Runtime {
         self.shared.live.len()
     }
 
-    /// Stops every session (their agents gracefully, within `grace` per step) and the registry.
+    /// Stops every session (their agents gracefully, within `grace` per step) and the registry,
+    /// then closes the store: when this returns, what the sessions wrote is durable and the
+    /// database file is released (it can be opened again at once, in this process or another).
+    /// Every [`Store`] handle, the caller's own clones included, is closed with it.
     pub async fn shutdown(&self, grace: Duration) {
         self.shared
             .closing
@@ -681,6 +687,9 @@ impl Runtime {
             tracing::warn!(%error, "the registry did not stop in time");
         }
         self.shared.pool.stop(Some("shutdown".into()));
+        if let Err(error) = self.shared.store.close(STORE_CLOSE_LIMIT).await {
+            tracing::warn!(%error, "the store did not close in time");
+        }
     }
 
     /// Routes `changes` through the session's actor, the only writer of its record.

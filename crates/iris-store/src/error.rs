@@ -168,9 +168,23 @@ pub enum StoreError {
         #[source]
         source: Arc<redb::Error>,
     },
-    /// The store's writer has stopped, so no more writes are accepted.
-    #[error("the iris store is closed; no further writes are accepted")]
+    /// The store was closed (its runtime shut down, or every handle was dropped), so it takes
+    /// no more reads or writes.
+    #[error(
+        "the iris store is closed (its runtime has shut down); open the database again to use it"
+    )]
     Closed,
+    /// [`Store::close`](crate::Store::close) gave up waiting for the writer to commit what was
+    /// queued; the store closes when that commit ends.
+    #[error(
+        "closing the iris store {path} took longer than {waited:?}: its writer is still committing on a slow or stalled disk; the file stays locked until it is done"
+    )]
+    CloseTimedOut {
+        /// The database file (`:memory:` for an in-memory store).
+        path: String,
+        /// How long the close waited.
+        waited: std::time::Duration,
+    },
     /// The database cannot commit because of a storage fault (a full disk, an I/O error): nothing
     /// of the write was stored. The store reopens itself with backoff and takes writes again once
     /// the fault is gone, without a restart; until then writes (and reads, while the file is being
@@ -291,9 +305,10 @@ impl Coded for StoreError {
             }
             StoreError::Corrupt { .. } => ErrorCode::StoreCorrupt,
             StoreError::Encode { .. } => ErrorCode::StoreError,
-            StoreError::Storage { .. } | StoreError::Closed | StoreError::Unavailable { .. } => {
-                ErrorCode::StoreError
-            }
+            StoreError::Storage { .. }
+            | StoreError::Closed
+            | StoreError::CloseTimedOut { .. }
+            | StoreError::Unavailable { .. } => ErrorCode::StoreError,
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -70,7 +70,7 @@ impl PendingWrite {
 /// Reads run on the caller's thread against a consistent snapshot (redb MVCC) and never wait for
 /// writes. Writes are submitted to one writer thread that commits them in groups, each durably,
 /// and resolve once their group is on disk. The writer stops and the file is released when the
-/// last handle is dropped.
+/// last handle is dropped, or at once for every handle by [`Store::close`].
 #[derive(Debug, Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -80,26 +80,57 @@ pub struct Store {
 struct Inner {
     path: Option<PathBuf>,
     shared: Arc<Shared>,
-    jobs: Option<mpsc::Sender<Job>>,
-    thread: Option<JoinHandle<()>>,
+    /// The writer's queue; `None` once the store is closed.
+    jobs: RwLock<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Inner {
+    /// A sender to the writer, unless the store is closed. Each caller sends on its own clone,
+    /// so no lock is held across an await.
+    fn jobs(&self) -> Result<mpsc::Sender<Job>, StoreError> {
+        self.jobs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(StoreError::Closed)
+    }
+
+    /// Stops the writer once it has committed what is queued, and closes the database, which
+    /// releases the file's lock so it can be opened again. Blocking (joins the writer thread).
+    fn close(&self) {
+        // Closing the channel lets the writer finish what is queued (senders still in flight
+        // hold clones only as long as their send).
+        self.jobs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread
+            && thread.join().is_err()
+        {
+            tracing::error!(path = %self.shared.path, "the store writer thread panicked");
+        }
+        // The writer is gone: close the database now rather than with the last `Shared`.
+        let db = self
+            .shared
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(db);
+    }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Closing the channel lets the writer finish what is queued; joining it means the file is
-        // released by the time the last handle is gone, so the same process can reopen it.
-        self.jobs.take();
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            tracing::error!("the store writer thread panicked");
-        }
-        // The writer is gone: close the database now rather than with the last `Shared`.
-        let db = match self.shared.db.write() {
-            Ok(mut db) => db.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
-        drop(db);
+        // The file is released by the time the last handle is gone, so the same process can
+        // reopen it.
+        self.close();
     }
 }
 
@@ -249,10 +280,27 @@ impl Store {
             inner: Arc::new(Inner {
                 path,
                 shared,
-                jobs: Some(jobs),
-                thread: Some(thread),
+                jobs: RwLock::new(Some(jobs)),
+                thread: Mutex::new(Some(thread)),
             }),
         })
+    }
+
+    /// Closes the store for every handle: the writer commits what is already queued, then the
+    /// database is closed and its file released (another [`Store::open`] of it succeeds at once).
+    /// Later writes fail with [`StoreError::Closed`], and so do reads. Waits at most `limit` for
+    /// the writer (a commit on a stalled disk can take long); past it the store still closes,
+    /// later, and the error says so.
+    pub async fn close(&self, limit: Duration) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        let closing = tokio::task::spawn_blocking(move || inner.close());
+        match tokio::time::timeout(limit, closing).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(StoreError::CloseTimedOut {
+                path: self.inner.shared.path.clone(),
+                waited: limit,
+            }),
+        }
     }
 
     /// Whether the store can commit now, and what stops it if not. Cheap (no transaction).
@@ -487,7 +535,7 @@ impl Store {
     /// further writes, in order, while this one commits. It is awaited as a [`Store::submit`]
     /// is, so it never lingers.
     pub async fn send(&self, mutation: Mutation) -> Result<PendingWrite, StoreError> {
-        let jobs = self.inner.jobs.as_ref().ok_or(StoreError::Closed)?;
+        let jobs = self.inner.jobs()?;
         let (reply, answer) = oneshot::channel();
         jobs.send(Job::Submit { mutation, reply })
             .await
@@ -504,7 +552,7 @@ impl Store {
     /// [`Store::flush`] resolves, this one has been committed (or rejected, or failed with its
     /// batch).
     pub async fn enqueue(&self, mutation: Mutation) -> Result<(), StoreError> {
-        let jobs = self.inner.jobs.as_ref().ok_or(StoreError::Closed)?;
+        let jobs = self.inner.jobs()?;
         jobs.send(Job::Enqueue(mutation))
             .await
             .map_err(|_| StoreError::Closed)
@@ -513,7 +561,7 @@ impl Store {
     /// Waits until every mutation submitted or queued before it has been committed (or
     /// rejected), without lingering. Costs no transaction when nothing is pending.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let jobs = self.inner.jobs.as_ref().ok_or(StoreError::Closed)?;
+        let jobs = self.inner.jobs()?;
         let (reply, done) = oneshot::channel();
         jobs.send(Job::Flush(reply))
             .await

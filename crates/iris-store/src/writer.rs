@@ -324,14 +324,10 @@ impl Shared {
             Err(poisoned) => poisoned.into_inner(),
         };
         let Some(db) = db.as_ref() else {
-            let fault = self.outage().map_or_else(
-                || StorageFault {
-                    kind: FaultKind::Io,
-                    detail: "the database is being reopened".into(),
-                },
-                |(fault, _)| fault,
-            );
-            return Err(self.unavailable(fault));
+            // No handle and no outage: the store was closed, not faulted.
+            return Err(self
+                .outage()
+                .map_or(StoreError::Closed, |(fault, _)| self.unavailable(fault)));
         };
         db.begin_read()
             .during("starting a read")

@@ -6,6 +6,7 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 use common::{pair, record, record_at, team};
 use iris_core::{
@@ -162,6 +163,45 @@ async fn records_and_counters_survive_a_reopen() {
     // Row ids keep counting after a reopen.
     let third = store.create(record("gamma", "alpha")).await.unwrap();
     assert_eq!(third.id, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_commits_what_is_queued_releases_the_file_and_closes_every_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("iris.redb");
+    let store = Store::open(&path).unwrap();
+    let other_handle = store.clone();
+    let r = store.create(record("alpha", "beta")).await.unwrap();
+    // Queued, never awaited: close still commits it.
+    store
+        .enqueue(Mutation::Update {
+            session_id: r.session_id,
+            changes: vec![Change::IncrementMessageCount(4)],
+        })
+        .await
+        .unwrap();
+    store.close(Duration::from_secs(10)).await.unwrap();
+
+    // Every handle is closed, for writes and reads, with the error that says what to do.
+    let write = other_handle.create(record("beta", "alpha")).await;
+    assert!(matches!(write, Err(StoreError::Closed)), "{write:?}");
+    let read = other_handle.get_by_pair(&pair("alpha", "beta"));
+    assert!(matches!(read, Err(StoreError::Closed)), "{read:?}");
+    assert!(
+        read.unwrap_err()
+            .to_string()
+            .contains("open the database again")
+    );
+    // Closing twice is harmless.
+    other_handle.close(Duration::from_secs(1)).await.unwrap();
+
+    // Released while the old handles still exist: it opens at once, with everything in it.
+    let reopened = Store::open(&path).unwrap();
+    let back = reopened
+        .get_by_pair(&pair("alpha", "beta"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.message_count, 4);
 }
 
 // ----- create -----

@@ -39,6 +39,9 @@ use crate::pool::PoolMsg;
 use crate::shared::Shared;
 use crate::tell::{TellOutcome, TurnError};
 
+/// How soon a session tries again to reload its record when the store could not be read.
+const RESYNC_RETRY: Duration = Duration::from_secs(1);
+
 /// Messages a SessionActor handles. Plain data apart from the reply ports.
 #[derive(Debug)]
 pub(crate) enum SessionMsg {
@@ -104,6 +107,9 @@ pub(crate) enum SessionMsg {
     Tick,
     /// A shutdown's grace for the turn in flight has passed.
     ShutdownDeadline,
+    /// A write the snapshot already shows failed (a turn's bookkeeping, on a full disk): reload
+    /// the record from the store, so what the session shows is what is durable.
+    Resync,
     /// Test hook: fail the actor as a panic would.
     #[cfg(feature = "testing")]
     Crash,
@@ -442,6 +448,7 @@ impl SessionState {
             SessionMsg::Retired => self.retired().await,
             SessionMsg::Tick => self.tick(),
             SessionMsg::ShutdownDeadline => self.shutdown_deadline().await,
+            SessionMsg::Resync => self.resync().await,
             #[cfg(feature = "testing")]
             SessionMsg::Crash => {
                 return Err(format!("injected failure of session {}", self.pair).into());
@@ -486,6 +493,32 @@ impl SessionState {
 
     fn publish(&mut self, record: SessionRecord) {
         self.snapshot.store(Arc::new(record));
+    }
+
+    /// Replaces the snapshot's durable fields with the store's, after a write it had published
+    /// ahead of its commit failed. The transient fields (process state, current turn, agent
+    /// process) are this actor's own knowledge and stay. Turns still committing are waited for
+    /// first: their changes are published too, and are durable only once they land. If the
+    /// store cannot be read now (it is being reopened after a fault), this is tried again.
+    async fn resync(&mut self) {
+        self.settle_bookings().await;
+        let _ = self.shared.store.flush().await;
+        match self.shared.store.get_by_session_id(&self.id) {
+            Ok(Some(mut stored)) => {
+                let live = self.snapshot.load_full();
+                stored.process_state = live.process_state;
+                stored.current_turn = live.current_turn;
+                stored.agent_process = live.agent_process;
+                tracing::info!(pair = %self.pair, session = %self.id, message_count = stored.message_count, "the session record was reloaded from the store after a failed write");
+                self.publish(stored);
+            }
+            // Deleted meanwhile: the deletion stops this actor.
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(pair = %self.pair, session = %self.id, %error, "cannot reload the session record yet; trying again");
+                self.myself.send_after(RESYNC_RETRY, || SessionMsg::Resync);
+            }
+        }
     }
 
     /// Queues a write behind earlier ones without waiting for its commit.

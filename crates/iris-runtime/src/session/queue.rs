@@ -396,7 +396,7 @@ impl SessionState {
                 retain: self.retain(),
             })
             .await;
-        let (pair, id) = (self.pair.clone(), self.id);
+        let (pair, id, myself) = (self.pair.clone(), self.id, self.myself.clone());
         self.bookings.spawn(async move {
             let durable = match sent {
                 Ok(pending) => pending.outcome().await.map(drop),
@@ -408,6 +408,8 @@ impl SessionState {
                 Ok(()) => outcome,
                 Err(error) => {
                     tracing::error!(%pair, session = %id, turn = %turn.id(), %error, "could not record the turn's bookkeeping; the turn fails");
+                    // The snapshot already counts it: the actor reloads what is durable.
+                    let _ = myself.cast(SessionMsg::Resync);
                     TellOutcome::Failed {
                         turn_id: turn.id(),
                         error: TurnError::Store {
