@@ -467,8 +467,9 @@ async fn a_silent_tool_outlives_the_stall_limit_and_status_shows_it_running() {
         .unwrap();
     let (a, b, c) = (team("alpha"), team("beta"), team("gamma"));
 
-    let handle = runtime.submit(&a, &b, "!tool 3000 marker").await.unwrap();
-    let mut events = handle.events();
+    let mut handle = runtime.submit(&a, &b, "!tool 3000 marker").await.unwrap();
+    // From the turn's queueing: it may have started (and its tool too) before submit returned.
+    let mut events = handle.take_events();
     let mut shown = String::new();
     eventually("status to show the running tool", async || {
         let status = runtime.status(&a, &b).await.unwrap();

@@ -918,6 +918,13 @@ impl TurnHandle {
         self.ticket.events
     }
 
+    /// Takes the subscription that was made when the turn was queued (it misses nothing), and
+    /// keeps the handle for its outcome. A later call gets a subscription from then on.
+    pub fn take_events(&mut self) -> broadcast::Receiver<TurnEvent> {
+        let fresh = self.ticket.events.resubscribe();
+        std::mem::replace(&mut self.ticket.events, fresh)
+    }
+
     /// The assistant text streamed so far.
     pub fn partial(&self) -> String {
         self.ticket

@@ -27,6 +27,9 @@ use crate::procfs::{self, ProcStat};
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// How many times a stop looks again for processes forked while the tree was being killed.
 const STOP_ROUNDS: usize = 8;
+/// How long a stop waits for the processes it killed to be dead: SIGKILL takes effect when a
+/// process next runs, which a loaded machine can delay by milliseconds.
+const DEATH_WAIT: Duration = Duration::from_secs(2);
 /// The environment variable that tags every process of an agent's tree (`<node key>/<n>`).
 pub const TAG_VAR: &str = "IRIS_AGENT_TAG";
 /// Agent tag numbers, process-wide.
@@ -284,8 +287,9 @@ pub(crate) fn kill_tree(tree: &TreeState) -> usize {
 }
 
 /// Kills (SIGKILL) whatever `find` returns, and asks again until nothing new turns up: what a
-/// member forked meanwhile is found by its parent chain or its tag. Then it reaps those that are
-/// our children. Returns what was killed.
+/// member forked meanwhile is found by its parent chain or its tag. Then it waits (within
+/// [`DEATH_WAIT`]) until they are dead, so none is left running when a stop returns, and reaps
+/// those that are our children. Returns what was killed.
 ///
 /// Parents die before their children, and each member that leads a process group takes its
 /// whole group with it. The order matters: a shell running `sleep 60; touch marker` (each
@@ -316,6 +320,7 @@ fn kill_as_found(find: impl Fn() -> Vec<ProcStat>) -> BTreeMap<u32, u64> {
             killed.insert(s.pid, s.start_ticks);
         }
     }
+    wait_until_dead(&killed);
     let table = ProcTable::read();
     let dead: Vec<ProcStat> = killed
         .iter()
@@ -329,6 +334,25 @@ fn kill_as_found(find: impl Fn() -> Vec<ProcStat>) -> BTreeMap<u32, u64> {
         .collect();
     reap_orphan_zombies(&dead);
     killed
+}
+
+/// Waits (polling, within [`DEATH_WAIT`]) until none of `killed` (pid → start time) is alive.
+fn wait_until_dead(killed: &BTreeMap<u32, u64>) {
+    let deadline = std::time::Instant::now() + DEATH_WAIT;
+    let any_alive = || {
+        killed.iter().any(|(pid, ticks)| {
+            procfs::stat(*pid).is_some_and(|s| s.start_ticks == *ticks && s.is_alive())
+        })
+    };
+    while any_alive() {
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!(
+                "processes killed with SIGKILL are still running after {DEATH_WAIT:?}; they die when next scheduled"
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// `procs` ordered so that each comes after its parent (and every ancestor) among them.
