@@ -567,49 +567,30 @@ async fn deleting_a_session_by_id_never_deletes_its_successor() {
 }
 
 #[tokio::test]
-async fn plain_data_requests_drive_the_runtime() {
-    use iris::runtime::{SessionReply, SessionRequest};
-    use iris::store::Change;
-
+async fn create_mutate_delete_and_reset_by_their_calls() {
     let world = World::new();
     let runtime = start(&world, &["a", "b"], "session_init = \"lazy\"").await;
-    let pair = iris::core::Pair::new(team("a"), team("b"));
-    let Ok(SessionReply::Session(created)) = runtime
-        .handle(SessionRequest::Create { pair: pair.clone() })
+    let created = runtime
+        .create_session(&team("a"), &team("b"))
         .await
-    else {
-        panic!("create failed");
-    };
+        .unwrap();
     let again = runtime
-        .handle(SessionRequest::Create { pair: pair.clone() })
+        .create_session(&team("a"), &team("b"))
         .await
         .unwrap_err();
     assert_eq!(again.code(), ErrorCode::AlreadyExists);
-    let Ok(SessionReply::Session(mutated)) = runtime
-        .handle(SessionRequest::Mutate {
-            session_id: created.session_id,
-            changes: vec![Change::IncrementMessageCount(4)],
-        })
+    let mutated = runtime
+        .increment_message_count(&created.session_id, 4)
         .await
-    else {
-        panic!("mutate failed");
-    };
+        .unwrap();
     assert_eq!(mutated.message_count, 4);
-    let Ok(SessionReply::Deleted(deletion)) = runtime
-        .handle(SessionRequest::Delete {
-            session_id: created.session_id,
-            delete_transcript: false,
-        })
+    let deletion = runtime
+        .delete_session(&created.session_id, false)
         .await
-    else {
-        panic!("delete failed");
-    };
+        .unwrap();
     assert_eq!(
         deletion.deleted.map(|r| r.session_id),
         Some(created.session_id)
     );
-    assert_eq!(
-        runtime.handle(SessionRequest::Reset { pair }).await,
-        Ok(SessionReply::Done)
-    );
+    runtime.reset_session(&team("a"), &team("b")).await.unwrap();
 }

@@ -7,8 +7,11 @@
 
 use std::time::Duration;
 
-use iris_core::{SessionRecord, TurnRecord};
+use iris_core::{SessionRecord, TurnId, TurnRecord};
+use iris_runtime::AgentActivity;
 use serde::{Deserialize, Serialize};
+
+pub use crate::error::{ApiCode, ApiError, ApiErrorBody};
 
 /// One command. A field it does not know is an error (a misspelt `timout` must not silently
 /// mean "wait for the whole turn").
@@ -206,8 +209,8 @@ pub struct TellReply {
     pub session_id: Option<String>,
     /// The turn's id.
     pub turn_id: String,
-    /// `completed`, `accepted`, `caller_timeout` or `failed`.
-    pub status: String,
+    /// How the tell ended for its caller.
+    pub status: TellStatus,
     /// The reply text (partial for `caller_timeout`, empty for `accepted`).
     pub response: String,
     /// The turn's cost, when it completed.
@@ -221,13 +224,81 @@ pub struct TellReply {
     pub error: Option<ApiErrorBody>,
 }
 
+/// How a tell ended for its caller (on the wire: `completed`, `accepted`, `caller_timeout`,
+/// `failed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TellStatus {
+    /// The turn completed; the reply carries its text, cost and usage.
+    Completed,
+    /// The turn was queued and the caller did not wait (`--async`).
+    Accepted,
+    /// The caller stopped waiting; the turn goes on, and the reply carries its text so far.
+    CallerTimeout,
+    /// The turn failed; the reply carries the error.
+    Failed,
+}
+
+/// What a deletion did to the session's transcript. On the wire a word (`not_requested`,
+/// `removed`, `not_found`), or `failed: <what>` naming the file and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TranscriptOutcome {
+    /// Deleting the transcript was not asked for.
+    NotRequested,
+    /// It was removed.
+    Removed,
+    /// There was none.
+    NotFound,
+    /// Removing it failed: the file (when known) and the reason.
+    Failed(String),
+}
+
+const FAILED_PREFIX: &str = "failed: ";
+
+impl TranscriptOutcome {
+    /// The wire text.
+    pub fn text(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            TranscriptOutcome::NotRequested => "not_requested".into(),
+            TranscriptOutcome::Removed => "removed".into(),
+            TranscriptOutcome::NotFound => "not_found".into(),
+            TranscriptOutcome::Failed(what) => format!("{FAILED_PREFIX}{what}").into(),
+        }
+    }
+}
+
+impl Serialize for TranscriptOutcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text())
+    }
+}
+
+impl<'de> Deserialize<'de> for TranscriptOutcome {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TranscriptOutcome, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(match text.as_str() {
+            "not_requested" => TranscriptOutcome::NotRequested,
+            "removed" => TranscriptOutcome::Removed,
+            "not_found" => TranscriptOutcome::NotFound,
+            other => match other.strip_prefix(FAILED_PREFIX) {
+                Some(what) => TranscriptOutcome::Failed(what.to_owned()),
+                None => {
+                    return Err(serde::de::Error::custom(format!(
+                        "unknown transcript outcome {other:?}"
+                    )));
+                }
+            },
+        })
+    }
+}
+
 /// What a deletion did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeleteReply {
     /// The deleted record (`None` if there was none).
     pub deleted: Option<SessionRecord>,
-    /// What happened to the transcript: `not_requested`, `removed`, `not_found` or a failure.
-    pub transcript: String,
+    /// What happened to the transcript.
+    pub transcript: TranscriptOutcome,
 }
 
 /// A pair an operation acted on.
@@ -279,11 +350,15 @@ pub struct StatusReply {
     /// Turns waiting behind it.
     pub queued: usize,
     /// The turn in flight.
-    pub current_turn: Option<String>,
-    /// What the agent is doing, when it is awake: "starting", "idle", "streaming" or "running
-    /// tool Bash for 3m12s".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub activity: Option<String>,
+    pub current_turn: Option<TurnId>,
+    /// What the agent is doing, when it is awake. On the wire its text: "starting", "idle",
+    /// "streaming" or "running tool Bash for 3m12s".
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "activity_text"
+    )]
+    pub activity: Option<AgentActivity>,
 }
 
 /// One configured team.
@@ -313,7 +388,7 @@ pub struct StatsReply {
     /// How agents are contained: `cgroup`, `subreaper` or `process-group` (absent from older
     /// nodes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub containment: Option<String>,
+    pub containment: Option<iris_agent::containment::ContainmentMode>,
     /// CPU seconds used by each live agent and everything it started, as `from->to` (empty
     /// where the containment does not measure it).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -334,41 +409,6 @@ pub enum CountersOf {
     Node,
     /// The embedded runtime of this one command.
     ThisCommand,
-}
-
-/// An error as the API reports it: `{"error":{"code":"…","message":"…"}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{}", .error.message)]
-pub struct ApiError {
-    /// The error.
-    pub error: ApiErrorBody,
-}
-
-/// The body of an [`ApiError`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApiErrorBody {
-    /// A stable code: one of [`iris_core::ErrorCode`]'s, or `USAGE_ERROR`, `NODE_UNAVAILABLE`,
-    /// `UNAUTHORIZED`, `INTERNAL_ERROR`.
-    pub code: String,
-    /// What went wrong and what to do.
-    pub message: String,
-}
-
-impl ApiError {
-    /// An error with `code` and `message`.
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> ApiError {
-        ApiError {
-            error: ApiErrorBody {
-                code: code.into(),
-                message: message.into(),
-            },
-        }
-    }
-
-    /// The stable code.
-    pub fn code(&self) -> &str {
-        &self.error.code
-    }
 }
 
 #[cfg(test)]
@@ -400,6 +440,76 @@ mod tests {
         let show = r#"{"command":"sessions_show","target":{"from":"a","to":"b"}}"#;
         assert!(read(show).is_ok());
         assert!(read("{ not json").is_err());
+    }
+}
+
+/// `Option<AgentActivity>` as its text ("running tool Bash for 3m12s"), which is what people and
+/// scripts have always read; read back to the millisecond for times under a second, to the
+/// second above.
+mod activity_text {
+    use std::time::Duration;
+
+    use iris_runtime::AgentActivity;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        value: &Option<AgentActivity>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(activity) => s.serialize_some(&activity.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<AgentActivity>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        parse(&text)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown agent activity {text:?}")))
+    }
+
+    fn parse(text: &str) -> Option<AgentActivity> {
+        Some(match text {
+            "starting" => AgentActivity::Starting,
+            "idle" => AgentActivity::Idle,
+            "streaming" => AgentActivity::Streaming,
+            _ => {
+                let (tool, elapsed) = text.strip_prefix("running tool ")?.rsplit_once(" for ")?;
+                let running_for: Duration = humantime::parse_duration(elapsed).ok()?;
+                AgentActivity::RunningTool {
+                    tool: tool.to_owned(),
+                    running_for_ms: u64::try_from(running_for.as_millis()).unwrap_or(u64::MAX),
+                }
+            }
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn every_activity_reads_back_from_its_text() {
+            for activity in [
+                AgentActivity::Starting,
+                AgentActivity::Idle,
+                AgentActivity::Streaming,
+                AgentActivity::RunningTool {
+                    tool: "mcp__iris__send message".into(),
+                    running_for_ms: 192_000,
+                },
+                AgentActivity::RunningTool {
+                    tool: "Bash".into(),
+                    running_for_ms: 250,
+                },
+            ] {
+                assert_eq!(parse(&activity.to_string()), Some(activity));
+            }
+            assert_eq!(parse("dancing"), None);
+        }
     }
 }
 

@@ -141,7 +141,7 @@ pub async fn open_store(path: &Path) -> Result<Store, OpenError> {
 /// The database is locked and no live node advertises itself.
 fn locked_without_node(db_path: &Path) -> ApiError {
     ApiError::new(
-        iris_core::ErrorCode::StoreLocked.as_str(),
+        iris_core::ErrorCode::StoreLocked,
         format!(
             "the iris database {} is in use by another process, and no running `iris node` advertises itself in {} (waited {}). Another iris command may be running on it without a node (commands that run without a node take turns on the database): wait for it to finish, or start `iris node` so that commands can share the database. If no iris process runs, check what holds the file (`fuser {}`)",
             db_path.display(),

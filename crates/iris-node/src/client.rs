@@ -6,7 +6,7 @@
 //! longer means the node is wedged. Every request then has two deadlines:
 //!
 //! - **Silence** ([`DEFAULT_IDLE_TIMEOUT`], or `$IRIS_CLIENT_IDLE_TIMEOUT`): the client asks the
-//!   node for heartbeats ([`crate::server::HEARTBEAT_HEADER`]) every fifth of it, and fails
+//!   node for heartbeats ([`crate::http::HEARTBEAT_HEADER`]) every fifth of it, and fails
 //!   with `NODE_UNAVAILABLE` ("did not answer") when nothing at all arrives for that long. A node
 //!   that is frozen (`SIGSTOP`), deadlocked or starved still accepts connections in the kernel,
 //!   so only this notices it; a node that works sends a newline per heartbeat while a command
@@ -33,7 +33,7 @@ use reqwest::StatusCode;
 use crate::api::{ApiError, Reply, Request};
 use crate::endpoint::Endpoint;
 use crate::error::{INTERNAL_ERROR, NODE_UNAVAILABLE, UNAUTHORIZED};
-use crate::server::{COMMAND_PATH, HEARTBEAT_HEADER};
+use crate::http::{COMMAND_PATH, HEARTBEAT_HEADER};
 
 /// How long connecting to the node may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -371,10 +371,12 @@ mod tests {
             Reply::Teams(Vec::new())
         );
         let mut body = b"\n".to_vec();
-        body.extend(serde_json::to_vec(&ApiError::new("TIMEOUT", "stalled")).unwrap());
+        body.extend(
+            serde_json::to_vec(&ApiError::new(iris_core::ErrorCode::Timeout, "stalled")).unwrap(),
+        );
         assert_eq!(
             client.decode(StatusCode::OK, &body).unwrap_err(),
-            ApiError::new("TIMEOUT", "stalled")
+            ApiError::new(iris_core::ErrorCode::Timeout, "stalled")
         );
     }
 
@@ -385,11 +387,15 @@ mod tests {
         assert_eq!(error.code(), UNAUTHORIZED);
         assert!(error.to_string().contains("does not match"), "{error}");
 
-        let body = serde_json::to_vec(&ApiError::new("QUEUE_FULL", "full")).unwrap();
+        let body =
+            serde_json::to_vec(&ApiError::new(iris_core::ErrorCode::QueueFull, "full")).unwrap();
         let error = client
             .decode(StatusCode::TOO_MANY_REQUESTS, &body)
             .unwrap_err();
-        assert_eq!(error, ApiError::new("QUEUE_FULL", "full"));
+        assert_eq!(
+            error,
+            ApiError::new(iris_core::ErrorCode::QueueFull, "full")
+        );
 
         let error = client
             .decode(StatusCode::BAD_GATEWAY, b"<html>proxy</html>")

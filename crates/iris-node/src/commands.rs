@@ -11,7 +11,7 @@ use iris_core::TeamName;
 use iris_core::config::Config;
 use tokio::task::JoinSet;
 
-use crate::api::{ApiError, Reply, Request, SessionTarget, TellReply, WakeAllEntry};
+use crate::api::{ApiError, Reply, Request, SessionTarget, TellReply, TellStatus, WakeAllEntry};
 use crate::backend::Backend;
 use crate::cli::{Cli, Command, ConfigCommand, SessionsCommand};
 use crate::discovery::{self, Places};
@@ -21,8 +21,6 @@ use crate::resolve;
 
 /// How many wakes `wake-all` runs at once (as the runtime's own `wake_all` does).
 const WAKE_ALL_PARALLEL: usize = 4;
-/// The exit code of a command stopped by Ctrl-C (128 + SIGINT, as shells report it).
-const INTERRUPTED_EXIT: u8 = 130;
 /// How long an embedded runtime that is still shared at exit gets to stop its agents.
 const FALLBACK_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -84,7 +82,7 @@ pub async fn run(cli: Cli, output: Output) -> Result<ExitCode, ApiError> {
                 .iter()
                 .find_map(|entry| entry.error.as_ref())
                 .map_or(ExitCode::SUCCESS, |error| {
-                    ExitCode::from(ApiError::new(&error.code, &error.message).exit_code())
+                    ExitCode::from(error.code.exit_code())
                 }))
         }
         command => {
@@ -135,12 +133,12 @@ fn print_reply(output: &Output, reply: &Reply, headline: Option<&str>) -> ExitCo
 }
 
 fn failed_tell(tell: &TellReply) -> Option<ApiError> {
-    if tell.status != "failed" {
+    if tell.status != TellStatus::Failed {
         return None;
     }
     Some(match &tell.error {
         Some(body) => ApiError::new(
-            &body.code,
+            body.code,
             format!(
                 "the turn {} → {} failed: {}",
                 tell.from, tell.to, body.message
@@ -285,7 +283,7 @@ fn config_check(
     if !problems.is_empty() {
         let messages: Vec<String> = problems.iter().map(ToString::to_string).collect();
         return Err(ApiError::new(
-            iris_core::ErrorCode::ConfigError.as_str(),
+            iris_core::ErrorCode::ConfigError,
             format!("{}: {}", config.source(), messages.join("; ")),
         ));
     }
@@ -298,7 +296,7 @@ fn config_check(
     }
     let text = config
         .to_toml_string_shown(show_values)
-        .map_err(|e| ApiError::new(iris_core::ErrorCode::ConfigError.as_str(), e.to_string()))?;
+        .map_err(|e| ApiError::new(iris_core::ErrorCode::ConfigError, e.to_string()))?;
     output.text(&format!("{}\n", text.trim_end()));
     if !show_values {
         output.note(
@@ -331,7 +329,7 @@ fn interrupted(output: &Output) -> ExitCode {
         INTERRUPTED,
         "interrupted; stopping the agents this command started (a turn already sent goes on only if a node runs it)",
     ));
-    ExitCode::from(INTERRUPTED_EXIT)
+    ExitCode::from(INTERRUPTED.exit_code())
 }
 
 /// `wake-all`, client side: one `wake` per other team, a few at a time, through the backend, so
@@ -383,12 +381,8 @@ async fn wake_all(
 
 /// Every team but `from`, as the backend's configuration has them; `from` must be one.
 async fn other_teams(backend: &Backend, from: &str) -> Result<Vec<String>, ApiError> {
-    let from_team = TeamName::new(from).map_err(|e| {
-        ApiError::new(
-            iris_core::ErrorCode::ValidationError.as_str(),
-            e.to_string(),
-        )
-    })?;
+    let from_team = TeamName::new(from)
+        .map_err(|e| ApiError::new(iris_core::ErrorCode::ValidationError, e.to_string()))?;
     let Reply::Teams(rows) = backend.execute(Request::Teams { from: None }).await? else {
         return Err(ApiError::new(
             INTERNAL_ERROR,
@@ -397,7 +391,7 @@ async fn other_teams(backend: &Backend, from: &str) -> Result<Vec<String>, ApiEr
     };
     if !rows.iter().any(|row| row.name == from) {
         return Err(ApiError::new(
-            iris_core::ErrorCode::TeamNotFound.as_str(),
+            iris_core::ErrorCode::TeamNotFound,
             format!(
                 "unknown team {from_team}: add [{}] to the configuration, or check the spelling",
                 iris_core::config::team_table(&from_team)

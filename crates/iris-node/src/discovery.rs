@@ -173,7 +173,7 @@ pub fn load_from(places: &Places) -> Result<Config, ApiError> {
 }
 
 fn config_error(message: String) -> ApiError {
-    ApiError::new(ErrorCode::ConfigError.as_str(), message)
+    ApiError::new(ErrorCode::ConfigError, message)
 }
 
 /// Writes [`STARTER_CONFIG`] to `path` (creating its directory), else to `--config`'s path,
@@ -224,7 +224,7 @@ fn write_starter(target: &Path, force: bool) -> Result<(), ApiError> {
     let mut file = options.open(target).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             ApiError::new(
-                ErrorCode::AlreadyExists.as_str(),
+                ErrorCode::AlreadyExists,
                 format!(
                     "{} already exists; pass --force to replace it, or --path to write elsewhere",
                     target.display()
@@ -306,7 +306,7 @@ mod tests {
         let mut places = f.places();
         places.env_config = Some(f.cwd.join("typo.toml"));
         let e = places.find().unwrap_err();
-        assert_eq!(e.code(), "CONFIG_ERROR");
+        assert_eq!(e.code().as_str(), "CONFIG_ERROR");
         assert!(e.error.message.contains("typo.toml"), "{e}");
         assert!(e.error.message.contains("$IRIS_CONFIG"), "{e}");
         assert!(e.error.message.contains("iris config init --path"), "{e}");
@@ -316,7 +316,7 @@ mod tests {
     fn no_configuration_lists_the_places_looked_and_the_fix() {
         let f = Fixture::new();
         let e = f.places().find().unwrap_err();
-        assert_eq!(e.code(), "CONFIG_ERROR");
+        assert_eq!(e.code().as_str(), "CONFIG_ERROR");
         let message = &e.error.message;
         for needle in [
             "no configuration file found",
@@ -386,7 +386,7 @@ mod tests {
         );
         std::fs::write(&target, "# mine\n").unwrap();
         let e = init(&f.places(), Some(&target), false).unwrap_err();
-        assert_eq!(e.code(), "ALREADY_EXISTS");
+        assert_eq!(e.code().as_str(), "ALREADY_EXISTS");
         assert!(e.error.message.contains("--force"), "{e}");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "# mine\n");
         init(&f.places(), Some(&target), true).unwrap();

@@ -345,7 +345,7 @@ pub fn check_directory(db_path: &Path) -> Result<(), ApiError> {
     };
     let metadata = std::fs::metadata(&dir).map_err(|e| {
         ApiError::new(
-            iris_core::ErrorCode::ConfigError.as_str(),
+            iris_core::ErrorCode::ConfigError,
             format!(
                 "cannot examine the database's directory {}: {e}",
                 dir.display()
@@ -355,7 +355,7 @@ pub fn check_directory(db_path: &Path) -> Result<(), ApiError> {
     match directory_problem(&dir, &metadata) {
         None => Ok(()),
         Some(why) => Err(ApiError::new(
-            iris_core::ErrorCode::ConfigError.as_str(),
+            iris_core::ErrorCode::ConfigError,
             format!(
                 "the node would advertise itself in {}, but {why}; iris commands refuse an endpoint file there. Keep the database in a directory only you can write (`chmod go-w {}`), or move it (`[database] path`)",
                 path.display(),
@@ -657,7 +657,7 @@ mod tests {
         let text = error_of(read_live(&db).await);
         assert!(text.contains("writable by other users"), "{text}");
         let refused = check_directory(&db).unwrap_err();
-        assert_eq!(refused.code(), "CONFIG_ERROR");
+        assert_eq!(refused.code().as_str(), "CONFIG_ERROR");
         assert!(refused.to_string().contains("chmod go-w"), "{refused}");
         // Sticky, like /tmp: others may add files, not replace ours.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();

@@ -89,7 +89,7 @@ pub async fn serve_stdio(backend: Arc<Backend>, from: Option<String>) -> Result<
 /// call.
 fn validate_default_from(team: String) -> Result<String, ApiError> {
     TeamName::new(team.as_str())
-        .map_err(|e| ApiError::new(e.code().as_str(), format!("`iris mcp --from {team}`: {e}")))?;
+        .map_err(|e| ApiError::new(e.code(), format!("`iris mcp --from {team}`: {e}")))?;
     Ok(team)
 }
 
@@ -100,7 +100,7 @@ mod tests {
     #[test]
     fn a_malformed_default_team_is_refused_at_start() {
         let error = validate_default_from("../etc".to_owned()).err();
-        assert_eq!(error.as_ref().map(ApiError::code), Some("VALIDATION_ERROR"));
+        assert_eq!(error.as_ref().map(|e| e.code().as_str()), Some("VALIDATION_ERROR"));
         assert_eq!(
             validate_default_from("alpha".to_owned()).ok().as_deref(),
             Some("alpha")

@@ -350,7 +350,7 @@ async fn open_failure(error: &OpenError, db_path: &Path) -> ApiError {
             endpoint::path_for(db_path).display(),
         ),
     };
-    ApiError::new(iris_core::ErrorCode::StoreLocked.as_str(), message)
+    ApiError::new(iris_core::ErrorCode::StoreLocked, message)
 }
 
 fn bind_failure(listen: SocketAddr, error: &std::io::Error) -> ApiError {
@@ -416,7 +416,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("iris.redb");
         let error = open_failure(&OpenError::Locked { path: db.clone() }, &db).await;
-        assert_eq!(error.code(), "STORE_LOCKED");
+        assert_eq!(error.code().as_str(), "STORE_LOCKED");
         assert_eq!(error.exit_code(), 4);
         assert!(
             error.to_string().contains("no running iris node"),

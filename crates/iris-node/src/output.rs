@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use comfy_table::{ContentArrangement, Table};
 use indicatif::{ProgressBar, ProgressStyle};
-use iris_core::{SessionRecord, Timestamp, TurnRecord};
+use iris_core::{ErrorCode, SessionRecord, Timestamp, TurnRecord};
 
 use crate::api::{
-    ApiError, CancelReply, DeleteReply, Reply, StatsReply, StatusReply, TeamRow, TellReply,
-    WakeAllEntry,
+    ApiCode, ApiError, CancelReply, DeleteReply, Reply, StatsReply, StatusReply, TeamRow,
+    TellReply, TellStatus, TranscriptOutcome, WakeAllEntry,
 };
 
 /// Where and how a command prints.
@@ -170,11 +170,17 @@ fn write_stdout(text: &str) {
 /// What to suggest after an error, when its message does not already say it.
 fn hint(error: &ApiError) -> Option<&'static str> {
     let hint = match error.code() {
-        "TEAM_NOT_FOUND" => "`iris teams` lists the configured teams",
-        "SESSION_NOT_FOUND" => "`iris sessions list` shows the sessions and their ids",
-        "CONFIG_ERROR" => "`iris config check` validates the configuration and shows what it means",
-        "STORE_LOCKED" => "stop the other iris process, or run your commands against it",
-        "NODE_UNAVAILABLE" => "check that `iris node` is running, or stop it to run embedded",
+        ApiCode::Core(ErrorCode::TeamNotFound) => "`iris teams` lists the configured teams",
+        ApiCode::Core(ErrorCode::SessionNotFound) => {
+            "`iris sessions list` shows the sessions and their ids"
+        }
+        ApiCode::Core(ErrorCode::ConfigError) => {
+            "`iris config check` validates the configuration and shows what it means"
+        }
+        ApiCode::Core(ErrorCode::StoreLocked) => {
+            "stop the other iris process, or run your commands against it"
+        }
+        ApiCode::NodeUnavailable => "check that `iris node` is running, or stop it to run embedded",
         _ => return None,
     };
     // A message that already names an iris command to run needs no second suggestion.
@@ -197,7 +203,7 @@ pub fn json_document(reply: &Reply) -> serde_json::Value {
         Reply::Stats(stats) => serde_json::to_value(stats),
     };
     value.unwrap_or_else(|e| {
-        serde_json::json!({"error": {"code": "INTERNAL_ERROR", "message": format!("cannot print JSON: {e}")}})
+        serde_json::json!({"error": {"code": ApiCode::Internal, "message": format!("cannot print JSON: {e}")}})
     })
 }
 
@@ -264,15 +270,15 @@ pub fn human(reply: &Reply, now: Timestamp, style: TableStyle) -> Rendered {
 /// `tell`: the reply text only; what a caller that stopped waiting needs to know goes to
 /// stderr. (A failed tell is reported as an error by the caller.)
 fn tell_text(tell: &TellReply) -> Rendered {
-    match tell.status.as_str() {
-        "accepted" => Rendered {
+    match tell.status {
+        TellStatus::Accepted => Rendered {
             stdout: format!("{}\n", tell.turn_id),
             stderr: format!(
                 "queued turn {}; `iris report {} {}` shows its result\n",
                 tell.turn_id, tell.from, tell.to
             ),
         },
-        "caller_timeout" => Rendered {
+        TellStatus::CallerTimeout => Rendered {
             stdout: with_newline(tell.response.clone()),
             stderr: format!(
                 "stopped waiting; turn {} goes on, and `iris report {} {}` shows its end\n",
@@ -402,11 +408,11 @@ fn deleted_text(deleted: &DeleteReply) -> String {
     let Some(record) = &deleted.deleted else {
         return "Nothing was deleted.".into();
     };
-    let transcript = match deleted.transcript.as_str() {
-        "not_requested" => "kept (pass --transcript to delete it too)".to_owned(),
-        "removed" => "deleted".to_owned(),
-        "not_found" => "there was none".to_owned(),
-        other => other.to_owned(),
+    let transcript = match &deleted.transcript {
+        TranscriptOutcome::NotRequested => "kept (pass --transcript to delete it too)".to_owned(),
+        TranscriptOutcome::Removed => "deleted".to_owned(),
+        TranscriptOutcome::NotFound => "there was none".to_owned(),
+        failed @ TranscriptOutcome::Failed(_) => failed.text().into_owned(),
     };
     format!(
         "Deleted session {} ({} → {}); transcript: {transcript}",
@@ -484,10 +490,10 @@ fn status_detail(s: &StatusReply, now: Timestamp, style: TableStyle) -> String {
         ("state", pair_state(s)),
     ];
     if let Some(turn) = &s.current_turn {
-        rows.push(("current turn", turn.clone()));
+        rows.push(("current turn", turn.to_string()));
     }
     if let Some(activity) = &s.activity {
-        rows.push(("activity", activity.clone()));
+        rows.push(("activity", activity.to_string()));
     }
     match &s.session {
         Some(r) => {
@@ -586,7 +592,9 @@ fn stats_text(stats: &StatsReply, style: TableStyle) -> String {
         ("live actors", stats.live_actors.to_string()),
         (
             "containment",
-            stats.containment.clone().unwrap_or_else(|| "-".to_owned()),
+            stats
+                .containment
+                .map_or_else(|| "-".to_owned(), |mode| mode.as_str().to_owned()),
         ),
         ("live processes", stats.live_processes.to_string()),
     ];
@@ -765,7 +773,7 @@ mod tests {
             to: "beta".into(),
             session_id: None,
             turn_id: TurnId::new().to_string(),
-            status: "completed".into(),
+            status: TellStatus::Completed,
             response: "echo: hello".into(),
             cost_usd: Some(0.0),
             usage: None,
@@ -775,7 +783,7 @@ mod tests {
         let out = human(&Reply::Tell(tell.clone()), NOW, TableStyle::default());
         assert_eq!(out.stdout, "echo: hello\n");
         assert_eq!(out.stderr, "");
-        tell.status = "accepted".into();
+        tell.status = TellStatus::Accepted;
         tell.response.clear();
         let out = human(&Reply::Tell(tell.clone()), NOW, TableStyle::default());
         assert_eq!(out.stdout, format!("{}\n", tell.turn_id));
@@ -784,7 +792,7 @@ mod tests {
             "{}",
             out.stderr
         );
-        tell.status = "caller_timeout".into();
+        tell.status = TellStatus::CallerTimeout;
         tell.response = "partial".into();
         let out = human(&Reply::Tell(tell), NOW, TableStyle::default());
         assert_eq!(out.stdout, "partial\n");
@@ -819,7 +827,7 @@ mod tests {
                     to: "gamma".into(),
                     session: None,
                     error: Some(ApiErrorBody {
-                        code: "PROCESS_ERROR".into(),
+                        code: iris_core::ErrorCode::ProcessError.into(),
                         message: "boom".into(),
                     }),
                 },
@@ -836,16 +844,16 @@ mod tests {
 
     #[test]
     fn hints_are_given_only_when_the_message_lacks_them() {
-        let e = ApiError::new("TEAM_NOT_FOUND", "unknown team x");
+        let e = ApiError::new(ErrorCode::TeamNotFound, "unknown team x");
         assert!(hint(&e).unwrap().contains("iris teams"));
         let e = ApiError::new(
-            "SESSION_NOT_FOUND",
+            ErrorCode::SessionNotFound,
             "no session; `iris sessions list` shows the sessions",
         );
         assert_eq!(hint(&e), None);
-        let e = ApiError::new("CONFIG_ERROR", "none found; run `iris config init`");
+        let e = ApiError::new(ErrorCode::ConfigError, "none found; run `iris config init`");
         assert_eq!(hint(&e), None);
-        assert_eq!(hint(&ApiError::new("TIMEOUT", "slow")), None);
+        assert_eq!(hint(&ApiError::new(ErrorCode::Timeout, "slow")), None);
     }
 
     #[test]

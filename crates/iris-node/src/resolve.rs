@@ -342,7 +342,7 @@ mod tests {
         let error = resolve_agents_with(&mut config, &f.lookup()).unwrap_err();
         assert_eq!(error.team, "alpha");
         let api: ApiError = error.into();
-        assert_eq!(api.code(), "CONFIG_ERROR");
+        assert_eq!(api.code().as_str(), "CONFIG_ERROR");
         let message = &api.error.message;
         for needle in [
             "team alpha",

@@ -42,6 +42,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use iris_core::ErrorCode;
 use iris_runtime::Runtime;
 use iris_store::Store;
 use serde::{Deserialize, Serialize};
@@ -49,27 +50,11 @@ use serde::{Deserialize, Serialize};
 use crate::api::{ApiError, Reply, Request};
 use crate::backend::Backend;
 use crate::endpoint::constant_time_eq;
-use crate::error::{INTERNAL_ERROR, TURN_NOT_FOUND, UNAUTHORIZED, USAGE_ERROR};
-use crate::http::ServeLimits;
-
-/// The control API's route.
-pub const COMMAND_PATH: &str = "/api/v1/command";
-/// The metrics route.
-pub const METRICS_PATH: &str = "/metrics";
-/// The health route.
-pub const HEALTH_PATH: &str = "/healthz";
-
-/// The largest request body the node reads: a command is a few hundred bytes, but a tell's
-/// message may be a long prompt.
-pub const MAX_BODY: usize = 4 * 1024 * 1024;
-
-/// The request header by which a client asks for heartbeats, in milliseconds (see the module
-/// documentation).
-pub const HEARTBEAT_HEADER: &str = "x-iris-heartbeat";
-
-/// The shortest and longest heartbeat interval the node agrees to.
-pub const HEARTBEAT_RANGE: (Duration, Duration) =
-    (Duration::from_millis(100), Duration::from_secs(60));
+use crate::error::{ApiCode, INTERNAL_ERROR, UNAUTHORIZED, USAGE_ERROR};
+use crate::http::{
+    COMMAND_PATH, HEALTH_PATH, HEARTBEAT_HEADER, HEARTBEAT_RANGE, MAX_BODY, METRICS_PATH,
+    ServeLimits,
+};
 
 /// What the node serves from, shared by every request.
 #[derive(Clone)]
@@ -117,8 +102,8 @@ pub struct NodeInfo {
 /// the store cannot commit (its `store` says why).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Health {
-    /// `"ok"`, or `"unhealthy"` while the store cannot commit (a full disk, an I/O error).
-    pub status: String,
+    /// Whether the node can take work.
+    pub status: HealthStatus,
     /// The node's process id.
     pub pid: u32,
     /// Where it listens.
@@ -138,6 +123,16 @@ pub struct Health {
     pub store: StoreHealth,
 }
 
+/// The node's health, as `/healthz` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    /// `"ok"`.
+    Ok,
+    /// `"unhealthy"`: the store cannot commit (a full disk, an I/O error).
+    Unhealthy,
+}
+
 /// The store's part of [`Health`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StoreHealth {
@@ -145,7 +140,7 @@ pub struct StoreHealth {
     pub healthy: bool,
     /// While it cannot: `disk_full` or `io_error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fault: Option<String>,
+    pub fault: Option<iris_store::FaultKind>,
     /// While it cannot: what writes fail with (the cause and what to do).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -178,16 +173,23 @@ pub fn router(state: ServerState) -> Router {
 }
 
 /// The HTTP status of an error with `code`, by class.
-pub fn status_for(code: &str) -> StatusCode {
+pub fn status_for(code: ApiCode) -> StatusCode {
     match code {
-        USAGE_ERROR | "CONFIG_ERROR" | "VALIDATION_ERROR" => StatusCode::BAD_REQUEST,
-        "TEAM_NOT_FOUND" | "SESSION_NOT_FOUND" | TURN_NOT_FOUND => StatusCode::NOT_FOUND,
-        "ALREADY_EXISTS" | "STORE_LOCKED" => StatusCode::CONFLICT,
-        "QUEUE_FULL" | "POOL_LIMIT_EXCEEDED" => StatusCode::TOO_MANY_REQUESTS,
-        "PROCESS_ERROR" => StatusCode::BAD_GATEWAY,
-        "TIMEOUT" => StatusCode::GATEWAY_TIMEOUT,
-        UNAUTHORIZED => StatusCode::UNAUTHORIZED,
-        crate::error::NODE_UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
+        ApiCode::Usage | ApiCode::Core(ErrorCode::ConfigError | ErrorCode::ValidationError) => {
+            StatusCode::BAD_REQUEST
+        }
+        ApiCode::TurnNotFound
+        | ApiCode::Core(ErrorCode::TeamNotFound | ErrorCode::SessionNotFound) => {
+            StatusCode::NOT_FOUND
+        }
+        ApiCode::Core(ErrorCode::AlreadyExists | ErrorCode::StoreLocked) => StatusCode::CONFLICT,
+        ApiCode::Core(ErrorCode::QueueFull | ErrorCode::PoolLimitExceeded) => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
+        ApiCode::Core(ErrorCode::ProcessError) => StatusCode::BAD_GATEWAY,
+        ApiCode::Core(ErrorCode::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+        ApiCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ApiCode::NodeUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -256,7 +258,7 @@ async fn command(
             json_response(StatusCode::OK, &reply)
         }
         Err(error) => {
-            tracing::debug!(command = name, took_ms, code = error.code(), %error, "command failed");
+            tracing::debug!(command = name, took_ms, code = error.code().as_str(), %error, "command failed");
             error_response(&error)
         }
     }
@@ -421,11 +423,10 @@ async fn health(State(state): State<ServerState>) -> Response {
     };
     let health = Health {
         status: if store.is_healthy() {
-            "ok"
+            HealthStatus::Ok
         } else {
-            "unhealthy"
-        }
-        .into(),
+            HealthStatus::Unhealthy
+        },
         pid: state.info.pid,
         addr: state.info.addr,
         database: state.info.database.clone(),
@@ -435,7 +436,7 @@ async fn health(State(state): State<ServerState>) -> Response {
         live_processes: stats.live_processes,
         store: StoreHealth {
             healthy: store.is_healthy(),
-            fault: store.fault.as_ref().map(|f| f.kind.as_str().to_owned()),
+            fault: store.fault.as_ref().map(|f| f.kind),
             error: state.store.unavailable().map(|e| e.to_string()),
             since: store.since,
             failed_commits: store.failed_commits,
@@ -605,30 +606,40 @@ mod tests {
 
     #[test]
     fn statuses_follow_the_error_classes() {
-        assert_eq!(status_for("USAGE_ERROR"), StatusCode::BAD_REQUEST);
-        assert_eq!(status_for("CONFIG_ERROR"), StatusCode::BAD_REQUEST);
-        assert_eq!(status_for("VALIDATION_ERROR"), StatusCode::BAD_REQUEST);
-        assert_eq!(status_for("TEAM_NOT_FOUND"), StatusCode::NOT_FOUND);
-        assert_eq!(status_for("SESSION_NOT_FOUND"), StatusCode::NOT_FOUND);
-        assert_eq!(status_for("TURN_NOT_FOUND"), StatusCode::NOT_FOUND);
-        assert_eq!(status_for("ALREADY_EXISTS"), StatusCode::CONFLICT);
-        assert_eq!(status_for("QUEUE_FULL"), StatusCode::TOO_MANY_REQUESTS);
+        let code = |name: &str| ApiCode::from_name(name).unwrap();
+        assert_eq!(status_for(code("USAGE_ERROR")), StatusCode::BAD_REQUEST);
+        assert_eq!(status_for(code("CONFIG_ERROR")), StatusCode::BAD_REQUEST);
         assert_eq!(
-            status_for("POOL_LIMIT_EXCEEDED"),
+            status_for(code("VALIDATION_ERROR")),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(status_for(code("TEAM_NOT_FOUND")), StatusCode::NOT_FOUND);
+        assert_eq!(status_for(code("SESSION_NOT_FOUND")), StatusCode::NOT_FOUND);
+        assert_eq!(status_for(code("TURN_NOT_FOUND")), StatusCode::NOT_FOUND);
+        assert_eq!(status_for(code("ALREADY_EXISTS")), StatusCode::CONFLICT);
+        assert_eq!(
+            status_for(code("QUEUE_FULL")),
             StatusCode::TOO_MANY_REQUESTS
         );
-        assert_eq!(status_for("PROCESS_ERROR"), StatusCode::BAD_GATEWAY);
-        assert_eq!(status_for("TIMEOUT"), StatusCode::GATEWAY_TIMEOUT);
-        assert_eq!(status_for("UNAUTHORIZED"), StatusCode::UNAUTHORIZED);
-        assert_eq!(status_for("STORE_ERROR"), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(
-            status_for("INTERNAL_ERROR"),
+            status_for(code("POOL_LIMIT_EXCEEDED")),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(status_for(code("PROCESS_ERROR")), StatusCode::BAD_GATEWAY);
+        assert_eq!(status_for(code("TIMEOUT")), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(status_for(code("UNAUTHORIZED")), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            status_for(code("STORE_ERROR")),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            status_for(code("INTERNAL_ERROR")),
             StatusCode::INTERNAL_SERVER_ERROR
         );
         // Every code of the same exit class gets a status of the same class.
         for code in iris_core::ErrorCode::ALL {
-            let status = status_for(code.as_str());
-            match crate::error::exit_code(code.as_str()) {
+            let status = status_for(code.into());
+            match ApiCode::from(code).exit_code() {
                 2 => assert!(status.is_client_error(), "{code:?}"),
                 3 => assert_eq!(status, StatusCode::NOT_FOUND, "{code:?}"),
                 4 => assert!(status.is_client_error(), "{code:?}"),

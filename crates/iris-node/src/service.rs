@@ -8,7 +8,7 @@
 
 use std::str::FromStr;
 
-use iris_core::{Coded, ErrorCode, SessionFilter, SessionId, SessionStatus, TeamName};
+use iris_core::{Coded, ErrorCode, Pair, SessionFilter, SessionId, SessionStatus, TeamName};
 use iris_runtime::{
     Deletion, PairStatus, RuntimeError, TellOptions, TellOutcome, TranscriptRemoval, TurnError,
 };
@@ -16,7 +16,7 @@ use iris_runtime::{Runtime, RuntimeStats};
 
 use crate::api::{
     ApiError, ApiErrorBody, CancelReply, DeleteReply, PairReply, Reply, Request, SessionTarget,
-    StatsReply, StatusReply, TeamRow, TellReply, WakeAllEntry,
+    StatsReply, StatusReply, TeamRow, TellReply, TellStatus, TranscriptOutcome, WakeAllEntry,
 };
 
 /// How many turns `report` shows when the request gives no limit.
@@ -204,13 +204,13 @@ impl Service {
                 let id = session_id_of(session_id)?;
                 self.runtime
                     .get_session_by_id(&id)?
-                    .ok_or_else(|| session_not_found(&format!("with id {id}")))
+                    .ok_or_else(|| RuntimeError::no_session_with_id(id).into())
             }
             SessionTarget::Pair { from, to } => {
                 let (from_team, to_team) = self.known_or_stored_pair(from, to)?;
                 match self.runtime.get_session(&from_team, &to_team)? {
                     Some(record) => Ok((*record).clone()),
-                    None => Err(session_not_found(&format!("for {from_team}->{to_team}"))),
+                    None => Err(RuntimeError::no_session_for(Pair::new(from_team, to_team)).into()),
                 }
             }
         }
@@ -341,7 +341,7 @@ fn team_name(name: &str) -> Result<TeamName, ApiError> {
 fn session_id_of(text: &str) -> Result<SessionId, ApiError> {
     SessionId::parse(text.trim()).map_err(|e| {
         ApiError::new(
-            e.code().as_str(),
+            e.code(),
             format!("{e}; `iris sessions list` shows the sessions and their ids"),
         )
     })
@@ -353,14 +353,7 @@ fn status_of(text: &str) -> Result<SessionStatus, ApiError> {
 }
 
 fn validation(message: String) -> ApiError {
-    ApiError::new(ErrorCode::ValidationError.as_str(), message)
-}
-
-fn session_not_found(what: &str) -> ApiError {
-    RuntimeError::NotFound {
-        what: what.to_owned(),
-    }
-    .into()
+    ApiError::new(ErrorCode::ValidationError, message)
 }
 
 /// The body of an error with a code.
@@ -383,7 +376,7 @@ pub fn tell_reply(
         to: to.to_owned(),
         session_id,
         turn_id,
-        status: String::new(),
+        status: TellStatus::Completed,
         response: String::new(),
         cost_usd: None,
         usage: None,
@@ -392,19 +385,18 @@ pub fn tell_reply(
     };
     match outcome {
         TellOutcome::Completed(result) => {
-            reply.status = "completed".into();
             reply.response = result.text;
             reply.cost_usd = Some(result.cost_usd);
             reply.usage = serde_json::to_value(result.usage).ok();
             reply.duration_ms = Some(result.duration_ms);
         }
-        TellOutcome::Accepted { .. } => reply.status = "accepted".into(),
+        TellOutcome::Accepted { .. } => reply.status = TellStatus::Accepted,
         TellOutcome::CallerTimeout { partial, .. } => {
-            reply.status = "caller_timeout".into();
+            reply.status = TellStatus::CallerTimeout;
             reply.response = partial;
         }
         TellOutcome::Failed { error, .. } => {
-            reply.status = "failed".into();
+            reply.status = TellStatus::Failed;
             reply.error = Some(turn_error_body(&error));
         }
     }
@@ -419,24 +411,24 @@ fn turn_error_body(error: &TurnError) -> ApiErrorBody {
 /// mistyped id is not mistaken for a success.
 fn deletion_reply(id: &SessionId, deletion: Deletion) -> Result<DeleteReply, ApiError> {
     let Some(record) = deletion.deleted else {
-        return Err(session_not_found(&format!("with id {id}")));
+        return Err(RuntimeError::no_session_with_id(*id).into());
     };
     Ok(DeleteReply {
         deleted: Some(record),
-        transcript: transcript_text(&deletion.transcript),
+        transcript: transcript_outcome(&deletion.transcript),
     })
 }
 
-/// `not_requested`, `removed`, `not_found`, or `failed: …` naming the file and the reason.
-pub fn transcript_text(removal: &TranscriptRemoval) -> String {
+/// What the runtime did to the transcript, as the API reports it.
+pub fn transcript_outcome(removal: &TranscriptRemoval) -> TranscriptOutcome {
     match removal {
-        TranscriptRemoval::NotRequested => "not_requested".into(),
-        TranscriptRemoval::Removed(_) => "removed".into(),
-        TranscriptRemoval::NotFound => "not_found".into(),
-        TranscriptRemoval::Failed { path, reason } => match path {
-            Some(path) => format!("failed: {} ({reason})", path.display()),
-            None => format!("failed: {reason}"),
-        },
+        TranscriptRemoval::NotRequested => TranscriptOutcome::NotRequested,
+        TranscriptRemoval::Removed(_) => TranscriptOutcome::Removed,
+        TranscriptRemoval::NotFound => TranscriptOutcome::NotFound,
+        TranscriptRemoval::Failed { path, reason } => TranscriptOutcome::Failed(match path {
+            Some(path) => format!("{} ({reason})", path.display()),
+            None => reason.clone(),
+        }),
     }
 }
 
@@ -466,8 +458,8 @@ pub fn status_reply(from: String, to: String, status: PairStatus) -> StatusReply
         awake: status.awake,
         busy: status.busy,
         queued: status.queued,
-        current_turn: status.current_turn.map(|turn| turn.to_string()),
-        activity: status.activity.map(|activity| activity.to_string()),
+        current_turn: status.current_turn,
+        activity: status.activity,
     }
 }
 
@@ -480,7 +472,7 @@ pub fn stats_reply(stats: RuntimeStats, counters: Vec<(String, u64)>) -> StatsRe
         live_actors: stats.live_actors,
         live_processes: stats.live_processes,
         counters,
-        containment: Some(stats.containment.as_str().to_owned()),
+        containment: Some(stats.containment),
         counters_of: crate::api::CountersOf::Node,
         agent_cpu_seconds: stats
             .agent_cpu
@@ -520,7 +512,7 @@ mod tests {
             num_turns: 1,
         });
         let reply = tell_reply("alpha", "beta", Some("sid".into()), outcome);
-        assert_eq!(reply.status, "completed");
+        assert_eq!(reply.status, TellStatus::Completed);
         assert_eq!(reply.turn_id, turn_id.to_string());
         assert_eq!(reply.session_id.as_deref(), Some("sid"));
         assert_eq!(reply.response, "echo: hello");
@@ -531,6 +523,7 @@ mod tests {
         // `error` is absent (not null) unless the turn failed.
         let json = serde_json::to_value(&reply).unwrap();
         assert!(json.get("error").is_none(), "{json}");
+        assert_eq!(json["status"], "completed");
         for key in [
             "from",
             "to",
@@ -551,8 +544,8 @@ mod tests {
         let turn_id = TurnId::new();
         let accepted = tell_reply("a", "b", None, TellOutcome::Accepted { turn_id });
         assert_eq!(
-            (accepted.status.as_str(), accepted.response.as_str()),
-            ("accepted", "")
+            (accepted.status, accepted.response.as_str()),
+            (TellStatus::Accepted, "")
         );
         assert_eq!(accepted.turn_id, turn_id.to_string());
         assert_eq!(accepted.cost_usd, None);
@@ -566,8 +559,8 @@ mod tests {
             },
         );
         assert_eq!(
-            (timeout.status.as_str(), timeout.response.as_str()),
-            ("caller_timeout", "half")
+            (timeout.status, timeout.response.as_str()),
+            (TellStatus::CallerTimeout, "half")
         );
         assert!(timeout.error.is_none());
     }
@@ -587,7 +580,7 @@ mod tests {
         };
         let reply = status_reply("a".into(), "b".into(), busy);
         assert_eq!(
-            reply.activity.as_deref(),
+            reply.activity.as_ref().map(ToString::to_string).as_deref(),
             Some("running tool Bash for 3m12s")
         );
         let json = serde_json::to_value(&reply).unwrap();
@@ -664,9 +657,9 @@ mod tests {
                     error,
                 },
             );
-            assert_eq!(reply.status, "failed");
+            assert_eq!(reply.status, TellStatus::Failed);
             let body = reply.error.unwrap();
-            assert_eq!(body.code, code);
+            assert_eq!(body.code.as_str(), code);
             assert_eq!(body.message, message);
         }
     }
@@ -674,24 +667,34 @@ mod tests {
     #[test]
     fn inputs_are_validated_into_stable_codes() {
         let e = team_name("a b").unwrap_err();
-        assert_eq!(e.code(), "VALIDATION_ERROR");
+        assert_eq!(e.code().as_str(), "VALIDATION_ERROR");
         assert!(e.error.message.contains("a b"), "{e}");
 
         let e = session_id_of("not-a-uuid").unwrap_err();
-        assert_eq!(e.code(), "VALIDATION_ERROR");
+        assert_eq!(e.code().as_str(), "VALIDATION_ERROR");
         assert!(e.error.message.contains("not-a-uuid"), "{e}");
         assert!(e.error.message.contains("UUID"), "{e}");
         let id = SessionId::new_v4();
         assert_eq!(session_id_of(&format!(" {id} ")).unwrap(), id);
 
         let e = status_of("sleeping").unwrap_err();
-        assert_eq!(e.code(), "VALIDATION_ERROR");
+        assert_eq!(e.code().as_str(), "VALIDATION_ERROR");
         assert!(e.error.message.contains("active, idle"), "{e}");
         assert_eq!(status_of("error").unwrap(), SessionStatus::Error);
     }
 
     #[test]
     fn transcript_outcomes_have_stable_names() {
+        // As on the wire, and back.
+        let transcript_text = |removal: &TranscriptRemoval| {
+            let outcome = transcript_outcome(removal);
+            let json = serde_json::to_value(&outcome).unwrap();
+            assert_eq!(
+                serde_json::from_value::<TranscriptOutcome>(json.clone()).unwrap(),
+                outcome
+            );
+            json.as_str().unwrap().to_owned()
+        };
         assert_eq!(
             transcript_text(&TranscriptRemoval::NotRequested),
             "not_requested"
@@ -724,7 +727,7 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert_eq!(e.code(), "SESSION_NOT_FOUND");
+        assert_eq!(e.code().as_str(), "SESSION_NOT_FOUND");
         assert!(e.error.message.contains(&id.to_string()), "{e}");
     }
 
@@ -744,6 +747,9 @@ mod tests {
         assert_eq!(reply.counters["tells"], 3);
         assert_eq!(reply.counters["spawns"], 1);
         assert_eq!(reply.counters["store_write_batches"], 9);
-        assert_eq!(reply.containment.as_deref(), Some("subreaper"));
+        assert_eq!(
+            serde_json::to_value(&reply).unwrap()["containment"],
+            "subreaper"
+        );
     }
 }

@@ -496,7 +496,7 @@ async fn the_node_is_private_and_its_own() {
     assert_eq!(body["error"]["code"], "USAGE_ERROR", "{body:#}");
     let huge = format!(
         r#"{{"command":"tell","from":"alpha","to":"beta","message":"{}"}}"#,
-        "x".repeat(iris_node::server::MAX_BODY)
+        "x".repeat(iris_node::http::MAX_BODY)
     );
     // Refused from its Content-Length, before it is read: the client sees the 413, or (if it
     // was still writing when the node closed the connection) a failed write.

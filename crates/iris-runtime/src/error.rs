@@ -2,8 +2,9 @@
 
 use iris_core::{Coded, ErrorCode, Pair, SessionId, TeamName};
 
-/// Why a runtime operation failed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+/// Why a runtime operation failed. Local to this process: what crosses a process boundary is
+/// its code and message (the node's API error), not this type.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum RuntimeError {
     /// A team is not in the configuration.
@@ -32,10 +33,10 @@ pub enum RuntimeError {
         existing: SessionId,
     },
     /// No session has this id (or this pair has none).
-    #[error("no session {what}; list sessions to find the right one")]
+    #[error("no session {session}; list sessions to find the right one")]
     NotFound {
-        /// What was looked for.
-        what: String,
+        /// The session looked for.
+        session: SessionRef,
     },
     /// Starting the session's agent failed.
     #[error("could not start the agent of {pair}: {reason}")]
@@ -47,9 +48,17 @@ pub enum RuntimeError {
         /// What happened.
         reason: String,
     },
-    /// The store failed.
-    #[error("{0}")]
-    Store(String, ErrorCode),
+    /// The store failed (its error names the file, the cause and what to do).
+    #[error(transparent)]
+    Store(#[from] iris_store::StoreError),
+    /// A part of the runtime could not be started.
+    #[error("could not start {what}: {reason}")]
+    Start {
+        /// The part: the process pool, the registry.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// The session's actor failed repeatedly; the session is in status `error`.
     #[error(
         "session {pair} failed repeatedly and is in status error ({reason}); wake or reset it to try again"
@@ -93,6 +102,43 @@ pub enum RuntimeError {
     Containment(String),
 }
 
+/// How a session was looked for, as a [`RuntimeError::NotFound`] names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionRef {
+    /// By its id.
+    Id(SessionId),
+    /// By its pair.
+    Pair(Pair),
+    /// By the pair the caller asked about, expecting a session that is not (or no longer) there.
+    ThisPair,
+}
+
+impl std::fmt::Display for SessionRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionRef::Id(id) => write!(f, "with id {id}"),
+            SessionRef::Pair(pair) => write!(f, "for {pair}"),
+            SessionRef::ThisPair => f.write_str("for this pair"),
+        }
+    }
+}
+
+impl RuntimeError {
+    /// [`RuntimeError::NotFound`] for the session with this id.
+    pub fn no_session_with_id(id: SessionId) -> RuntimeError {
+        RuntimeError::NotFound {
+            session: SessionRef::Id(id),
+        }
+    }
+
+    /// [`RuntimeError::NotFound`] for the pair's session.
+    pub fn no_session_for(pair: Pair) -> RuntimeError {
+        RuntimeError::NotFound {
+            session: SessionRef::Pair(pair),
+        }
+    }
+}
+
 impl Coded for RuntimeError {
     fn code(&self) -> ErrorCode {
         match self {
@@ -102,7 +148,9 @@ impl Coded for RuntimeError {
             }
             RuntimeError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
             RuntimeError::NotFound { .. } => ErrorCode::SessionNotFound,
-            RuntimeError::Agent { code, .. } | RuntimeError::Store(_, code) => *code,
+            RuntimeError::Agent { code, .. } => *code,
+            RuntimeError::Store(error) => error.code(),
+            RuntimeError::Start { .. } => ErrorCode::ProcessError,
             RuntimeError::Timeout { .. } => ErrorCode::Timeout,
             RuntimeError::SessionFailed { .. } | RuntimeError::Busy { .. } => {
                 ErrorCode::ProcessError
@@ -110,12 +158,5 @@ impl Coded for RuntimeError {
             RuntimeError::ShuttingDown => ErrorCode::ProcessError,
             RuntimeError::QueueFull { .. } => ErrorCode::QueueFull,
         }
-    }
-}
-
-impl From<iris_store::StoreError> for RuntimeError {
-    fn from(e: iris_store::StoreError) -> Self {
-        let code = e.code();
-        RuntimeError::Store(e.to_string(), code)
     }
 }

@@ -10,7 +10,6 @@
 pub mod error;
 pub mod metrics;
 mod pool;
-pub mod protocol;
 mod registry;
 mod runtime;
 mod session;
@@ -18,9 +17,8 @@ mod shared;
 pub mod startup;
 pub mod tell;
 
-pub use error::RuntimeError;
+pub use error::{RuntimeError, SessionRef};
 pub use pool::PoolView;
-pub use protocol::{SessionReply, SessionRequest};
 pub use runtime::{Runtime, RuntimeStats, TurnHandle};
 pub use session::{AgentActivity, Cancelled, Deletion, PairStatus, TranscriptRemoval};
 pub use tell::{TellOptions, TellOutcome, TurnError, TurnEvent, TurnResult, Wait};

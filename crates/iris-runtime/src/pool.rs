@@ -15,12 +15,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use iris_core::Pair;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef, DerivedActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
-use crate::session::SessionMsg;
+
+/// What the pool tells a holder (or a requester): the pool's own notice type, so the pool knows
+/// nothing of the session's messages. A session hands the pool a [`Holder`] that converts each
+/// notice into one of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PoolNotice {
+    /// The pool needs this holder's slot (sent only while the holder looked idle); `permit` names
+    /// the permit, so a holder that has meanwhile moved on to another ignores it.
+    Evict { permit: u64 },
+    /// Time to check the agent process (the periodic health check).
+    HealthCheck,
+}
+
+/// Whom the pool notifies: the requester of a permit, as its own actor.
+pub(crate) type Holder = DerivedActorRef<PoolNotice>;
 
 /// Messages the pool handles.
 #[derive(Debug)]
@@ -28,7 +42,7 @@ pub(crate) enum PoolMsg {
     /// Grant a permit when a slot is free (the reply waits until then).
     Acquire {
         pair: Pair,
-        session: ActorRef<SessionMsg>,
+        session: Holder,
         reply: RpcReplyPort<Permit>,
     },
     /// A permit was dropped: its process is gone.
@@ -76,9 +90,9 @@ impl Drop for Permit {
     }
 }
 
-struct Holder {
+struct Held {
     pair: Pair,
-    session: ActorRef<SessionMsg>,
+    session: Holder,
     busy: bool,
     /// When it last became idle (or was granted): the LRU key.
     idle_since: Instant,
@@ -90,7 +104,7 @@ struct Holder {
 
 struct Waiting {
     pair: Pair,
-    session: ActorRef<SessionMsg>,
+    session: Holder,
     reply: RpcReplyPort<Permit>,
 }
 
@@ -98,7 +112,7 @@ pub(crate) struct PoolState {
     myself: ActorRef<PoolMsg>,
     max: usize,
     next_id: u64,
-    holders: HashMap<u64, Holder>,
+    holders: HashMap<u64, Held>,
     waiting: VecDeque<Waiting>,
     metrics: Arc<Metrics>,
     health: Option<JoinHandle<()>>,
@@ -166,7 +180,7 @@ impl Actor for ProcessPool {
             }
             PoolMsg::HealthCheck => {
                 for holder in state.holders.values() {
-                    let _ = holder.session.cast(SessionMsg::HealthCheck);
+                    let _ = holder.session.send_message(PoolNotice::HealthCheck);
                 }
             }
             PoolMsg::Inspect { reply } => {
@@ -222,7 +236,7 @@ impl PoolState {
         };
         self.holders.insert(
             id,
-            Holder {
+            Held {
                 pair: request.pair,
                 session: request.session,
                 busy: true,
@@ -266,7 +280,9 @@ impl PoolState {
             };
             victim.evicting = true;
             tracing::info!(pair = %victim.pair, "evicting the least recently used idle agent to free a process slot");
-            let _ = victim.session.cast(SessionMsg::Evict { permit: *id });
+            let _ = victim
+                .session
+                .send_message(PoolNotice::Evict { permit: *id });
             needed -= 1;
         }
     }

@@ -20,11 +20,16 @@ use ractor::{
     SupervisionEvent,
 };
 
-use crate::error::RuntimeError;
+use crate::error::{RuntimeError, SessionRef};
 use crate::session::{
-    Deletion, SessionActor, SessionArgs, TranscriptRemoval, delete_session, mark_error,
+    Deletion, SessionActor, SessionArgs, SessionHandle, TranscriptRemoval, delete_session,
+    mark_error,
 };
-use crate::shared::{SessionHandle, Shared};
+use crate::shared::Shared;
+
+/// Pair → live session: written by the registry alone (as actors start and stop), read by the
+/// `Runtime` without entering any mailbox.
+pub(crate) type Live = dashmap::DashMap<Pair, SessionHandle>;
 
 /// A request's reply port.
 type Reply = RpcReplyPort<Result<SessionHandle, RuntimeError>>;
@@ -115,6 +120,7 @@ pub(crate) struct RegistryState {
     /// This registry, for the tasks it spawns to report back to.
     myself: ActorRef<RegistryMsg>,
     shared: Arc<Shared>,
+    live: Arc<Live>,
     slots: HashMap<Pair, Slot>,
     by_actor: HashMap<ActorId, Pair>,
     failures: HashMap<Pair, VecDeque<Instant>>,
@@ -125,16 +131,17 @@ pub(crate) struct Registry;
 impl Actor for Registry {
     type Msg = RegistryMsg;
     type State = RegistryState;
-    type Arguments = Arc<Shared>;
+    type Arguments = (Arc<Shared>, Arc<Live>);
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        shared: Arc<Shared>,
+        (shared, live): (Arc<Shared>, Arc<Live>),
     ) -> Result<RegistryState, ActorProcessingErr> {
         Ok(RegistryState {
             myself,
             shared,
+            live,
             slots: HashMap::new(),
             by_actor: HashMap::new(),
             failures: HashMap::new(),
@@ -208,7 +215,7 @@ impl RegistryState {
             // The actor is stopping (passivation, say) and its termination is not handled yet:
             // forget it now, so its end frees nothing, and bring the session up again.
             self.by_actor.remove(&handle.actor.get_id());
-            self.shared.live.remove(&pair);
+            self.live.remove(&pair);
             self.slots.remove(&pair);
         }
         match self.slots.get_mut(&pair) {
@@ -266,7 +273,7 @@ impl RegistryState {
                 // lack the actor's transient writes.
                 self.by_actor.insert(handle.actor.get_id(), pair.clone());
                 // A session that comes up again after a failure keeps its failure history.
-                self.shared.live.insert(pair.clone(), handle.clone());
+                self.live.insert(pair.clone(), handle.clone());
                 // The first caller that asked for a creation gets it, if this flight created
                 // the record; every other creator learns that it exists.
                 let mut creation_available = created;
@@ -308,7 +315,7 @@ impl RegistryState {
         tracing::debug!(%pair, why, "session actor ended");
         match self.slots.remove(&pair) {
             Some(Slot::Live(_)) => {
-                self.shared.live.remove(&pair);
+                self.live.remove(&pair);
             }
             Some(Slot::Stopping {
                 waiters,
@@ -343,7 +350,7 @@ impl RegistryState {
         let Some(pair) = self.by_actor.remove(&cell.get_id()) else {
             return;
         };
-        self.shared.live.remove(&pair);
+        self.live.remove(&pair);
         let stopping = matches!(self.slots.get(&pair), Some(Slot::Stopping { .. }));
         if stopping {
             // A deletion is under way; treat the failure as the end of the actor.
@@ -392,7 +399,7 @@ impl RegistryState {
         }
         let actor = match self.slots.remove(&pair) {
             Some(Slot::Live(handle)) => {
-                self.shared.live.remove(&pair);
+                self.live.remove(&pair);
                 Some(handle.actor)
             }
             Some(Slot::Stopping {
@@ -549,10 +556,10 @@ fn answer_for(
 }
 
 fn not_found(expected: Option<SessionId>) -> RuntimeError {
-    RuntimeError::NotFound {
-        what: match expected {
-            Some(id) => format!("with id {id}"),
-            None => "for this pair".into(),
+    match expected {
+        Some(id) => RuntimeError::no_session_with_id(id),
+        None => RuntimeError::NotFound {
+            session: SessionRef::ThisPair,
         },
     }
 }
@@ -602,9 +609,7 @@ async fn load_or_create(
         }
         Some(record) => (record, false),
         None if load_only => {
-            return Err(RuntimeError::NotFound {
-                what: format!("for {pair}"),
-            });
+            return Err(RuntimeError::no_session_for(pair.clone()));
         }
         None => {
             let fresh = SessionRecord::new(pair.clone(), SessionId::new_v4(), Timestamp::now());

@@ -18,12 +18,13 @@ use tokio::sync::broadcast;
 use crate::error::RuntimeError;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::pool::{PoolArgs, PoolMsg, PoolView, ProcessPool};
-use crate::protocol::{SessionReply, SessionRequest};
+use crate::registry::Live;
 use crate::registry::{Registry, RegistryMsg};
+use crate::session::SessionHandle;
 use crate::session::{
     Cancelled, Deletion, PairStatus, SessionMsg, Ticket, TranscriptRemoval, shutdown_timeout,
 };
-use crate::shared::{SessionHandle, Shared};
+use crate::shared::Shared;
 use crate::startup::{self, StartupReport};
 use crate::tell::{TellOptions, TellOutcome, TurnError, TurnEvent, Wait};
 
@@ -53,6 +54,8 @@ const STORE_CLOSE_LIMIT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct Runtime {
     shared: Arc<Shared>,
+    /// The live sessions, as the registry publishes them.
+    live: Arc<Live>,
     registry: ActorRef<RegistryMsg>,
     startup: Arc<StartupReport>,
 }
@@ -73,24 +76,21 @@ impl Runtime {
         };
         let (pool, _join) = Actor::spawn(None, ProcessPool, pool_args)
             .await
-            .map_err(|e| {
-                RuntimeError::Store(
-                    format!("could not start the process pool: {e}"),
-                    iris_core::ErrorCode::ProcessError,
-                )
+            .map_err(|e| RuntimeError::Start {
+                what: "the process pool",
+                reason: e.to_string(),
             })?;
         let shared = Shared::new(config, store, pool, metrics, containment);
-        let (registry, _join) =
-            Actor::spawn(None, Registry, shared.clone())
-                .await
-                .map_err(|e| {
-                    RuntimeError::Store(
-                        format!("could not start the registry: {e}"),
-                        iris_core::ErrorCode::ProcessError,
-                    )
-                })?;
+        let live = Arc::new(Live::new());
+        let (registry, _join) = Actor::spawn(None, Registry, (shared.clone(), live.clone()))
+            .await
+            .map_err(|e| RuntimeError::Start {
+                what: "the registry",
+                reason: e.to_string(),
+            })?;
         Ok(Runtime {
             shared,
+            live,
             registry,
             startup: Arc::new(report),
         })
@@ -114,7 +114,7 @@ impl Runtime {
         to: &TeamName,
     ) -> Result<Arc<SessionRecord>, RuntimeError> {
         let pair = Pair::new(from.clone(), to.clone());
-        if let Some(handle) = self.shared.live.get(&pair) {
+        if let Some(handle) = self.live.get(&pair) {
             return Ok(handle.record());
         }
         Ok(self.obtain(pair, false).await?.record())
@@ -137,7 +137,7 @@ impl Runtime {
         to: &TeamName,
     ) -> Result<Option<Arc<SessionRecord>>, RuntimeError> {
         let pair = Pair::new(from.clone(), to.clone());
-        if let Some(handle) = self.shared.live.get(&pair) {
+        if let Some(handle) = self.live.get(&pair) {
             return Ok(Some(handle.record()));
         }
         Ok(self.shared.store.get_by_pair(&pair)?.map(Arc::new))
@@ -165,7 +165,7 @@ impl Runtime {
     /// transient state (process state, agent process, current turn) at once, while the store
     /// may take up to its linger to commit it.
     fn freshest(&self, stored: SessionRecord) -> SessionRecord {
-        let live = self.shared.live.get(&stored.pair()).map(|h| h.record());
+        let live = self.live.get(&stored.pair()).map(|h| h.record());
         match live {
             Some(record) if record.session_id == stored.session_id => (*record).clone(),
             _ => stored,
@@ -186,23 +186,6 @@ impl Runtime {
     ) -> Result<SessionRecord, RuntimeError> {
         self.mutate(id, vec![Change::IncrementMessageCount(by)])
             .await
-    }
-
-    /// Overwrites the debug fields.
-    pub async fn update_debug_info(
-        &self,
-        id: &SessionId,
-        launch_command: Option<String>,
-        team_config_snapshot: Option<String>,
-    ) -> Result<SessionRecord, RuntimeError> {
-        self.mutate(
-            id,
-            vec![Change::SetDebugInfo {
-                launch_command,
-                team_config_snapshot,
-            }],
-        )
-        .await
     }
 
     /// Deletes the session with this id: its actor and agent stop, the record is deleted
@@ -394,9 +377,7 @@ impl Runtime {
     ) -> Result<Vec<TurnRecord>, RuntimeError> {
         let pair = Pair::new(from.clone(), to.clone());
         let Some(record) = self.get_session(from, to)? else {
-            return Err(RuntimeError::NotFound {
-                what: format!("for {pair}"),
-            });
+            return Err(RuntimeError::no_session_for(pair));
         };
         Ok(self.shared.store.turns(record.session_id, limit)?)
     }
@@ -573,33 +554,6 @@ impl Runtime {
         unwrap_call(answer, || "the process pool".to_owned())
     }
 
-    /// Executes a plain-data request on this node (what a cluster layer forwards here).
-    pub async fn handle(&self, request: SessionRequest) -> Result<SessionReply, RuntimeError> {
-        Ok(match request {
-            SessionRequest::GetOrCreate { pair } => SessionReply::Session(
-                (*self.get_or_create_session(&pair.from, &pair.to).await?).clone(),
-            ),
-            SessionRequest::Create { pair } => {
-                SessionReply::Session((*self.create_session(&pair.from, &pair.to).await?).clone())
-            }
-            SessionRequest::Mutate {
-                session_id,
-                changes,
-            } => SessionReply::Session(self.mutate(&session_id, changes).await?),
-            SessionRequest::Compact { session_id } => {
-                SessionReply::Session(self.compact_session(&session_id).await?)
-            }
-            SessionRequest::Delete {
-                session_id,
-                delete_transcript,
-            } => SessionReply::Deleted(self.delete_session(&session_id, delete_transcript).await?),
-            SessionRequest::Reset { pair } => {
-                self.reset_session(&pair.from, &pair.to).await?;
-                SessionReply::Done
-            }
-        })
-    }
-
     /// Whether `record` should be compacted now, by the configured thresholds.
     pub fn should_compact(&self, record: &SessionRecord) -> bool {
         let policy: &CompactionPolicy = &self.shared.config.settings().compaction;
@@ -618,7 +572,7 @@ impl Runtime {
                 .map(|(_, n)| *n)
                 .sum(),
             sessions,
-            live_actors: self.shared.live.len() as u64,
+            live_actors: self.live.len() as u64,
             store_write_batches: self.shared.store.writer_stats().batches,
             containment: self.shared.containment.mode(),
             agent_cpu: self.shared.agent_cpu(),
@@ -643,7 +597,7 @@ impl Runtime {
 
     /// Live session actors.
     pub fn live_sessions(&self) -> usize {
-        self.shared.live.len()
+        self.live.len()
     }
 
     /// Stops every session (their agents gracefully, within `grace` per step) and the registry,
@@ -659,8 +613,7 @@ impl Runtime {
             after_sigterm: grace,
             after_sigkill: Duration::from_secs(5),
         };
-        let handles: Vec<SessionHandle> =
-            self.shared.live.iter().map(|e| e.value().clone()).collect();
+        let handles: Vec<SessionHandle> = self.live.iter().map(|e| e.value().clone()).collect();
         // Every session stops its agent at the same time; each stop is bounded.
         let stops: Vec<_> = handles
             .into_iter()
@@ -762,9 +715,7 @@ impl Runtime {
             Err(RuntimeError::ShuttingDown)
                 if matches!(self.shared.store.get_by_session_id(id), Ok(None)) =>
             {
-                Err(RuntimeError::NotFound {
-                    what: format!("with id {id}"),
-                })
+                Err(RuntimeError::no_session_with_id(*id))
             }
             other => other,
         }
@@ -772,7 +723,7 @@ impl Runtime {
 
     /// The pair's live handle, if it has a live actor.
     fn live_handle(&self, pair: &Pair) -> Option<SessionHandle> {
-        self.shared.live.get(pair).map(|h| h.value().clone())
+        self.live.get(pair).map(|h| h.value().clone())
     }
 
     /// Asks the pair's live actor, if it has one (never brings a session up).
@@ -806,13 +757,11 @@ impl Runtime {
 
     /// The live actor of the session with this id, brought up from the store if needed.
     async fn handle_for(&self, id: &SessionId) -> Result<SessionHandle, RuntimeError> {
-        let record =
-            self.shared
-                .store
-                .get_by_session_id(id)?
-                .ok_or_else(|| RuntimeError::NotFound {
-                    what: format!("with id {id}"),
-                })?;
+        let record = self
+            .shared
+            .store
+            .get_by_session_id(id)?
+            .ok_or_else(|| RuntimeError::no_session_with_id(*id))?;
         self.obtain_as(record.pair(), false, Some(*id)).await
     }
 

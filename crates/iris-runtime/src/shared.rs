@@ -1,44 +1,27 @@
-//! What every actor of one runtime shares, and the published map of live sessions.
+//! What every actor of one runtime shares. (The published map of live sessions is the
+//! registry's: [`crate::registry::Live`].)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use iris_agent::containment::Containment;
 use iris_agent::process::CpuMeter;
+use iris_core::Pair;
 use iris_core::config::Config;
-use iris_core::{Pair, SessionRecord};
 use iris_store::Store;
 use ractor::ActorRef;
 
 use crate::error::RuntimeError;
 use crate::metrics::Metrics;
 use crate::pool::PoolMsg;
-use crate::session::SessionMsg;
-
-/// A live session: its actor, and the snapshot of its record that the actor republishes after
-/// every change. Reading the snapshot enters no mailbox.
-#[derive(Debug, Clone)]
-pub(crate) struct SessionHandle {
-    pub actor: ActorRef<SessionMsg>,
-    pub snapshot: Arc<ArcSwap<SessionRecord>>,
-}
-
-impl SessionHandle {
-    pub fn record(&self) -> Arc<SessionRecord> {
-        self.snapshot.load_full()
-    }
-}
 
 /// Configuration, store and bookkeeping shared by the registry and the session actors.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub config: Config,
     pub store: Store,
-    /// Pair → live session, published by the registry for mailbox-free reads.
-    pub live: DashMap<Pair, SessionHandle>,
     /// The node's process pool.
     pub pool: ActorRef<PoolMsg>,
     /// Counters and histograms.
@@ -66,7 +49,6 @@ impl Shared {
         Arc::new(Shared {
             config,
             store,
-            live: DashMap::new(),
             pool,
             metrics,
             closing: AtomicBool::new(false),

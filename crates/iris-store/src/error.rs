@@ -198,13 +198,16 @@ pub enum StoreError {
     },
 }
 
-/// What kind of storage fault stopped a store's commits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What kind of storage fault stopped a store's commits. Serialized as its
+/// [`as_str`](FaultKind::as_str) name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum FaultKind {
     /// The filesystem is full (`ENOSPC`) or the user's quota is spent (`EDQUOT`).
+    #[serde(rename = "disk_full")]
     DiskFull,
     /// Any other I/O failure of the database file.
+    #[serde(rename = "io_error")]
     Io,
 }
 

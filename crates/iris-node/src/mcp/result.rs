@@ -3,13 +3,13 @@
 use rmcp::model::{CallToolResult, ContentBlock};
 use serde_json::{Map, Value};
 
-use crate::api::{ApiError, Reply};
+use crate::api::{ApiError, Reply, TellStatus};
 use crate::error::INTERNAL_ERROR;
 
 /// A reply as a tool result. A tell whose turn failed is a tool error too: the agent that sent
 /// it must notice, and the content still carries the turn id and the error's code and message.
 pub(super) fn reply_result(reply: &Reply) -> CallToolResult {
-    let failed = matches!(reply, Reply::Tell(tell) if tell.status == "failed");
+    let failed = matches!(reply, Reply::Tell(tell) if tell.status == TellStatus::Failed);
     match reply_value(reply) {
         Ok(value) => json_result(value, failed),
         Err(error) => error_result(&error),
@@ -21,7 +21,7 @@ pub(super) fn error_result(error: &ApiError) -> CallToolResult {
     let value = serde_json::to_value(error).unwrap_or_else(|_| {
         // An ApiError is two strings; this arm exists only so that no path can panic.
         let mut body = Map::new();
-        body.insert("code".to_owned(), Value::from(error.code()));
+        body.insert("code".to_owned(), Value::from(error.code().as_str()));
         body.insert("message".to_owned(), Value::from(error.to_string()));
         let mut outer = Map::new();
         outer.insert("error".to_owned(), Value::Object(body));
@@ -77,13 +77,13 @@ mod tests {
     use super::*;
     use crate::api::{PairReply, TellReply};
 
-    fn tell(status: &str) -> Reply {
+    fn tell(status: TellStatus) -> Reply {
         Reply::Tell(TellReply {
             from: "alpha".into(),
             to: "beta".into(),
             session_id: None,
             turn_id: "t1".into(),
-            status: status.into(),
+            status,
             response: "echo: hi".into(),
             cost_usd: None,
             usage: None,
@@ -125,19 +125,25 @@ mod tests {
 
     #[test]
     fn a_completed_tell_is_a_success_and_a_failed_one_a_tool_error() {
-        let ok = reply_result(&tell("completed"));
+        let ok = reply_result(&tell(TellStatus::Completed));
         assert_eq!(ok.is_error, Some(false));
         assert_eq!(
             ok.structured_content.as_ref().map(|v| &v["response"]),
             Some(&json!("echo: hi"))
         );
-        assert_eq!(reply_result(&tell("failed")).is_error, Some(true));
-        assert_eq!(reply_result(&tell("accepted")).is_error, Some(false));
+        assert_eq!(reply_result(&tell(TellStatus::Failed)).is_error, Some(true));
+        assert_eq!(
+            reply_result(&tell(TellStatus::Accepted)).is_error,
+            Some(false)
+        );
     }
 
     #[test]
     fn an_error_carries_its_code_and_message() {
-        let result = error_result(&ApiError::new("TEAM_NOT_FOUND", "no team gamma"));
+        let result = error_result(&ApiError::new(
+            iris_core::ErrorCode::TeamNotFound,
+            "no team gamma",
+        ));
         assert_eq!(result.is_error, Some(true));
         assert_eq!(
             result.structured_content,

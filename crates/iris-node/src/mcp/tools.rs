@@ -15,7 +15,7 @@ use rmcp::{RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use serde::Deserialize;
 
 use super::result::{error_result, reply_result};
-use crate::api::{ApiError, DeleteReply, Reply, Request};
+use crate::api::{ApiError, DeleteReply, Reply, Request, TranscriptOutcome};
 use crate::backend::Backend;
 use crate::error::{INTERNAL_ERROR, USAGE_ERROR};
 
@@ -292,7 +292,7 @@ pub(super) fn wait_mode(timeout: Option<i64>) -> Result<(Option<Duration>, bool)
             Ok((Some(Duration::from_millis(ms.unsigned_abs())), false))
         }
         Some(other) => Err(ApiError::new(
-            "VALIDATION_ERROR",
+            iris_core::ErrorCode::ValidationError,
             format!(
                 "timeout must be -1 (return at once with the turn id), 0 (wait for the reply) or \
                  1 to {MAX_TIMEOUT_MS} milliseconds; got {other}"
@@ -309,7 +309,7 @@ fn tell(
 ) -> Result<Request, ApiError> {
     if message.trim().is_empty() {
         return Err(ApiError::new(
-            "VALIDATION_ERROR",
+            iris_core::ErrorCode::ValidationError,
             format!("the message to {to} is empty: say what you want {to} to do or answer"),
         ));
     }
@@ -666,11 +666,10 @@ impl IrisTools {
             None => reply_result(&Reply::Deleted(DeleteReply {
                 deleted: None,
                 transcript: if transcript {
-                    "not_found"
+                    TranscriptOutcome::NotFound
                 } else {
-                    "not_requested"
-                }
-                .to_owned(),
+                    TranscriptOutcome::NotRequested
+                },
             })),
         }
     }
@@ -879,7 +878,7 @@ mod tests {
         assert!(wait_mode(Some(MAX_TIMEOUT_MS)).is_ok());
         for bad in [-2, MAX_TIMEOUT_MS + 1] {
             let error = wait_mode(Some(bad)).err();
-            assert_eq!(error.as_ref().map(ApiError::code), Some("VALIDATION_ERROR"));
+            assert_eq!(error.as_ref().map(|e| e.code().as_str()), Some("VALIDATION_ERROR"));
         }
         let tell = message_request(
             args(json!({"toTeam": "beta", "message": "hi", "fromTeam": "alpha", "timeout": 1500})),
@@ -910,7 +909,7 @@ mod tests {
         ));
         let empty = message_request(args(json!({"toTeam": "beta", "message": " "})), Some("a"));
         assert_eq!(
-            empty.err().as_ref().map(ApiError::code),
+            empty.err().as_ref().map(|e| e.code().as_str()),
             Some("VALIDATION_ERROR")
         );
     }

@@ -255,7 +255,7 @@ impl LaunchContext {
             .call(
                 |reply| PoolMsg::Acquire {
                     pair: self.pair.clone(),
-                    session: self.session.clone(),
+                    session: self.session.get_derived(),
                     reply,
                 },
                 Some(limit),

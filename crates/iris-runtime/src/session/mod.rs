@@ -35,14 +35,16 @@ pub(crate) use turns::{Ticket, TurnProgress};
 use turns::{Turn, WorkerDone};
 
 use crate::error::RuntimeError;
-use crate::pool::PoolMsg;
+use crate::pool::{PoolMsg, PoolNotice};
 use crate::shared::Shared;
 use crate::tell::{TellOutcome, TurnError};
 
 /// How soon a session tries again to reload its record when the store could not be read.
 const RESYNC_RETRY: Duration = Duration::from_secs(1);
 
-/// Messages a SessionActor handles. Plain data apart from the reply ports.
+/// Messages a SessionActor handles: from callers (through the `Runtime`), from the pool, and from
+/// its own worker and timers. Local only: some carry live handles (the worker's agent, a pool
+/// permit), so none of them crosses a node.
 #[derive(Debug)]
 pub(crate) enum SessionMsg {
     /// Apply changes to the record durably; reply with the record as stored.
@@ -113,6 +115,43 @@ pub(crate) enum SessionMsg {
     /// Test hook: fail the actor as a panic would.
     #[cfg(feature = "testing")]
     Crash,
+}
+
+impl From<PoolNotice> for SessionMsg {
+    fn from(notice: PoolNotice) -> SessionMsg {
+        match notice {
+            PoolNotice::Evict { permit } => SessionMsg::Evict { permit },
+            PoolNotice::HealthCheck => SessionMsg::HealthCheck,
+        }
+    }
+}
+
+/// The way back, which the pool's [`Holder`](crate::pool::Holder) needs to return a notice it
+/// could not deliver: exactly the messages `From<PoolNotice>` makes.
+impl TryFrom<SessionMsg> for PoolNotice {
+    type Error = SessionMsg;
+
+    fn try_from(message: SessionMsg) -> Result<PoolNotice, SessionMsg> {
+        match message {
+            SessionMsg::Evict { permit } => Ok(PoolNotice::Evict { permit }),
+            SessionMsg::HealthCheck => Ok(PoolNotice::HealthCheck),
+            other => Err(other),
+        }
+    }
+}
+
+/// A live session: its actor, and the snapshot of its record that the actor republishes after
+/// every change. Reading the snapshot enters no mailbox.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionHandle {
+    pub actor: ActorRef<SessionMsg>,
+    pub snapshot: Arc<ArcSwap<SessionRecord>>,
+}
+
+impl SessionHandle {
+    pub fn record(&self) -> Arc<SessionRecord> {
+        self.snapshot.load_full()
+    }
 }
 
 /// The result of deleting a session.
@@ -640,5 +679,21 @@ pub(crate) async fn mark_error(shared: Arc<Shared>, pair: Pair) {
     };
     if let Err(error) = result {
         tracing::error!(%pair, %error, "could not record the session's error status");
+    }
+}
+
+#[cfg(test)]
+mod notice_tests {
+    use super::*;
+
+    /// The pool's `DerivedActorRef` panics if a notice it could not deliver does not convert
+    /// back: every notice must survive the round trip.
+    #[test]
+    fn every_pool_notice_converts_to_a_session_message_and_back() {
+        for notice in [PoolNotice::Evict { permit: 7 }, PoolNotice::HealthCheck] {
+            let message = SessionMsg::from(notice);
+            assert_eq!(PoolNotice::try_from(message).ok(), Some(notice));
+        }
+        assert!(PoolNotice::try_from(SessionMsg::Tick).is_err());
     }
 }
