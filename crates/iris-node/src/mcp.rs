@@ -100,7 +100,10 @@ mod tests {
     #[test]
     fn a_malformed_default_team_is_refused_at_start() {
         let error = validate_default_from("../etc".to_owned()).err();
-        assert_eq!(error.as_ref().map(|e| e.code().as_str()), Some("VALIDATION_ERROR"));
+        assert_eq!(
+            error.as_ref().map(|e| e.code().as_str()),
+            Some("VALIDATION_ERROR")
+        );
         assert_eq!(
             validate_default_from("alpha".to_owned()).ok().as_deref(),
             Some("alpha")

@@ -878,7 +878,10 @@ mod tests {
         assert!(wait_mode(Some(MAX_TIMEOUT_MS)).is_ok());
         for bad in [-2, MAX_TIMEOUT_MS + 1] {
             let error = wait_mode(Some(bad)).err();
-            assert_eq!(error.as_ref().map(|e| e.code().as_str()), Some("VALIDATION_ERROR"));
+            assert_eq!(
+                error.as_ref().map(|e| e.code().as_str()),
+                Some("VALIDATION_ERROR")
+            );
         }
         let tell = message_request(
             args(json!({"toTeam": "beta", "message": "hi", "fromTeam": "alpha", "timeout": 1500})),
