@@ -364,6 +364,37 @@ async fn compaction_walks_the_status_and_resets_the_count() {
     runtime.shutdown(Duration::from_secs(2)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_past_the_policy_is_compacted_after_its_turn() {
+    let world = World::new();
+    let policy = "[settings.compaction]\nmax_messages = 2";
+    let runtime = start(&world, &["a", "b"], policy).await;
+    let (a, b) = (team("a"), team("b"));
+    let tell = |n: u32| runtime.tell(&a, &b, format!("message {n}"), TellOptions::complete());
+    for n in 1..=2 {
+        assert!(matches!(tell(n).await.unwrap(), TellOutcome::Completed(_)));
+    }
+    let shown = || {
+        runtime
+            .get_session(&team("a"), &team("b"))
+            .unwrap()
+            .unwrap()
+    };
+    // At the limit, not past it: nothing happens.
+    assert_eq!(shown().message_count, 2);
+    assert!(matches!(tell(3).await.unwrap(), TellOutcome::Completed(_)));
+    // Past it: the agent compacts its conversation (fake-claude answers /compact with a
+    // compact_boundary), the count starts again and the session stays usable.
+    eventually(|| {
+        let record = shown();
+        record.message_count == 0 && record.status == iris::core::SessionStatus::Active
+    })
+    .await;
+    assert!(matches!(tell(4).await.unwrap(), TellOutcome::Completed(_)));
+    assert_eq!(shown().message_count, 1);
+    runtime.shutdown(Duration::from_secs(2)).await;
+}
+
 /// Passivation uses a short real timer: paused tokio time would also advance past the store's
 /// writer thread (a real thread) and time out the calls that wait for it.
 #[tokio::test]

@@ -554,7 +554,8 @@ impl Runtime {
         unwrap_call(answer, || "the process pool".to_owned())
     }
 
-    /// Whether `record` should be compacted now, by the configured thresholds.
+    /// Whether `record` should be compacted now, by the configured thresholds: what a session
+    /// checks after each completed turn, to compact its conversation by itself.
     pub fn should_compact(&self, record: &SessionRecord) -> bool {
         let policy: &CompactionPolicy = &self.shared.config.settings().compaction;
         policy.should_compact(record, Timestamp::now())

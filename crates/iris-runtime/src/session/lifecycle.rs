@@ -153,10 +153,12 @@ impl SessionState {
                 Job::Compact(reply, previous) => {
                     // It never ran: the status it set goes back.
                     self.apply_or_log(vec![Change::SetStatus(previous)]).await;
-                    let _ = reply.send(Err(RuntimeError::Busy {
-                        pair: self.pair.clone(),
-                        what: format!("dropping its queue ({error})"),
-                    }));
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(RuntimeError::Busy {
+                            pair: self.pair.clone(),
+                            what: format!("dropping its queue ({error})"),
+                        }));
+                    }
                 }
             }
         }
@@ -456,6 +458,7 @@ impl SessionState {
         let cost = usage.map(Change::AddUsage);
         match outcome {
             Ok(()) => {
+                self.auto_compaction_paused = false;
                 let mut changes = vec![
                     Change::ResetMessageCount,
                     Change::SetStatus(SessionStatus::Active),

@@ -259,9 +259,10 @@ pub(crate) struct SessionArgs {
 enum Job {
     Turn(Turn),
     Wake(RpcReplyPort<Result<SessionRecord, RuntimeError>>),
-    /// A compaction, and the status to return to if it fails.
+    /// A compaction, asked for (with its caller) or due by the compaction policy (without),
+    /// and the status to return to if it fails.
     Compact(
-        RpcReplyPort<Result<SessionRecord, RuntimeError>>,
+        Option<RpcReplyPort<Result<SessionRecord, RuntimeError>>>,
         SessionStatus,
     ),
 }
@@ -329,6 +330,10 @@ pub(crate) struct SessionState {
     history_lost: bool,
     /// A shutdown waiting for the turn in flight.
     stopping: Option<(StopGrace, RpcReplyPort<()>)>,
+    /// An automatic compaction failed: none is tried again until a compaction succeeds (one
+    /// asked for still runs), so a conversation the agent will not compact does not cost a
+    /// model call after every turn.
+    auto_compaction_paused: bool,
     /// Finished turns whose bookkeeping is committing: each answers its callers once its write
     /// is durable, while the next turn already runs.
     bookings: JoinSet<()>,
@@ -372,6 +377,7 @@ impl Actor for SessionActor {
             sleep_after_turn: false,
             history_lost: false,
             stopping: None,
+            auto_compaction_paused: false,
             bookings: JoinSet::new(),
             room: Arc::new(tokio::sync::Notify::new()),
         };
@@ -473,7 +479,7 @@ impl SessionState {
                 let previous = self.snapshot.load().status;
                 self.apply_or_log(vec![Change::SetStatus(SessionStatus::Compacting)])
                     .await;
-                self.queue.push_back(Job::Compact(reply, previous));
+                self.queue.push_back(Job::Compact(Some(reply), previous));
             }
             SessionMsg::Evict { permit } => self.evict(permit),
             SessionMsg::HealthCheck => self.health_check().await,

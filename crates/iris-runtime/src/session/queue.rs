@@ -260,6 +260,7 @@ impl SessionState {
             Job::Turn(turn) => {
                 self.book_turn(turn, running.cancelled, &done, process_state)
                     .await;
+                self.compact_if_due().await;
             }
             Job::Wake(reply) => {
                 let mut changes = vec![Change::SetProcessState(process_state)];
@@ -305,7 +306,20 @@ impl SessionState {
                     Ok(Some(report)) => Some(report.usage_totals()),
                     _ => None,
                 };
-                let _ = reply.send(self.finish_compaction(outcome, previous, usage).await);
+                let finished = self.finish_compaction(outcome, previous, usage).await;
+                match reply {
+                    Some(reply) => {
+                        let _ = reply.send(finished);
+                    }
+                    None => {
+                        if let Err(error) = finished {
+                            self.auto_compaction_paused = true;
+                            tracing::warn!(pair = %self.pair, session = %self.id, %error, "the automatic compaction failed; no other is tried until a compaction succeeds (`iris sessions compact` asks for one)");
+                        } else {
+                            tracing::info!(pair = %self.pair, session = %self.id, "the conversation was compacted by the compaction policy");
+                        }
+                    }
+                }
             }
         }
         if self.sleep_after_turn {
@@ -319,6 +333,29 @@ impl SessionState {
         if let Some((grace, reply)) = self.stopping.take() {
             self.finish_shutdown(grace, reply).await;
         }
+    }
+
+    /// Queues a compaction when the compaction policy says the conversation has grown enough
+    /// (`[settings.compaction]`), after a turn: never on a plain mutation of the count, never
+    /// while one is queued or the session is not `active`, and not again after an automatic one
+    /// failed (until one succeeds). It runs after the turns already queued.
+    pub(super) async fn compact_if_due(&mut self) {
+        let record = self.snapshot.load_full();
+        let policy = &self.shared.config.settings().compaction;
+        let queued = self.queue.iter().any(|job| matches!(job, Job::Compact(..)));
+        if self.auto_compaction_paused
+            || queued
+            || self.stopping.is_some()
+            || record.status != SessionStatus::Active
+            || !policy.should_compact(&record, Timestamp::now())
+        {
+            return;
+        }
+        tracing::info!(pair = %self.pair, session = %self.id, messages = record.message_count, "the conversation is due for compaction by the compaction policy");
+        self.apply_or_log(vec![Change::SetStatus(SessionStatus::Compacting)])
+            .await;
+        self.queue
+            .push_back(Job::Compact(None, SessionStatus::Active));
     }
 
     /// Writes a finished turn's bookkeeping durably, then answers its callers.
