@@ -364,6 +364,29 @@ async fn compaction_walks_the_status_and_resets_the_count() {
     runtime.shutdown(Duration::from_secs(2)).await;
 }
 
+#[tokio::test]
+async fn a_tell_names_the_session_that_ran_it_even_one_it_created() {
+    let world = World::new();
+    let runtime = start(&world, &["a", "b"], "session_init = \"lazy\"").await;
+    assert!(
+        runtime
+            .get_session(&team("a"), &team("b"))
+            .unwrap()
+            .is_none()
+    );
+    let told = runtime
+        .tell_in_session(&team("a"), &team("b"), "hi", TellOptions::complete())
+        .await
+        .unwrap();
+    assert!(matches!(told.outcome, TellOutcome::Completed(_)));
+    let created = runtime
+        .get_session(&team("a"), &team("b"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(told.session_id, created.session_id);
+    runtime.shutdown(Duration::from_secs(2)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conversation_past_the_policy_is_compacted_after_its_turn() {
     let world = World::new();

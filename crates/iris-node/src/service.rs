@@ -158,19 +158,16 @@ impl Service {
                 "the message is empty; write what the receiving team should do".to_owned(),
             ));
         }
-        let outcome = self
+        let told = self
             .runtime
-            .tell(&from_team, &to_team, message, options)
+            .tell_in_session(&from_team, &to_team, message, options)
             .await?;
-        // The tell created the session if it had none, so it can be read now. The outcome is
-        // what matters; a store hiccup here only loses the id from the reply.
-        let session_id = self
-            .runtime
-            .get_session(&from_team, &to_team)
-            .ok()
-            .flatten()
-            .map(|record| record.session_id.to_string());
-        Ok(tell_reply(from, to, session_id, outcome))
+        Ok(tell_reply(
+            from,
+            to,
+            Some(told.session_id.to_string()),
+            told.outcome,
+        ))
     }
 
     fn list(

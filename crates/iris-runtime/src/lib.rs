@@ -19,6 +19,6 @@ pub mod tell;
 
 pub use error::{RuntimeError, SessionRef};
 pub use pool::PoolView;
-pub use runtime::{Runtime, RuntimeStats, TurnHandle};
+pub use runtime::{Runtime, RuntimeStats, Told, TurnHandle};
 pub use session::{AgentActivity, Cancelled, Deletion, PairStatus, TranscriptRemoval};
 pub use tell::{TellOptions, TellOutcome, TurnError, TurnEvent, TurnResult, Wait};

@@ -257,6 +257,21 @@ impl Runtime {
         message: impl Into<String>,
         options: TellOptions,
     ) -> Result<TellOutcome, RuntimeError> {
+        Ok(self
+            .tell_in_session(from, to, message, options)
+            .await?
+            .outcome)
+    }
+
+    /// [`Runtime::tell`], also naming the session that ran the turn (created by the tell if the
+    /// pair had none), so a caller need not look it up again.
+    pub async fn tell_in_session(
+        &self,
+        from: &TeamName,
+        to: &TeamName,
+        message: impl Into<String>,
+        options: TellOptions,
+    ) -> Result<Told, RuntimeError> {
         let began = tokio::time::Instant::now();
         let room_until = match options.wait {
             Wait::Async => Some(began),
@@ -282,7 +297,10 @@ impl Runtime {
             // turn's rows are written without being awaited, and may linger).
             self.shared.store.flush().await?;
         }
-        Ok(outcome)
+        Ok(Told {
+            session_id: turn.session_id(),
+            outcome,
+        })
     }
 
     /// Queues a turn like [`Runtime::submit`], but a full queue is waited out: the tell waits
@@ -846,6 +864,15 @@ pub struct RuntimeStats {
     pub agent_cpu: Vec<(Pair, Duration)>,
 }
 
+/// A tell's outcome, with the session that ran it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Told {
+    /// The pair's session (created by the tell if it had none).
+    pub session_id: SessionId,
+    /// How the turn ended, or how far the caller waited.
+    pub outcome: TellOutcome,
+}
+
 /// A queued turn: its id, its events as they stream, and its outcome.
 #[derive(Debug)]
 pub struct TurnHandle {
@@ -856,6 +883,11 @@ impl TurnHandle {
     /// The turn's id.
     pub fn turn_id(&self) -> TurnId {
         self.ticket.turn_id
+    }
+
+    /// The session that runs the turn (created by the submission if the pair had none).
+    pub fn session_id(&self) -> SessionId {
+        self.ticket.session_id
     }
 
     /// A new subscription to the turn's events, from now on.

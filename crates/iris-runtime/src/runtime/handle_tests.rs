@@ -13,7 +13,7 @@ use crate::session::TurnProgress;
 use crate::tell::{TellOutcome, TurnError, TurnEvent, TurnResult};
 
 fn turn() -> (std::sync::Arc<TurnProgress>, TurnHandle) {
-    let (progress, ticket) = TurnProgress::new(TurnId::new());
+    let (progress, ticket) = TurnProgress::new(iris_core::SessionId::new_v4(), TurnId::new());
     (progress, TurnHandle { ticket })
 }
 

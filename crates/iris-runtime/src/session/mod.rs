@@ -330,9 +330,9 @@ pub(crate) struct SessionState {
     history_lost: bool,
     /// A shutdown waiting for the turn in flight.
     stopping: Option<(StopGrace, RpcReplyPort<()>)>,
-    /// An automatic compaction failed: none is tried again until a compaction succeeds (one
-    /// asked for still runs), so a conversation the agent will not compact does not cost a
-    /// model call after every turn.
+    /// An automatic compaction failed: none is tried again by this actor until a compaction
+    /// succeeds (one asked for still runs), so a conversation the agent will not compact does
+    /// not cost a model call after every turn. A later actor of the session tries once more.
     auto_compaction_paused: bool,
     /// Finished turns whose bookkeeping is committing: each answers its callers once its write
     /// is durable, while the next turn already runs.

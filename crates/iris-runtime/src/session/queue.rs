@@ -21,7 +21,7 @@ impl SessionState {
             });
         }
         let seq = self.next_seq()?;
-        let (progress, ticket) = TurnProgress::new(TurnId::new());
+        let (progress, ticket) = TurnProgress::new(self.id, TurnId::new());
         let turn = Turn {
             seq,
             from,

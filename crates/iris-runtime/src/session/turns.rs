@@ -9,7 +9,8 @@ use iris_agent::codec::{DecodedEvent, Event};
 use iris_agent::conversation::{AgentError, TurnLimits, TurnReport};
 use iris_agent::process::StopGrace;
 use iris_core::{
-    SessionRecord, TeamName, Timestamp, TurnFailure, TurnId, TurnRecord, TurnStatus, truncate_text,
+    SessionId, SessionRecord, TeamName, Timestamp, TurnFailure, TurnId, TurnRecord, TurnStatus,
+    truncate_text,
 };
 use ractor::ActorRef;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -36,6 +37,8 @@ pub(crate) struct TurnProgress {
 /// The caller's side of one turn's progress.
 #[derive(Debug)]
 pub(crate) struct Ticket {
+    /// The session that queued the turn.
+    pub session_id: SessionId,
     pub turn_id: TurnId,
     pub outcome: watch::Receiver<Option<TellOutcome>>,
     pub partial: Arc<Mutex<String>>,
@@ -44,12 +47,13 @@ pub(crate) struct Ticket {
 }
 
 impl TurnProgress {
-    /// A new turn's progress, and the caller's side of it.
-    pub fn new(turn_id: TurnId) -> (Arc<TurnProgress>, Ticket) {
+    /// A new turn's progress in session `session_id`, and the caller's side of it.
+    pub fn new(session_id: SessionId, turn_id: TurnId) -> (Arc<TurnProgress>, Ticket) {
         let (events, first) = broadcast::channel(EVENT_BUFFER);
         let (outcome, outcome_rx) = watch::channel(None);
         let partial = Arc::new(Mutex::new(String::new()));
         let ticket = Ticket {
+            session_id,
             turn_id,
             outcome: outcome_rx,
             partial: partial.clone(),
@@ -464,7 +468,7 @@ mod tests {
     use super::*;
 
     fn partial_of(lines: &[serde_json::Value]) -> String {
-        let (progress, ticket) = TurnProgress::new(TurnId::new());
+        let (progress, ticket) = TurnProgress::new(SessionId::new_v4(), TurnId::new());
         let mut partial = PartialText::default();
         for line in lines {
             partial.feed(&Event::from_value(line.clone()), &progress);
@@ -500,7 +504,7 @@ mod tests {
 
     #[test]
     fn a_tool_call_starts_at_its_tool_use_and_finishes_at_its_result() {
-        let (progress, mut ticket) = TurnProgress::new(TurnId::new());
+        let (progress, mut ticket) = TurnProgress::new(SessionId::new_v4(), TurnId::new());
         let mut tools = ToolCalls::default();
         let tool_use = json!({"type": "assistant", "message": {"id": "m", "model": "x",
             "content": [{"type": "tool_use", "id": "toolu_1", "name": "Bash",
