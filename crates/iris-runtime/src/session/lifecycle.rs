@@ -131,12 +131,8 @@ impl SessionState {
                         turn_id: turn.id(),
                         error: error.clone(),
                     };
-                    let row = turns::finished_row(
-                        turn.row(&self.snapshot.load(), self.text_limit()),
-                        &outcome,
-                        None,
-                        self.text_limit(),
-                    );
+                    let row =
+                        turns::finished_row(turn.row.clone(), &outcome, None, self.text_limit());
                     self.enqueue(Mutation::PutTurn {
                         turn: row,
                         retain: self.retain(),

@@ -257,7 +257,7 @@ pub(crate) struct SessionArgs {
 /// Work waiting for the agent, in arrival order.
 #[derive(Debug)]
 enum Job {
-    Turn(Turn),
+    Turn(Box<Turn>),
     Wake(RpcReplyPort<Result<SessionRecord, RuntimeError>>),
     /// A compaction, asked for (with its caller) or due by the compaction policy (without),
     /// and the status to return to if it fails.

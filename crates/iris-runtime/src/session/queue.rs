@@ -22,28 +22,26 @@ impl SessionState {
         }
         let seq = self.next_seq()?;
         let (progress, ticket) = TurnProgress::new(self.id, TurnId::new());
-        let turn = Turn {
+        let turn = Turn::queued(
+            self.id,
             seq,
             from,
             message,
-            queued_at: Timestamp::now(),
-            queued_instant: Instant::now(),
-            started_at: None,
-            progress: progress.clone(),
-        };
+            self.text_limit(),
+            progress.clone(),
+        );
         if !self.starts_at_once() {
             // A turn that starts in this very handler gets its `running` row straight away;
             // writing a `queued` row first would only cost a write.
-            let row = turn.row(&self.snapshot.load(), self.text_limit());
             self.enqueue(Mutation::PutTurn {
-                turn: row,
+                turn: turn.row.clone(),
                 retain: self.retain(),
             })
             .await;
         }
         tracing::debug!(pair = %self.pair, session = %self.id, turn = %progress.turn_id, seq, "turn queued");
         self.shared.metrics.tells.inc();
-        self.queue.push_back(Job::Turn(turn));
+        self.queue.push_back(Job::Turn(Box::new(turn)));
         Ok(ticket)
     }
 
@@ -130,8 +128,8 @@ impl SessionState {
         let (progress, row) = match &mut kind {
             Job::Turn(turn) => {
                 changes.push(Change::SetCurrentTurn(Some(turn.id())));
-                turn.started_at = Some(Timestamp::now());
-                let row = turn.row(&self.snapshot.load(), self.text_limit());
+                turn.start();
+                let row = turn.row.clone();
                 self.shared
                     .metrics
                     .queue_wait
@@ -258,7 +256,7 @@ impl SessionState {
         }
         match running.kind {
             Job::Turn(turn) => {
-                self.book_turn(turn, running.cancelled, &done, process_state)
+                self.book_turn(*turn, running.cancelled, &done, process_state)
                     .await;
                 self.compact_if_due().await;
             }
@@ -411,12 +409,7 @@ impl SessionState {
             }
         }
         metrics.turn_time.observe(done.ran_for);
-        let mut row = turns::finished_row(
-            turn.row(&self.snapshot.load(), self.text_limit()),
-            &outcome,
-            report,
-            self.text_limit(),
-        );
+        let mut row = turns::finished_row(turn.row.clone(), &outcome, report, self.text_limit());
         row.history_lost = std::mem::take(&mut self.history_lost);
         // Published now (the store applies the same changes in the same order); queued now, so
         // every later write of this session lands after it; awaited by its own task, so the

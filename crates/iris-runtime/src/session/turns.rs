@@ -200,37 +200,50 @@ impl ToolCalls {
 /// A turn waiting in (or taken from) a session's queue.
 #[derive(Debug)]
 pub(crate) struct Turn {
-    pub seq: u64,
-    pub from: TeamName,
+    /// What the agent is sent, whole.
     pub message: String,
-    pub queued_at: Timestamp,
     pub queued_instant: Instant,
-    /// When the agent was handed the turn (set as it leaves the queue).
-    pub started_at: Option<Timestamp>,
+    /// The turn's ledger row as far as it has come, built once when it is queued (the message
+    /// cut to the text limit): `queued`, then `running` from `start`.
+    pub row: TurnRecord,
     pub progress: Arc<TurnProgress>,
 }
 
 impl Turn {
+    /// A turn of session `session_id`, queued now as number `seq`.
+    pub fn queued(
+        session_id: SessionId,
+        seq: u64,
+        from: TeamName,
+        message: String,
+        text_limit: usize,
+        progress: Arc<TurnProgress>,
+    ) -> Turn {
+        let row = TurnRecord::queued(
+            session_id,
+            seq,
+            progress.turn_id,
+            from,
+            &message,
+            text_limit,
+            Timestamp::now(),
+        );
+        Turn {
+            message,
+            queued_instant: Instant::now(),
+            row,
+            progress,
+        }
+    }
+
     pub fn id(&self) -> TurnId {
         self.progress.turn_id
     }
 
-    /// The ledger row of this turn as far as it has come: queued, and started if it has.
-    pub fn row(&self, record: &SessionRecord, limit: usize) -> TurnRecord {
-        let mut row = TurnRecord::queued(
-            record.session_id,
-            self.seq,
-            self.id(),
-            self.from.clone(),
-            &self.message,
-            limit,
-            self.queued_at,
-        );
-        if let Some(at) = self.started_at {
-            row.status = TurnStatus::Running;
-            row.started_at = Some(at);
-        }
-        row
+    /// The agent is handed the turn now.
+    pub fn start(&mut self) {
+        self.row.status = TurnStatus::Running;
+        self.row.started_at = Some(Timestamp::now());
     }
 }
 
