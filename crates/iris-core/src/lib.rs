@@ -11,11 +11,13 @@
 //! - [`project_path`] and [`transcript`]: filesystem rules for team directories and transcripts.
 //! - [`config`]: the TOML configuration, with `${VAR:-default}` interpolation.
 //! - [`ErrorCode`] and [`Coded`]: the stable error codes every crate reports.
+//! - [`metrics`]: the counter and histogram every crate's metrics are made of.
 #![deny(missing_docs)]
 
 pub mod compaction;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod pair;
 pub mod project_path;
 pub mod query;

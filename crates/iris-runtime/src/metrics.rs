@@ -1,30 +1,16 @@
 //! Counters and histograms of the runtime, for the node's metrics endpoint.
 //!
-//! Everything is a relaxed atomic: recording costs a few nanoseconds and never blocks an actor.
+//! Made of iris-core's [`metrics`](iris_core::metrics) primitives (relaxed atomics: recording
+//! costs a few nanoseconds and never blocks an actor).
 //! [`Metrics::snapshot`] copies the values into plain serializable data.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub use iris_core::metrics::Counter;
+use iris_core::metrics::Histogram;
 use serde::{Deserialize, Serialize};
 
-/// A monotonically increasing count.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    /// Adds one.
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The current value.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// Upper bounds of the histogram buckets, in microseconds: 100 µs to ~30 min, ×4 per bucket.
+/// Upper bounds of the latency buckets, in microseconds: 100 µs to ~30 min, ×4 per bucket.
 const BOUNDS_US: [u64; 12] = [
     100,
     400,
@@ -40,34 +26,27 @@ const BOUNDS_US: [u64; 12] = [
     1_800_000_000,
 ];
 
-/// A latency histogram with fixed, exponential buckets (plus an overflow bucket).
-#[derive(Debug, Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; BOUNDS_US.len() + 1],
-    sum_us: AtomicU64,
+/// A latency histogram over the runtime's buckets ([`BOUNDS_US`]).
+#[derive(Debug)]
+pub struct Latency(Histogram);
+
+impl Default for Latency {
+    fn default() -> Latency {
+        Latency(Histogram::new(&BOUNDS_US))
+    }
 }
 
-impl Histogram {
+impl Latency {
     /// Records one observation.
     pub fn observe(&self, value: Duration) {
-        let us = u64::try_from(value.as_micros()).unwrap_or(u64::MAX);
-        let bucket = BOUNDS_US
-            .iter()
-            .position(|bound| us <= *bound)
-            .unwrap_or(BOUNDS_US.len());
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        self.0.observe_micros(value);
     }
 
     fn snapshot(&self) -> HistogramSnapshot {
         HistogramSnapshot {
-            bounds_us: BOUNDS_US.to_vec(),
-            counts: self
-                .buckets
-                .iter()
-                .map(|b| b.load(Ordering::Relaxed))
-                .collect(),
-            sum_us: self.sum_us.load(Ordering::Relaxed),
+            bounds_us: self.0.bounds().to_vec(),
+            counts: self.0.counts(),
+            sum_us: self.0.sum(),
         }
     }
 }
@@ -123,11 +102,11 @@ pub struct Metrics {
     /// Problems the health check found (stuck handshakes, vanished processes).
     pub health_failures: Counter,
     /// From the tell until the turn started running.
-    pub queue_wait: Histogram,
+    pub queue_wait: Latency,
     /// Spawn plus handshake.
-    pub spawn_time: Histogram,
+    pub spawn_time: Latency,
     /// From the turn's start until its result.
-    pub turn_time: Histogram,
+    pub turn_time: Latency,
 }
 
 /// The metrics at one moment, as plain data.
@@ -192,7 +171,7 @@ mod tests {
 
     #[test]
     fn observations_land_in_the_bucket_of_their_bound() {
-        let h = Histogram::default();
+        let h = Latency::default();
         h.observe(Duration::from_micros(100));
         h.observe(Duration::from_micros(101));
         h.observe(Duration::from_secs(3600));

@@ -22,12 +22,13 @@
 //! backoff (50 ms, doubling, at most 5 s) whether or not work arrives, so health comes back
 //! without a restart once the fault is gone.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use iris_core::Timestamp;
+use iris_core::metrics::{Counter, Histogram};
 use redb::{Database, Durability, ReadTransaction, ReadableDatabase};
 use tokio::sync::{mpsc, oneshot};
 
@@ -151,60 +152,68 @@ impl WriterStats {
     pub const BATCH_SIZE_BOUNDS: [u64; 12] = BATCH_SIZE_BOUNDS;
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct WriterCounters {
-    batches: AtomicU64,
-    mutations: AtomicU64,
-    max_batch: AtomicU64,
-    commit_time: [AtomicU64; COMMIT_TIME_BOUNDS_US.len() + 1],
-    commit_time_sum_us: AtomicU64,
-    batch_size: [AtomicU64; BATCH_SIZE_BOUNDS.len() + 1],
+    batches: Counter,
+    mutations: Counter,
+    max_batch: Counter,
+    commit_time: Histogram,
+    batch_size: Histogram,
     /// Set while the writer is in an outage.
     unhealthy: AtomicBool,
-    failed_commits: AtomicU64,
-    failed_mutations: AtomicU64,
-    recoveries: AtomicU64,
+    failed_commits: Counter,
+    failed_mutations: Counter,
+    recoveries: Counter,
 }
 
-/// The index of the first bucket whose bound is at least `value` (the overflow bucket if none).
-fn bucket(bounds: &[u64], value: u64) -> usize {
-    bounds
-        .iter()
-        .position(|bound| value <= *bound)
-        .unwrap_or(bounds.len())
+impl Default for WriterCounters {
+    fn default() -> WriterCounters {
+        WriterCounters {
+            batches: Counter::default(),
+            mutations: Counter::default(),
+            max_batch: Counter::default(),
+            commit_time: Histogram::new(&COMMIT_TIME_BOUNDS_US),
+            batch_size: Histogram::new(&BATCH_SIZE_BOUNDS),
+            unhealthy: AtomicBool::new(false),
+            failed_commits: Counter::default(),
+            failed_mutations: Counter::default(),
+            recoveries: Counter::default(),
+        }
+    }
+}
+
+/// A histogram's counts as the fixed-size array of [`WriterStats`] (its bounds and one more).
+fn counts<const N: usize>(histogram: &Histogram) -> [u64; N] {
+    let mut out = [0; N];
+    for (slot, count) in out.iter_mut().zip(histogram.counts()) {
+        *slot = count;
+    }
+    out
 }
 
 impl WriterCounters {
     pub fn snapshot(&self) -> WriterStats {
         WriterStats {
-            batches: self.batches.load(Ordering::Relaxed),
-            mutations: self.mutations.load(Ordering::Relaxed),
-            max_batch: self.max_batch.load(Ordering::Relaxed),
-            commit_time_counts: self
-                .commit_time
-                .each_ref()
-                .map(|c| c.load(Ordering::Relaxed)),
-            commit_time_sum_us: self.commit_time_sum_us.load(Ordering::Relaxed),
-            batch_size_counts: self
-                .batch_size
-                .each_ref()
-                .map(|c| c.load(Ordering::Relaxed)),
+            batches: self.batches.get(),
+            mutations: self.mutations.get(),
+            max_batch: self.max_batch.get(),
+            commit_time_counts: counts(&self.commit_time),
+            commit_time_sum_us: self.commit_time.sum(),
+            batch_size_counts: counts(&self.batch_size),
             healthy: !self.unhealthy.load(Ordering::Relaxed),
-            failed_commits: self.failed_commits.load(Ordering::Relaxed),
-            failed_mutations: self.failed_mutations.load(Ordering::Relaxed),
-            recoveries: self.recoveries.load(Ordering::Relaxed),
+            failed_commits: self.failed_commits.get(),
+            failed_mutations: self.failed_mutations.get(),
+            recoveries: self.recoveries.get(),
         }
     }
 
     fn record(&self, size: usize, took: Duration) {
         let size = size as u64;
-        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        self.batches.fetch_add(1, Ordering::Relaxed);
-        self.mutations.fetch_add(size, Ordering::Relaxed);
-        self.max_batch.fetch_max(size, Ordering::Relaxed);
-        self.commit_time[bucket(&COMMIT_TIME_BOUNDS_US, us)].fetch_add(1, Ordering::Relaxed);
-        self.commit_time_sum_us.fetch_add(us, Ordering::Relaxed);
-        self.batch_size[bucket(&BATCH_SIZE_BOUNDS, size)].fetch_add(1, Ordering::Relaxed);
+        self.batches.inc();
+        self.mutations.add(size);
+        self.max_batch.raise_to(size);
+        self.commit_time.observe_micros(took);
+        self.batch_size.observe(size);
     }
 }
 
@@ -538,9 +547,8 @@ impl Writer {
                     return;
                 };
                 let work = &self.shared.work;
-                work.failed_commits.fetch_add(1, Ordering::Relaxed);
-                work.failed_mutations
-                    .fetch_add(mutations as u64, Ordering::Relaxed);
+                work.failed_commits.inc();
+                work.failed_mutations.add(mutations as u64);
                 tracing::error!(%error, batch = mutations, fault = fault.kind.as_str(), "store commit failed; nothing in the batch was written; the store reopens the database and refuses writes until it can commit again");
                 let refused = self.shared.unavailable(fault.clone());
                 // The outage is public before any caller hears of it, so health never says ok to
@@ -555,10 +563,7 @@ impl Writer {
     /// Refuses a batch at once during an outage.
     fn refuse(&mut self, batch: &mut Vec<Job>, error: &StoreError) {
         let mutations = batch.iter().filter(|j| j.mutation().is_some()).count();
-        self.shared
-            .work
-            .failed_mutations
-            .fetch_add(mutations as u64, Ordering::Relaxed);
+        self.shared.work.failed_mutations.add(mutations as u64);
         tracing::debug!(
             batch = mutations,
             "store writes refused: the store is recovering from a storage fault"
@@ -605,7 +610,7 @@ impl Writer {
                 );
                 self.outage = None;
                 self.shared.set_outage(None);
-                self.shared.work.recoveries.fetch_add(1, Ordering::Relaxed);
+                self.shared.work.recoveries.inc();
             }
             Err(Stuck { broken, why }) => {
                 outage.broken = broken;
@@ -658,10 +663,7 @@ impl Writer {
         match self.apply_all(&[]) {
             Ok(_) => Ok(()),
             Err(error) => {
-                self.shared
-                    .work
-                    .failed_commits
-                    .fetch_add(1, Ordering::Relaxed);
+                self.shared.work.failed_commits.inc();
                 let fault = matches!(&error, StoreError::Storage { source, .. } if StorageFault::of(source).is_some());
                 Err(Stuck {
                     // A fault leaves this handle unusable too.
