@@ -282,7 +282,17 @@ impl RegistryState {
                     let answer = answer_for(&waiter, &pair, &handle, creates);
                     let _ = waiter.reply.send(answer);
                 }
-                self.slots.insert(pair, Slot::Live(handle));
+                self.slots.insert(pair, Slot::Live(handle.clone()));
+                // It may be ending already (a passivation right after its start): then its end
+                // came before this message, found no pair and was dropped. Seen now, it frees
+                // the pair at once; were it kept, a deletion would wait for an end that never
+                // comes. (If the end is still to come, it finds nothing and is ignored.)
+                if !matches!(
+                    handle.actor.get_status(),
+                    ActorStatus::Starting | ActorStatus::Running
+                ) {
+                    self.terminated(&handle.actor.get_cell(), "ended before its start was seen");
+                }
             }
             Err(RuntimeError::NotFound { .. }) if load_only => {
                 // No stored record: requests by id fail; requests that may create get a new flight.

@@ -767,6 +767,15 @@ impl Runtime {
                     attempt += 1;
                     // Gone once it has stopped; the registry then forgets it.
                     let _ = handle.actor.wait(Some(SESSION_CALL_TIMEOUT)).await;
+                    // Still listed until the registry hears that it stopped (which a loaded
+                    // machine can delay): no actor is live, as when the map has none.
+                    let stopped = handle.actor.get_id();
+                    if self
+                        .live_handle(pair)
+                        .is_some_and(|h| h.actor.get_id() == stopped)
+                    {
+                        return None;
+                    }
                     tokio::time::sleep(Duration::from_millis(2 * u64::from(attempt))).await;
                 }
                 other => return Some(other),
