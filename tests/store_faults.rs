@@ -10,74 +10,13 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use iris::core::{Coded, ErrorCode, TeamName, TurnId, TurnStatus};
 use iris::runtime::{Runtime, RuntimeError, TellOptions, TellOutcome, TurnError};
 use iris::store::{FaultKind, Store};
+use support::tmpfs::{Tmpfs, fill_leaving};
 use support::{World, fake_claude};
-
-/// A tmpfs of `size` mounted on a new directory; unmounted when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output();
-        match out {
-            Ok(out) if out.status.success() => Some(Tmpfs { dir }),
-            Ok(out) => {
-                eprintln!(
-                    "SKIPPED: cannot mount a tmpfs (needs root): {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-                None
-            }
-            Err(error) => {
-                eprintln!("SKIPPED: cannot run mount: {error}");
-                None
-            }
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-/// Fills the filesystem of `dir` with a ballast file, then gives `leave` bytes back, so the
-/// database fills the rest by itself.
-fn fill_leaving(dir: &Path, leave: u64) -> PathBuf {
-    let ballast = dir.join("ballast");
-    let mut file = File::create(&ballast).unwrap();
-    let chunk = vec![0xA5u8; 4096];
-    let mut written = 0u64;
-    loop {
-        match file.write_all(&chunk) {
-            Ok(()) => written += chunk.len() as u64,
-            Err(error) if error.raw_os_error() == Some(28) => break,
-            Err(error) => panic!("filling the disk: {error}"),
-        }
-    }
-    file.set_len(written.saturating_sub(leave)).unwrap();
-    ballast
-}
 
 fn team(name: &str) -> TeamName {
     TeamName::new(name).unwrap()

@@ -7,6 +7,8 @@ use std::sync::OnceLock;
 
 use iris::core::config::Config;
 
+pub mod tmpfs;
+
 /// The workspace's fake-claude binary (built by `cargo test --workspace`; built here if missing).
 pub fn fake_claude() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();

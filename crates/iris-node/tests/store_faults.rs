@@ -7,9 +7,11 @@
 //! Mounting the tmpfs needs root: without it the test says so and skips.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../../tests/support/tmpfs.rs"]
+mod tmpfs;
+
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -19,69 +21,12 @@ use iris_node::endpoint::{self, Endpoint};
 use iris_node::node::Started;
 use iris_store::Store;
 use serde_json::Value;
+use tmpfs::{Tmpfs, fill_leaving};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const STEP: Duration = Duration::from_secs(60);
 const IRIS: &str = env!("CARGO_BIN_EXE_iris");
-
-/// A tmpfs of `size` mounted on a new directory; unmounted when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output();
-        match out {
-            Ok(out) if out.status.success() => Some(Tmpfs { dir }),
-            Ok(out) => {
-                eprintln!(
-                    "SKIPPED: cannot mount a tmpfs (needs root): {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-                None
-            }
-            Err(error) => {
-                eprintln!("SKIPPED: cannot run mount: {error}");
-                None
-            }
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-/// Fills the filesystem of `dir` with a ballast file, then gives `leave` bytes back.
-fn fill_leaving(dir: &Path, leave: u64) -> PathBuf {
-    let ballast = dir.join("ballast");
-    let mut file = File::create(&ballast).unwrap();
-    let chunk = vec![0xA5u8; 4096];
-    let mut written = 0u64;
-    loop {
-        match file.write_all(&chunk) {
-            Ok(()) => written += chunk.len() as u64,
-            Err(error) if error.raw_os_error() == Some(28) => break,
-            Err(error) => panic!("filling the disk: {error}"),
-        }
-    }
-    file.set_len(written.saturating_sub(leave)).unwrap();
-    ballast
-}
 
 /// Teams alpha and beta in a temp dir; the database on `db_dir`.
 struct World {

@@ -8,12 +8,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "../../../tests/support/tmpfs.rs"]
+mod tmpfs;
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use common::record;
 use iris_core::{Coded, ErrorCode, SessionRecord, Timestamp, TurnId, TurnRecord, TurnStatus};
 use iris_store::{Change, FaultKind, Store, StoreError, StoreOptions};
+use tmpfs::{Tmpfs, fill_leaving};
 
 const TEXT_LIMIT: usize = 8192;
 const RETAIN: u64 = 100_000;
@@ -386,67 +388,6 @@ async fn a_reader_holding_a_transaction_does_not_keep_the_store_from_recovering(
     stop.store(true, Ordering::SeqCst);
     readers.into_iter().for_each(|r| r.join().unwrap());
     assert_eq!(store.turns(session.session_id, 100).unwrap().len(), 51);
-}
-
-/// A tmpfs of `size` mounted on a new directory; unmounted when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// `None` (with a note) when this process may not mount: not root, or no mount namespace.
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap();
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .stderr(std::process::Stdio::piped())
-            .output();
-        match mounted {
-            Ok(out) if out.status.success() => Some(Tmpfs { dir }),
-            Ok(out) => {
-                eprintln!(
-                    "SKIPPED: cannot mount a tmpfs (needs root): {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-                None
-            }
-            Err(error) => {
-                eprintln!("SKIPPED: cannot run mount: {error}");
-                None
-            }
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-/// Fills the filesystem of `dir` with a ballast file, then gives `leave` bytes back, so the
-/// database fills the rest by itself; returns the ballast's path.
-fn fill_leaving(dir: &Path, leave: u64) -> PathBuf {
-    let ballast = dir.join("ballast");
-    let mut file = File::create(&ballast).unwrap();
-    let chunk = vec![0xA5u8; 4096];
-    let mut written = 0u64;
-    loop {
-        match file.write_all(&chunk) {
-            Ok(()) => written += chunk.len() as u64,
-            Err(error) if error.raw_os_error() == Some(28) => break,
-            Err(error) => panic!("filling the disk: {error}"),
-        }
-    }
-    file.set_len(written.saturating_sub(leave)).unwrap();
-    ballast
 }
 
 #[tokio::test]
