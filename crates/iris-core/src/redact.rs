@@ -447,34 +447,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(status.len() < ECHO_LIMIT + 300, "{} bytes", status.len());
-        let text = format!("[settings]\nspawn_timeout = \"{huge}\"\n");
-        let config = crate::config::Config::from_toml_str(
-            &text,
-            std::path::Path::new("/etc/iris"),
-            "t.toml",
-            &|_| None,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            config.len() < 3 * ECHO_LIMIT + 200,
-            "{} bytes",
-            config.len()
-        );
-        let text = format!("[teams.\"{huge}\"]\npath = \"/x\"\n");
-        let config = crate::config::Config::from_toml_str(
-            &text,
-            std::path::Path::new("/etc/iris"),
-            "t.toml",
-            &|_| None,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            config.len() < 3 * ECHO_LIMIT + 200,
-            "{} bytes",
-            config.len()
-        );
+        for text in [
+            format!("[settings]\nspawn_timeout = \"{huge}\"\n"),
+            format!("[teams.\"{huge}\"]\npath = \"/x\"\n"),
+        ] {
+            let config = crate::config::Config::from_toml_str(
+                &text,
+                std::path::Path::new("/etc/iris"),
+                "t.toml",
+                &|_| None,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                config.len() < 3 * ECHO_LIMIT + 200,
+                "{} bytes",
+                config.len()
+            );
+        }
     }
 
     #[test]
