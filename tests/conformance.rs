@@ -308,6 +308,38 @@ async fn tool_calls_follow_permissions(world: World) {
     }
 }
 
+/// Past `[settings.compaction]`, the session compacts by itself after a turn: the agent
+/// confirms with `compact_boundary`, the count starts again, the model call is counted.
+async fn compaction_by_policy(world: World) {
+    let agent = &world.agent;
+    let config = world.config_with_settings("[settings.compaction]\nmax_messages = 2", "", false);
+    let runtime = world.runtime(config).await;
+    for message in ["one", "two"] {
+        completed(agent, tell(&runtime, message).await);
+    }
+    let before = session(&runtime);
+    assert_eq!(
+        before.message_count,
+        2,
+        "{}: at the limit, not past it",
+        agent.name()
+    );
+    completed(agent, tell(&runtime, "three").await);
+    eventually("the compaction by policy", || {
+        let record = session(&runtime);
+        record.message_count == 0 && record.status == iris::core::SessionStatus::Active
+    })
+    .await;
+    assert!(
+        session(&runtime).usage.cost_usd > before.usage.cost_usd,
+        "{}: the compaction's model call is counted",
+        agent.name()
+    );
+    completed(agent, tell(&runtime, "four").await);
+    assert_eq!(session(&runtime).message_count, 1, "{}", agent.name());
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
 /// `/compact` is confirmed by the agent before the count is reset; `/clear` moves the
 /// conversation to a new id that survives a restart; a reboot removes every transcript.
 async fn compact_clear_restart_reboot(world: World) {
@@ -591,6 +623,11 @@ async fn conformance_tool_calls_and_permissions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_compact_clear_and_reboot() {
     for_each_agent!(compact_clear_restart_reboot);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_compaction_by_policy() {
+    for_each_agent!(compaction_by_policy);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
