@@ -22,10 +22,9 @@ use iris_core::config::{Config, DatabaseLocation};
 use iris_runtime::Runtime;
 use iris_store::{OpenError, Store};
 
-use crate::api::{ApiError, Reply, Request};
 use crate::client::Client;
 use crate::endpoint;
-use crate::service::Service;
+use iris_api::{ApiError, Execute, Executing, Reply, Request, Service};
 
 /// How long an embedded runtime gives its agents to stop when the command is done.
 const EMBEDDED_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -111,7 +110,7 @@ impl Backend {
     pub fn for_this_command(&self, reply: Reply) -> Reply {
         match (self, reply) {
             (Backend::Embedded(_), Reply::Stats(mut stats)) => {
-                stats.counters_of = crate::api::CountersOf::ThisCommand;
+                stats.counters_of = iris_api::CountersOf::ThisCommand;
                 Reply::Stats(stats)
             }
             (_, reply) => reply,
@@ -123,6 +122,12 @@ impl Backend {
         if let Backend::Embedded(service) = self {
             service.runtime().shutdown(EMBEDDED_SHUTDOWN_GRACE).await;
         }
+    }
+}
+
+impl Execute for Backend {
+    fn execute(&self, request: Request) -> Executing<'_> {
+        Box::pin(Backend::execute(self, request))
     }
 }
 

@@ -30,10 +30,11 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::api::{ApiError, Reply, Request};
 use crate::endpoint::Endpoint;
-use crate::error::{INTERNAL_ERROR, NODE_UNAVAILABLE, UNAUTHORIZED};
 use crate::http::{COMMAND_PATH, HEARTBEAT_HEADER};
+use iris_api::error::{INTERNAL_ERROR, NODE_UNAVAILABLE, UNAUTHORIZED};
+use iris_api::{ApiError, Reply, Request, RequestKind};
+use iris_runtime::Wait;
 
 /// How long connecting to the node may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -239,25 +240,11 @@ impl Client {
 /// How long a request may take from sending it until its reply is read, or `None` for no
 /// overall deadline (see the module documentation).
 pub fn deadline_for(request: &Request) -> Option<Duration> {
-    match request {
-        Request::Tell { no_wait: true, .. } => Some(READ_TIMEOUT),
-        Request::Tell {
-            timeout: Some(d), ..
-        } => Some(d.saturating_add(REPLY_MARGIN)),
-        Request::Tell { .. } => None,
-        Request::SessionsList { .. }
-        | Request::SessionsShow { .. }
-        | Request::Report { .. }
-        | Request::Status { .. }
-        | Request::Teams { .. }
-        | Request::Stats => Some(READ_TIMEOUT),
-        Request::SessionsDelete { .. }
-        | Request::SessionsCompact { .. }
-        | Request::SessionsReboot { .. }
-        | Request::Wake { .. }
-        | Request::Sleep { .. }
-        | Request::Cancel { .. }
-        | Request::WakeAll { .. } => Some(CONTROL_TIMEOUT),
+    match request.kind() {
+        RequestKind::Tell(Wait::Async) | RequestKind::Read => Some(READ_TIMEOUT),
+        RequestKind::Tell(Wait::Timeout(limit)) => Some(limit.saturating_add(REPLY_MARGIN)),
+        RequestKind::Tell(Wait::Complete) => None,
+        RequestKind::Control => Some(CONTROL_TIMEOUT),
     }
 }
 
@@ -275,6 +262,8 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+    use iris_core::TeamName;
+
     use super::*;
 
     fn endpoint(addr: &str) -> Endpoint {
@@ -286,27 +275,30 @@ mod tests {
         }
     }
 
-    fn tell(timeout: Option<Duration>, no_wait: bool) -> Request {
+    fn team(name: &str) -> TeamName {
+        TeamName::new(name).unwrap()
+    }
+
+    fn tell(wait: Wait) -> Request {
         Request::Tell {
-            from: "a".into(),
-            to: "b".into(),
+            from: team("a"),
+            to: team("b"),
             message: "hi".into(),
-            timeout,
-            no_wait,
+            wait,
         }
     }
 
     #[test]
     fn every_request_has_its_deadline() {
-        assert_eq!(deadline_for(&tell(None, false)), None);
-        assert_eq!(deadline_for(&tell(None, true)), Some(READ_TIMEOUT));
+        assert_eq!(deadline_for(&tell(Wait::Complete)), None);
+        assert_eq!(deadline_for(&tell(Wait::Async)), Some(READ_TIMEOUT));
         assert_eq!(
-            deadline_for(&tell(Some(Duration::from_secs(10)), false)),
+            deadline_for(&tell(Wait::Timeout(Duration::from_secs(10)))),
             Some(Duration::from_secs(10) + REPLY_MARGIN)
         );
         assert_eq!(deadline_for(&Request::Stats), Some(READ_TIMEOUT));
         assert_eq!(
-            deadline_for(&Request::WakeAll { from: "a".into() }),
+            deadline_for(&Request::WakeAll { from: team("a") }),
             Some(CONTROL_TIMEOUT)
         );
     }
@@ -346,7 +338,7 @@ mod tests {
         )
         .unwrap();
         // A full-wait tell has no overall deadline: silence is what ends it.
-        let tell = tell(None, false);
+        let tell = tell(Wait::Complete);
         assert_eq!(deadline_for(&tell), None);
         let error = tokio::time::timeout(Duration::from_secs(60), client.execute(tell))
             .await

@@ -11,11 +11,14 @@ use iris_core::TeamName;
 use iris_core::config::Config;
 use tokio::task::JoinSet;
 
-use crate::api::{ApiError, Reply, Request, SessionTarget, TellReply, TellStatus, WakeAllEntry};
+use iris_api::error::{INTERNAL_ERROR, INTERRUPTED};
+use iris_api::{
+    ApiError, RawRequest, RawSessionTarget, Reply, Request, TellReply, TellStatus, WakeAllEntry,
+};
+
 use crate::backend::Backend;
 use crate::cli::{Cli, Command, ConfigCommand, SessionsCommand};
 use crate::discovery::{self, Places};
-use crate::error::{INTERNAL_ERROR, INTERRUPTED};
 use crate::output::Output;
 use crate::resolve;
 
@@ -70,6 +73,7 @@ pub async fn run(cli: Cli, output: Output) -> Result<ExitCode, ApiError> {
         }
         Command::WakeAll { from } => {
             let config = load_config(config_path)?;
+            let from = TeamName::new(from).map_err(|e| ApiError::coded(&e))?;
             let backend = Arc::new(Backend::connect(&config).await?);
             let woken = interruptible(wake_all(&backend, from, &output)).await;
             close(backend).await;
@@ -86,8 +90,9 @@ pub async fn run(cli: Cli, output: Output) -> Result<ExitCode, ApiError> {
                 }))
         }
         command => {
-            let (request, headline) = request_of(command)?;
+            let (raw, headline) = request_of(command)?;
             let config = load_config(config_path)?;
+            let request = Request::try_from(raw)?;
             let backend = Arc::new(Backend::connect(&config).await?);
             let spinner = match &request {
                 Request::Tell { from, to, .. } => {
@@ -149,7 +154,10 @@ fn failed_tell(tell: &TellReply) -> Option<ApiError> {
 }
 
 /// The request a command makes, and the sentence to print above its reply.
-fn request_of(command: Command) -> Result<(Request, Option<String>), ApiError> {
+///
+/// Its values are still text: [`RawRequest::try_from`] validates them once the configuration is
+/// loaded, as every front end does.
+fn request_of(command: Command) -> Result<(RawRequest, Option<String>), ApiError> {
     let arrow = |from: &str, to: &str| format!("{from} → {to}");
     Ok(match command {
         Command::Tell {
@@ -159,7 +167,7 @@ fn request_of(command: Command) -> Result<(Request, Option<String>), ApiError> {
             timeout,
             no_wait,
         } => (
-            Request::Tell {
+            RawRequest::Tell {
                 from,
                 to,
                 message,
@@ -175,7 +183,7 @@ fn request_of(command: Command) -> Result<(Request, Option<String>), ApiError> {
                 status,
                 limit,
             } => (
-                Request::SessionsList {
+                RawRequest::SessionsList {
                     from,
                     to,
                     status,
@@ -185,21 +193,21 @@ fn request_of(command: Command) -> Result<(Request, Option<String>), ApiError> {
             ),
             SessionsCommand::Show { id_or_from, to } => {
                 let target = match to {
-                    Some(to) => SessionTarget::Pair {
+                    Some(to) => RawSessionTarget::Pair {
                         from: id_or_from,
                         to,
                     },
-                    None => SessionTarget::Id {
+                    None => RawSessionTarget::Id {
                         session_id: id_or_from,
                     },
                 };
-                (Request::SessionsShow { target }, None)
+                (RawRequest::SessionsShow { target }, None)
             }
             SessionsCommand::Delete {
                 session_id,
                 transcript,
             } => (
-                Request::SessionsDelete {
+                RawRequest::SessionsDelete {
                     session_id,
                     transcript,
                 },
@@ -207,15 +215,15 @@ fn request_of(command: Command) -> Result<(Request, Option<String>), ApiError> {
             ),
             SessionsCommand::Compact { session_id } => {
                 let headline = format!("Compacted session {session_id}");
-                (Request::SessionsCompact { session_id }, Some(headline))
+                (RawRequest::SessionsCompact { session_id }, Some(headline))
             }
             SessionsCommand::Reboot { from, to } => {
                 let headline = format!("{}: rebooted with a new session", arrow(&from, &to));
-                (Request::SessionsReboot { from, to }, Some(headline))
+                (RawRequest::SessionsReboot { from, to }, Some(headline))
             }
         },
         Command::Report { from, to, limit } => (
-            Request::Report {
+            RawRequest::Report {
                 from,
                 to,
                 limit: Some(limit),
@@ -224,24 +232,24 @@ fn request_of(command: Command) -> Result<(Request, Option<String>), ApiError> {
         ),
         Command::Wake { from, to } => {
             let headline = format!("{}: awake", arrow(&from, &to));
-            (Request::Wake { from, to }, Some(headline))
+            (RawRequest::Wake { from, to }, Some(headline))
         }
-        Command::Sleep { from, to, force } => (Request::Sleep { from, to, force }, None),
+        Command::Sleep { from, to, force } => (RawRequest::Sleep { from, to, force }, None),
         Command::Cancel {
             from,
             to,
             drop_queue,
         } => (
-            Request::Cancel {
+            RawRequest::Cancel {
                 from,
                 to,
                 drop_queue,
             },
             None,
         ),
-        Command::Status { from, to } => (Request::Status { from, to }, None),
-        Command::Teams { from } => (Request::Teams { from }, None),
-        Command::Stats => (Request::Stats, None),
+        Command::Status { from, to } => (RawRequest::Status { from, to }, None),
+        Command::Teams { from } => (RawRequest::Teams { from }, None),
+        Command::Stats => (RawRequest::Stats, None),
         Command::Version
         | Command::Config(_)
         | Command::Node { .. }
@@ -336,7 +344,7 @@ fn interrupted(output: &Output) -> ExitCode {
 /// it reports progress per team whether the runtime is embedded or a node.
 async fn wake_all(
     backend: &Arc<Backend>,
-    from: String,
+    from: TeamName,
     output: &Output,
 ) -> Result<Vec<WakeAllEntry>, ApiError> {
     let teams = other_teams(backend, &from).await?;
@@ -344,7 +352,7 @@ async fn wake_all(
     let mut entries: Vec<Option<WakeAllEntry>> = vec![None; teams.len()];
     let mut running = JoinSet::new();
     let mut next = 0;
-    let mut in_flight: Vec<String> = Vec::new();
+    let mut in_flight: Vec<TeamName> = Vec::new();
     while next < teams.len() || !running.is_empty() {
         while next < teams.len() && running.len() < WAKE_ALL_PARALLEL {
             let (backend, from, to, index) =
@@ -361,7 +369,8 @@ async fn wake_all(
             });
             next += 1;
         }
-        progress.set_message(format!("waking {}", in_flight.join(", ")));
+        let waking: Vec<&str> = in_flight.iter().map(TeamName::as_str).collect();
+        progress.set_message(format!("waking {}", waking.join(", ")));
         let Some(joined) = running.join_next().await else {
             break;
         };
@@ -380,21 +389,19 @@ async fn wake_all(
 }
 
 /// Every team but `from`, as the backend's configuration has them; `from` must be one.
-async fn other_teams(backend: &Backend, from: &str) -> Result<Vec<String>, ApiError> {
-    let from_team = TeamName::new(from)
-        .map_err(|e| ApiError::new(iris_core::ErrorCode::ValidationError, e.to_string()))?;
+async fn other_teams(backend: &Backend, from: &TeamName) -> Result<Vec<TeamName>, ApiError> {
     let Reply::Teams(rows) = backend.execute(Request::Teams { from: None }).await? else {
         return Err(ApiError::new(
             INTERNAL_ERROR,
             "the backend answered a teams request with something else",
         ));
     };
-    if !rows.iter().any(|row| row.name == from) {
+    if !rows.iter().any(|row| row.name == *from) {
         return Err(ApiError::new(
             iris_core::ErrorCode::TeamNotFound,
             format!(
-                "unknown team {from_team}: add [{}] to the configuration, or check the spelling",
-                iris_core::config::team_table(&from_team)
+                "unknown team {from}: add [{}] to the configuration, or check the spelling",
+                iris_core::config::team_table(from)
             ),
         ));
     }
@@ -405,7 +412,7 @@ async fn other_teams(backend: &Backend, from: &str) -> Result<Vec<String>, ApiEr
         .collect())
 }
 
-fn wake_entry(to: String, result: Result<Reply, ApiError>) -> WakeAllEntry {
+fn wake_entry(to: TeamName, result: Result<Reply, ApiError>) -> WakeAllEntry {
     match result {
         Ok(Reply::Session(session)) => WakeAllEntry {
             to,

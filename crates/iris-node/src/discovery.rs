@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use iris_core::ErrorCode;
 use iris_core::config::Config;
 
-use crate::api::ApiError;
+use iris_api::ApiError;
 
 /// The configuration file looked for in the current directory.
 pub const LOCAL_CONFIG: &str = "config/iris.toml";

@@ -41,8 +41,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
-use crate::api::ApiError;
-use crate::error::{INTERNAL_ERROR, NODE_UNAVAILABLE};
+use iris_api::ApiError;
+use iris_api::error::{INTERNAL_ERROR, NODE_UNAVAILABLE};
 
 /// The suffix appended to the database's file name.
 pub const SUFFIX: &str = ".node";

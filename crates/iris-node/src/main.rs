@@ -9,10 +9,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use iris_node::api::ApiError;
+use iris_api::ApiError;
+use iris_api::error::{INTERNAL_ERROR, USAGE_ERROR};
 use iris_node::cli::{Cli, Command, GlobalArgs, LogFormat};
 use iris_node::commands::{fail, run};
-use iris_node::error::{INTERNAL_ERROR, USAGE_ERROR};
 use iris_node::output::Output;
 
 fn main() -> ExitCode {

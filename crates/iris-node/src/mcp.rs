@@ -4,7 +4,7 @@
 //! `quick_message`, `ask_message` with `toTeam`, `message`, `fromTeam`, `timeout`; `team_wake`,
 //! `team_sleep`, `team_wake_all`, `team_status`, `session_report`, `session_cancel`,
 //! `session_delete`, `session_reboot`, `list_teams`), so prompts written for it keep working,
-//! and add `session_list` and `session_stats`. Each call becomes one [`crate::api::Request`]
+//! and add `session_list` and `session_stats`. Each call becomes one [`iris_api::Request`]
 //! run through [`Backend::execute`], so MCP means exactly what the CLI and the control API mean.
 //!
 //! A result is the reply's data as structured JSON content, repeated as text for clients that
@@ -23,9 +23,8 @@ use rmcp::service::{QuitReason, ServerInitializeError};
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 
-use crate::api::ApiError;
-use crate::backend::Backend;
-use crate::error::INTERNAL_ERROR;
+use iris_api::error::INTERNAL_ERROR;
+use iris_api::{ApiError, Execute};
 
 use self::tools::IrisTools;
 
@@ -44,8 +43,8 @@ pub const MCP_PATH: &str = "/mcp";
 /// off, because the node may listen on any address and every request must carry the node's
 /// token, which a rebinding page cannot read: the server module's auth layer around this
 /// router is what guards it.
-pub fn http_router(backend: Arc<Backend>) -> axum::Router {
-    let tools = IrisTools::new(backend, None);
+pub fn http_router(executor: Arc<dyn Execute>) -> axum::Router {
+    let tools = IrisTools::new(executor, None);
     let config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
         .disable_allowed_hosts();
@@ -61,9 +60,9 @@ pub fn http_router(backend: Arc<Backend>) -> axum::Router {
 ///
 /// Nothing but MCP messages is written to stdout (logs go to stderr). A client that closes
 /// stdin, even before the handshake, ends the server normally.
-pub async fn serve_stdio(backend: Arc<Backend>, from: Option<String>) -> Result<(), ApiError> {
+pub async fn serve_stdio(executor: Arc<dyn Execute>, from: Option<String>) -> Result<(), ApiError> {
     let from = from.map(validate_default_from).transpose()?;
-    let tools = IrisTools::new(backend, from);
+    let tools = IrisTools::new(executor, from);
     // Non-blocking pipes when the client launched us with pipes (the usual case), so a read
     // waiting on stdin never holds up the runtime's shutdown; plain stdio otherwise.
     let running = match tools.serve(rmcp::transport::stdio_pipes()).await {

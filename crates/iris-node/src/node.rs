@@ -41,12 +41,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::api::ApiError;
-use crate::backend::{Backend, open_store};
+use crate::backend::open_store;
 use crate::endpoint::{self, Endpoint};
-use crate::error::{INTERNAL_ERROR, USAGE_ERROR};
 use crate::server::{self, NodeInfo, ServerState};
-use crate::service::Service;
+use iris_api::ApiError;
+use iris_api::error::{INTERNAL_ERROR, USAGE_ERROR};
+use iris_api::service::Service;
 
 /// How long each step of stopping gets: turns in flight to finish, then each agent after its
 /// stdin closes and after SIGTERM.
@@ -166,7 +166,7 @@ async fn serve(
         started: Instant::now(),
     });
     let state = ServerState {
-        backend: Arc::new(Backend::Embedded(Service::new(runtime.clone()))),
+        executor: Arc::new(Service::new(runtime.clone())),
         runtime: runtime.clone(),
         store,
         token: Arc::from(endpoint.token.as_str()),

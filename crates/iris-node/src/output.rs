@@ -14,7 +14,7 @@ use comfy_table::{ContentArrangement, Table};
 use indicatif::{ProgressBar, ProgressStyle};
 use iris_core::{ErrorCode, SessionRecord, Timestamp, TurnRecord};
 
-use crate::api::{
+use iris_api::{
     ApiCode, ApiError, CancelReply, DeleteReply, Reply, StatsReply, StatusReply, TeamRow,
     TellReply, TellStatus, TranscriptOutcome, WakeAllEntry,
 };
@@ -479,7 +479,7 @@ fn woke_all_table(entries: &[WakeAllEntry], style: TableStyle) -> String {
             (Some(record), None) => ("awake".to_owned(), record.session_id.to_string()),
             (None, None) => ("-".to_owned(), "-".to_owned()),
         };
-        table.add_row(vec![e.to.clone(), result, session]);
+        table.add_row(vec![e.to.to_string(), result, session]);
     }
     finish(table)
 }
@@ -540,7 +540,7 @@ fn teams_table(teams: &[TeamRow], now: Timestamp, style: TableStyle) -> String {
     }
     let mut table = new_table(&header, style);
     for t in teams {
-        let mut row = vec![t.name.clone(), t.description.clone(), t.path.clone()];
+        let mut row = vec![t.name.to_string(), t.description.clone(), t.path.clone()];
         if with_pairs {
             match &t.pair {
                 Some(pair) => {
@@ -600,12 +600,12 @@ fn stats_text(stats: &StatsReply, style: TableStyle) -> String {
     ];
     // Without a node, the counters would only count this command: say so once, not per row.
     let counters: Vec<(String, String)> = match stats.counters_of {
-        crate::api::CountersOf::Node => stats
+        iris_api::CountersOf::Node => stats
             .counters
             .iter()
             .map(|(name, n)| (name.replace('_', " "), n.to_string()))
             .collect(),
-        crate::api::CountersOf::ThisCommand => vec![(
+        iris_api::CountersOf::ThisCommand => vec![(
             "counters".to_owned(),
             "none: no node runs (start one with `iris node` to count tells, spawns, stalls…)"
                 .to_owned(),
@@ -678,7 +678,7 @@ mod tests {
     use iris_core::{Pair, SessionId, TeamName, TurnId};
 
     use super::*;
-    use crate::api::{ApiErrorBody, PairReply};
+    use iris_api::{ApiErrorBody, PairReply};
 
     const NOW: Timestamp = Timestamp::from_millis(1_800_000_000_000);
 
@@ -769,10 +769,10 @@ mod tests {
     #[test]
     fn tell_prints_the_reply_text_only() {
         let mut tell = TellReply {
-            from: "alpha".into(),
-            to: "beta".into(),
+            from: "alpha".parse().unwrap(),
+            to: "beta".parse().unwrap(),
             session_id: None,
-            turn_id: TurnId::new().to_string(),
+            turn_id: TurnId::new(),
             status: TellStatus::Completed,
             response: "echo: hello".into(),
             cost_usd: Some(0.0),
@@ -809,8 +809,8 @@ mod tests {
         );
         let slept = human(
             &Reply::Slept(PairReply {
-                from: "a".into(),
-                to: "b".into(),
+                from: "a".parse().unwrap(),
+                to: "b".parse().unwrap(),
             }),
             NOW,
             TableStyle::default(),
@@ -819,12 +819,12 @@ mod tests {
         let woke = human(
             &Reply::WokeAll(vec![
                 WakeAllEntry {
-                    to: "beta".into(),
+                    to: "beta".parse().unwrap(),
                     session: Some(r),
                     error: None,
                 },
                 WakeAllEntry {
-                    to: "gamma".into(),
+                    to: "gamma".parse().unwrap(),
                     session: None,
                     error: Some(ApiErrorBody {
                         code: iris_core::ErrorCode::ProcessError.into(),

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use iris_core::config::Config;
 use iris_core::{Coded, ErrorCode};
 
-use crate::api::ApiError;
+use iris_api::ApiError;
 
 /// The name of the demo agent that the `iris` binary itself can play (`iris fake-claude …`).
 pub const BUILTIN_DEMO_AGENT: &str = "fake-claude";

@@ -2,7 +2,7 @@
 //!
 //! | route | does |
 //! |---|---|
-//! | `POST /api/v1/command` | body: an [`api::Request`](crate::api::Request) as JSON; answer: `200` and the [`Reply`](crate::api::Reply) as JSON, or an error status and `{"error":{"code","message"}}` |
+//! | `POST /api/v1/command` | body: an [`api::Request`](iris_api::Request) as JSON; answer: `200` and the [`Reply`](iris_api::Reply) as JSON, or an error status and `{"error":{"code","message"}}` |
 //! | `GET /metrics` | Prometheus text ([`crate::prometheus`]) |
 //! | `GET /healthz` | `200` and a JSON [`Health`] whose `status` is `"ok"`; `503` and `"unhealthy"` while the store cannot commit (a full disk, an I/O error: its `store` names the fault) |
 //! | `/mcp` | MCP over streamable HTTP ([`crate::mcp::http_router`]) |
@@ -47,20 +47,19 @@ use iris_runtime::Runtime;
 use iris_store::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ApiError, Reply, Request};
-use crate::backend::Backend;
 use crate::endpoint::constant_time_eq;
-use crate::error::{ApiCode, INTERNAL_ERROR, UNAUTHORIZED, USAGE_ERROR};
 use crate::http::{
     COMMAND_PATH, HEALTH_PATH, HEARTBEAT_HEADER, HEARTBEAT_RANGE, MAX_BODY, METRICS_PATH,
     ServeLimits,
 };
+use iris_api::error::{ApiCode, INTERNAL_ERROR, UNAUTHORIZED, USAGE_ERROR};
+use iris_api::{ApiError, Execute, Reply, Request};
 
 /// What the node serves from, shared by every request.
 #[derive(Clone)]
 pub struct ServerState {
-    /// Where commands run (an embedded backend on the node's runtime).
-    pub backend: Arc<Backend>,
+    /// Where commands run (the service over the node's runtime).
+    pub executor: Arc<dyn Execute>,
     /// The node's runtime, for metrics and health.
     pub runtime: Runtime,
     /// The node's store, for metrics.
@@ -161,7 +160,7 @@ pub fn router(state: ServerState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state.clone());
     let body_read_timeout = state.limits.body_read_timeout;
-    api.merge(crate::mcp::http_router(state.backend.clone()))
+    api.merge(crate::mcp::http_router(state.executor.clone()))
         .fallback(not_found)
         // Layers run outside in: the token is checked before the body is read, so an
         // unauthenticated caller learns nothing but 401.
@@ -235,22 +234,14 @@ async fn command(
     };
     let request = match Request::from_json(&body) {
         Ok(request) => request,
-        Err(e) => {
-            return error_response(&ApiError::new(
-                USAGE_ERROR,
-                format!(
-                    "the body is not an iris command: {}; send JSON such as {{\"command\":\"stats\"}} or {{\"command\":\"tell\",\"from\":\"alpha\",\"to\":\"beta\",\"message\":\"hi\"}}",
-                    iris_core::redact::clip(&e.to_string())
-                ),
-            ));
-        }
+        Err(error) => return error_response(&error),
     };
     if let Some(every) = heartbeat_interval(&headers) {
         return with_heartbeats(state, request, every).await;
     }
     let started = Instant::now();
-    let name = command_name(&request);
-    let outcome = state.backend.execute(request).await;
+    let name = request.name();
+    let outcome = state.executor.execute(request).await;
     let took_ms = started.elapsed().as_millis() as u64;
     match outcome {
         Ok(reply) => {
@@ -279,9 +270,9 @@ fn heartbeat_interval(headers: &axum::http::HeaderMap) -> Option<Duration> {
 /// Runs `request`; if it has not answered within `every`, answers `200` at once and streams a
 /// newline every `every` until the reply (or the error object) follows.
 async fn with_heartbeats(state: ServerState, request: Request, every: Duration) -> Response {
-    let name = command_name(&request);
-    let backend = state.backend.clone();
-    let mut running = AbortOnDrop(tokio::spawn(async move { backend.execute(request).await }));
+    let name = request.name();
+    let executor = state.executor.clone();
+    let mut running = AbortOnDrop(tokio::spawn(async move { executor.execute(request).await }));
     match tokio::time::timeout(every, &mut running.0).await {
         Ok(joined) => {
             let outcome = joined_outcome(joined);
@@ -378,26 +369,6 @@ impl http_body::Body for Heartbeats {
             }
             Poll::Pending => Poll::Pending,
         }
-    }
-}
-
-/// The request's `command` tag, for logs (never its content: messages may be private).
-fn command_name(request: &Request) -> &'static str {
-    match request {
-        Request::Tell { .. } => "tell",
-        Request::SessionsList { .. } => "sessions_list",
-        Request::SessionsShow { .. } => "sessions_show",
-        Request::SessionsDelete { .. } => "sessions_delete",
-        Request::SessionsCompact { .. } => "sessions_compact",
-        Request::SessionsReboot { .. } => "sessions_reboot",
-        Request::Report { .. } => "report",
-        Request::Wake { .. } => "wake",
-        Request::Sleep { .. } => "sleep",
-        Request::Cancel { .. } => "cancel",
-        Request::WakeAll { .. } => "wake_all",
-        Request::Status { .. } => "status",
-        Request::Teams { .. } => "teams",
-        Request::Stats => "stats",
     }
 }
 

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use iris_api::Service;
 use iris_core::config::Config;
 use iris_node::backend::Backend;
-use iris_node::service::Service;
 use iris_runtime::Runtime;
 use iris_store::Store;
 use rmcp::ServiceExt;

@@ -3,8 +3,8 @@
 use rmcp::model::{CallToolResult, ContentBlock};
 use serde_json::{Map, Value};
 
-use crate::api::{ApiError, Reply, TellStatus};
-use crate::error::INTERNAL_ERROR;
+use iris_api::error::INTERNAL_ERROR;
+use iris_api::{ApiError, Reply, TellStatus};
 
 /// A reply as a tool result. A tell whose turn failed is a tool error too: the agent that sent
 /// it must notice, and the content still carries the turn id and the error's code and message.
@@ -72,17 +72,19 @@ fn json_result(value: Value, is_error: bool) -> CallToolResult {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use serde_json::json;
 
     use super::*;
-    use crate::api::{PairReply, TellReply};
+    use iris_api::{PairReply, TellReply};
 
     fn tell(status: TellStatus) -> Reply {
         Reply::Tell(TellReply {
-            from: "alpha".into(),
-            to: "beta".into(),
+            from: "alpha".parse().unwrap(),
+            to: "beta".parse().unwrap(),
             session_id: None,
-            turn_id: "t1".into(),
+            turn_id: iris_core::TurnId::new(),
             status,
             response: "echo: hi".into(),
             cost_usd: None,
@@ -103,8 +105,8 @@ mod tests {
     #[test]
     fn an_object_reply_is_its_data() {
         let result = reply_result(&Reply::Slept(PairReply {
-            from: "alpha".into(),
-            to: "beta".into(),
+            from: "alpha".parse().unwrap(),
+            to: "beta".parse().unwrap(),
         }));
         assert_eq!(result.is_error, Some(false));
         assert_eq!(

@@ -15,9 +15,8 @@ use rmcp::{RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use serde::Deserialize;
 
 use super::result::{error_result, reply_result};
-use crate::api::{ApiError, DeleteReply, Reply, Request, TranscriptOutcome};
-use crate::backend::Backend;
-use crate::error::{INTERNAL_ERROR, USAGE_ERROR};
+use iris_api::error::{INTERNAL_ERROR, USAGE_ERROR};
+use iris_api::{ApiError, DeleteReply, Execute, RawRequest, Reply, Request, TranscriptOutcome};
 
 /// What a call without `fromTeam` gets when `iris mcp` was started without `--from`.
 pub(super) const FROM_REQUIRED: &str =
@@ -283,7 +282,7 @@ pub(super) fn resolve_from(
 }
 
 /// How long a tell waits, from the original's `timeout` (milliseconds): `Ok((timeout,
-/// no_wait))` as [`Request::Tell`] takes them.
+/// no_wait))` as [`RawRequest::Tell`] takes them.
 pub(super) fn wait_mode(timeout: Option<i64>) -> Result<(Option<Duration>, bool), ApiError> {
     match timeout {
         None | Some(0) => Ok((None, false)),
@@ -306,7 +305,7 @@ fn tell(
     to: String,
     message: String,
     timeout: Option<i64>,
-) -> Result<Request, ApiError> {
+) -> Result<RawRequest, ApiError> {
     if message.trim().is_empty() {
         return Err(ApiError::new(
             iris_core::ErrorCode::ValidationError,
@@ -314,7 +313,7 @@ fn tell(
         ));
     }
     let (timeout, no_wait) = wait_mode(timeout)?;
-    Ok(Request::Tell {
+    Ok(RawRequest::Tell {
         from,
         to,
         message,
@@ -327,7 +326,7 @@ fn tell(
 pub(super) fn message_request(
     args: MessageArgs,
     default: Option<&str>,
-) -> Result<Request, ApiError> {
+) -> Result<RawRequest, ApiError> {
     let from = resolve_from(args.from_team, default)?;
     tell(from, args.to_team, args.message, args.timeout)
 }
@@ -336,20 +335,23 @@ pub(super) fn message_request(
 pub(super) fn quick_request(
     args: QuickMessageArgs,
     default: Option<&str>,
-) -> Result<Request, ApiError> {
+) -> Result<RawRequest, ApiError> {
     let from = resolve_from(args.from_team, default)?;
     tell(from, args.to_team, args.message, Some(-1))
 }
 
-pub(super) fn wake_request(args: TeamArgs, default: Option<&str>) -> Result<Request, ApiError> {
-    Ok(Request::Wake {
+pub(super) fn wake_request(args: TeamArgs, default: Option<&str>) -> Result<RawRequest, ApiError> {
+    Ok(RawRequest::Wake {
         from: resolve_from(args.from_team, default)?,
         to: args.team,
     })
 }
 
-pub(super) fn sleep_request(args: SleepArgs, default: Option<&str>) -> Result<Request, ApiError> {
-    Ok(Request::Sleep {
+pub(super) fn sleep_request(
+    args: SleepArgs,
+    default: Option<&str>,
+) -> Result<RawRequest, ApiError> {
+    Ok(RawRequest::Sleep {
         from: resolve_from(args.from_team, default)?,
         to: args.team,
         force: args.force,
@@ -359,55 +361,67 @@ pub(super) fn sleep_request(args: SleepArgs, default: Option<&str>) -> Result<Re
 pub(super) fn wake_all_request(
     args: WakeAllArgs,
     default: Option<&str>,
-) -> Result<Request, ApiError> {
-    Ok(Request::WakeAll {
+) -> Result<RawRequest, ApiError> {
+    Ok(RawRequest::WakeAll {
         from: resolve_from(args.from_team, default)?,
     })
 }
 
 /// `team_status`: one pair's status, or every team seen from `fromTeam`.
-pub(super) fn status_request(args: StatusArgs, default: Option<&str>) -> Result<Request, ApiError> {
+pub(super) fn status_request(
+    args: StatusArgs,
+    default: Option<&str>,
+) -> Result<RawRequest, ApiError> {
     let from = resolve_from(args.from_team, default)?;
     Ok(match args.team.filter(|team| !team.trim().is_empty()) {
-        Some(to) => Request::Status { from, to },
-        None => Request::Teams { from: Some(from) },
+        Some(to) => RawRequest::Status { from, to },
+        None => RawRequest::Teams { from: Some(from) },
     })
 }
 
-pub(super) fn report_request(args: ReportArgs, default: Option<&str>) -> Result<Request, ApiError> {
-    Ok(Request::Report {
+pub(super) fn report_request(
+    args: ReportArgs,
+    default: Option<&str>,
+) -> Result<RawRequest, ApiError> {
+    Ok(RawRequest::Report {
         from: resolve_from(args.from_team, default)?,
         to: args.team,
         limit: args.limit,
     })
 }
 
-pub(super) fn cancel_request(args: CancelArgs, default: Option<&str>) -> Result<Request, ApiError> {
-    Ok(Request::Cancel {
+pub(super) fn cancel_request(
+    args: CancelArgs,
+    default: Option<&str>,
+) -> Result<RawRequest, ApiError> {
+    Ok(RawRequest::Cancel {
         from: resolve_from(args.from_team, default)?,
         to: args.team,
         drop_queue: args.drop_queue,
     })
 }
 
-pub(super) fn reboot_request(args: PairArgs, default: Option<&str>) -> Result<Request, ApiError> {
-    Ok(Request::SessionsReboot {
+pub(super) fn reboot_request(
+    args: PairArgs,
+    default: Option<&str>,
+) -> Result<RawRequest, ApiError> {
+    Ok(RawRequest::SessionsReboot {
         from: resolve_from(args.from_team, default)?,
         to: args.to_team,
     })
 }
 
 /// `list_teams`: never an error for a missing sender; it only adds the pairs' state.
-pub(super) fn teams_request(args: ListTeamsArgs, default: Option<&str>) -> Request {
-    Request::Teams {
+pub(super) fn teams_request(args: ListTeamsArgs, default: Option<&str>) -> RawRequest {
+    RawRequest::Teams {
         from: resolve_from(args.from_team, default).ok(),
     }
 }
 
 /// `session_list`: the filters exactly as given (a default team is not a filter).
-pub(super) fn list_request(args: SessionListArgs) -> Request {
+pub(super) fn list_request(args: SessionListArgs) -> RawRequest {
     let given = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
-    Request::SessionsList {
+    RawRequest::SessionsList {
         from: given(args.from_team),
         to: given(args.to_team),
         status: given(args.status),
@@ -416,8 +430,8 @@ pub(super) fn list_request(args: SessionListArgs) -> Request {
 }
 
 /// The one read `session_delete` needs before it can delete by id: the pair's record, if any.
-fn pair_lookup(from: &str, to: &str) -> Request {
-    Request::SessionsList {
+fn pair_lookup(from: &str, to: &str) -> RawRequest {
+    RawRequest::SessionsList {
         from: Some(from.to_owned()),
         to: Some(to.to_owned()),
         status: None,
@@ -428,17 +442,17 @@ fn pair_lookup(from: &str, to: &str) -> Request {
 /// The MCP server: the tools, the backend they run on, and the default sender.
 #[derive(Debug, Clone)]
 pub(super) struct IrisTools {
-    backend: Arc<Backend>,
+    executor: Arc<dyn Execute>,
     default_from: Option<String>,
     tool_router: ToolRouter<IrisTools>,
 }
 
 #[tool_router]
 impl IrisTools {
-    /// Tools over `backend`; calls without `fromTeam` speak for `default_from`.
-    pub(super) fn new(backend: Arc<Backend>, default_from: Option<String>) -> IrisTools {
+    /// Tools over `executor`; calls without `fromTeam` speak for `default_from`.
+    pub(super) fn new(executor: Arc<dyn Execute>, default_from: Option<String>) -> IrisTools {
         IrisTools {
-            backend,
+            executor,
             default_from,
             tool_router: Self::tool_router(),
         }
@@ -576,7 +590,7 @@ impl IrisTools {
 
     #[tool(description = SESSION_STATS, annotations(read_only_hint = true))]
     async fn session_stats(&self, context: RequestContext<RoleServer>) -> CallToolResult {
-        self.run(Ok(Request::Stats), &context).await
+        self.run(Ok(RawRequest::Stats), &context).await
     }
 }
 
@@ -589,27 +603,34 @@ impl IrisTools {
     /// Runs a request built from a call's arguments; a bad argument is a tool error.
     async fn run(
         &self,
-        request: Result<Request, ApiError>,
+        request: Result<RawRequest, ApiError>,
         context: &RequestContext<RoleServer>,
     ) -> CallToolResult {
-        let outcome = match request {
+        let outcome = match request.and_then(Request::try_from) {
             Ok(request) => self.execute(request, context).await,
             Err(error) => Err(error),
         };
-        match outcome {
-            Ok(reply) => reply_result(&reply),
-            Err(error) => error_result(&error),
-        }
+        tool_result(outcome)
     }
+}
 
-    /// Runs one request on the backend. While it runs, a client that sent a progress token
+/// A call's outcome as MCP returns it: the reply, or a tool error.
+fn tool_result(outcome: Result<Reply, ApiError>) -> CallToolResult {
+    match outcome {
+        Ok(reply) => reply_result(&reply),
+        Err(error) => error_result(&error),
+    }
+}
+
+impl IrisTools {
+    /// Runs one request on the executor. While it runs, a client that sent a progress token
     /// hears from us every [`PROGRESS_EVERY`], so a long tell does not look like a dead server.
     async fn execute(
         &self,
         request: Request,
         context: &RequestContext<RoleServer>,
     ) -> Result<Reply, ApiError> {
-        let work = self.backend.execute(request);
+        let work = self.executor.execute(request);
         let Some(token) = context.meta.get_progress_token() else {
             return work.await;
         };
@@ -643,7 +664,11 @@ impl IrisTools {
         transcript: bool,
         context: &RequestContext<RoleServer>,
     ) -> CallToolResult {
-        let found = match self.execute(pair_lookup(&from, &to), context).await {
+        let lookup = match Request::try_from(pair_lookup(&from, &to)) {
+            Ok(lookup) => lookup,
+            Err(error) => return error_result(&error),
+        };
+        let found = match self.execute(lookup, context).await {
             Ok(Reply::Sessions(records)) => records.into_iter().next(),
             Ok(other) => {
                 return error_result(&ApiError::new(
@@ -658,10 +683,10 @@ impl IrisTools {
         match found {
             Some(record) => {
                 let request = Request::SessionsDelete {
-                    session_id: record.session_id.to_string(),
+                    session_id: record.session_id,
                     transcript,
                 };
-                self.run(Ok(request), context).await
+                tool_result(self.execute(request, context).await)
             }
             None => reply_result(&Reply::Deleted(DeleteReply {
                 deleted: None,
@@ -821,15 +846,15 @@ mod tests {
 
     #[test]
     fn every_pair_tool_uses_the_default_sender() {
-        let pair = |request: Result<Request, ApiError>| match request {
+        let pair = |request: Result<RawRequest, ApiError>| match request {
             Ok(
-                Request::Wake { from, to }
-                | Request::Sleep { from, to, .. }
-                | Request::Report { from, to, .. }
-                | Request::Cancel { from, to, .. }
-                | Request::SessionsReboot { from, to }
-                | Request::Status { from, to }
-                | Request::Tell { from, to, .. },
+                RawRequest::Wake { from, to }
+                | RawRequest::Sleep { from, to, .. }
+                | RawRequest::Report { from, to, .. }
+                | RawRequest::Cancel { from, to, .. }
+                | RawRequest::SessionsReboot { from, to }
+                | RawRequest::Status { from, to }
+                | RawRequest::Tell { from, to, .. },
             ) => (from, to),
             other => panic!("not a pair request: {other:?}"),
         };
@@ -847,7 +872,7 @@ mod tests {
         assert_eq!(pair(message_request(args(message()), d)), expected);
         assert_eq!(pair(quick_request(args(message()), d)), expected);
         let wake_all = wake_all_request(args(json!({})), d);
-        assert!(matches!(wake_all, Ok(Request::WakeAll { from }) if from == "alpha"));
+        assert!(matches!(wake_all, Ok(RawRequest::WakeAll { from }) if from == "alpha"));
         // And without a default, each of them says how to give one.
         let missing = wake_request(args(team()), None).err();
         assert_eq!(missing.as_ref().map(ApiError::code), Some(USAGE_ERROR));
@@ -889,7 +914,7 @@ mod tests {
         );
         assert_eq!(
             tell.ok(),
-            Some(Request::Tell {
+            Some(RawRequest::Tell {
                 from: "alpha".into(),
                 to: "beta".into(),
                 message: "hi".into(),
@@ -904,7 +929,7 @@ mod tests {
         let quick = quick_request(args(json!({"toTeam": "beta", "message": "go"})), Some("a"));
         assert!(matches!(
             quick,
-            Ok(Request::Tell {
+            Ok(RawRequest::Tell {
                 no_wait: true,
                 timeout: None,
                 ..
@@ -922,7 +947,7 @@ mod tests {
         let all = status_request(args(json!({})), Some("alpha"));
         assert_eq!(
             all.ok(),
-            Some(Request::Teams {
+            Some(RawRequest::Teams {
                 from: Some("alpha".into())
             })
         );
@@ -932,17 +957,17 @@ mod tests {
     fn listing_teams_needs_no_sender_and_listing_sessions_ignores_the_default() {
         assert_eq!(
             teams_request(args(json!({})), None),
-            Request::Teams { from: None }
+            RawRequest::Teams { from: None }
         );
         assert_eq!(
             teams_request(args(json!({})), Some("alpha")),
-            Request::Teams {
+            RawRequest::Teams {
                 from: Some("alpha".into())
             }
         );
         assert_eq!(
             list_request(args(json!({"toTeam": "beta", "limit": 5}))),
-            Request::SessionsList {
+            RawRequest::SessionsList {
                 from: None,
                 to: Some("beta".into()),
                 status: None,

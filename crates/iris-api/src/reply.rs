@@ -1,176 +1,18 @@
-//! The requests every front end (CLI, HTTP control API, MCP) makes, and their replies: plain,
-//! serde-serializable data, so the embedded runtime and a remote node answer alike.
+//! The replies to [`Request`](crate::Request)s: plain, serde-serializable data whose fields are
+//! the domain's types, so the embedded runtime and a remote node answer alike and no front end
+//! parses a status back out of a string.
 //!
-//! On the wire (`POST /api/v1/command`), a request is JSON tagged by `command`
-//! (`{"command":"tell","from":"alpha",…}`) and a reply is the [`Reply`] tagged by `kind`. An
-//! error is `{"error":{"code":"…","message":"…"}}` ([`ApiError`]).
+//! On the wire (`POST /api/v1/command`) a reply is the [`Reply`] tagged by `kind`
+//! (`{"kind":"tell","data":{…}}`). An error is `{"error":{"code":"…","message":"…"}}`
+//! ([`ApiError`](crate::ApiError)).
 
-use std::time::Duration;
-
-use iris_core::{SessionRecord, TurnId, TurnRecord};
+use iris_core::{SessionId, SessionRecord, TeamName, TurnId, TurnRecord, UsageTotals};
 use iris_runtime::AgentActivity;
 use serde::{Deserialize, Serialize};
 
 pub use crate::error::{ApiCode, ApiError, ApiErrorBody};
 
-/// One command. A field it does not know is an error (a misspelt `timout` must not silently
-/// mean "wait for the whole turn").
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Request {
-    /// Send `message` from `from` to `to`.
-    Tell {
-        /// The sending team.
-        from: String,
-        /// The receiving team.
-        to: String,
-        /// The message.
-        message: String,
-        /// Return after this long with what has streamed so far (the turn goes on).
-        #[serde(default, with = "humantime_option")]
-        timeout: Option<Duration>,
-        /// Return at once with the turn id.
-        #[serde(default, rename = "async")]
-        no_wait: bool,
-    },
-    /// List session records, newest use first.
-    SessionsList {
-        /// Only sessions from this team.
-        #[serde(default)]
-        from: Option<String>,
-        /// Only sessions to this team.
-        #[serde(default)]
-        to: Option<String>,
-        /// Only sessions in this status (`active`, `error`, …).
-        #[serde(default)]
-        status: Option<String>,
-        /// At most this many.
-        #[serde(default)]
-        limit: Option<usize>,
-    },
-    /// One session record.
-    SessionsShow {
-        /// Which session.
-        target: SessionTarget,
-    },
-    /// Delete a session (stopping its agent).
-    SessionsDelete {
-        /// The session id.
-        session_id: String,
-        /// Also delete the agent's transcript.
-        #[serde(default)]
-        transcript: bool,
-    },
-    /// Compact a session's conversation.
-    SessionsCompact {
-        /// The session id.
-        session_id: String,
-    },
-    /// Delete the pair's session and transcript, then create a new one.
-    SessionsReboot {
-        /// The sending team.
-        from: String,
-        /// The receiving team.
-        to: String,
-    },
-    /// The pair's most recent turns, newest first.
-    Report {
-        /// The sending team.
-        from: String,
-        /// The receiving team.
-        to: String,
-        /// At most this many (default 20).
-        #[serde(default)]
-        limit: Option<usize>,
-    },
-    /// Create the pair's session if needed and start its agent.
-    Wake {
-        /// The sending team.
-        from: String,
-        /// The receiving team.
-        to: String,
-    },
-    /// Stop the pair's agent after its turn in flight (`force`: interrupt it).
-    Sleep {
-        /// The sending team.
-        from: String,
-        /// The receiving team.
-        to: String,
-        /// Interrupt the turn in flight.
-        #[serde(default)]
-        force: bool,
-    },
-    /// Interrupt the pair's turn in flight.
-    Cancel {
-        /// The sending team.
-        from: String,
-        /// The receiving team.
-        to: String,
-        /// Also fail every queued turn as cancelled.
-        #[serde(default)]
-        drop_queue: bool,
-    },
-    /// Wake the sessions from `from` to every other team.
-    WakeAll {
-        /// The sending team.
-        from: String,
-    },
-    /// The pair's live status.
-    Status {
-        /// The sending team.
-        from: String,
-        /// The receiving team.
-        to: String,
-    },
-    /// Every configured team, with the state of the pair from `from` when given.
-    Teams {
-        /// The team whose pairs to show.
-        #[serde(default)]
-        from: Option<String>,
-    },
-    /// Totals: sessions by status and process state, live actors and processes, turns.
-    Stats,
-}
-
-impl Request {
-    /// Reads a request from JSON, refusing any field it does not know. (serde's
-    /// `deny_unknown_fields` covers the commands with fields; a command without any, such as
-    /// `stats`, is checked here.)
-    pub fn from_json(bytes: &[u8]) -> Result<Request, serde_json::Error> {
-        use serde::de::Error as _;
-        let value: serde_json::Value = serde_json::from_slice(bytes)?;
-        if let Some(object) = value.as_object()
-            && object.get("command").and_then(serde_json::Value::as_str) == Some("stats")
-            && let Some(extra) = object.keys().find(|key| *key != "command")
-        {
-            return Err(serde_json::Error::custom(format!(
-                "unknown field `{}`: the `stats` command takes no fields",
-                iris_core::redact::clip(extra)
-            )));
-        }
-        serde_json::from_value(value)
-    }
-}
-
-/// A session named by id or by pair.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged, deny_unknown_fields)]
-pub enum SessionTarget {
-    /// By session id.
-    Id {
-        /// The session id (a UUID).
-        session_id: String,
-    },
-    /// By pair.
-    Pair {
-        /// The sending team.
-        from: String,
-        /// The receiving team.
-        to: String,
-    },
-}
-
-/// The answer to a [`Request`].
+/// The answer to a [`Request`](crate::Request).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "data", rename_all = "snake_case")]
 pub enum Reply {
@@ -202,13 +44,13 @@ pub enum Reply {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TellReply {
     /// The sending team.
-    pub from: String,
+    pub from: TeamName,
     /// The receiving team.
-    pub to: String,
+    pub to: TeamName,
     /// The session's id.
-    pub session_id: Option<String>,
+    pub session_id: Option<SessionId>,
     /// The turn's id.
-    pub turn_id: String,
+    pub turn_id: TurnId,
     /// How the tell ended for its caller.
     pub status: TellStatus,
     /// The reply text (partial for `caller_timeout`, empty for `accepted`).
@@ -216,7 +58,7 @@ pub struct TellReply {
     /// The turn's cost, when it completed.
     pub cost_usd: Option<f64>,
     /// Token usage, when it completed.
-    pub usage: Option<serde_json::Value>,
+    pub usage: Option<UsageTotals>,
     /// The agent's own duration, when it completed.
     pub duration_ms: Option<u64>,
     /// Why the turn failed, when `status` is `failed`.
@@ -305,18 +147,18 @@ pub struct DeleteReply {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PairReply {
     /// The sending team.
-    pub from: String,
+    pub from: TeamName,
     /// The receiving team.
-    pub to: String,
+    pub to: TeamName,
 }
 
 /// What a cancel did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CancelReply {
     /// The sending team.
-    pub from: String,
+    pub from: TeamName,
     /// The receiving team.
-    pub to: String,
+    pub to: TeamName,
     /// Whether a turn in flight was interrupted.
     pub interrupted: bool,
     /// Queued turns failed as cancelled.
@@ -327,7 +169,7 @@ pub struct CancelReply {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WakeAllEntry {
     /// The receiving team.
-    pub to: String,
+    pub to: TeamName,
     /// The session, when it woke.
     pub session: Option<SessionRecord>,
     /// Why it did not.
@@ -338,9 +180,9 @@ pub struct WakeAllEntry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReply {
     /// The sending team.
-    pub from: String,
+    pub from: TeamName,
     /// The receiving team.
-    pub to: String,
+    pub to: TeamName,
     /// The session's record, if the pair has one.
     pub session: Option<SessionRecord>,
     /// Whether its agent process is alive (or starting).
@@ -365,7 +207,7 @@ pub struct StatusReply {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TeamRow {
     /// The team's name.
-    pub name: String,
+    pub name: TeamName,
     /// Its description.
     pub description: String,
     /// Its project directory (or `host:path` for a remote team).
@@ -409,38 +251,6 @@ pub enum CountersOf {
     Node,
     /// The embedded runtime of this one command.
     ThisCommand,
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-    use super::*;
-
-    #[test]
-    fn unknown_fields_are_refused() {
-        let tell = r#"{"command":"tell","from":"a","to":"b","message":"hi","timout":"5s"}"#;
-        let read = |text: &str| Request::from_json(text.as_bytes());
-        let error = read(tell).unwrap_err().to_string();
-        assert!(error.contains("timout"), "{error}");
-        let stats = r#"{"command":"stats","verbose":true}"#;
-        assert!(read(stats).unwrap_err().to_string().contains("verbose"));
-        let show = r#"{"command":"sessions_show","target":{"session_id":"x","extra":1}}"#;
-        assert!(read(show).is_err());
-        // What is known still reads.
-        let good = r#"{"command":"tell","from":"a","to":"b","message":"hi","timeout":"5s"}"#;
-        assert!(matches!(
-            read(good).unwrap(),
-            Request::Tell {
-                timeout: Some(_),
-                ..
-            }
-        ));
-        assert_eq!(read(r#"{"command":"stats"}"#).unwrap(), Request::Stats);
-        let show = r#"{"command":"sessions_show","target":{"from":"a","to":"b"}}"#;
-        assert!(read(show).is_ok());
-        assert!(read("{ not json").is_err());
-    }
 }
 
 /// `Option<AgentActivity>` as its text ("running tool Bash for 3m12s"), which is what people and
@@ -510,25 +320,5 @@ mod activity_text {
             }
             assert_eq!(parse("dancing"), None);
         }
-    }
-}
-
-/// `Option<Duration>` as a humantime string (`"30s"`).
-mod humantime_option {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(d) => s.serialize_some(&humantime::format_duration(*d).to_string()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let text: Option<String> = Option::deserialize(d)?;
-        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
-            .transpose()
     }
 }

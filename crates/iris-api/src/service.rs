@@ -1,31 +1,50 @@
 //! Runs [`Request`]s against a [`Runtime`]: the one place a command's meaning lives, shared by
 //! the embedded CLI, the node's control API and the MCP tools.
 //!
-//! Every input arrives as text (from argv, JSON or an MCP call) and is validated here into a
-//! typed value, so each front end reports the same stable code for the same mistake:
-//! a malformed team name, session id or status is `VALIDATION_ERROR`, a team that is not
-//! configured is `TEAM_NOT_FOUND`, a session that does not exist is `SESSION_NOT_FOUND`.
+//! A request arrives validated ([`crate::request`]): its names, ids and statuses are
+//! well-formed. What only the runtime knows is checked here: a team that is not configured is
+//! `TEAM_NOT_FOUND`, a session that does not exist is `SESSION_NOT_FOUND`, an empty message is
+//! `VALIDATION_ERROR`.
 
-use std::str::FromStr;
+use std::future::Future;
+use std::pin::Pin;
 
-use iris_core::{Coded, ErrorCode, Pair, SessionFilter, SessionId, SessionStatus, TeamName};
+use iris_core::{Coded, ErrorCode, Pair, SessionFilter, SessionId, TeamName};
 use iris_runtime::{
-    Deletion, PairStatus, RuntimeError, TellOptions, TellOutcome, TranscriptRemoval, TurnError,
+    Deletion, PairStatus, RuntimeError, TellOptions, TellOutcome, TranscriptRemoval,
 };
 use iris_runtime::{Runtime, RuntimeStats};
 
-use crate::api::{
-    ApiError, ApiErrorBody, CancelReply, DeleteReply, PairReply, Reply, Request, SessionTarget,
-    StatsReply, StatusReply, TeamRow, TellReply, TellStatus, TranscriptOutcome, WakeAllEntry,
+use crate::reply::{
+    ApiError, ApiErrorBody, CancelReply, CountersOf, DeleteReply, PairReply, Reply, StatsReply,
+    StatusReply, TeamRow, TellReply, TellStatus, TranscriptOutcome, WakeAllEntry,
 };
+use crate::request::{Request, SessionTarget};
 
 /// How many turns `report` shows when the request gives no limit.
 pub const DEFAULT_REPORT_LIMIT: usize = 20;
+
+/// The future an [`Execute`] returns.
+pub type Executing<'a> = Pin<Box<dyn Future<Output = Result<Reply, ApiError>> + Send + 'a>>;
+
+/// Anything that runs requests: the [`Service`] over a runtime in this process, or a client of
+/// a node that runs them there. Front ends (the HTTP server, MCP) take an `Arc<dyn Execute>`, so
+/// they neither know nor depend on where the runtime lives.
+pub trait Execute: Send + Sync + std::fmt::Debug {
+    /// Runs one request.
+    fn execute(&self, request: Request) -> Executing<'_>;
+}
 
 /// Executes requests against a runtime. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Service {
     runtime: Runtime,
+}
+
+impl Execute for Service {
+    fn execute(&self, request: Request) -> Executing<'_> {
+        Box::pin(Service::execute(self, request))
+    }
 }
 
 impl Service {
@@ -51,63 +70,53 @@ impl Service {
                 from,
                 to,
                 message,
-                timeout,
-                no_wait,
-            } => {
-                // As on the command line (`--timeout 0s` is a usage error), whatever the front
-                // end: a zero wait would return before the turn could even start.
-                if timeout.is_some_and(|t| t.is_zero()) {
-                    return Err(ApiError::new(
-                        crate::error::USAGE_ERROR,
-                        "the timeout must be greater than zero, such as 30s; to return at once with the turn id, ask for async instead",
-                    ));
-                }
-                let options = match (no_wait, timeout) {
-                    (true, _) => TellOptions::no_wait(),
-                    (false, Some(limit)) => TellOptions::timeout(limit),
-                    (false, None) => TellOptions::complete(),
-                };
-                self.tell(&from, &to, message, options)
-                    .await
-                    .map(Reply::Tell)
-            }
+                wait,
+            } => self
+                .tell(from, to, message, TellOptions { wait })
+                .await
+                .map(Reply::Tell),
             Request::SessionsList {
                 from,
                 to,
                 status,
                 limit,
-            } => self.list(from, to, status, limit).map(Reply::Sessions),
-            Request::SessionsShow { target } => self.show(&target).map(Reply::Session),
+            } => {
+                // Filters take any valid name: sessions of a team removed from the
+                // configuration are still stored and worth listing.
+                let mut filter = SessionFilter::all();
+                filter.from = from;
+                filter.to = to;
+                filter.status = status;
+                filter.limit = limit;
+                Ok(Reply::Sessions(self.runtime.list_sessions(&filter)?))
+            }
+            Request::SessionsShow { target } => self.show(target).map(Reply::Session),
             Request::SessionsDelete {
                 session_id,
                 transcript,
             } => {
-                let id = session_id_of(&session_id)?;
-                let deletion = self.runtime.delete_session(&id, transcript).await?;
-                deletion_reply(&id, deletion).map(Reply::Deleted)
+                let deletion = self.runtime.delete_session(&session_id, transcript).await?;
+                deletion_reply(&session_id, deletion).map(Reply::Deleted)
             }
-            Request::SessionsCompact { session_id } => {
-                let id = session_id_of(&session_id)?;
-                Ok(Reply::Session(self.runtime.compact_session(&id).await?))
-            }
+            Request::SessionsCompact { session_id } => Ok(Reply::Session(
+                self.runtime.compact_session(&session_id).await?,
+            )),
             Request::SessionsReboot { from, to } => {
-                let (from, to) = self.pair(&from, &to)?;
+                let (from, to) = self.pair(from, to)?;
                 Ok(Reply::Session(self.runtime.reboot(&from, &to).await?))
             }
             Request::Report { from, to, limit } => {
-                let (from_team, to_team) = self.known_or_stored_pair(&from, &to)?;
+                let (from, to) = self.known_or_stored_pair(from, to)?;
                 let limit = limit.unwrap_or(DEFAULT_REPORT_LIMIT);
-                Ok(Reply::Turns(
-                    self.runtime.report(&from_team, &to_team, limit)?,
-                ))
+                Ok(Reply::Turns(self.runtime.report(&from, &to, limit)?))
             }
             Request::Wake { from, to } => {
-                let (from, to) = self.pair(&from, &to)?;
+                let (from, to) = self.pair(from, to)?;
                 Ok(Reply::Session(self.runtime.wake(&from, &to).await?))
             }
             Request::Sleep { from, to, force } => {
-                let (from_team, to_team) = self.pair(&from, &to)?;
-                self.runtime.sleep(&from_team, &to_team, force).await?;
+                let (from, to) = self.pair(from, to)?;
+                self.runtime.sleep(&from, &to, force).await?;
                 Ok(Reply::Slept(PairReply { from, to }))
             }
             Request::Cancel {
@@ -115,11 +124,8 @@ impl Service {
                 to,
                 drop_queue,
             } => {
-                let (from_team, to_team) = self.pair(&from, &to)?;
-                let cancelled = self
-                    .runtime
-                    .cancel(&from_team, &to_team, drop_queue)
-                    .await?;
+                let (from, to) = self.pair(from, to)?;
+                let cancelled = self.runtime.cancel(&from, &to, drop_queue).await?;
                 Ok(Reply::Cancelled(CancelReply {
                     from,
                     to,
@@ -128,16 +134,16 @@ impl Service {
                 }))
             }
             Request::WakeAll { from } => {
-                let from = self.team(&from)?;
+                let from = self.team(from)?;
                 let woken = self.runtime.wake_all(&from).await;
                 Ok(Reply::WokeAll(woken.into_iter().map(wake_entry).collect()))
             }
             Request::Status { from, to } => {
-                let (from_team, to_team) = self.pair(&from, &to)?;
-                let status = self.runtime.status(&from_team, &to_team).await?;
+                let (from, to) = self.pair(from, to)?;
+                let status = self.runtime.status(&from, &to).await?;
                 Ok(Reply::Status(status_reply(from, to, status)))
             }
-            Request::Teams { from } => self.teams(from.as_deref()).await.map(Reply::Teams),
+            Request::Teams { from } => self.teams(from).await.map(Reply::Teams),
             Request::Stats => Ok(Reply::Stats(stats_reply(
                 self.runtime.stats(),
                 self.runtime.metrics().counters,
@@ -147,80 +153,49 @@ impl Service {
 
     async fn tell(
         &self,
-        from: &str,
-        to: &str,
+        from: TeamName,
+        to: TeamName,
         message: String,
         options: TellOptions,
     ) -> Result<TellReply, ApiError> {
-        let (from_team, to_team) = self.pair(from, to)?;
+        let (from, to) = self.pair(from, to)?;
         if message.trim().is_empty() {
-            return Err(validation(
-                "the message is empty; write what the receiving team should do".to_owned(),
+            return Err(ApiError::new(
+                ErrorCode::ValidationError,
+                "the message is empty; write what the receiving team should do",
             ));
         }
         let told = self
             .runtime
-            .tell_in_session(&from_team, &to_team, message, options)
+            .tell_in_session(&from, &to, message, options)
             .await?;
-        Ok(tell_reply(
-            from,
-            to,
-            Some(told.session_id.to_string()),
-            told.outcome,
-        ))
+        Ok(tell_reply(from, to, Some(told.session_id), told.outcome))
     }
 
-    fn list(
-        &self,
-        from: Option<String>,
-        to: Option<String>,
-        status: Option<String>,
-        limit: Option<usize>,
-    ) -> Result<Vec<iris_core::SessionRecord>, ApiError> {
-        // Filters take any valid name: sessions of a team removed from the configuration are
-        // still stored and worth listing.
-        let mut filter = SessionFilter::all();
-        if let Some(from) = from {
-            filter = filter.from_team(team_name(&from)?);
-        }
-        if let Some(to) = to {
-            filter = filter.to_team(team_name(&to)?);
-        }
-        if let Some(status) = status {
-            filter = filter.with_status(status_of(&status)?);
-        }
-        if let Some(limit) = limit {
-            filter = filter.limit(limit);
-        }
-        Ok(self.runtime.list_sessions(&filter)?)
-    }
-
-    fn show(&self, target: &SessionTarget) -> Result<iris_core::SessionRecord, ApiError> {
+    fn show(&self, target: SessionTarget) -> Result<iris_core::SessionRecord, ApiError> {
         match target {
-            SessionTarget::Id { session_id } => {
-                let id = session_id_of(session_id)?;
-                self.runtime
-                    .get_session_by_id(&id)?
-                    .ok_or_else(|| RuntimeError::no_session_with_id(id).into())
-            }
+            SessionTarget::Id(id) => self
+                .runtime
+                .get_session_by_id(&id)?
+                .ok_or_else(|| RuntimeError::no_session_with_id(id).into()),
             SessionTarget::Pair { from, to } => {
-                let (from_team, to_team) = self.known_or_stored_pair(from, to)?;
-                match self.runtime.get_session(&from_team, &to_team)? {
+                let (from, to) = self.known_or_stored_pair(from, to)?;
+                match self.runtime.get_session(&from, &to)? {
                     Some(record) => Ok((*record).clone()),
-                    None => Err(RuntimeError::no_session_for(Pair::new(from_team, to_team)).into()),
+                    None => Err(RuntimeError::no_session_for(Pair::new(from, to)).into()),
                 }
             }
         }
     }
 
-    async fn teams(&self, from: Option<&str>) -> Result<Vec<TeamRow>, ApiError> {
+    async fn teams(&self, from: Option<TeamName>) -> Result<Vec<TeamRow>, ApiError> {
         let from = from.map(|name| self.team(name)).transpose()?;
         let mut rows = Vec::new();
         for (name, team) in self.runtime.config().teams() {
             let pair = match &from {
                 Some(from) if from != name => {
                     let status = self.runtime.status(from, name).await?;
-                    Some(status_reply(from.to_string(), name.to_string(), status))
+                    Some(status_reply(from.clone(), name.clone(), status))
                 }
                 _ => None,
             };
@@ -234,7 +209,7 @@ impl Service {
                     .to_string(),
             };
             rows.push(TeamRow {
-                name: name.to_string(),
+                name: name.clone(),
                 description: team.description.clone(),
                 path,
                 pair,
@@ -244,8 +219,7 @@ impl Service {
     }
 
     /// A configured team.
-    fn team(&self, name: &str) -> Result<TeamName, ApiError> {
-        let team = team_name(name)?;
+    fn team(&self, team: TeamName) -> Result<TeamName, ApiError> {
         if self.runtime.config().team(&team).is_none() {
             return Err(RuntimeError::UnknownTeam { team }.into());
         }
@@ -253,18 +227,21 @@ impl Service {
     }
 
     /// Two configured teams.
-    fn pair(&self, from: &str, to: &str) -> Result<(TeamName, TeamName), ApiError> {
+    fn pair(&self, from: TeamName, to: TeamName) -> Result<(TeamName, TeamName), ApiError> {
         Ok((self.team(from)?, self.team(to)?))
     }
 
-    /// Two valid names for reading what is stored: a pair whose team left the configuration
-    /// can still be read, but if it has no session, an unknown team is the better answer.
-    fn known_or_stored_pair(&self, from: &str, to: &str) -> Result<(TeamName, TeamName), ApiError> {
-        let (from_team, to_team) = (team_name(from)?, team_name(to)?);
-        if self.runtime.get_session(&from_team, &to_team)?.is_none() {
+    /// A pair for reading what is stored: a pair whose team left the configuration can still
+    /// be read, but if it has no session, an unknown team is the better answer.
+    fn known_or_stored_pair(
+        &self,
+        from: TeamName,
+        to: TeamName,
+    ) -> Result<(TeamName, TeamName), ApiError> {
+        if self.runtime.get_session(&from, &to)?.is_none() {
             return self.pair(from, to);
         }
-        Ok((from_team, to_team))
+        Ok((from, to))
     }
 }
 
@@ -329,30 +306,6 @@ pub fn shown_record(record: &mut iris_core::SessionRecord) {
     }
 }
 
-/// A valid team name (syntax only).
-fn team_name(name: &str) -> Result<TeamName, ApiError> {
-    TeamName::new(name).map_err(|e| ApiError::coded(&e))
-}
-
-/// A valid session id.
-fn session_id_of(text: &str) -> Result<SessionId, ApiError> {
-    SessionId::parse(text.trim()).map_err(|e| {
-        ApiError::new(
-            e.code(),
-            format!("{e}; `iris sessions list` shows the sessions and their ids"),
-        )
-    })
-}
-
-/// A known session status.
-fn status_of(text: &str) -> Result<SessionStatus, ApiError> {
-    SessionStatus::from_str(text.trim()).map_err(|e| ApiError::coded(&e))
-}
-
-fn validation(message: String) -> ApiError {
-    ApiError::new(ErrorCode::ValidationError, message)
-}
-
 /// The body of an error with a code.
 fn error_body(error: &(impl Coded + std::fmt::Display)) -> ApiErrorBody {
     ApiError::coded(error).error
@@ -362,15 +315,15 @@ fn error_body(error: &(impl Coded + std::fmt::Display)) -> ApiErrorBody {
 /// `accepted` with nothing yet; `caller_timeout` with the text streamed so far; `failed` with
 /// the turn's error code and message.
 pub fn tell_reply(
-    from: &str,
-    to: &str,
-    session_id: Option<String>,
+    from: TeamName,
+    to: TeamName,
+    session_id: Option<SessionId>,
     outcome: TellOutcome,
 ) -> TellReply {
-    let turn_id = outcome.turn_id().to_string();
+    let turn_id = outcome.turn_id();
     let mut reply = TellReply {
-        from: from.to_owned(),
-        to: to.to_owned(),
+        from,
+        to,
         session_id,
         turn_id,
         status: TellStatus::Completed,
@@ -384,7 +337,7 @@ pub fn tell_reply(
         TellOutcome::Completed(result) => {
             reply.response = result.text;
             reply.cost_usd = Some(result.cost_usd);
-            reply.usage = serde_json::to_value(result.usage).ok();
+            reply.usage = Some(result.usage);
             reply.duration_ms = Some(result.duration_ms);
         }
         TellOutcome::Accepted { .. } => reply.status = TellStatus::Accepted,
@@ -394,14 +347,10 @@ pub fn tell_reply(
         }
         TellOutcome::Failed { error, .. } => {
             reply.status = TellStatus::Failed;
-            reply.error = Some(turn_error_body(&error));
+            reply.error = Some(error_body(&error));
         }
     }
     reply
-}
-
-fn turn_error_body(error: &TurnError) -> ApiErrorBody {
-    error_body(error)
 }
 
 /// A deletion's reply; deleting a session that does not exist is `SESSION_NOT_FOUND`, so a
@@ -434,12 +383,12 @@ fn wake_entry(
 ) -> WakeAllEntry {
     match result {
         Ok(session) => WakeAllEntry {
-            to: team.to_string(),
+            to: team,
             session: Some(session),
             error: None,
         },
         Err(error) => WakeAllEntry {
-            to: team.to_string(),
+            to: team,
             session: None,
             error: Some(error_body(&error)),
         },
@@ -447,7 +396,7 @@ fn wake_entry(
 }
 
 /// A pair's status as the API shows it.
-pub fn status_reply(from: String, to: String, status: PairStatus) -> StatusReply {
+pub fn status_reply(from: TeamName, to: TeamName, status: PairStatus) -> StatusReply {
     StatusReply {
         from,
         to,
@@ -470,7 +419,7 @@ pub fn stats_reply(stats: RuntimeStats, counters: Vec<(String, u64)>) -> StatsRe
         live_processes: stats.live_processes,
         counters,
         containment: Some(stats.containment),
-        counters_of: crate::api::CountersOf::Node,
+        counters_of: CountersOf::Node,
         agent_cpu_seconds: stats
             .agent_cpu
             .iter()
@@ -486,9 +435,13 @@ mod tests {
     use std::time::Duration;
 
     use iris_core::{TurnId, UsageTotals};
-    use iris_runtime::TurnResult;
+    use iris_runtime::{TurnError, TurnResult};
 
     use super::*;
+
+    fn team(name: &str) -> TeamName {
+        TeamName::new(name).unwrap()
+    }
 
     #[test]
     fn a_completed_tell_carries_text_cost_usage_and_duration() {
@@ -508,14 +461,15 @@ mod tests {
             duration_ms: 12,
             num_turns: 1,
         });
-        let reply = tell_reply("alpha", "beta", Some("sid".into()), outcome);
+        let sid = SessionId::new_v4();
+        let reply = tell_reply(team("alpha"), team("beta"), Some(sid), outcome);
         assert_eq!(reply.status, TellStatus::Completed);
-        assert_eq!(reply.turn_id, turn_id.to_string());
-        assert_eq!(reply.session_id.as_deref(), Some("sid"));
+        assert_eq!(reply.turn_id, turn_id);
+        assert_eq!(reply.session_id, Some(sid));
         assert_eq!(reply.response, "echo: hello");
         assert_eq!(reply.cost_usd, Some(0.25));
         assert_eq!(reply.duration_ms, Some(12));
-        assert_eq!(reply.usage.as_ref().unwrap()["output_tokens"], 4);
+        assert_eq!(reply.usage.as_ref().unwrap().output_tokens, 4);
         assert!(reply.error.is_none());
         // `error` is absent (not null) unless the turn failed.
         let json = serde_json::to_value(&reply).unwrap();
@@ -539,16 +493,21 @@ mod tests {
     #[test]
     fn accepted_and_caller_timeout_carry_the_turn_id_and_the_text_so_far() {
         let turn_id = TurnId::new();
-        let accepted = tell_reply("a", "b", None, TellOutcome::Accepted { turn_id });
+        let accepted = tell_reply(
+            team("a"),
+            team("b"),
+            None,
+            TellOutcome::Accepted { turn_id },
+        );
         assert_eq!(
             (accepted.status, accepted.response.as_str()),
             (TellStatus::Accepted, "")
         );
-        assert_eq!(accepted.turn_id, turn_id.to_string());
+        assert_eq!(accepted.turn_id, turn_id);
         assert_eq!(accepted.cost_usd, None);
         let timeout = tell_reply(
-            "a",
-            "b",
+            team("a"),
+            team("b"),
             None,
             TellOutcome::CallerTimeout {
                 turn_id,
@@ -575,7 +534,7 @@ mod tests {
                 running_for_ms: 192_400,
             }),
         };
-        let reply = status_reply("a".into(), "b".into(), busy);
+        let reply = status_reply(team("a"), team("b"), busy);
         assert_eq!(
             reply.activity.as_ref().map(ToString::to_string).as_deref(),
             Some("running tool Bash for 3m12s")
@@ -606,7 +565,7 @@ mod tests {
             current_turn: None,
             activity: None,
         };
-        let json = serde_json::to_value(status_reply("a".into(), "b".into(), asleep)).unwrap();
+        let json = serde_json::to_value(status_reply(team("a"), team("b"), asleep)).unwrap();
         assert!(json.get("activity").is_none(), "{json}");
     }
 
@@ -646,8 +605,8 @@ mod tests {
         for (error, code) in cases {
             let message = error.to_string();
             let reply = tell_reply(
-                "a",
-                "b",
+                team("a"),
+                team("b"),
                 None,
                 TellOutcome::Failed {
                     turn_id: TurnId::new(),
@@ -659,25 +618,6 @@ mod tests {
             assert_eq!(body.code.as_str(), code);
             assert_eq!(body.message, message);
         }
-    }
-
-    #[test]
-    fn inputs_are_validated_into_stable_codes() {
-        let e = team_name("a b").unwrap_err();
-        assert_eq!(e.code().as_str(), "VALIDATION_ERROR");
-        assert!(e.error.message.contains("a b"), "{e}");
-
-        let e = session_id_of("not-a-uuid").unwrap_err();
-        assert_eq!(e.code().as_str(), "VALIDATION_ERROR");
-        assert!(e.error.message.contains("not-a-uuid"), "{e}");
-        assert!(e.error.message.contains("UUID"), "{e}");
-        let id = SessionId::new_v4();
-        assert_eq!(session_id_of(&format!(" {id} ")).unwrap(), id);
-
-        let e = status_of("sleeping").unwrap_err();
-        assert_eq!(e.code().as_str(), "VALIDATION_ERROR");
-        assert!(e.error.message.contains("active, idle"), "{e}");
-        assert_eq!(status_of("error").unwrap(), SessionStatus::Error);
     }
 
     #[test]
