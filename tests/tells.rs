@@ -165,6 +165,42 @@ async fn a_stalled_turn_is_killed_and_no_caller_hangs_in_any_wait_mode() {
     runtime.shutdown(Duration::from_secs(2)).await;
 }
 
+/// A caller that does not wait holds only a turn id, so the turn's first ledger row is durable
+/// before the id comes back: for a turn that starts at once (`running`) and for one queued
+/// behind it (`queued`). The store lingers a minute over unawaited writes here, so a row that
+/// was only queued for the store would not be readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_tells_turn_is_in_the_ledger_when_its_id_comes_back() {
+    let world = World::new();
+    let config = world.config(&["alpha", "beta"], fake_claude(), "");
+    let lingering = iris::store::StoreOptions {
+        linger: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let store = Store::open_with(world.db_path(), lingering).unwrap();
+    let runtime = Runtime::start(config, store).await.unwrap();
+    let (a, b) = (team("alpha"), team("beta"));
+    let mut ids = Vec::new();
+    for message in ["!sleep 400", "behind it"] {
+        let outcome = runtime
+            .tell(&a, &b, message, TellOptions::no_wait())
+            .await
+            .unwrap();
+        let TellOutcome::Accepted { turn_id } = outcome else {
+            panic!("expected accepted, got {outcome:?}");
+        };
+        let row = runtime.turn(&turn_id).unwrap();
+        assert!(
+            row.is_some(),
+            "the turn of {message:?} is not in the ledger"
+        );
+        ids.push(turn_id);
+    }
+    let behind = runtime.turn(&ids[1]).unwrap().unwrap();
+    assert_eq!(behind.status, TurnStatus::Queued, "{behind:?}");
+    runtime.shutdown(Duration::from_secs(2)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_fails_the_turn_at_once_and_the_next_tell_resumes_the_same_conversation() {
     let world = World::new();

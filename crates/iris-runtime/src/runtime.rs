@@ -278,7 +278,12 @@ impl Runtime {
             Wait::Complete => None,
             Wait::Timeout(limit) => Some(began + limit),
         };
-        let turn = self.submit_when_room(from, to, message, room_until).await?;
+        // A caller that does not wait for the end holds only the turn id: the turn's first
+        // ledger row is committed for it, so the id can be looked up at once.
+        let record_first_row = !matches!(options.wait, Wait::Complete);
+        let mut turn = self
+            .submit_waiting(from, to, message.into(), room_until, record_first_row)
+            .await?;
         let outcome = match options.wait {
             Wait::Async => TellOutcome::Accepted {
                 turn_id: turn.turn_id(),
@@ -293,9 +298,7 @@ impl Runtime {
             outcome,
             TellOutcome::Completed(_) | TellOutcome::Failed { .. }
         ) {
-            // The caller holds only a turn id; make sure the ledger can answer for it (the
-            // turn's rows are written without being awaited, and may linger).
-            self.shared.store.flush().await?;
+            self.first_row_recorded(&mut turn).await?;
         }
         Ok(Told {
             session_id: turn.session_id(),
@@ -314,14 +317,30 @@ impl Runtime {
         message: impl Into<String>,
         until: Option<tokio::time::Instant>,
     ) -> Result<TurnHandle, RuntimeError> {
-        let message = message.into();
+        self.submit_waiting(from, to, message.into(), until, false)
+            .await
+    }
+
+    /// [`Runtime::submit_when_room`], optionally with the turn's first row committed for the
+    /// caller (see [`Runtime::first_row_recorded`]).
+    async fn submit_waiting(
+        &self,
+        from: &TeamName,
+        to: &TeamName,
+        message: String,
+        until: Option<tokio::time::Instant>,
+        record_first_row: bool,
+    ) -> Result<TurnHandle, RuntimeError> {
         let room = self.shared.room(&Pair::new(from.clone(), to.clone()));
         loop {
             // Registered before the attempt, so room made while it runs is not missed.
             let freed = room.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            match self.try_submit(from, to, message.clone()).await {
+            match self
+                .try_submit(from, to, message.clone(), record_first_row)
+                .await
+            {
                 Err(full @ RuntimeError::QueueFull { .. }) => {
                     let waited = match until {
                         None => {
@@ -348,7 +367,7 @@ impl Runtime {
         to: &TeamName,
         message: impl Into<String>,
     ) -> Result<TurnHandle, RuntimeError> {
-        let submitted = self.try_submit(from, to, message).await;
+        let submitted = self.try_submit(from, to, message, false).await;
         if let Err(RuntimeError::QueueFull { .. }) = &submitted {
             self.shared.metrics.queue_full.inc();
         }
@@ -361,6 +380,7 @@ impl Runtime {
         from: &TeamName,
         to: &TeamName,
         message: impl Into<String>,
+        record_first_row: bool,
     ) -> Result<TurnHandle, RuntimeError> {
         self.shared.check_open()?;
         let message = message.into();
@@ -370,6 +390,7 @@ impl Runtime {
                 SessionMsg::Tell {
                     from: from.clone(),
                     message: message.clone(),
+                    record_first_row,
                     reply,
                 }
             })
@@ -377,11 +398,26 @@ impl Runtime {
         Ok(TurnHandle { ticket })
     }
 
+    /// Waits until the turn's first ledger row is durable, so its id can be looked up: the
+    /// commit the session made for it, not a flush of every session's writes. A turn whose
+    /// first row the store refused falls back to a flush, which reports the store's error.
+    async fn first_row_recorded(&self, turn: &mut TurnHandle) -> Result<(), RuntimeError> {
+        let pending = match turn.ticket.first_row.take() {
+            Some(written) => written.await.ok(),
+            None => None,
+        };
+        match pending {
+            Some(pending) => pending.outcome().await.map(drop)?,
+            None => self.shared.store.flush().await?,
+        }
+        Ok(())
+    }
+
     /// A turn from the ledger, by id: queued, running, or finished (also after a restart).
     ///
     /// A turn's `queued` and `running` rows are written without being awaited, so a turn
     /// submitted a moment ago may not be visible yet (at most the store's linger, 2 ms by
-    /// default); [`Runtime::tell`] returns a bare turn id only once its row is readable.
+    /// default); [`Runtime::tell`] returns a bare turn id only once its row is durable.
     pub fn turn(&self, turn_id: &TurnId) -> Result<Option<TurnRecord>, RuntimeError> {
         Ok(self.shared.store.turn(*turn_id)?)
     }

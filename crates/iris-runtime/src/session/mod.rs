@@ -8,56 +8,64 @@
 //! agent and the passivation of a session without one.
 
 mod agent;
-mod lifecycle;
-mod queue;
+mod control;
+mod ledger;
+mod phase;
+mod status;
+mod tell;
 mod transcript;
-mod turns;
+mod turn;
+mod worker;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use iris_agent::conversation::liveness::format_elapsed;
-use iris_agent::conversation::{Activity, Interrupter, TurnLimits};
+use iris_agent::conversation::{Activity, Interrupter};
 use iris_agent::process::StopGrace;
-use iris_core::{Pair, ProcessState, SessionId, SessionRecord, SessionStatus, Timestamp, TurnId};
-use iris_store::{Change, Mutation};
+use iris_core::{Pair, SessionId, SessionRecord};
+use iris_store::Change;
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
-use serde::{Deserialize, Serialize};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-pub(crate) use agent::{LaunchContext, Launched, LiveAgent};
+pub(crate) use agent::Launched;
+pub(crate) use ledger::{delete_session, mark_error};
+pub use status::{AgentActivity, Cancelled, Deletion, PairStatus};
 pub use transcript::TranscriptRemoval;
-pub(crate) use transcript::remove_transcript;
-pub(crate) use turns::{Ticket, TurnProgress};
-use turns::{Turn, WorkerDone};
+pub(crate) use turn::Ticket;
+#[cfg(test)]
+pub(crate) use turn::TurnProgress;
+
+use phase::{Job, Phase};
+use worker::WorkerDone;
 
 use crate::error::RuntimeError;
-use crate::pool::{PoolMsg, PoolNotice};
+use crate::pool::PoolNotice;
 use crate::shared::Shared;
-use crate::tell::{TellOutcome, TurnError};
 
-/// How soon a session tries again to reload its record when the store could not be read.
-const RESYNC_RETRY: Duration = Duration::from_secs(1);
-
-/// Messages a SessionActor handles: from callers (through the `Runtime`), from the pool, and from
-/// its own worker and timers. Local only: some carry live handles (the worker's agent, a pool
-/// permit), so none of them crosses a node.
+/// Messages a SessionActor handles, by family; each family's handlers live in their own file.
+/// Local only: the worker's carry a live agent, and the agent's pool permit travels with it, so
+/// none of them crosses a node.
 #[derive(Debug)]
 pub(crate) enum SessionMsg {
-    /// Apply changes to the record durably; reply with the record as stored.
-    Mutate {
-        changes: Vec<Change>,
-        reply: RpcReplyPort<Result<SessionRecord, RuntimeError>>,
-    },
-    /// Queue a turn.
+    // ----- tell (tell.rs): the turn queue -----
+    /// Queue a turn. `record_first_row`: its caller will hold only the turn id, so the
+    /// turn's first ledger row is committed promptly and the ticket can await that commit.
     Tell {
         from: iris_core::TeamName,
         message: String,
+        record_first_row: bool,
         reply: RpcReplyPort<Result<Ticket, RuntimeError>>,
     },
+    /// Interrupt the turn in flight; with `drop_queue`, cancel the queued turns too.
+    Cancel {
+        drop_queue: bool,
+        reply: RpcReplyPort<Cancelled>,
+    },
+
+    // ----- control (control.rs): the agent's lifecycle and the actor's -----
     /// Start the agent if it is not running; clears status `error`.
     Wake {
         reply: RpcReplyPort<Result<SessionRecord, RuntimeError>>,
@@ -68,32 +76,45 @@ pub(crate) enum SessionMsg {
         force: bool,
         reply: RpcReplyPort<Result<(), RuntimeError>>,
     },
-    /// Interrupt the turn in flight; with `drop_queue`, cancel the queued turns too.
-    Cancel {
-        drop_queue: bool,
-        reply: RpcReplyPort<Cancelled>,
-    },
     /// What the session is doing.
     Inspect { reply: RpcReplyPort<PairStatus> },
-    /// Stop the agent gracefully, then stop the actor.
-    Shutdown {
-        grace: StopGrace,
-        reply: RpcReplyPort<()>,
-    },
-    /// Stop the agent, delete the record (and the transcript, if asked), then stop the actor.
-    Delete {
-        delete_transcript: bool,
-        reply: RpcReplyPort<Result<Deletion, RuntimeError>>,
-    },
     /// Walk the original's compaction: `compacting`, `/compact` to a live agent, count reset,
     /// `active` (or `error` on failure). Queued behind the turns before it.
     Compact {
         reply: RpcReplyPort<Result<SessionRecord, RuntimeError>>,
     },
+    /// Stop the agent gracefully, then stop the actor.
+    Shutdown {
+        grace: StopGrace,
+        reply: RpcReplyPort<()>,
+    },
+    /// A shutdown's grace for the turn in flight has passed.
+    ShutdownDeadline,
+    /// Stop the agent, delete the record (and the transcript, if asked), then stop the actor.
+    Delete {
+        delete_transcript: bool,
+        reply: RpcReplyPort<Result<Deletion, RuntimeError>>,
+    },
+    /// The session's timer: idle timeout of the agent, or passivation without one.
+    Tick,
     /// The pool needs this session's process slot (sent only while it looked idle).
     Evict { permit: u64 },
     /// Check the agent process (from the pool's periodic health check).
     HealthCheck,
+    /// An agent being stopped in the background is gone.
+    Retired,
+
+    // ----- ledger (ledger.rs): the record -----
+    /// Apply changes to the record durably; reply with the record as stored.
+    Mutate {
+        changes: Vec<Change>,
+        reply: RpcReplyPort<Result<SessionRecord, RuntimeError>>,
+    },
+    /// A write the snapshot already shows failed (a turn's bookkeeping, on a full disk): reload
+    /// the record from the store, so what the session shows is what is durable.
+    Resync,
+
+    // ----- worker (worker.rs): the job in flight -----
     /// The worker started an agent for the job in flight.
     AgentUp {
         job: u64,
@@ -103,15 +124,7 @@ pub(crate) enum SessionMsg {
     },
     /// The worker finished the job in flight.
     TurnDone(Box<WorkerDone>),
-    /// An agent being stopped in the background is gone.
-    Retired,
-    /// The session's timer: idle timeout of the agent, or passivation without one.
-    Tick,
-    /// A shutdown's grace for the turn in flight has passed.
-    ShutdownDeadline,
-    /// A write the snapshot already shows failed (a turn's bookkeeping, on a full disk): reload
-    /// the record from the store, so what the session shows is what is durable.
-    Resync,
+
     /// Test hook: fail the actor as a panic would.
     #[cfg(feature = "testing")]
     Crash,
@@ -154,95 +167,6 @@ impl SessionHandle {
     }
 }
 
-/// The result of deleting a session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Deletion {
-    /// The deleted record, or `None` if there was none.
-    pub deleted: Option<SessionRecord>,
-    /// What happened to the transcript.
-    pub transcript: TranscriptRemoval,
-}
-
-/// What a cancel did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Cancelled {
-    /// Whether a turn was in flight and was interrupted.
-    pub interrupted: bool,
-    /// Queued turns that were cancelled.
-    pub dropped: usize,
-}
-
-/// What a pair's session is doing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PairStatus {
-    /// The session's record, if the pair has a session.
-    pub session: Option<SessionRecord>,
-    /// Whether its agent process is alive (or starting).
-    pub awake: bool,
-    /// Whether a turn is in flight.
-    pub busy: bool,
-    /// Turns waiting behind it.
-    pub queued: usize,
-    /// The turn in flight.
-    pub current_turn: Option<TurnId>,
-    /// What the agent is doing, when it is awake. (Absent from JSON written before it existed;
-    /// never skipped when written, so the non-self-describing encodings stay aligned.)
-    #[serde(default)]
-    pub activity: Option<AgentActivity>,
-}
-
-/// What a pair's agent is doing, as status shows it. Reads as "starting", "idle", "streaming"
-/// or "running tool Bash for 3m12s".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum AgentActivity {
-    /// The agent is being started for the job in flight.
-    Starting,
-    /// No turn is in flight.
-    Idle,
-    /// A turn is in flight and the model has the floor: it streams, or the agent waits for it.
-    Streaming,
-    /// A tool call is open (the oldest, when several are).
-    RunningTool {
-        /// The tool's name.
-        tool: String,
-        /// How long it has been running, in milliseconds.
-        running_for_ms: u64,
-    },
-}
-
-impl AgentActivity {
-    /// The activity a conversation published, seen now.
-    pub(crate) fn of(activity: &Activity) -> AgentActivity {
-        match activity {
-            Activity::Idle => AgentActivity::Idle,
-            Activity::Streaming => AgentActivity::Streaming,
-            Activity::RunningTool { name, since } => AgentActivity::RunningTool {
-                tool: name.clone(),
-                running_for_ms: u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX),
-            },
-        }
-    }
-}
-
-impl std::fmt::Display for AgentActivity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AgentActivity::Starting => f.write_str("starting"),
-            AgentActivity::Idle => f.write_str("idle"),
-            AgentActivity::Streaming => f.write_str("streaming"),
-            AgentActivity::RunningTool {
-                tool,
-                running_for_ms,
-            } => write!(
-                f,
-                "running tool {tool} for {}",
-                format_elapsed(Duration::from_millis(*running_for_ms))
-            ),
-        }
-    }
-}
-
 /// How a SessionActor starts.
 #[derive(Debug)]
 pub(crate) struct SessionArgs {
@@ -252,46 +176,6 @@ pub(crate) struct SessionArgs {
     pub shared: Arc<Shared>,
     /// Spawn the agent and complete its handshake before the actor counts as started.
     pub start_agent: bool,
-}
-
-/// Work waiting for the agent, in arrival order.
-#[derive(Debug)]
-enum Job {
-    Turn(Box<Turn>),
-    Wake(RpcReplyPort<Result<SessionRecord, RuntimeError>>),
-    /// A compaction, asked for (with its caller) or due by the compaction policy (without),
-    /// and the status to return to if it fails.
-    Compact(
-        Option<RpcReplyPort<Result<SessionRecord, RuntimeError>>>,
-        SessionStatus,
-    ),
-}
-
-/// A worker task, aborted when dropped: if the actor dies, its worker (and the agent the
-/// worker holds, whose group is killed on drop) goes with it.
-#[derive(Debug)]
-struct Worker(JoinHandle<()>);
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// The job on the worker.
-#[derive(Debug)]
-struct Running {
-    job: u64,
-    kind: Job,
-    worker: Worker,
-    /// Reaches the agent once it is up.
-    interrupter: Option<Interrupter>,
-    /// What the agent does, once it is up.
-    activity: Option<tokio::sync::watch::Receiver<Activity>>,
-    pgid: Option<u32>,
-    started: Instant,
-    /// Set when the turn was cancelled: what to report instead of its own ending.
-    cancelled: Option<TurnError>,
 }
 
 /// A pending `send_after`.
@@ -308,10 +192,9 @@ pub(crate) struct SessionState {
     last_activity: Instant,
     /// The one pending timer and when it fires; aborted when the actor stops.
     timer: Option<(Instant, Timer)>,
-    /// The agent while it is idle (the worker holds it during a job).
-    agent: Option<LiveAgent>,
-    idle_since: Instant,
-    running: Option<Box<Running>>,
+    /// Where the session stands, with the data valid there: the idle agent, the job on the
+    /// worker, the agent being stopped.
+    phase: Phase,
     queue: VecDeque<Job>,
     /// Jobs started, to match a worker's report to its job.
     jobs: u64,
@@ -319,17 +202,11 @@ pub(crate) struct SessionState {
     last_seq: Option<u64>,
     /// Agent crashes within the crash window.
     crashes: VecDeque<Instant>,
-    /// An agent being stopped in the background; no new one starts before it is gone.
-    retiring: Option<JoinHandle<()>>,
-    /// Sleep requests to answer once the agent is stopped.
+    /// Sleep requests, answered once the session is asleep.
     sleepers: Vec<RpcReplyPort<Result<(), RuntimeError>>>,
-    /// Stop the agent once the turn in flight ends.
-    sleep_after_turn: bool,
     /// The agent now running could not resume the conversation and started it again without
     /// its history; the next turn booked records it.
     history_lost: bool,
-    /// A shutdown waiting for the turn in flight.
-    stopping: Option<(StopGrace, RpcReplyPort<()>)>,
     /// An automatic compaction failed: none is tried again by this actor until a compaction
     /// succeeds (one asked for still runs), so a conversation the agent will not compact does
     /// not cost a model call after every turn. A later actor of the session tries once more.
@@ -365,18 +242,13 @@ impl Actor for SessionActor {
             myself,
             last_activity: Instant::now(),
             timer: None,
-            agent: None,
-            idle_since: Instant::now(),
-            running: None,
+            phase: Phase::Asleep,
             queue: VecDeque::new(),
             jobs: 0,
             last_seq: None,
             crashes: VecDeque::new(),
-            retiring: None,
             sleepers: Vec::new(),
-            sleep_after_turn: false,
             history_lost: false,
-            stopping: None,
             auto_compaction_paused: false,
             bookings: JoinSet::new(),
             room: Arc::new(tokio::sync::Notify::new()),
@@ -413,9 +285,7 @@ impl Actor for SessionActor {
         // Every async body is boxed: ractor keeps the handler future inline in the actor's
         // task, so the largest one would otherwise be paid by every idle actor (P5).
         Box::pin(state.dispatch_message(message)).await?;
-        if state.stopping.is_none() {
-            Box::pin(state.run_next()).await;
-        }
+        Box::pin(state.run_next()).await;
         if state.queued_turns() < queued {
             state.room.notify_waiters();
         }
@@ -444,12 +314,13 @@ impl SessionState {
             SessionMsg::Tell {
                 from,
                 message,
+                record_first_row,
                 reply,
             } => {
-                let ticket = self.tell(from, message).await;
-                if ticket.is_ok() && self.stopping.is_none() {
-                    // Start it now if it can start: its first ledger row is then queued for the
-                    // store before the caller holds its id (a flush after this reply covers it).
+                let ticket = self.tell(from, message, record_first_row).await;
+                if ticket.is_ok() {
+                    // Start it now if it can start: its first ledger row (`running`, not
+                    // `queued`) is then written before the caller holds its id.
                     Box::pin(self.run_next()).await;
                 }
                 let _ = reply.send(ticket);
@@ -471,16 +342,7 @@ impl SessionState {
                 let _ = reply.send(result);
                 self.myself.stop(Some("deleted".into()));
             }
-            SessionMsg::Compact { reply } => {
-                if let Err(error) = self.fail_fast() {
-                    let _ = reply.send(Err(error));
-                    return Ok(());
-                }
-                let previous = self.snapshot.load().status;
-                self.apply_or_log(vec![Change::SetStatus(SessionStatus::Compacting)])
-                    .await;
-                self.queue.push_back(Job::Compact(Some(reply), previous));
-            }
+            SessionMsg::Compact { reply } => self.compact(reply).await,
             SessionMsg::Evict { permit } => self.evict(permit),
             SessionMsg::HealthCheck => self.health_check().await,
             SessionMsg::AgentUp {
@@ -501,191 +363,11 @@ impl SessionState {
         }
         Ok(())
     }
-
-    // ----- the record -----
-
-    /// Writes `changes` durably, then republishes the snapshot.
-    async fn apply(&mut self, changes: Vec<Change>) -> Result<SessionRecord, RuntimeError> {
-        let record = self.shared.store.update_all(self.id, changes).await?;
-        self.publish(record.clone());
-        Ok(record)
-    }
-
-    async fn apply_or_log(&mut self, changes: Vec<Change>) {
-        if let Err(error) = self.apply(changes).await {
-            tracing::warn!(pair = %self.pair, session = %self.id, %error, "could not update the session record");
-        }
-    }
-
-    /// Records transient state (process state, current turn): published at once, written in
-    /// order behind earlier writes, not awaited.
-    async fn note(&mut self, changes: Vec<Change>) {
-        self.publish_changes(&changes);
-        self.enqueue(Mutation::Update {
-            session_id: self.id,
-            changes,
-        })
-        .await;
-    }
-
-    fn publish_changes(&mut self, changes: &[Change]) {
-        let mut record = (**self.snapshot.load()).clone();
-        for change in changes {
-            change.apply_to(&mut record);
-        }
-        self.publish(record);
-    }
-
-    fn publish(&mut self, record: SessionRecord) {
-        self.snapshot.store(Arc::new(record));
-    }
-
-    /// Replaces the snapshot's durable fields with the store's, after a write it had published
-    /// ahead of its commit failed. The transient fields (process state, current turn, agent
-    /// process) are this actor's own knowledge and stay. Turns still committing are waited for
-    /// first: their changes are published too, and are durable only once they land. If the
-    /// store cannot be read now (it is being reopened after a fault), this is tried again.
-    async fn resync(&mut self) {
-        self.settle_bookings().await;
-        let _ = self.shared.store.flush().await;
-        match self.shared.store.get_by_session_id(&self.id) {
-            Ok(Some(mut stored)) => {
-                let live = self.snapshot.load_full();
-                stored.process_state = live.process_state;
-                stored.current_turn = live.current_turn;
-                stored.agent_process = live.agent_process;
-                tracing::info!(pair = %self.pair, session = %self.id, message_count = stored.message_count, "the session record was reloaded from the store after a failed write");
-                self.publish(stored);
-            }
-            // Deleted meanwhile: the deletion stops this actor.
-            Ok(None) => {}
-            Err(error) => {
-                tracing::warn!(pair = %self.pair, session = %self.id, %error, "cannot reload the session record yet; trying again");
-                self.myself.send_after(RESYNC_RETRY, || SessionMsg::Resync);
-            }
-        }
-    }
-
-    /// Queues a write behind earlier ones without waiting for its commit.
-    async fn enqueue(&self, mutation: Mutation) {
-        if let Err(error) = self.shared.store.enqueue(mutation).await {
-            tracing::warn!(pair = %self.pair, session = %self.id, %error, "could not queue a write");
-        }
-    }
-
-    fn text_limit(&self) -> usize {
-        self.shared.config.settings().turn_text_limit.get()
-    }
-
-    fn retain(&self) -> u64 {
-        self.shared.config.settings().turn_retention.get() as u64
-    }
-}
-
-/// What a session records about an agent it started.
-fn launched_changes(launched: &Launched, state: ProcessState) -> Vec<Change> {
-    vec![
-        Change::SetProcessState(state),
-        Change::SetAgentProcess(Some(launched.mark)),
-        Change::SetDebugInfo {
-            launch_command: Some(launched.launch_command.clone()),
-            team_config_snapshot: Some(launched.team_config_snapshot.clone()),
-        },
-    ]
 }
 
 /// How long a Shutdown may take: the whole stop sequence plus a margin.
 pub(crate) fn shutdown_timeout(grace: &StopGrace) -> Duration {
     grace.after_stdin_close + grace.after_sigterm + grace.after_sigkill + Duration::from_secs(5)
-}
-
-/// Deletes `pair`'s session (only if it is session `expect`, when given): through its actor
-/// when one runs, else directly in the store (no other writer can exist: the registry holds the
-/// pair's key while this runs).
-///
-/// An actor that stopped before it took the deletion (it passivated a moment before) owns
-/// nothing any more: once it is gone, the record is deleted from the store directly, so
-/// passivation never surfaces as an error.
-pub(crate) async fn delete_session(
-    shared: &Arc<Shared>,
-    pair: &Pair,
-    expect: Option<SessionId>,
-    actor: Option<ActorRef<SessionMsg>>,
-    delete_transcript: bool,
-) -> Result<Deletion, RuntimeError> {
-    let limit = shutdown_timeout(&StopGrace::default());
-    if let Some(actor) = actor {
-        let answer = actor
-            .call(
-                |reply| SessionMsg::Delete {
-                    delete_transcript,
-                    reply,
-                },
-                Some(limit),
-            )
-            .await;
-        match answer {
-            Ok(ractor::rpc::CallResult::Success(Err(RuntimeError::ShuttingDown)))
-                if shared.check_open().is_ok() => {}
-            Ok(ractor::rpc::CallResult::Success(result)) => return result,
-            Ok(ractor::rpc::CallResult::Timeout) => {
-                return Err(RuntimeError::Timeout {
-                    what: format!("deleting session {pair}"),
-                });
-            }
-            _ if shared.check_open().is_err() => return Err(RuntimeError::ShuttingDown),
-            // Passivated before it saw the deletion.
-            _ => {}
-        }
-        // Its last writes are done once it has stopped.
-        if actor.wait(Some(limit)).await.is_err() {
-            return Err(RuntimeError::Timeout {
-                what: format!("deleting session {pair} (waiting for its actor to stop)"),
-            });
-        }
-    }
-    let Some(record) = shared
-        .store
-        .get_by_pair(pair)?
-        .filter(|r| expect.is_none_or(|id| r.session_id == id))
-    else {
-        return Ok(Deletion {
-            deleted: None,
-            transcript: TranscriptRemoval::NotRequested,
-        });
-    };
-    let deleted = shared.store.delete(record.session_id).await?;
-    let transcript = if delete_transcript {
-        remove_transcript(shared, pair, &record).await
-    } else {
-        TranscriptRemoval::NotRequested
-    };
-    Ok(Deletion {
-        deleted,
-        transcript,
-    })
-}
-
-/// Records durably that `pair`'s session failed too often.
-pub(crate) async fn mark_error(shared: Arc<Shared>, pair: Pair) {
-    let result = match shared.store.get_by_pair(&pair) {
-        Ok(Some(record)) => shared
-            .store
-            .update_all(
-                record.session_id,
-                vec![
-                    Change::SetStatus(SessionStatus::Error),
-                    Change::SetProcessState(ProcessState::Stopped),
-                ],
-            )
-            .await
-            .map(|_| ()),
-        Ok(None) => Ok(()),
-        Err(e) => Err(e),
-    };
-    if let Err(error) = result {
-        tracing::error!(%pair, %error, "could not record the session's error status");
-    }
 }
 
 #[cfg(test)]

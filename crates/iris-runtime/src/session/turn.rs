@@ -1,28 +1,20 @@
-//! Turns: what a queued tell carries, how its progress reaches callers, and the worker task
-//! that runs it against the agent while the actor's mailbox stays free.
+//! One turn: what a queued tell carries (its ledger row, built once), and how its progress
+//! (events, partial text, the outcome) reaches its callers.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use iris_agent::codec::{DecodedEvent, Event};
-use iris_agent::conversation::{AgentError, TurnLimits, TurnReport};
-use iris_agent::process::StopGrace;
-use iris_core::{
-    SessionId, SessionRecord, TeamName, Timestamp, TurnFailure, TurnId, TurnRecord, TurnStatus,
-    truncate_text,
-};
-use ractor::ActorRef;
-use tokio::sync::{broadcast, mpsc, watch};
+use iris_agent::codec::Event;
+use iris_core::{SessionId, TeamName, Timestamp, TurnId, TurnRecord, TurnStatus};
+use iris_store::PendingWrite;
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::Instant;
 
-use super::SessionMsg;
-use super::agent::{LaunchContext, LiveAgent};
-use crate::tell::{TellOutcome, TurnError, TurnEvent, TurnResult};
-use iris_core::Coded;
+use crate::tell::{TellOutcome, TurnEvent};
 
 /// Events a subscriber can fall behind by before it misses some.
-const EVENT_BUFFER: usize = 256;
+pub(super) const EVENT_BUFFER: usize = 256;
 
 /// The session's side of one turn's progress: it alone holds the senders, so callers see the
 /// channels close (and report `Interrupted`) if the session dies without finishing the turn.
@@ -44,11 +36,24 @@ pub(crate) struct Ticket {
     pub partial: Arc<Mutex<String>>,
     /// Subscribed before the turn could start, so nothing is missed.
     pub events: broadcast::Receiver<TurnEvent>,
+    /// The commit of the turn's first ledger row, when it was asked for (a caller that will
+    /// hold only the turn id must be able to look it up).
+    pub first_row: Option<oneshot::Receiver<PendingWrite>>,
 }
 
 impl TurnProgress {
     /// A new turn's progress in session `session_id`, and the caller's side of it.
+    #[cfg(test)]
     pub fn new(session_id: SessionId, turn_id: TurnId) -> (Arc<TurnProgress>, Ticket) {
+        Self::with_first_row(session_id, turn_id, None)
+    }
+
+    /// [`TurnProgress::new`], with the receiving end of the first row's commit in the ticket.
+    pub fn with_first_row(
+        session_id: SessionId,
+        turn_id: TurnId,
+        first_row: Option<oneshot::Receiver<PendingWrite>>,
+    ) -> (Arc<TurnProgress>, Ticket) {
         let (events, first) = broadcast::channel(EVENT_BUFFER);
         let (outcome, outcome_rx) = watch::channel(None);
         let partial = Arc::new(Mutex::new(String::new()));
@@ -58,6 +63,7 @@ impl TurnProgress {
             outcome: outcome_rx,
             partial: partial.clone(),
             events: first,
+            first_row,
         };
         let progress = Arc::new(TurnProgress {
             turn_id,
@@ -131,7 +137,7 @@ impl TurnProgress {
 /// ignores it) only the `assistant` events come. Each text block is taken once: from its
 /// deltas when it streamed, else from its `assistant` event. Blocks are joined with a newline.
 #[derive(Debug, Default)]
-pub(crate) struct PartialText {
+pub(super) struct PartialText {
     /// Text blocks that streamed as deltas and whose `assistant` event is still to come.
     streamed_blocks: usize,
     /// The current streamed block has produced text already.
@@ -168,7 +174,7 @@ impl PartialText {
 /// Turns the agent's events into tool start and end events: a `tool_use` block of an
 /// `assistant` event opens a call, a `tool_result` block of a later `user` event closes it.
 #[derive(Debug, Default)]
-pub(crate) struct ToolCalls {
+pub(super) struct ToolCalls {
     /// Open calls: tool use id → (tool name, when it opened).
     open: HashMap<String, (String, Instant)>,
 }
@@ -207,6 +213,9 @@ pub(crate) struct Turn {
     /// cut to the text limit): `queued`, then `running` from `start`.
     pub row: TurnRecord,
     pub progress: Arc<TurnProgress>,
+    /// Where the commit of the first row goes, when the caller asked for it: that row is then
+    /// written with `Store::send` rather than queued unawaited.
+    pub first_row: Option<oneshot::Sender<PendingWrite>>,
 }
 
 impl Turn {
@@ -218,6 +227,7 @@ impl Turn {
         message: String,
         text_limit: usize,
         progress: Arc<TurnProgress>,
+        first_row: Option<oneshot::Sender<PendingWrite>>,
     ) -> Turn {
         let row = TurnRecord::queued(
             session_id,
@@ -233,6 +243,7 @@ impl Turn {
             queued_instant: Instant::now(),
             row,
             progress,
+            first_row,
         }
     }
 
@@ -245,232 +256,6 @@ impl Turn {
         self.row.status = TurnStatus::Running;
         self.row.started_at = Some(Timestamp::now());
     }
-}
-
-/// What a worker brings back to its session.
-#[derive(Debug)]
-pub(crate) struct WorkerDone {
-    pub job: u64,
-    /// The agent, if it is still alive and usable.
-    pub agent: Option<LiveAgent>,
-    /// The turn's report (`None` for a job that only needed the agent up).
-    pub result: Result<Option<TurnReport>, TurnError>,
-    /// When the agent last said anything (kept in memory, persisted once per turn).
-    pub last_event_at: Option<Timestamp>,
-    /// How long the turn ran, from the message sent (after any spawn) to its end.
-    pub ran_for: Duration,
-}
-
-/// One job for a worker.
-#[derive(Debug)]
-pub(crate) struct WorkOrder {
-    pub launch: LaunchContext,
-    pub record: SessionRecord,
-    pub agent: Option<LiveAgent>,
-    pub job: u64,
-    /// The message to send; `None` only brings the agent up.
-    pub message: Option<String>,
-    pub progress: Option<Arc<TurnProgress>>,
-    /// The turn's limits (stall, tool and turn timeouts).
-    pub limits: TurnLimits,
-    pub myself: ActorRef<SessionMsg>,
-}
-
-/// Runs one job: starts the agent if there is none (telling the session as soon as it is up),
-/// sends the message, streams events to the turn's subscribers, and reports back.
-pub(crate) async fn work(order: WorkOrder) {
-    let myself = order.myself.clone();
-    let done = run(order).await;
-    let _ = myself.cast(SessionMsg::TurnDone(Box::new(done)));
-}
-
-async fn run(order: WorkOrder) -> WorkerDone {
-    let WorkOrder {
-        launch,
-        record,
-        agent,
-        job,
-        message,
-        progress,
-        limits,
-        myself,
-    } = order;
-    let done = |agent, result, last_event_at, ran_for| WorkerDone {
-        job,
-        agent,
-        result,
-        last_event_at,
-        ran_for,
-    };
-    let mut agent = match agent.filter(|a| !a.conversation.has_exited()) {
-        Some(agent) => agent,
-        None => match launch.start(&record).await {
-            Ok((agent, launched)) => {
-                let _ = myself.cast(SessionMsg::AgentUp {
-                    job,
-                    launched: Box::new(launched),
-                    interrupter: agent.conversation.interrupter(),
-                    activity: agent.conversation.activity(),
-                });
-                agent
-            }
-            Err(error) => return done(None, Err(error), None, Duration::ZERO),
-        },
-    };
-    let Some(message) = message else {
-        agent.permit.set_busy(false);
-        return done(Some(agent), Ok(None), None, Duration::ZERO);
-    };
-    agent.permit.set_busy(true);
-    let began = Instant::now();
-    let (sink, mut events) = mpsc::channel::<DecodedEvent>(EVENT_BUFFER);
-    let last_event = Mutex::new(None);
-    let turn = async {
-        let sink = sink;
-        agent.conversation.turn(&message, Some(&sink), limits).await
-    };
-    let forward = async {
-        let mut partial = PartialText::default();
-        let mut tools = ToolCalls::default();
-        while let Some(decoded) = events.recv().await {
-            *last_event.lock().unwrap_or_else(PoisonError::into_inner) = Some(Timestamp::now());
-            if let Some(progress) = &progress {
-                partial.feed(&decoded.event, progress);
-                tools.feed(&decoded.event, progress);
-            }
-        }
-    };
-    let (result, ()) = tokio::join!(turn, forward);
-    let ran_for = began.elapsed();
-    let last_event_at = last_event
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner);
-    let result = result.map(Some).map_err(agent_failure);
-    if agent.conversation.has_exited() || result.is_err() {
-        // Every turn error leaves the agent dead or killed (exit, stall, protocol breach, an
-        // interrupt it ignored): sweep its group (grandchildren) and give the slot back.
-        agent.stop(StopGrace::default()).await;
-        return done(None, result, last_event_at, ran_for);
-    }
-    agent.permit.set_busy(false);
-    done(Some(agent), result, last_event_at, ran_for)
-}
-
-/// The turn error an agent failure is reported as.
-pub(crate) fn agent_failure(error: AgentError) -> TurnError {
-    match error {
-        AgentError::Stalled { after } => TurnError::Timeout { after },
-        AgentError::ToolTimedOut {
-            tool, ran, limit, ..
-        } => TurnError::ToolTimeout { tool, ran, limit },
-        AgentError::TurnTimedOut { limit } => TurnError::TurnTimeout { limit },
-        AgentError::Exited { exit } | AgentError::ExitedBeforeReady { exit, .. } => {
-            TurnError::AgentExited {
-                code: exit.code,
-                signal: exit.signal,
-                stderr_tail: exit.stderr_tail,
-            }
-        }
-        AgentError::InterruptTimedOut { .. } => TurnError::Cancelled,
-        AgentError::NotRunning => TurnError::Interrupted {
-            reason: "the agent had stopped".into(),
-        },
-        other @ (AgentError::Spawn(_)
-        | AgentError::HandshakeTimeout { .. }
-        | AgentError::HandshakeRejected { .. }) => TurnError::Spawn {
-            code: other.code(),
-            reason: other.to_string(),
-        },
-        other => TurnError::Agent {
-            reason: other.to_string(),
-        },
-    }
-}
-
-/// The caller's outcome of a finished turn.
-pub(crate) fn outcome_of(
-    turn_id: TurnId,
-    result: &Result<Option<TurnReport>, TurnError>,
-) -> TellOutcome {
-    match result {
-        Ok(None) => TellOutcome::Failed {
-            turn_id,
-            error: TurnError::Agent {
-                reason: "no message was sent to the agent".into(),
-            },
-        },
-        Ok(Some(report)) if report.failed() => TellOutcome::Failed {
-            turn_id,
-            error: TurnError::ErrorResult {
-                subtype: report.result.subtype.clone(),
-                message: error_message(report),
-                api_error_status: report.result.api_error_status,
-            },
-        },
-        Ok(Some(report)) => {
-            let usage = report.usage_totals();
-            TellOutcome::Completed(TurnResult {
-                turn_id,
-                text: report.text.clone(),
-                subtype: report.result.subtype.clone(),
-                is_error: report.result.is_error,
-                cost_usd: usage.cost_usd,
-                usage,
-                duration_ms: report.result.duration_ms,
-                num_turns: report.result.num_turns,
-            })
-        }
-        Err(error) => TellOutcome::Failed {
-            turn_id,
-            error: error.clone(),
-        },
-    }
-}
-
-/// What an error result says: its text, else its `errors`, else the assistant's text.
-pub(crate) fn error_message(report: &TurnReport) -> String {
-    let result = &report.result;
-    match result.result.as_deref() {
-        Some(text) if !text.trim().is_empty() => text.to_owned(),
-        _ if !result.errors.is_empty() => result.errors.join("; "),
-        _ => report.text.clone(),
-    }
-}
-
-/// The final ledger row of a turn.
-pub(crate) fn finished_row(
-    mut row: TurnRecord,
-    outcome: &TellOutcome,
-    report: Option<&TurnReport>,
-    limit: usize,
-) -> TurnRecord {
-    row.finished_at = Some(Timestamp::now());
-    if let Some(report) = report {
-        let (text, truncated) = truncate_text(&report.text, limit);
-        row.text = Some(text);
-        row.text_truncated = truncated;
-        row.subtype = Some(report.result.subtype.clone());
-        row.is_error = report.failed();
-        row.usage = report.usage_totals();
-        row.duration_ms = Some(report.result.duration_ms);
-        row.num_turns = Some(report.result.num_turns);
-    }
-    match outcome {
-        TellOutcome::Completed(_) => row.status = TurnStatus::Completed,
-        TellOutcome::Failed { error, .. } => {
-            row.status = match error {
-                TurnError::Cancelled => TurnStatus::Cancelled,
-                TurnError::Interrupted { .. } => TurnStatus::Interrupted,
-                _ => TurnStatus::Failed,
-            };
-            row.error = Some(TurnFailure {
-                code: error.code(),
-                message: error.to_string(),
-            });
-        }
-        TellOutcome::Accepted { .. } | TellOutcome::CallerTimeout { .. } => {}
-    }
-    row
 }
 
 #[cfg(test)]

@@ -1,7 +1,23 @@
-//! Lifecycle of a session's agent: wake, sleep, cancel, eviction, health check, the timer
-//! (idle timeout and passivation), shutdown, deletion and compaction.
+//! The control family: the agent's lifecycle (wake, sleep, eviction, health, the idle and
+//! passivation timer) and the actor's (shutdown, deletion), and compaction.
 
-use super::*;
+use std::time::Duration;
+
+use iris_agent::process::StopGrace;
+use iris_core::{ProcessState, SessionRecord, SessionStatus, Timestamp};
+use iris_store::Change;
+use ractor::RpcReplyPort;
+use tokio::time::Instant;
+
+use super::agent::LaunchContext;
+use super::ledger::launched_changes;
+use super::phase::{Job, Phase};
+use super::status::{AgentActivity, Deletion, PairStatus};
+use super::transcript::{TranscriptRemoval, remove_transcript};
+use super::{SessionMsg, SessionState};
+use crate::error::RuntimeError;
+use crate::pool::PoolMsg;
+use crate::tell::TurnError;
 
 impl SessionState {
     /// Starts the agent now (eager creation), in `pre_start`.
@@ -18,7 +34,7 @@ impl SessionState {
             .await
             .map_err(|e| self.start_error(&e))?;
         agent.permit.set_busy(false);
-        self.agent = Some(agent);
+        self.phase = Phase::idle_or_asleep(Some(agent));
         // Transient state, not awaited: a lost mark is covered by the guardian and PDEATHSIG.
         self.note(launched_changes(&launched, ProcessState::Idle))
             .await;
@@ -35,7 +51,7 @@ impl SessionState {
     }
 
     pub(super) async fn wake(&mut self, reply: RpcReplyPort<Result<SessionRecord, RuntimeError>>) {
-        if self.stopping.is_some() {
+        if self.phase.is_stopping() {
             let _ = reply.send(Err(RuntimeError::ShuttingDown));
             return;
         }
@@ -55,15 +71,23 @@ impl SessionState {
     ) {
         self.fail_queued(TurnError::Cancelled).await;
         self.sleepers.push(reply);
-        if self.running.is_some() {
-            self.sleep_after_turn = true;
-            if force {
-                self.cancel_running(TurnError::Cancelled).await;
+        match &mut self.phase {
+            Phase::Working { sleep_after, .. } | Phase::Stopping { sleep_after, .. } => {
+                *sleep_after = true;
+                if force {
+                    self.cancel_running(TurnError::Cancelled).await;
+                }
             }
-            return;
+            Phase::Idle { .. } => self.retire_agent("put to sleep"),
+            Phase::Asleep | Phase::Retiring { .. } | Phase::Stopped => {}
         }
-        self.retire_agent("put to sleep");
-        if self.retiring.is_none() {
+        self.answer_sleepers_if_asleep();
+    }
+
+    /// Answers the sleep requests once the session has no agent (`retired` answers them when
+    /// an agent being stopped is gone).
+    pub(super) fn answer_sleepers_if_asleep(&mut self) {
+        if matches!(self.phase, Phase::Asleep | Phase::Stopped) {
             self.answer_sleepers();
         }
     }
@@ -74,131 +98,53 @@ impl SessionState {
         }
     }
 
-    pub(super) async fn cancel(&mut self, drop_queue: bool) -> Cancelled {
-        let dropped = if drop_queue {
-            self.fail_queued(TurnError::Cancelled).await
-        } else {
-            0
-        };
-        let interrupted = self.running.is_some();
-        if interrupted {
-            self.cancel_running(TurnError::Cancelled).await;
-        }
-        Cancelled {
-            interrupted,
-            dropped,
-        }
-    }
-
-    /// Interrupts the job in flight and reports `reason` for it. An agent that is still
-    /// starting has nothing to interrupt: the worker is aborted, which kills it.
-    pub(super) async fn cancel_running(&mut self, reason: TurnError) {
-        let Some(running) = self.running.as_mut() else {
-            return;
-        };
-        running.cancelled.get_or_insert(reason.clone());
-        match &running.interrupter {
-            Some(interrupter) => interrupter.interrupt(),
-            None => self.abort_running(reason).await,
-        }
-    }
-
-    /// Aborts the worker (dropping the agent it holds kills the agent's group) and finishes
-    /// its job as if the worker had reported `reason`.
-    pub(super) async fn abort_running(&mut self, reason: TurnError) {
-        let Some(running) = self.running.as_ref() else {
-            return;
-        };
-        running.worker.0.abort();
-        let done = WorkerDone {
-            job: running.job,
-            agent: None,
-            result: Err(reason),
-            last_event_at: None,
-            ran_for: running.started.elapsed(),
-        };
-        self.job_done(done).await;
-    }
-
-    /// Cancels every queued turn with `error`; returns how many there were.
-    pub(super) async fn fail_queued(&mut self, error: TurnError) -> usize {
-        let mut failed = 0;
-        for job in std::mem::take(&mut self.queue) {
-            match job {
-                Job::Turn(turn) => {
-                    failed += 1;
-                    let outcome = TellOutcome::Failed {
-                        turn_id: turn.id(),
-                        error: error.clone(),
-                    };
-                    let row =
-                        turns::finished_row(turn.row.clone(), &outcome, None, self.text_limit());
-                    self.enqueue(Mutation::PutTurn {
-                        turn: row,
-                        retain: self.retain(),
-                    })
-                    .await;
-                    turn.progress.finish(outcome);
-                }
-                Job::Wake(reply) => {
-                    let _ = reply.send(Err(RuntimeError::Busy {
-                        pair: self.pair.clone(),
-                        what: format!("dropping its queue ({error})"),
-                    }));
-                }
-                Job::Compact(reply, previous) => {
-                    // It never ran: the status it set goes back.
-                    self.apply_or_log(vec![Change::SetStatus(previous)]).await;
-                    if let Some(reply) = reply {
-                        let _ = reply.send(Err(RuntimeError::Busy {
-                            pair: self.pair.clone(),
-                            what: format!("dropping its queue ({error})"),
-                        }));
-                    }
-                }
-            }
-        }
-        failed
-    }
-
     pub(super) fn inspect(&self) -> PairStatus {
-        let current_turn = self.running.as_ref().and_then(|r| match &r.kind {
+        let running = self.phase.running();
+        let current_turn = running.and_then(|r| match &r.kind {
             Job::Turn(turn) => Some(turn.id()),
             _ => None,
         });
         // Read from the conversation's watch: the worker that holds the agent is not asked.
-        let activity = match &self.running {
+        let activity = match running {
             Some(running) => Some(match &running.activity {
                 Some(activity) => AgentActivity::of(&activity.borrow()),
                 None => AgentActivity::Starting,
             }),
-            None => self.agent.as_ref().map(|_| AgentActivity::Idle),
+            None => self.phase.idle_agent().map(|_| AgentActivity::Idle),
         };
         PairStatus {
             session: Some((**self.snapshot.load()).clone()),
-            awake: self.agent.is_some() || self.running.is_some(),
-            busy: self.running.is_some(),
+            awake: self.phase.idle_agent().is_some() || running.is_some(),
+            busy: running.is_some(),
             queued: self.queue.len(),
             current_turn,
             activity,
         }
     }
 
-    /// Stops the idle agent in the background; the slot returns when it is gone.
+    /// Stops the idle agent in the background (idle → retiring); the slot returns when it is
+    /// gone.
     pub(super) fn retire_agent(&mut self, why: &'static str) {
-        let Some(agent) = self.agent.take() else {
+        let Some(agent) = self.phase.take_idle_agent() else {
             return;
         };
         tracing::info!(pair = %self.pair, session = %self.id, pid = agent.mark().pid, why, "stopping the agent");
         let myself = self.myself.clone();
-        self.retiring = Some(tokio::spawn(async move {
-            agent.stop(StopGrace::default()).await;
-            let _ = myself.cast(SessionMsg::Retired);
-        }));
+        self.phase = Phase::Retiring {
+            stop: tokio::spawn(async move {
+                agent.stop(StopGrace::default()).await;
+                let _ = myself.cast(SessionMsg::Retired);
+            }),
+        };
     }
 
+    /// The agent being stopped is gone: retiring → asleep.
     pub(super) async fn retired(&mut self) {
-        self.retiring = None;
+        if !matches!(self.phase, Phase::Retiring { .. }) {
+            // A shutdown or deletion already waited for it.
+            return;
+        }
+        self.phase = Phase::Asleep;
         self.note(vec![
             Change::SetProcessState(ProcessState::Stopped),
             Change::SetAgentProcess(None),
@@ -208,22 +154,23 @@ impl SessionState {
     }
 
     pub(super) fn evict(&mut self, permit: u64) {
-        if self.retiring.is_some() {
+        match self.phase {
             // Already stopping: the slot comes back when it is gone.
-            return;
-        }
-        if self.running.is_none() && self.agent.is_some() {
-            self.shared.metrics.evictions.inc();
-            self.retire_agent("evicted to free a process slot");
-        } else {
-            let _ = self.shared.pool.cast(PoolMsg::Declined { id: permit });
+            Phase::Retiring { .. } => {}
+            Phase::Idle { .. } => {
+                self.shared.metrics.evictions.inc();
+                self.retire_agent("evicted to free a process slot");
+            }
+            Phase::Asleep | Phase::Working { .. } | Phase::Stopping { .. } | Phase::Stopped => {
+                let _ = self.shared.pool.cast(PoolMsg::Declined { id: permit });
+            }
         }
     }
 
     pub(super) async fn health_check(&mut self) {
         let shared = self.shared.clone();
         let settings = shared.config.settings();
-        if let Some(agent) = &self.agent {
+        if let Some(agent) = self.phase.idle_agent() {
             let pgid = agent.mark().pgid;
             if agent.conversation.has_exited() || !group_alive(pgid).await {
                 tracing::warn!(pair = %self.pair, session = %self.id, pgid, "health check: the idle agent is gone");
@@ -231,7 +178,7 @@ impl SessionState {
                 self.retire_agent("its process is gone");
             }
         }
-        let Some(running) = self.running.as_ref() else {
+        let Some(running) = self.phase.running() else {
             return;
         };
         let age = running.started.elapsed();
@@ -288,21 +235,22 @@ impl SessionState {
         }
     }
 
-    // ----- timers -----
-
     /// When the timer should next fire: the idle timeout of an idle agent, or passivation of a
     /// session with nothing alive.
     pub(super) fn deadline(&self) -> Option<Instant> {
-        if self.running.is_some() || self.retiring.is_some() || !self.queue.is_empty() {
+        if !self.queue.is_empty() {
             return None;
         }
-        if self.agent.is_some() {
-            let team = self.shared.config.team(&self.pair.to)?;
-            return Some(
-                self.idle_since + team.effective_idle_timeout(self.shared.config.settings()),
-            );
+        match &self.phase {
+            Phase::Idle { since, .. } => {
+                let team = self.shared.config.team(&self.pair.to)?;
+                Some(*since + team.effective_idle_timeout(self.shared.config.settings()))
+            }
+            Phase::Asleep => {
+                Some(self.last_activity + self.shared.config.settings().passivate_after)
+            }
+            _ => None,
         }
-        Some(self.last_activity + self.shared.config.settings().passivate_after)
     }
 
     /// Keeps one timer armed no later than the current deadline. Later deadlines do not
@@ -335,7 +283,7 @@ impl SessionState {
         if Instant::now() < deadline {
             return; // rearm() sets the timer for the time left
         }
-        if self.agent.is_some() {
+        if self.phase.idle_agent().is_some() {
             self.shared.metrics.idle_stops.inc();
             self.retire_agent("idle timeout");
         } else {
@@ -344,28 +292,39 @@ impl SessionState {
         }
     }
 
-    // ----- stopping -----
-
     pub(super) async fn shutdown(&mut self, grace: StopGrace, reply: RpcReplyPort<()>) {
         self.fail_queued(TurnError::Interrupted {
             reason: "the node is shutting down".into(),
         })
         .await;
-        if self.running.is_some() {
-            // Let the turn in flight finish within the grace; job_done completes the shutdown.
-            self.stopping = Some((grace, reply));
-            // The timer ends by itself; if the actor stops first, its message goes nowhere.
-            drop(
-                self.myself
-                    .send_after(grace.after_stdin_close, || SessionMsg::ShutdownDeadline),
-            );
-            return;
+        match std::mem::replace(&mut self.phase, Phase::Stopped) {
+            Phase::Working {
+                running,
+                sleep_after,
+            } => {
+                // Let the turn in flight finish within the grace; job_done completes the
+                // shutdown.
+                self.phase = Phase::Stopping {
+                    running,
+                    sleep_after,
+                    grace,
+                    reply,
+                };
+                // The timer ends by itself; if the actor stops first, its message goes nowhere.
+                drop(
+                    self.myself
+                        .send_after(grace.after_stdin_close, || SessionMsg::ShutdownDeadline),
+                );
+            }
+            other => {
+                self.phase = other;
+                self.finish_shutdown(grace, reply).await;
+            }
         }
-        self.finish_shutdown(grace, reply).await;
     }
 
     pub(super) async fn shutdown_deadline(&mut self) {
-        if self.stopping.is_some() && self.running.is_some() {
+        if matches!(self.phase, Phase::Stopping { .. }) {
             self.abort_running(TurnError::Interrupted {
                 reason: "the node shut down before the turn finished".into(),
             })
@@ -373,22 +332,29 @@ impl SessionState {
         }
     }
 
+    /// Stops the agent and the actor: → stopped.
     pub(super) async fn finish_shutdown(&mut self, grace: StopGrace, reply: RpcReplyPort<()>) {
         self.stop_agent(grace).await;
+        self.phase = Phase::Stopped;
         self.settle_bookings().await;
         let _ = reply.send(());
         self.myself.stop(Some("shutdown".into()));
     }
 
-    /// Stops the agent, if any (waiting for it), and records that it is gone.
+    /// Stops the agent, if any (waiting for it), and records that it is gone: idle or
+    /// retiring → asleep. A job in flight is not touched (its worker holds the agent).
     pub(super) async fn stop_agent(&mut self, grace: StopGrace) {
-        if let Some(retiring) = self.retiring.take() {
-            let _ = retiring.await;
+        match std::mem::replace(&mut self.phase, Phase::Asleep) {
+            // Its `Retired` may never be handled now: the stop is recorded here.
+            Phase::Retiring { stop } => {
+                let _ = stop.await;
+            }
+            Phase::Idle { agent, .. } => agent.stop(grace).await,
+            other => {
+                self.phase = other;
+                return;
+            }
         }
-        let Some(agent) = self.agent.take() else {
-            return;
-        };
-        agent.stop(grace).await;
         self.apply_or_log(vec![
             Change::SetProcessState(ProcessState::Stopped),
             Change::SetAgentProcess(None),
@@ -410,6 +376,7 @@ impl SessionState {
         })
         .await;
         self.stop_agent(StopGrace::default()).await;
+        self.phase = Phase::Stopped;
         let deleted = self.shared.store.delete(self.id).await?;
         let transcript = if delete_transcript {
             remove_transcript(&self.shared, &self.pair, &self.snapshot.load()).await
@@ -433,15 +400,12 @@ impl SessionState {
             reason: "the session stopped".into(),
         };
         self.fail_queued(reason.clone()).await;
-        if self.running.is_some() {
-            self.abort_running(reason).await;
-        }
+        self.abort_running(reason).await;
         self.stop_agent(StopGrace::default()).await;
+        self.phase = Phase::Stopped;
         self.settle_bookings().await;
         self.answer_sleepers();
     }
-
-    // ----- compaction -----
 
     /// The end of a compaction: the count is reset only when the agent confirmed it; a failed
     /// one changes nothing but its cost (the status goes back to what it was).
@@ -475,6 +439,43 @@ impl SessionState {
                 })
             }
         }
+    }
+    /// Queues the compaction a caller asked for, behind the jobs already queued.
+    pub(super) async fn compact(
+        &mut self,
+        reply: RpcReplyPort<Result<SessionRecord, RuntimeError>>,
+    ) {
+        if let Err(error) = self.refuse_new_work() {
+            let _ = reply.send(Err(error));
+            return;
+        }
+        let previous = self.snapshot.load().status;
+        self.apply_or_log(vec![Change::SetStatus(SessionStatus::Compacting)])
+            .await;
+        self.queue.push_back(Job::Compact(Some(reply), previous));
+    }
+
+    /// Queues a compaction when the compaction policy says the conversation has grown enough
+    /// (`[settings.compaction]`), after a turn: never on a plain mutation of the count, never
+    /// while one is queued or the session is not `active`, and not again after an automatic one
+    /// failed (until one succeeds). It runs after the turns already queued.
+    pub(super) async fn compact_if_due(&mut self) {
+        let record = self.snapshot.load_full();
+        let policy = &self.shared.config.settings().compaction;
+        let queued = self.queue.iter().any(|job| matches!(job, Job::Compact(..)));
+        if self.auto_compaction_paused
+            || queued
+            || self.phase.is_stopping()
+            || record.status != SessionStatus::Active
+            || !policy.should_compact(&record, Timestamp::now())
+        {
+            return;
+        }
+        tracing::info!(pair = %self.pair, session = %self.id, messages = record.message_count, "the conversation is due for compaction by the compaction policy");
+        self.apply_or_log(vec![Change::SetStatus(SessionStatus::Compacting)])
+            .await;
+        self.queue
+            .push_back(Job::Compact(None, SessionStatus::Active));
     }
 }
 

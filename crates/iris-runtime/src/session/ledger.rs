@@ -1,0 +1,398 @@
+//! The ledger family: the session's record (durable changes, transient notes, the published
+//! snapshot, reloading it after a failed write) and each turn's bookkeeping, booked durably
+//! before its callers hear of it. Also the deletion and error marking the registry does for a
+//! pair without a live actor.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use iris_agent::conversation::TurnReport;
+use iris_agent::process::StopGrace;
+use iris_core::{
+    Coded, Pair, ProcessState, SessionId, SessionRecord, SessionStatus, Timestamp, TurnFailure,
+    TurnRecord, TurnStatus, truncate_text,
+};
+use iris_store::{Change, Mutation, PendingWrite};
+use ractor::ActorRef;
+use tokio::sync::oneshot;
+
+use super::agent::Launched;
+use super::status::Deletion;
+use super::transcript::{TranscriptRemoval, remove_transcript};
+use super::turn::Turn;
+use super::worker::WorkerDone;
+use super::{SessionMsg, SessionState, shutdown_timeout};
+use crate::error::RuntimeError;
+use crate::shared::Shared;
+use crate::tell::{TellOutcome, TurnError};
+
+impl SessionState {
+    /// Writes `changes` durably, then republishes the snapshot.
+    pub(super) async fn apply(
+        &mut self,
+        changes: Vec<Change>,
+    ) -> Result<SessionRecord, RuntimeError> {
+        let record = self.shared.store.update_all(self.id, changes).await?;
+        self.publish(record.clone());
+        Ok(record)
+    }
+
+    pub(super) async fn apply_or_log(&mut self, changes: Vec<Change>) {
+        if let Err(error) = self.apply(changes).await {
+            tracing::warn!(pair = %self.pair, session = %self.id, %error, "could not update the session record");
+        }
+    }
+
+    /// Records transient state (process state, current turn): published at once, written in
+    /// order behind earlier writes, not awaited.
+    pub(super) async fn note(&mut self, changes: Vec<Change>) {
+        self.publish_changes(&changes);
+        self.enqueue(Mutation::Update {
+            session_id: self.id,
+            changes,
+        })
+        .await;
+    }
+
+    pub(super) fn publish_changes(&mut self, changes: &[Change]) {
+        let mut record = (**self.snapshot.load()).clone();
+        for change in changes {
+            change.apply_to(&mut record);
+        }
+        self.publish(record);
+    }
+
+    pub(super) fn publish(&mut self, record: SessionRecord) {
+        self.snapshot.store(Arc::new(record));
+    }
+
+    /// Replaces the snapshot's durable fields with the store's, after a write it had published
+    /// ahead of its commit failed. The transient fields (process state, current turn, agent
+    /// process) are this actor's own knowledge and stay. Turns still committing are waited for
+    /// first: their changes are published too, and are durable only once they land. If the
+    /// store cannot be read now (it is being reopened after a fault), this is tried again.
+    pub(super) async fn resync(&mut self) {
+        self.settle_bookings().await;
+        let _ = self.shared.store.flush().await;
+        match self.shared.store.get_by_session_id(&self.id) {
+            Ok(Some(mut stored)) => {
+                let live = self.snapshot.load_full();
+                stored.process_state = live.process_state;
+                stored.current_turn = live.current_turn;
+                stored.agent_process = live.agent_process;
+                tracing::info!(pair = %self.pair, session = %self.id, message_count = stored.message_count, "the session record was reloaded from the store after a failed write");
+                self.publish(stored);
+            }
+            // Deleted meanwhile: the deletion stops this actor.
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(pair = %self.pair, session = %self.id, %error, "cannot reload the session record yet; trying again");
+                self.myself.send_after(RESYNC_RETRY, || SessionMsg::Resync);
+            }
+        }
+    }
+
+    /// Writes a turn's first ledger row: with `Store::send` when its caller asked to be able
+    /// to await it ([`Turn::first_row`]), else queued without waiting.
+    pub(super) async fn write_first_row(&self, turn: &mut Turn, row: Mutation) {
+        match turn.first_row.take() {
+            Some(waiter) => self.send_first_row(waiter, row).await,
+            None => self.enqueue(row).await,
+        }
+    }
+
+    /// Submits a turn's first row and hands its pending commit to the caller's ticket. If the
+    /// store refuses it, the waiter is dropped: the caller then waits for a flush instead,
+    /// which reports the store's error.
+    pub(super) async fn send_first_row(
+        &self,
+        waiter: oneshot::Sender<PendingWrite>,
+        row: Mutation,
+    ) {
+        match self.shared.store.send(row).await {
+            Ok(pending) => {
+                let _ = waiter.send(pending);
+            }
+            Err(error) => {
+                tracing::warn!(pair = %self.pair, session = %self.id, %error, "could not queue a turn's first row");
+            }
+        }
+    }
+
+    /// Queues a write behind earlier ones without waiting for its commit.
+    pub(super) async fn enqueue(&self, mutation: Mutation) {
+        if let Err(error) = self.shared.store.enqueue(mutation).await {
+            tracing::warn!(pair = %self.pair, session = %self.id, %error, "could not queue a write");
+        }
+    }
+
+    pub(super) fn text_limit(&self) -> usize {
+        self.shared.config.settings().turn_text_limit.get()
+    }
+
+    pub(super) fn retain(&self) -> u64 {
+        self.shared.config.settings().turn_retention.get() as u64
+    }
+    /// Writes a finished turn's bookkeeping durably, then answers its callers.
+    pub(super) async fn book_turn(
+        &mut self,
+        turn: Turn,
+        cancelled: Option<TurnError>,
+        done: &WorkerDone,
+        process_state: ProcessState,
+    ) {
+        let report = done.result.as_ref().ok().and_then(Option::as_ref);
+        let outcome = match cancelled {
+            Some(reason) => TellOutcome::Failed {
+                turn_id: turn.id(),
+                error: reason,
+            },
+            None => super::worker::outcome_of(turn.id(), &done.result),
+        };
+        let now = Timestamp::now();
+        let mut changes = vec![
+            Change::SetCurrentTurn(None),
+            Change::SetProcessState(process_state),
+            Change::TouchLastUsed(now),
+        ];
+        if process_state == ProcessState::Stopped {
+            changes.push(Change::SetAgentProcess(None));
+        }
+        if let Some(at) = done.last_event_at {
+            changes.push(Change::SetLastResponse(at));
+        }
+        if let Some(report) = report {
+            changes.push(Change::AddUsage(report.usage_totals()));
+            if let Some(id) = &report.session_id
+                && self.snapshot.load().agent_session_id.as_deref() != Some(id.as_str())
+                && (report.session_id_changed || *id != self.id.to_string())
+            {
+                changes.push(Change::SetAgentSessionId(Some(id.clone())));
+            }
+        }
+        let metrics = &self.shared.metrics;
+        match &outcome {
+            TellOutcome::Completed(_) => {
+                changes.push(Change::IncrementMessageCount(1));
+                metrics.turns_completed.inc();
+            }
+            TellOutcome::Failed {
+                error: TurnError::Cancelled,
+                ..
+            } => metrics.turns_cancelled.inc(),
+            _ => {
+                changes.push(Change::AddFailedTurns(1));
+                metrics.turns_failed.inc();
+            }
+        }
+        metrics.turn_time.observe(done.ran_for);
+        let mut row = finished_row(turn.row.clone(), &outcome, report, self.text_limit());
+        row.history_lost = std::mem::take(&mut self.history_lost);
+        // Published now (the store applies the same changes in the same order); queued now, so
+        // every later write of this session lands after it; awaited by its own task, so the
+        // next turn runs while this one's commit is on its way. Its callers hear the outcome
+        // only once the write is durable.
+        self.publish_changes(&changes);
+        let sent = self
+            .shared
+            .store
+            .send(Mutation::RecordTurn {
+                session_id: self.id,
+                changes,
+                turn: row,
+                retain: self.retain(),
+            })
+            .await;
+        let (pair, id, myself) = (self.pair.clone(), self.id, self.myself.clone());
+        self.bookings.spawn(async move {
+            let durable = match sent {
+                Ok(pending) => pending.outcome().await.map(drop),
+                Err(error) => Err(error),
+            };
+            // No acknowledgement without a commit: a turn whose bookkeeping is not durable
+            // fails with the store's error, whatever the agent answered.
+            let outcome = match durable {
+                Ok(()) => outcome,
+                Err(error) => {
+                    tracing::error!(%pair, session = %id, turn = %turn.id(), %error, "could not record the turn's bookkeeping; the turn fails");
+                    // The snapshot already counts it: the actor reloads what is durable.
+                    let _ = myself.cast(SessionMsg::Resync);
+                    TellOutcome::Failed {
+                        turn_id: turn.id(),
+                        error: TurnError::Store {
+                            code: iris_core::Coded::code(&error),
+                            message: error.to_string(),
+                        },
+                    }
+                }
+            };
+            tracing::info!(%pair, session = %id, turn = %turn.id(), outcome = outcome_name(&outcome), "turn finished");
+            turn.progress.finish(outcome);
+        });
+        // Reap the bookings already done, so the set holds only those in flight.
+        while self.bookings.try_join_next().is_some() {}
+    }
+
+    /// Waits (bounded) until every finished turn's bookkeeping is durable and its callers are
+    /// answered: before the actor stops, which would otherwise abort them.
+    pub(super) async fn settle_bookings(&mut self) {
+        let all = async { while self.bookings.join_next().await.is_some() {} };
+        if tokio::time::timeout(BOOKING_SETTLE_LIMIT, all)
+            .await
+            .is_err()
+        {
+            tracing::error!(pair = %self.pair, session = %self.id, "the store did not confirm finished turns in time; their callers hear that the session stopped");
+        }
+    }
+}
+
+/// How long a stopping session waits for its last turns' bookkeeping (a few commits at most).
+const BOOKING_SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn outcome_name(outcome: &TellOutcome) -> &'static str {
+    match outcome {
+        TellOutcome::Completed(_) => "completed",
+        TellOutcome::Failed { .. } => "failed",
+        TellOutcome::Accepted { .. } => "accepted",
+        TellOutcome::CallerTimeout { .. } => "caller_timeout",
+    }
+}
+/// What a session records about an agent it started.
+pub(super) fn launched_changes(launched: &Launched, state: ProcessState) -> Vec<Change> {
+    vec![
+        Change::SetProcessState(state),
+        Change::SetAgentProcess(Some(launched.mark)),
+        Change::SetDebugInfo {
+            launch_command: Some(launched.launch_command.clone()),
+            team_config_snapshot: Some(launched.team_config_snapshot.clone()),
+        },
+    ]
+}
+
+/// Deletes `pair`'s session (only if it is session `expect`, when given): through its actor
+/// when one runs, else directly in the store (no other writer can exist: the registry holds the
+/// pair's key while this runs).
+///
+/// An actor that stopped before it took the deletion (it passivated a moment before) owns
+/// nothing any more: once it is gone, the record is deleted from the store directly, so
+/// passivation never surfaces as an error.
+pub(crate) async fn delete_session(
+    shared: &Arc<Shared>,
+    pair: &Pair,
+    expect: Option<SessionId>,
+    actor: Option<ActorRef<SessionMsg>>,
+    delete_transcript: bool,
+) -> Result<Deletion, RuntimeError> {
+    let limit = shutdown_timeout(&StopGrace::default());
+    if let Some(actor) = actor {
+        let answer = actor
+            .call(
+                |reply| SessionMsg::Delete {
+                    delete_transcript,
+                    reply,
+                },
+                Some(limit),
+            )
+            .await;
+        match answer {
+            Ok(ractor::rpc::CallResult::Success(Err(RuntimeError::ShuttingDown)))
+                if shared.check_open().is_ok() => {}
+            Ok(ractor::rpc::CallResult::Success(result)) => return result,
+            Ok(ractor::rpc::CallResult::Timeout) => {
+                return Err(RuntimeError::Timeout {
+                    what: format!("deleting session {pair}"),
+                });
+            }
+            _ if shared.check_open().is_err() => return Err(RuntimeError::ShuttingDown),
+            // Passivated before it saw the deletion.
+            _ => {}
+        }
+        // Its last writes are done once it has stopped.
+        if actor.wait(Some(limit)).await.is_err() {
+            return Err(RuntimeError::Timeout {
+                what: format!("deleting session {pair} (waiting for its actor to stop)"),
+            });
+        }
+    }
+    let Some(record) = shared
+        .store
+        .get_by_pair(pair)?
+        .filter(|r| expect.is_none_or(|id| r.session_id == id))
+    else {
+        return Ok(Deletion {
+            deleted: None,
+            transcript: TranscriptRemoval::NotRequested,
+        });
+    };
+    let deleted = shared.store.delete(record.session_id).await?;
+    let transcript = if delete_transcript {
+        remove_transcript(shared, pair, &record).await
+    } else {
+        TranscriptRemoval::NotRequested
+    };
+    Ok(Deletion {
+        deleted,
+        transcript,
+    })
+}
+
+/// Records durably that `pair`'s session failed too often.
+pub(crate) async fn mark_error(shared: Arc<Shared>, pair: Pair) {
+    let result = match shared.store.get_by_pair(&pair) {
+        Ok(Some(record)) => shared
+            .store
+            .update_all(
+                record.session_id,
+                vec![
+                    Change::SetStatus(SessionStatus::Error),
+                    Change::SetProcessState(ProcessState::Stopped),
+                ],
+            )
+            .await
+            .map(|_| ()),
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    if let Err(error) = result {
+        tracing::error!(%pair, %error, "could not record the session's error status");
+    }
+}
+
+/// How soon a session tries again to reload its record when the store could not be read.
+const RESYNC_RETRY: Duration = Duration::from_secs(1);
+
+/// The final ledger row of a turn.
+pub(crate) fn finished_row(
+    mut row: TurnRecord,
+    outcome: &TellOutcome,
+    report: Option<&TurnReport>,
+    limit: usize,
+) -> TurnRecord {
+    row.finished_at = Some(Timestamp::now());
+    if let Some(report) = report {
+        let (text, truncated) = truncate_text(&report.text, limit);
+        row.text = Some(text);
+        row.text_truncated = truncated;
+        row.subtype = Some(report.result.subtype.clone());
+        row.is_error = report.failed();
+        row.usage = report.usage_totals();
+        row.duration_ms = Some(report.result.duration_ms);
+        row.num_turns = Some(report.result.num_turns);
+    }
+    match outcome {
+        TellOutcome::Completed(_) => row.status = TurnStatus::Completed,
+        TellOutcome::Failed { error, .. } => {
+            row.status = match error {
+                TurnError::Cancelled => TurnStatus::Cancelled,
+                TurnError::Interrupted { .. } => TurnStatus::Interrupted,
+                _ => TurnStatus::Failed,
+            };
+            row.error = Some(TurnFailure {
+                code: error.code(),
+                message: error.to_string(),
+            });
+        }
+        TellOutcome::Accepted { .. } | TellOutcome::CallerTimeout { .. } => {}
+    }
+    row
+}
