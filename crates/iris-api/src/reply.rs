@@ -4,7 +4,7 @@
 //!
 //! On the wire (`POST /api/v1/command`) a reply is the [`Reply`] tagged by `kind`
 //! (`{"kind":"tell","data":{…}}`). An error is `{"error":{"code":"…","message":"…"}}`
-//! ([`ApiError`](crate::ApiError)).
+//! ([`ApiError`]).
 
 use iris_core::{SessionId, SessionRecord, TeamName, TurnId, TurnRecord, UsageTotals};
 use iris_runtime::AgentActivity;

@@ -3,7 +3,7 @@
 //!
 //! [`Backend::connect`] decides, for a database file:
 //!
-//! 1. a live endpoint file next to the database ([`crate::endpoint::read_live`]) → the node
+//! 1. a live endpoint file next to the database ([`crate::http::endpoint::read_live`]) → the node
 //!    ([`Backend::Remote`]);
 //! 2. else open the database and start a runtime on it ([`Backend::Embedded`]); a stale or
 //!    unreadable endpoint file is removed then (holding the database proves no node uses it);
@@ -22,8 +22,8 @@ use iris_core::config::{Config, DatabaseLocation};
 use iris_runtime::Runtime;
 use iris_store::{OpenError, Store};
 
-use crate::client::Client;
-use crate::endpoint;
+use crate::http::client::Client;
+use crate::http::endpoint;
 use iris_api::{ApiError, Execute, Executing, Reply, Request, Service};
 
 /// How long an embedded runtime gives its agents to stop when the command is done.

@@ -1,22 +1,17 @@
-//! The `iris` binary's library: the command line, the embedded default, the node server (control
-//! API, MCP, metrics) and the client that talks to a running node.
+//! The `iris` binary's library: the front ends over the application layer ([`iris_api`]).
 //!
-//! Every command is an [`iris_api::Request`]; [`iris_api::Service`] runs one against a
-//! [`iris_runtime::Runtime`], in this process (the embedded default) or inside `iris node`,
-//! which serves the same requests over HTTP ([`server`]) and MCP ([`mcp`]). The CLI picks its
-//! [`backend::Backend`]: the node, if one holds the store, else an embedded runtime.
+//! - [`cli`]: the command line (clap → [`iris_api::Request`] → a [`backend::Backend`] → what it
+//!   prints).
+//! - [`http`]: the node's HTTP server, its accept loop, the client of a running node, the
+//!   endpoint file and the `/metrics` text.
+//! - [`mcp`]: the MCP tools, over stdio or mounted in the node's HTTP server.
+//! - [`backend`]: where a command runs: the running node if one holds the database, else a
+//!   runtime embedded in the command.
+//! - [`node`]: `iris node`, the long-running process that serves all of it.
 #![deny(missing_docs)]
 
 pub mod backend;
 pub mod cli;
-pub mod client;
-pub mod commands;
-pub mod discovery;
-pub mod endpoint;
 pub mod http;
 pub mod mcp;
 pub mod node;
-pub mod output;
-pub mod prometheus;
-pub mod resolve;
-pub mod server;

@@ -2,7 +2,7 @@
 //!
 //! `main` does what must happen before any thread exists (the demo-agent multicall, the
 //! guardian fork), parses the command line, sets up logging on stderr and a tokio runtime, and
-//! dispatches. Every command that talks to the runtime goes through a [`Backend`]: the node that
+//! dispatches. Every command that talks to the runtime goes through a [`Backend`](iris_node::backend::Backend): the node that
 //! holds the database if one runs, else an embedded runtime that lives for this one command.
 
 use std::process::ExitCode;
@@ -11,9 +11,9 @@ use std::time::Duration;
 use clap::Parser;
 use iris_api::ApiError;
 use iris_api::error::{INTERNAL_ERROR, USAGE_ERROR};
-use iris_node::cli::{Cli, Command, GlobalArgs, LogFormat};
-use iris_node::commands::{fail, run};
-use iris_node::output::Output;
+use iris_node::cli::args::{Cli, Command, GlobalArgs, LogFormat};
+use iris_node::cli::commands::{fail, run};
+use iris_node::cli::output::Output;
 
 fn main() -> ExitCode {
     // The built-in demo agent: `iris fake-claude ARGS…` (see `resolve`). It must not fork a

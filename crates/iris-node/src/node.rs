@@ -42,8 +42,8 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::backend::open_store;
-use crate::endpoint::{self, Endpoint};
-use crate::server::{self, NodeInfo, ServerState};
+use crate::http::endpoint::{self, Endpoint};
+use crate::http::server::{self, NodeInfo, ServerState};
 use iris_api::ApiError;
 use iris_api::error::{INTERNAL_ERROR, USAGE_ERROR};
 use iris_api::service::Service;

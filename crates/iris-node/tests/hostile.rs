@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use iris_node::endpoint::{self, Endpoint};
+use iris_node::http::endpoint::{self, Endpoint};
 use iris_node::node::Started;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -116,7 +116,7 @@ agent = {{ env = {{ FAKE_CLAUDE_FAIL_START = "1" }} }}
             .env_remove("IRIS_CONFIG")
             .env_remove("IRIS_HOME")
             .env_remove("RUST_LOG")
-            .env_remove(iris_node::client::IDLE_TIMEOUT_VAR)
+            .env_remove(iris_node::http::client::IDLE_TIMEOUT_VAR)
             .stdin(Stdio::null())
             .kill_on_drop(true);
         command
@@ -629,7 +629,7 @@ async fn a_frozen_node_fails_its_clients_and_a_long_turn_is_not_cut() {
     let long = world
         .iris_with(
             &["tell", "alpha", "beta", "!sleep 3000"],
-            &[(iris_node::client::IDLE_TIMEOUT_VAR, "1s")],
+            &[(iris_node::http::client::IDLE_TIMEOUT_VAR, "1s")],
         )
         .await;
     assert_eq!(long.code, Some(0), "{long:#?}");
@@ -640,7 +640,7 @@ async fn a_frozen_node_fails_its_clients_and_a_long_turn_is_not_cut() {
     let frozen = world
         .iris_with(
             &["tell", "alpha", "beta", "hello"],
-            &[(iris_node::client::IDLE_TIMEOUT_VAR, "2s")],
+            &[(iris_node::http::client::IDLE_TIMEOUT_VAR, "2s")],
         )
         .await;
     node.signal(nix::sys::signal::Signal::SIGCONT);
@@ -671,7 +671,7 @@ async fn idle_connections_under_a_low_descriptor_limit_do_not_starve_a_tell() {
     assert_eq!(tell.code, Some(0), "{tell:#?}");
     assert_eq!(tell.json["response"], "echo: still there?");
     assert!(
-        took < iris_node::http::HEADER_READ_TIMEOUT / 2,
+        took < iris_node::http::serve::HEADER_READ_TIMEOUT / 2,
         "the tell took {took:?} behind idle connections"
     );
     // The idle connections were closed to make room, not left to hold descriptors.

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use iris_node::endpoint::{self, Endpoint};
+use iris_node::http::endpoint::{self, Endpoint};
 use iris_node::node::Started;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};

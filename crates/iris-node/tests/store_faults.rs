@@ -17,7 +17,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use iris_core::{TurnId, TurnStatus};
-use iris_node::endpoint::{self, Endpoint};
+use iris_node::http::endpoint::{self, Endpoint};
 use iris_node::node::Started;
 use iris_store::Store;
 use serde_json::Value;

@@ -26,7 +26,7 @@ const BOUNDS_US: [u64; 12] = [
     1_800_000_000,
 ];
 
-/// A latency histogram over the runtime's buckets ([`BOUNDS_US`]).
+/// A latency histogram over the runtime's buckets (`BOUNDS_US`: 100 µs to 30 min).
 #[derive(Debug)]
 pub struct Latency(Histogram);
 

@@ -10,7 +10,8 @@ use iris_agent::conversation::{
 };
 use iris_agent::process::StopGrace;
 use iris_core::config::{AgentConfig, TeamConfig};
-use iris_core::{AgentProcessMark, Coded, Pair, SessionId, SessionRecord};
+use iris_core::{AgentProcessMark, Coded, Pair, ProcessState, SessionId, SessionRecord};
+use iris_store::Change;
 use ractor::ActorRef;
 use ractor::rpc::CallResult;
 use tokio::time::Instant;
@@ -301,6 +302,18 @@ impl LaunchContext {
         .await
         .unwrap_or(false)
     }
+}
+
+/// What a session records about an agent it started.
+pub(super) fn launched_changes(launched: &Launched, state: ProcessState) -> Vec<Change> {
+    vec![
+        Change::SetProcessState(state),
+        Change::SetAgentProcess(Some(launched.mark)),
+        Change::SetDebugInfo {
+            launch_command: Some(launched.launch_command.clone()),
+            team_config_snapshot: Some(launched.team_config_snapshot.clone()),
+        },
+    ]
 }
 
 #[cfg(test)]

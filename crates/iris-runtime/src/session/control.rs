@@ -10,7 +10,7 @@ use ractor::RpcReplyPort;
 use tokio::time::Instant;
 
 use super::agent::LaunchContext;
-use super::ledger::launched_changes;
+use super::agent::launched_changes;
 use super::phase::{Job, Phase};
 use super::status::{AgentActivity, Deletion, PairStatus};
 use super::transcript::{TranscriptRemoval, remove_transcript};

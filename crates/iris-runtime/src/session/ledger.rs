@@ -16,11 +16,9 @@ use iris_store::{Change, Mutation, PendingWrite};
 use ractor::ActorRef;
 use tokio::sync::oneshot;
 
-use super::agent::Launched;
 use super::status::Deletion;
 use super::transcript::{TranscriptRemoval, remove_transcript};
 use super::turn::Turn;
-use super::worker::WorkerDone;
 use super::{SessionMsg, SessionState, shutdown_timeout};
 use crate::error::RuntimeError;
 use crate::shared::Shared;
@@ -133,106 +131,6 @@ impl SessionState {
     pub(super) fn retain(&self) -> u64 {
         self.shared.config.settings().turn_retention.get() as u64
     }
-    /// Writes a finished turn's bookkeeping durably, then answers its callers.
-    pub(super) async fn book_turn(
-        &mut self,
-        turn: Turn,
-        cancelled: Option<TurnError>,
-        done: &WorkerDone,
-        process_state: ProcessState,
-    ) {
-        let report = done.result.as_ref().ok().and_then(Option::as_ref);
-        let outcome = match cancelled {
-            Some(reason) => TellOutcome::Failed {
-                turn_id: turn.id(),
-                error: reason,
-            },
-            None => super::worker::outcome_of(turn.id(), &done.result),
-        };
-        let now = Timestamp::now();
-        let mut changes = vec![
-            Change::SetCurrentTurn(None),
-            Change::SetProcessState(process_state),
-            Change::TouchLastUsed(now),
-        ];
-        if process_state == ProcessState::Stopped {
-            changes.push(Change::SetAgentProcess(None));
-        }
-        if let Some(at) = done.last_event_at {
-            changes.push(Change::SetLastResponse(at));
-        }
-        if let Some(report) = report {
-            changes.push(Change::AddUsage(report.usage_totals()));
-            if let Some(id) = &report.session_id
-                && self.snapshot.load().agent_session_id.as_deref() != Some(id.as_str())
-                && (report.session_id_changed || *id != self.id.to_string())
-            {
-                changes.push(Change::SetAgentSessionId(Some(id.clone())));
-            }
-        }
-        let metrics = &self.shared.metrics;
-        match &outcome {
-            TellOutcome::Completed(_) => {
-                changes.push(Change::IncrementMessageCount(1));
-                metrics.turns_completed.inc();
-            }
-            TellOutcome::Failed {
-                error: TurnError::Cancelled,
-                ..
-            } => metrics.turns_cancelled.inc(),
-            _ => {
-                changes.push(Change::AddFailedTurns(1));
-                metrics.turns_failed.inc();
-            }
-        }
-        metrics.turn_time.observe(done.ran_for);
-        let mut row = finished_row(turn.row.clone(), &outcome, report, self.text_limit());
-        row.history_lost = std::mem::take(&mut self.history_lost);
-        // Published now (the store applies the same changes in the same order); queued now, so
-        // every later write of this session lands after it; awaited by its own task, so the
-        // next turn runs while this one's commit is on its way. Its callers hear the outcome
-        // only once the write is durable.
-        self.publish_changes(&changes);
-        let sent = self
-            .shared
-            .store
-            .send(Mutation::RecordTurn {
-                session_id: self.id,
-                changes,
-                turn: row,
-                retain: self.retain(),
-            })
-            .await;
-        let (pair, id, myself) = (self.pair.clone(), self.id, self.myself.clone());
-        self.bookings.spawn(async move {
-            let durable = match sent {
-                Ok(pending) => pending.outcome().await.map(drop),
-                Err(error) => Err(error),
-            };
-            // No acknowledgement without a commit: a turn whose bookkeeping is not durable
-            // fails with the store's error, whatever the agent answered.
-            let outcome = match durable {
-                Ok(()) => outcome,
-                Err(error) => {
-                    tracing::error!(%pair, session = %id, turn = %turn.id(), %error, "could not record the turn's bookkeeping; the turn fails");
-                    // The snapshot already counts it: the actor reloads what is durable.
-                    let _ = myself.cast(SessionMsg::Resync);
-                    TellOutcome::Failed {
-                        turn_id: turn.id(),
-                        error: TurnError::Store {
-                            code: iris_core::Coded::code(&error),
-                            message: error.to_string(),
-                        },
-                    }
-                }
-            };
-            tracing::info!(%pair, session = %id, turn = %turn.id(), outcome = outcome_name(&outcome), "turn finished");
-            turn.progress.finish(outcome);
-        });
-        // Reap the bookings already done, so the set holds only those in flight.
-        while self.bookings.try_join_next().is_some() {}
-    }
-
     /// Waits (bounded) until every finished turn's bookkeeping is durable and its callers are
     /// answered: before the actor stops, which would otherwise abort them.
     pub(super) async fn settle_bookings(&mut self) {
@@ -248,26 +146,6 @@ impl SessionState {
 
 /// How long a stopping session waits for its last turns' bookkeeping (a few commits at most).
 const BOOKING_SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-fn outcome_name(outcome: &TellOutcome) -> &'static str {
-    match outcome {
-        TellOutcome::Completed(_) => "completed",
-        TellOutcome::Failed { .. } => "failed",
-        TellOutcome::Accepted { .. } => "accepted",
-        TellOutcome::CallerTimeout { .. } => "caller_timeout",
-    }
-}
-/// What a session records about an agent it started.
-pub(super) fn launched_changes(launched: &Launched, state: ProcessState) -> Vec<Change> {
-    vec![
-        Change::SetProcessState(state),
-        Change::SetAgentProcess(Some(launched.mark)),
-        Change::SetDebugInfo {
-            launch_command: Some(launched.launch_command.clone()),
-            team_config_snapshot: Some(launched.team_config_snapshot.clone()),
-        },
-    ]
-}
 
 /// Deletes `pair`'s session (only if it is session `expect`, when given): through its actor
 /// when one runs, else directly in the store (no other writer can exist: the registry holds the

@@ -8,15 +8,16 @@ use iris_agent::codec::DecodedEvent;
 use iris_agent::conversation::{Activity, AgentError, Interrupter, TurnLimits, TurnReport};
 use iris_agent::process::StopGrace;
 use iris_core::{Coded, ProcessState, SessionRecord, Timestamp, TurnId};
-use iris_store::Change;
+use iris_store::{Change, Mutation};
 use ractor::ActorRef;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::agent::launched_changes;
 use super::agent::{LaunchContext, Launched, LiveAgent};
-use super::ledger::launched_changes;
+use super::ledger::finished_row;
 use super::phase::{AfterJob, Job, Phase};
-use super::turn::{EVENT_BUFFER, PartialText, ToolCalls, TurnProgress};
+use super::turn::{EVENT_BUFFER, PartialText, ToolCalls, Turn, TurnProgress};
 use super::{SessionMsg, SessionState};
 use crate::tell::{TellOutcome, TurnError, TurnResult};
 
@@ -178,6 +179,106 @@ impl SessionState {
         if let Some((grace, reply)) = after.shutdown {
             self.finish_shutdown(grace, reply).await;
         }
+    }
+
+    /// Writes a finished turn's bookkeeping durably, then answers its callers.
+    pub(super) async fn book_turn(
+        &mut self,
+        turn: Turn,
+        cancelled: Option<TurnError>,
+        done: &WorkerDone,
+        process_state: ProcessState,
+    ) {
+        let report = done.result.as_ref().ok().and_then(Option::as_ref);
+        let outcome = match cancelled {
+            Some(reason) => TellOutcome::Failed {
+                turn_id: turn.id(),
+                error: reason,
+            },
+            None => super::worker::outcome_of(turn.id(), &done.result),
+        };
+        let now = Timestamp::now();
+        let mut changes = vec![
+            Change::SetCurrentTurn(None),
+            Change::SetProcessState(process_state),
+            Change::TouchLastUsed(now),
+        ];
+        if process_state == ProcessState::Stopped {
+            changes.push(Change::SetAgentProcess(None));
+        }
+        if let Some(at) = done.last_event_at {
+            changes.push(Change::SetLastResponse(at));
+        }
+        if let Some(report) = report {
+            changes.push(Change::AddUsage(report.usage_totals()));
+            if let Some(id) = &report.session_id
+                && self.snapshot.load().agent_session_id.as_deref() != Some(id.as_str())
+                && (report.session_id_changed || *id != self.id.to_string())
+            {
+                changes.push(Change::SetAgentSessionId(Some(id.clone())));
+            }
+        }
+        let metrics = &self.shared.metrics;
+        match &outcome {
+            TellOutcome::Completed(_) => {
+                changes.push(Change::IncrementMessageCount(1));
+                metrics.turns_completed.inc();
+            }
+            TellOutcome::Failed {
+                error: TurnError::Cancelled,
+                ..
+            } => metrics.turns_cancelled.inc(),
+            _ => {
+                changes.push(Change::AddFailedTurns(1));
+                metrics.turns_failed.inc();
+            }
+        }
+        metrics.turn_time.observe(done.ran_for);
+        let mut row = finished_row(turn.row.clone(), &outcome, report, self.text_limit());
+        row.history_lost = std::mem::take(&mut self.history_lost);
+        // Published now (the store applies the same changes in the same order); queued now, so
+        // every later write of this session lands after it; awaited by its own task, so the
+        // next turn runs while this one's commit is on its way. Its callers hear the outcome
+        // only once the write is durable.
+        self.publish_changes(&changes);
+        let sent = self
+            .shared
+            .store
+            .send(Mutation::RecordTurn {
+                session_id: self.id,
+                changes,
+                turn: row,
+                retain: self.retain(),
+            })
+            .await;
+        let (pair, id, myself) = (self.pair.clone(), self.id, self.myself.clone());
+        self.bookings.spawn(async move {
+            let durable = match sent {
+                Ok(pending) => pending.outcome().await.map(drop),
+                Err(error) => Err(error),
+            };
+            // No acknowledgement without a commit: a turn whose bookkeeping is not durable
+            // fails with the store's error, whatever the agent answered.
+            let outcome = match durable {
+                Ok(()) => outcome,
+                Err(error) => {
+                    tracing::error!(%pair, session = %id, turn = %turn.id(), %error, "could not record the turn's bookkeeping; the turn fails");
+                    // The snapshot already counts it: the actor reloads what is durable.
+                    let _ = myself.cast(SessionMsg::Resync);
+                    TellOutcome::Failed {
+                        turn_id: turn.id(),
+                        error: TurnError::Store {
+                            code: iris_core::Coded::code(&error),
+                            message: error.to_string(),
+                        },
+                    }
+                }
+            };
+            tracing::info!(%pair, session = %id, turn = %turn.id(), outcome = outcome_name(&outcome), "turn finished");
+            turn.progress.finish(outcome);
+        });
+        // Reap the bookings already done, so the set holds only those in flight.
+        while self.bookings.try_join_next().is_some() {}
     }
 }
 
@@ -368,5 +469,14 @@ pub(crate) fn error_message(report: &TurnReport) -> String {
         Some(text) if !text.trim().is_empty() => text.to_owned(),
         _ if !result.errors.is_empty() => result.errors.join("; "),
         _ => report.text.clone(),
+    }
+}
+
+fn outcome_name(outcome: &TellOutcome) -> &'static str {
+    match outcome {
+        TellOutcome::Completed(_) => "completed",
+        TellOutcome::Failed { .. } => "failed",
+        TellOutcome::Accepted { .. } => "accepted",
+        TellOutcome::CallerTimeout { .. } => "caller_timeout",
     }
 }

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::endpoint::Endpoint;
+use crate::http::endpoint::Endpoint;
 use crate::http::{COMMAND_PATH, HEARTBEAT_HEADER};
 use iris_api::error::{INTERNAL_ERROR, NODE_UNAVAILABLE, UNAUTHORIZED};
 use iris_api::{ApiError, Reply, Request, RequestKind};

@@ -1,13 +1,12 @@
-//! The node's HTTP: the wire constants its server and its clients share (routes, the body
-//! limit, the heartbeat header), and serving the router over HTTP/1.1 with limits, so idle or
-//! slow clients cannot take the node's file descriptors or its time.
+//! Serving the node's router over HTTP/1.1 with limits, so idle or slow clients cannot take
+//! the node's file descriptors or its time.
 //!
 //! - **Header-read timeout** ([`ServeLimits::header_read_timeout`]): a connection must deliver a
 //!   request's whole header within this time of starting to wait for one, or it is closed. This
 //!   covers slowloris clients and connections that open and say nothing, including idle
 //!   keep-alive connections between requests.
 //! - **Body-read timeout** ([`ServeLimits::body_read_timeout`]): enforced where the body is
-//!   read, in the server's middleware ([`crate::server`]), which answers `408`.
+//!   read, in the server's middleware ([`super::server`]), which answers `408`.
 //! - **Connection limit** ([`ServeLimits::max_connections`], derived from the descriptor limit):
 //!   at most this many connections are served at once. When all slots are taken, the *idle*
 //!   connection that has waited longest (no request in flight, no response streaming) is closed
@@ -40,28 +39,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
-
-// ----- the wire: what the node's server and its clients agree on -----
-
-/// The control API's route.
-pub const COMMAND_PATH: &str = "/api/v1/command";
-/// The metrics route.
-pub const METRICS_PATH: &str = "/metrics";
-/// The health route.
-pub const HEALTH_PATH: &str = "/healthz";
-
-/// The largest request body the node reads: a command is a few hundred bytes, but a tell's
-/// message may be a long prompt.
-pub const MAX_BODY: usize = 4 * 1024 * 1024;
-
-/// The request header by which a client asks for heartbeats, in milliseconds (see [`crate::server`]).
-pub const HEARTBEAT_HEADER: &str = "x-iris-heartbeat";
-
-/// The shortest and longest heartbeat interval the node agrees to.
-pub const HEARTBEAT_RANGE: (Duration, Duration) =
-    (Duration::from_millis(100), Duration::from_secs(60));
-
-// ----- serving -----
 
 /// How long a connection may take to send a request's header (counted from when the server
 /// starts waiting for it, so an idle connection is closed after this long too).

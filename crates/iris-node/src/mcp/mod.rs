@@ -5,7 +5,7 @@
 //! `team_sleep`, `team_wake_all`, `team_status`, `session_report`, `session_cancel`,
 //! `session_delete`, `session_reboot`, `list_teams`), so prompts written for it keep working,
 //! and add `session_list` and `session_stats`. Each call becomes one [`iris_api::Request`]
-//! run through [`Backend::execute`], so MCP means exactly what the CLI and the control API mean.
+//! run through an [`iris_api::Execute`] (the service in a node, or whatever backend `iris mcp` connected to), so MCP means exactly what the CLI and the control API mean.
 //!
 //! A result is the reply's data as structured JSON content, repeated as text for clients that
 //! only show text. A domain failure (unknown team, full queue, failed turn, …) is a tool error

@@ -2,13 +2,13 @@
 //!
 //! | route | does |
 //! |---|---|
-//! | `POST /api/v1/command` | body: an [`api::Request`](iris_api::Request) as JSON; answer: `200` and the [`Reply`](iris_api::Reply) as JSON, or an error status and `{"error":{"code","message"}}` |
-//! | `GET /metrics` | Prometheus text ([`crate::prometheus`]) |
+//! | `POST /api/v1/command` | body: an [`iris_api::Request`] as JSON; answer: `200` and the [`iris_api::Reply`] as JSON, or an error status and `{"error":{"code","message"}}` |
+//! | `GET /metrics` | Prometheus text ([`crate::http::metrics`]) |
 //! | `GET /healthz` | `200` and a JSON [`Health`] whose `status` is `"ok"`; `503` and `"unhealthy"` while the store cannot commit (a full disk, an I/O error: its `store` names the fault) |
 //! | `/mcp` | MCP over streamable HTTP ([`crate::mcp::http_router`]) |
 //!
 //! **Every** route, including unknown ones, needs `Authorization: Bearer <token>` with the token
-//! from the node's endpoint file ([`crate::endpoint`]); anything else is `401` with an
+//! from the node's endpoint file ([`crate::http::endpoint`]); anything else is `401` with an
 //! `UNAUTHORIZED` error (which names no file: an unauthenticated caller learns nothing). The
 //! comparison takes the same time however much of the token is right. Request bodies are
 //! bounded in size ([`MAX_BODY`], `413`) and in time (the body-read timeout, `408`); headers and
@@ -22,7 +22,7 @@
 //! streams a newline every interval until the reply (or the `{"error":…}` object) follows; JSON
 //! readers skip the leading whitespace. This lets a client wait hours for a long turn and still
 //! tell a node that works from one that is frozen (`SIGSTOP`) or gone: silence for a few
-//! intervals means the node is not answering ([`crate::client`]). A command that answers
+//! intervals means the node is not answering ([`crate::http::client`]). A command that answers
 //! within the interval gets its ordinary status and body.
 //!
 //! An error's HTTP status follows its class ([`status_for`]); its `code` is the same stable code
@@ -47,7 +47,7 @@ use iris_runtime::Runtime;
 use iris_store::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::endpoint::constant_time_eq;
+use crate::http::endpoint::constant_time_eq;
 use crate::http::{
     COMMAND_PATH, HEALTH_PATH, HEARTBEAT_HEADER, HEARTBEAT_RANGE, MAX_BODY, METRICS_PATH,
     ServeLimits,
@@ -373,13 +373,13 @@ impl http_body::Body for Heartbeats {
 }
 
 async fn metrics(State(state): State<ServerState>) -> Response {
-    let sample = crate::prometheus::gather(&state.runtime, &state.store).await;
+    let sample = crate::http::metrics::gather(&state.runtime, &state.store).await;
     (
         [(
             header::CONTENT_TYPE,
-            HeaderValue::from_static(crate::prometheus::CONTENT_TYPE),
+            HeaderValue::from_static(crate::http::metrics::CONTENT_TYPE),
         )],
-        crate::prometheus::render(&sample),
+        crate::http::metrics::render(&sample),
     )
         .into_response()
 }

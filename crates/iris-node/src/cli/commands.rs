@@ -17,10 +17,10 @@ use iris_api::{
 };
 
 use crate::backend::Backend;
-use crate::cli::{Cli, Command, ConfigCommand, SessionsCommand};
-use crate::discovery::{self, Places};
-use crate::output::Output;
-use crate::resolve;
+use crate::cli::args::{Cli, Command, ConfigCommand, SessionsCommand};
+use crate::cli::discovery::{self, Places};
+use crate::cli::output::Output;
+use crate::cli::resolve;
 
 /// How many wakes `wake-all` runs at once (as the runtime's own `wake_all` does).
 const WAKE_ALL_PARALLEL: usize = 4;
