@@ -69,44 +69,77 @@ impl HistogramSnapshot {
     }
 }
 
-/// The runtime's counters and histograms.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Tells accepted into a queue.
-    pub tells: Counter,
-    /// Tells refused because the queue was full.
-    pub queue_full: Counter,
-    /// Turns that completed.
-    pub turns_completed: Counter,
-    /// Turns that failed (any reason but cancellation).
-    pub turns_failed: Counter,
-    /// Turns cancelled.
-    pub turns_cancelled: Counter,
-    /// Turns killed by the response (stall) timeout.
-    pub stalls: Counter,
-    /// Agents that exited during a turn.
-    pub crashes: Counter,
-    /// Agent processes spawned (attempts, counted before the spawn).
-    pub spawns: Counter,
-    /// Spawn attempts that failed: the process could not start, or did not complete its
-    /// handshake (an exit, a refusal, a timeout).
-    pub spawn_failures: Counter,
-    /// Idle agents stopped by their idle timeout.
-    pub idle_stops: Counter,
-    /// Idle agents stopped to free a slot for another session.
-    pub evictions: Counter,
-    /// Spawns that had to wait for a slot.
-    pub pool_waits: Counter,
-    /// Spawns that gave up waiting for a slot.
-    pub pool_exhausted: Counter,
-    /// Problems the health check found (stuck handshakes, vanished processes).
-    pub health_failures: Counter,
-    /// From the tell until the turn started running.
-    pub queue_wait: Latency,
-    /// Spawn plus handshake.
-    pub spawn_time: Latency,
-    /// From the turn's start until its result.
-    pub turn_time: Latency,
+/// What a metric is, as the runtime declares it: its name (the `stats` key, and the base of the
+/// node's Prometheus family) and what it counts (the family's help text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Declared {
+    /// The metric's name.
+    pub name: &'static str,
+    /// The Prometheus family it is exported as, without the `iris_` prefix.
+    pub family: &'static str,
+    /// What it counts, one sentence.
+    pub help: &'static str,
+}
+
+/// Declares every metric of the runtime once: the field of [`Metrics`], its name, its
+/// Prometheus family and its help text, so the struct, its snapshot and the node's rendering
+/// cannot drift apart.
+macro_rules! declare_metrics {
+    (
+        counters { $($counter:ident => $cfamily:literal: $chelp:literal,)+ }
+        latencies { $($latency:ident => $lfamily:literal: $lhelp:literal,)+ }
+    ) => {
+        /// The runtime's counters and histograms.
+        #[derive(Debug, Default)]
+        pub struct Metrics {
+            $(#[doc = $chelp] pub $counter: Counter,)+
+            $(#[doc = $lhelp] pub $latency: Latency,)+
+        }
+
+        /// Every counter of [`Metrics`], in declaration order.
+        pub const COUNTERS: &[Declared] = &[
+            $(Declared { name: stringify!($counter), family: $cfamily, help: $chelp },)+
+        ];
+
+        /// Every latency histogram of [`Metrics`], in declaration order.
+        pub const LATENCIES: &[Declared] = &[
+            $(Declared { name: stringify!($latency), family: $lfamily, help: $lhelp },)+
+        ];
+
+        impl Metrics {
+            /// Copies every value.
+            pub fn snapshot(&self) -> MetricsSnapshot {
+                MetricsSnapshot {
+                    counters: vec![$((stringify!($counter).to_owned(), self.$counter.get()),)+],
+                    histograms: vec![$((stringify!($latency).to_owned(), self.$latency.snapshot()),)+],
+                }
+            }
+        }
+    };
+}
+
+declare_metrics! {
+    counters {
+        tells => "tells_total": "Tells accepted into a session's queue.",
+        queue_full => "queue_full_total": "Tells refused because the session's queue was full.",
+        turns_completed => "turns_total": "Turns that completed.",
+        turns_failed => "turns_total": "Turns that failed, for any reason but a cancellation.",
+        turns_cancelled => "turns_total": "Turns cancelled.",
+        stalls => "stalls_total": "Turns killed because the agent was silent past the response timeout.",
+        crashes => "crashes_total": "Agents that exited during a turn.",
+        spawns => "spawns_total": "Agent process starts attempted (counted before the spawn).",
+        spawn_failures => "spawn_failures_total": "Agent process starts that failed: no process, or no handshake (an exit, a refusal, a timeout).",
+        idle_stops => "idle_stops_total": "Idle agents stopped by their idle timeout.",
+        evictions => "evictions_total": "Idle agents stopped to free a process slot for another session.",
+        pool_waits => "pool_waits_total": "Agent starts that had to wait for a process slot.",
+        pool_exhausted => "pool_exhausted_total": "Agent starts that gave up waiting for a process slot.",
+        health_failures => "health_failures_total": "Problems found by the health check (stuck handshakes, vanished processes).",
+    }
+    latencies {
+        queue_wait => "queue_wait_seconds": "Time a tell waited before its turn started.",
+        spawn_time => "spawn_duration_seconds": "Agent start time: spawn plus handshake.",
+        turn_time => "turn_duration_seconds": "Turn duration, from the turn's start until its result.",
+    }
 }
 
 /// The metrics at one moment, as plain data.
@@ -125,43 +158,6 @@ impl MetricsSnapshot {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| *v)
-    }
-}
-
-impl Metrics {
-    /// Copies every value.
-    pub fn snapshot(&self) -> MetricsSnapshot {
-        let counters = [
-            ("tells", &self.tells),
-            ("queue_full", &self.queue_full),
-            ("turns_completed", &self.turns_completed),
-            ("turns_failed", &self.turns_failed),
-            ("turns_cancelled", &self.turns_cancelled),
-            ("stalls", &self.stalls),
-            ("crashes", &self.crashes),
-            ("spawns", &self.spawns),
-            ("spawn_failures", &self.spawn_failures),
-            ("idle_stops", &self.idle_stops),
-            ("evictions", &self.evictions),
-            ("pool_waits", &self.pool_waits),
-            ("pool_exhausted", &self.pool_exhausted),
-            ("health_failures", &self.health_failures),
-        ];
-        let histograms = [
-            ("queue_wait", &self.queue_wait),
-            ("spawn_time", &self.spawn_time),
-            ("turn_time", &self.turn_time),
-        ];
-        MetricsSnapshot {
-            counters: counters
-                .iter()
-                .map(|(name, c)| ((*name).to_owned(), c.get()))
-                .collect(),
-            histograms: histograms
-                .iter()
-                .map(|(name, h)| ((*name).to_owned(), h.snapshot()))
-                .collect(),
-        }
     }
 }
 
@@ -194,5 +190,9 @@ mod tests {
         assert_eq!(s.counter("evictions"), Some(1));
         assert_eq!(s.counter("crashes"), Some(0));
         assert_eq!(s.counter("nope"), None);
+        // Every declared counter is in the snapshot, in order.
+        let names: Vec<&str> = s.counters.iter().map(|(n, _)| n.as_str()).collect();
+        let declared: Vec<&str> = COUNTERS.iter().map(|d| d.name).collect();
+        assert_eq!(names, declared);
     }
 }

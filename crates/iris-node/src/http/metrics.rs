@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use iris_agent::containment::ContainmentMode;
 use iris_core::{ProcessState, SessionFilter, SessionStats, SessionStatus, UsageTotals};
-use iris_runtime::metrics::MetricsSnapshot;
+use iris_runtime::metrics::{COUNTERS, Declared, LATENCIES, MetricsSnapshot};
 use iris_runtime::{PoolView, Runtime};
 use iris_store::{Store, WriterStats};
 
@@ -48,58 +48,10 @@ const TURN_OUTCOMES: [(&str, &str); 3] = [
     ("turns_cancelled", "cancelled"),
 ];
 
-/// Help text of the runtime's other counters. A counter not listed here (added to the runtime
-/// later) is still rendered, with a generic help line.
-const COUNTER_HELP: [(&str, &str); 11] = [
-    ("tells", "Tells accepted into a session's queue."),
-    (
-        "queue_full",
-        "Tells refused because the session's queue was full.",
-    ),
-    (
-        "stalls",
-        "Turns killed because the agent was silent past the response timeout.",
-    ),
-    ("crashes", "Agents that exited during a turn."),
-    ("spawns", "Agent process starts attempted."),
-    (
-        "spawn_failures",
-        "Agent process starts that failed (no process, or no handshake).",
-    ),
-    ("idle_stops", "Idle agents stopped by their idle timeout."),
-    (
-        "evictions",
-        "Idle agents stopped to free a process slot for another session.",
-    ),
-    (
-        "pool_waits",
-        "Agent starts that had to wait for a process slot.",
-    ),
-    (
-        "pool_exhausted",
-        "Agent starts that gave up waiting for a process slot.",
-    ),
-    ("health_failures", "Problems found by the health check."),
-];
-
-/// Names and help text of the runtime's histograms (all latencies).
-const HISTOGRAMS: [(&str, &str, &str); 3] = [
-    (
-        "turn_time",
-        "iris_turn_duration_seconds",
-        "Turn duration, from the turn's start until its result.",
-    ),
-    (
-        "queue_wait",
-        "iris_queue_wait_seconds",
-        "Time a tell waited before its turn started.",
-    ),
-    (
-        "spawn_time",
-        "iris_spawn_duration_seconds",
-        "Agent start time: spawn plus handshake.",
-    ),
-];
+/// The runtime's declaration of the metric `name`.
+fn declared(all: &'static [Declared], name: &str) -> Option<&'static Declared> {
+    all.iter().find(|d| d.name == name)
+}
 
 /// A node's figures at one moment.
 #[derive(Debug, Clone, PartialEq)]
@@ -311,21 +263,27 @@ pub fn render(sample: &Sample) -> String {
         if TURN_OUTCOMES.iter().any(|(c, _)| c == name) {
             continue;
         }
-        let help = COUNTER_HELP
-            .iter()
-            .find(|(c, _)| c == name)
-            .map_or("A runtime counter.", |(_, h)| h);
-        out.counter(&format!("iris_{}_total", sanitize(name)), help, *value);
+        // A counter of a newer runtime than this renderer knows still gets a family.
+        let (family, help) = declared(COUNTERS, name).map_or_else(
+            || {
+                (
+                    format!("iris_{}_total", sanitize(name)),
+                    "A runtime counter.",
+                )
+            },
+            |d| (format!("iris_{}", d.family), d.help),
+        );
+        out.counter(&family, help, *value);
     }
     for (name, histogram) in &sample.runtime.histograms {
-        let (metric, help) = HISTOGRAMS.iter().find(|(h, _, _)| h == name).map_or_else(
+        let (metric, help) = declared(LATENCIES, name).map_or_else(
             || {
                 (
                     format!("iris_{}_seconds", sanitize(name)),
                     "A runtime latency.",
                 )
             },
-            |(_, m, h)| ((*m).to_owned(), *h),
+            |d| (format!("iris_{}", d.family), d.help),
         );
         out.histogram_us(
             &metric,
