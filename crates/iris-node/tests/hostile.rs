@@ -5,21 +5,16 @@
 //! deleted endpoint file). Real processes throughout: the `iris` binary, a node, fake-claude.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use iris_node::http::endpoint::{self, Endpoint};
-use iris_node::node::Started;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
-
-/// No command or wait of a test may hang: each gets this long.
-const STEP: Duration = Duration::from_secs(60);
-
-const IRIS: &str = env!("CARGO_BIN_EXE_iris");
+use support::{IRIS, Node, Out, STEP, Scratch, http, until};
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
 
 /// The secret every test tries to leak.
 const SECRET: &str = "PASSWORD-hostile-7f3a";
@@ -28,7 +23,15 @@ const SECRET: &str = "PASSWORD-hostile-7f3a";
 /// prints its database URL, password included, to stderr and exits) and `broken` (fake-claude
 /// told to fail its start). Every agent's environment holds [`SECRET`].
 struct World {
-    dir: tempfile::TempDir,
+    scratch: Scratch,
+}
+
+impl std::ops::Deref for World {
+    type Target = Scratch;
+
+    fn deref(&self) -> &Scratch {
+        &self.scratch
+    }
 }
 
 impl World {
@@ -37,13 +40,8 @@ impl World {
     }
 
     fn with_extra(extra: &str) -> World {
-        let world = World {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let root = world.dir.path();
-        for dir in ["alpha", "beta", "gamma", "leaky", "broken", "home/.claude"] {
-            std::fs::create_dir_all(root.join(dir)).unwrap();
-        }
+        let scratch = Scratch::new(&["alpha", "beta", "gamma", "leaky", "broken"]);
+        let root = scratch.root();
         let script = root.join("leaky-agent.sh");
         std::fs::write(
             &script,
@@ -51,7 +49,7 @@ impl World {
         )
         .unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let config = format!(
+        scratch.write_config(&format!(
             r#"
 [settings]
 spawn_timeout = "20s"
@@ -82,43 +80,21 @@ path = "{root}/broken"
 agent = {{ env = {{ FAKE_CLAUDE_FAIL_START = "1" }} }}
 {extra}
 "#,
-            db = world.db().display(),
+            db = scratch.db().display(),
             root = root.display(),
             script = script.display(),
-        );
-        std::fs::write(world.config(), config).unwrap();
-        world
+        ));
+        World { scratch }
     }
 
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("iris.toml")
-    }
-
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("data").join("iris.redb")
-    }
-
-    fn endpoint_file(&self) -> PathBuf {
-        endpoint::path_for(&self.db())
-    }
-
+    /// `iris` for a command: the installation's, with the secret in the caller's environment
+    /// too (a command must not leak what it inherits either).
     fn command(&self) -> Command {
-        let mut command = Command::new(IRIS);
-        command
-            .arg("--config")
-            .arg(self.config())
-            .env("HOME", self.dir.path().join("home"))
-            .env("CLAUDE_CONFIG_DIR", self.dir.path().join("home/.claude"))
-            .env(
-                "DATABASE_URL",
-                format!("postgres://app:{SECRET}@from-env/app"),
-            )
-            .env_remove("IRIS_CONFIG")
-            .env_remove("IRIS_HOME")
-            .env_remove("RUST_LOG")
-            .env_remove(iris_node::http::client::IDLE_TIMEOUT_VAR)
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
+        let mut command = self.scratch.command();
+        command.env(
+            "DATABASE_URL",
+            format!("postgres://app:{SECRET}@from-env/app"),
+        );
         command
     }
 
@@ -130,22 +106,10 @@ agent = {{ env = {{ FAKE_CLAUDE_FAIL_START = "1" }} }}
     /// Runs `iris --json ARGS…` with extra environment variables.
     async fn iris_with(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
         let mut command = self.command();
-        command.arg("--json").args(args);
         for (name, value) in env {
             command.env(name, value);
         }
-        let output = tokio::time::timeout(STEP, command.output())
-            .await
-            .unwrap_or_else(|_| panic!("iris {args:?} took longer than {STEP:?}"))
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        Out {
-            args: args.iter().map(|a| a.to_string()).collect(),
-            code: output.status.code(),
-            json: serde_json::from_str(&stdout).unwrap_or(Value::Null),
-            stdout,
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        support::run(command, args).await
     }
 
     async fn ok(&self, args: &[&str]) -> Value {
@@ -156,117 +120,20 @@ agent = {{ env = {{ FAKE_CLAUDE_FAIL_START = "1" }} }}
 
     /// Starts `iris node`, optionally under a descriptor limit.
     async fn start_node(&self, nofile: Option<u32>) -> Node {
-        let log = std::fs::File::create(self.dir.path().join(format!(
-            "node-{}.log",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        )))
-        .unwrap();
-        let mut command = match nofile {
+        let command = match nofile {
             Some(limit) => {
                 let mut command = Command::new("prlimit");
-                command.arg(format!("--nofile={limit}:{limit}")).arg(IRIS);
+                self.prepare(&mut command);
+                command
+                    .arg(format!("--nofile={limit}:{limit}"))
+                    .arg(IRIS)
+                    .arg("--config")
+                    .arg(self.config());
                 command
             }
-            None => Command::new(IRIS),
+            None => self.scratch.command(),
         };
-        command
-            .arg("--config")
-            .arg(self.config())
-            .env("HOME", self.dir.path().join("home"))
-            .env("CLAUDE_CONFIG_DIR", self.dir.path().join("home/.claude"))
-            .env_remove("RUST_LOG")
-            .args([
-                "--json",
-                "--log-level",
-                "info",
-                "node",
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true);
-        let mut child = command.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(STEP, lines.next_line())
-            .await
-            .expect("the node printed its address in time")
-            .unwrap()
-            .expect("the node printed a line");
-        let started: Started = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("the start-up line {line:?} is not JSON: {e}"));
-        Node { child, started }
-    }
-
-    fn endpoint(&self) -> Endpoint {
-        serde_json::from_slice(&std::fs::read(self.endpoint_file()).unwrap()).unwrap()
-    }
-}
-
-/// What a command did.
-#[derive(Debug)]
-#[allow(dead_code)]
-struct Out {
-    args: Vec<String>,
-    code: Option<i32>,
-    json: Value,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn code(&self) -> &str {
-        self.json["error"]["code"].as_str().unwrap_or("")
-    }
-
-    fn message(&self) -> &str {
-        self.json["error"]["message"].as_str().unwrap_or("")
-    }
-}
-
-struct Node {
-    child: Child,
-    started: Started,
-}
-
-impl Node {
-    fn pid(&self) -> i32 {
-        i32::try_from(self.started.pid).unwrap()
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).unwrap();
-    }
-
-    async fn stop(mut self) {
-        self.signal(nix::sys::signal::Signal::SIGTERM);
-        let status = tokio::time::timeout(STEP, self.child.wait())
-            .await
-            .expect("the node stopped in time")
-            .unwrap();
-        assert!(status.success(), "{status:?}");
-    }
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(STEP)
-        .build()
-        .unwrap()
-}
-
-/// Waits until `condition` holds, polling; fails after [`STEP`].
-async fn until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + STEP;
-    while !condition() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.scratch.start_node(command).await
     }
 }
 
@@ -304,7 +171,7 @@ async fn secrets_reach_no_output_no_error_and_not_the_database() {
     assert_ne!(failed.code, Some(0), "{failed:#?}");
     assert!(
         failed
-            .message()
+            .error_message()
             .contains("FATAL: cannot connect to <redacted>"),
         "the stderr tail is quoted, redacted: {failed:#?}"
     );
@@ -384,7 +251,7 @@ async fn devices_fifos_and_planted_endpoint_files_are_refused() {
         "{error}"
     );
     // A FIFO nobody writes: refused without blocking.
-    let fifo = world.dir.path().join("fifo.toml");
+    let fifo = world.root().join("fifo.toml");
     assert!(
         std::process::Command::new("mkfifo")
             .arg(&fifo)
@@ -426,25 +293,28 @@ async fn devices_fifos_and_planted_endpoint_files_are_refused() {
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
     let out = world.iris(&["stats"]).await;
     assert_eq!(out.code, Some(6), "{out:#?}");
-    assert_eq!(out.code(), "NODE_UNAVAILABLE");
-    assert!(out.message().contains("refusing"), "{out:#?}");
+    assert_eq!(out.error_code(), "NODE_UNAVAILABLE");
+    assert!(out.error_message().contains("refusing"), "{out:#?}");
     assert!(
-        out.message().contains("writable by other users"),
+        out.error_message().contains("writable by other users"),
         "{out:#?}"
     );
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
     // Others may write the file.
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
     let out = world.iris(&["stats"]).await;
-    assert_eq!(out.code(), "NODE_UNAVAILABLE", "{out:#?}");
-    assert!(out.message().contains("0666"), "{out:#?}");
+    assert_eq!(out.error_code(), "NODE_UNAVAILABLE", "{out:#?}");
+    assert!(out.error_message().contains("0666"), "{out:#?}");
     // Someone else owns it (only root can arrange that).
     if nix::unistd::geteuid().is_root() {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::os::unix::fs::chown(&file, Some(65534), Some(65534)).unwrap();
         let out = world.iris(&["stats"]).await;
-        assert_eq!(out.code(), "NODE_UNAVAILABLE", "{out:#?}");
-        assert!(out.message().contains("owned by uid 65534"), "{out:#?}");
+        assert_eq!(out.error_code(), "NODE_UNAVAILABLE", "{out:#?}");
+        assert!(
+            out.error_message().contains("owned by uid 65534"),
+            "{out:#?}"
+        );
     }
     // The trap never saw a connection.
     let accepted = tokio::time::timeout(Duration::from_millis(100), trap.accept()).await;
@@ -467,13 +337,17 @@ async fn small_gaps_each_give_a_clear_error() {
     // A value far too long is echoed clipped.
     let huge = "x".repeat(20_000);
     let out = world.iris(&["tell", "alpha", &huge, "hi"]).await;
-    assert_eq!(out.code(), "VALIDATION_ERROR", "{out:#?}");
-    assert!(out.message().len() < 600, "{} bytes", out.message().len());
+    assert_eq!(out.error_code(), "VALIDATION_ERROR", "{out:#?}");
+    assert!(
+        out.error_message().len() < 600,
+        "{} bytes",
+        out.error_message().len()
+    );
 
     // A dotted team name's hint is a table header one can paste.
     let out = world.iris(&["tell", "alpha", "b.c", "hi"]).await;
-    assert_eq!(out.code(), "TEAM_NOT_FOUND", "{out:#?}");
-    assert!(out.message().contains(r#"[teams."b.c"]"#), "{out:#?}");
+    assert_eq!(out.error_code(), "TEAM_NOT_FOUND", "{out:#?}");
+    assert!(out.error_message().contains(r#"[teams."b.c"]"#), "{out:#?}");
 
     // A database cut short says so.
     let file = std::fs::OpenOptions::new()
@@ -483,8 +357,8 @@ async fn small_gaps_each_give_a_clear_error() {
     file.set_len(100).unwrap();
     drop(file);
     let out = world.iris(&["stats"]).await;
-    assert_eq!(out.code(), "STORE_CORRUPT", "{out:#?}");
-    assert!(out.message().contains("truncated"), "{out:#?}");
+    assert_eq!(out.error_code(), "STORE_CORRUPT", "{out:#?}");
+    assert!(out.error_message().contains("truncated"), "{out:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -571,7 +445,7 @@ async fn the_http_api_refuses_what_it_does_not_understand_clearly() {
         .unwrap();
     assert_eq!(response.status(), 401);
     let body = response.text().await.unwrap();
-    let dir = world.dir.path().display().to_string();
+    let dir = world.root().display().to_string();
     assert!(!body.contains(&dir), "{body}");
     assert!(!body.contains(".node"), "{body}");
 
@@ -645,9 +519,12 @@ async fn a_frozen_node_fails_its_clients_and_a_long_turn_is_not_cut() {
         .await;
     node.signal(nix::sys::signal::Signal::SIGCONT);
     assert_eq!(frozen.code, Some(6), "{frozen:#?}");
-    assert_eq!(frozen.code(), "NODE_UNAVAILABLE");
-    assert!(frozen.message().contains("did not answer"), "{frozen:#?}");
-    assert!(frozen.message().contains(&url), "{frozen:#?}");
+    assert_eq!(frozen.error_code(), "NODE_UNAVAILABLE");
+    assert!(
+        frozen.error_message().contains("did not answer"),
+        "{frozen:#?}"
+    );
+    assert!(frozen.error_message().contains(&url), "{frozen:#?}");
     // Thawed, it answers again.
     world.ok(&["stats"]).await;
     node.stop().await;

@@ -8,40 +8,34 @@
 //! leaves none; SIGKILL leaves none within 2 s and a restarted node has every record.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use iris_node::http::endpoint::{self, Endpoint};
-use iris_node::node::Started;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use support::{Node, Out, STEP, Scratch, http};
 
-/// No command or wait of a test may hang: each gets this long.
-const STEP: Duration = Duration::from_secs(60);
-
-const IRIS: &str = env!("CARGO_BIN_EXE_iris");
-
-/// A scratch installation: teams alpha, beta and gamma, a home and Claude config dir, a
-/// configuration file, and the database path it names.
+/// A scratch installation: teams alpha, beta and gamma, fake-claude as the agent.
 struct World {
-    dir: tempfile::TempDir,
+    scratch: Scratch,
+}
+
+impl std::ops::Deref for World {
+    type Target = Scratch;
+
+    fn deref(&self) -> &Scratch {
+        &self.scratch
+    }
 }
 
 impl World {
     fn new() -> World {
-        let world = World {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let root = world.dir.path();
-        for dir in ["alpha", "beta", "gamma", "home/.claude"] {
-            std::fs::create_dir_all(root.join(dir)).unwrap();
-        }
+        let scratch = Scratch::new(&["alpha", "beta", "gamma"]);
         // `fake-claude` is found next to the iris binary when it was built (`cargo build -p
         // fake-claude`), else iris plays it itself.
-        let config = format!(
+        scratch.write_config(&format!(
             r#"
 [settings]
 spawn_timeout = "20s"
@@ -65,56 +59,15 @@ description = "team beta"
 path = "{root}/gamma"
 description = "team gamma"
 "#,
-            db = world.db().display(),
-            root = root.display(),
-        );
-        std::fs::write(world.config(), config).unwrap();
-        world
-    }
-
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("iris.toml")
-    }
-
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("data").join("iris.redb")
-    }
-
-    fn endpoint_file(&self) -> PathBuf {
-        endpoint::path_for(&self.db())
-    }
-
-    fn command(&self) -> Command {
-        let mut command = Command::new(IRIS);
-        command
-            .arg("--config")
-            .arg(self.config())
-            .env("HOME", self.dir.path().join("home"))
-            .env("CLAUDE_CONFIG_DIR", self.dir.path().join("home/.claude"))
-            .env_remove("IRIS_CONFIG")
-            .env_remove("IRIS_HOME")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        command
+            db = scratch.db().display(),
+            root = scratch.root().display(),
+        ));
+        World { scratch }
     }
 
     /// Runs `iris --json ARGS…` to its end.
     async fn iris(&self, args: &[&str]) -> Out {
-        let mut command = self.command();
-        command.arg("--json").args(args);
-        let output = tokio::time::timeout(STEP, command.output())
-            .await
-            .unwrap_or_else(|_| panic!("iris {args:?} took longer than {STEP:?}"))
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        Out {
-            args: args.iter().map(|a| a.to_string()).collect(),
-            code: output.status.code(),
-            json: serde_json::from_str(&stdout).unwrap_or(Value::Null),
-            stdout,
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        support::run(self.command(), args).await
     }
 
     /// Runs `iris --json ARGS…` and expects it to succeed.
@@ -125,85 +78,7 @@ description = "team gamma"
     }
 
     async fn start_node(&self) -> Node {
-        let log = std::fs::File::create(self.dir.path().join(format!(
-            "node-{}.log",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        )))
-        .unwrap();
-        let mut command = self.command();
-        command
-            .args([
-                "--json",
-                "--log-level",
-                "info",
-                "node",
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log));
-        let mut child = command.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(STEP, lines.next_line())
-            .await
-            .expect("the node printed its address in time")
-            .unwrap()
-            .expect("the node printed a line");
-        let started: Started = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("the start-up line {line:?} is not JSON: {e}"));
-        assert_eq!(started.pid, child.id().unwrap());
-        assert_eq!(
-            started.endpoint_file.as_deref(),
-            Some(self.endpoint_file().as_path())
-        );
-        Node { child, started }
-    }
-
-    fn endpoint(&self) -> Endpoint {
-        serde_json::from_slice(&std::fs::read(self.endpoint_file()).unwrap()).unwrap()
-    }
-}
-
-/// What a command did. Every field shows in a failed assertion's `{:#?}`.
-#[derive(Debug)]
-#[allow(dead_code)]
-struct Out {
-    args: Vec<String>,
-    code: Option<i32>,
-    json: Value,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn error_message(&self) -> &str {
-        self.json["error"]["message"].as_str().unwrap_or("")
-    }
-}
-
-struct Node {
-    child: Child,
-    started: Started,
-}
-
-impl Node {
-    fn pid(&self) -> i32 {
-        i32::try_from(self.started.pid).unwrap()
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).unwrap();
-    }
-
-    async fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
-        tokio::time::timeout(limit, self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("the node did not exit within {limit:?}"))
-            .unwrap()
+        self.scratch.start_node(self.command()).await
     }
 }
 
@@ -252,14 +127,6 @@ async fn groups_empty_within(groups: &[u32], limit: Duration) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(STEP)
-        .build()
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
