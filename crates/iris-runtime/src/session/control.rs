@@ -298,9 +298,16 @@ impl SessionState {
         })
         .await;
         match std::mem::replace(&mut self.phase, Phase::Stopped) {
+            // A second shutdown while one waits takes its place (the first caller's reply is
+            // dropped, and it sees the actor stop).
             Phase::Working {
                 running,
                 sleep_after,
+            }
+            | Phase::Stopping {
+                running,
+                sleep_after,
+                ..
             } => {
                 // Let the turn in flight finish within the grace; job_done completes the
                 // shutdown.

@@ -131,6 +131,7 @@ impl SessionState {
     pub(super) fn retain(&self) -> u64 {
         self.shared.config.settings().turn_retention.get() as u64
     }
+
     /// Waits (bounded) until every finished turn's bookkeeping is durable and its callers are
     /// answered: before the actor stops, which would otherwise abort them.
     pub(super) async fn settle_bookings(&mut self) {

@@ -117,6 +117,48 @@ impl Phase {
         }
     }
 
+    /// Ends job `job` if it is the one in flight: the phase becomes idle with the agent the job
+    /// gave back (or asleep without one), and what was to happen after the job is returned.
+    /// `None` for a report of a job no longer in flight (its agent, if any, is dropped: killed).
+    pub(super) fn end_job(
+        &mut self,
+        job: u64,
+        agent: Option<LiveAgent>,
+    ) -> Option<(Box<Running>, AfterJob)> {
+        if self.running().is_none_or(|r| r.job != job) {
+            return None;
+        }
+        match std::mem::replace(self, Phase::idle_or_asleep(agent)) {
+            Phase::Working {
+                running,
+                sleep_after,
+            } => Some((
+                running,
+                AfterJob {
+                    sleep: sleep_after,
+                    shutdown: None,
+                },
+            )),
+            Phase::Stopping {
+                running,
+                sleep_after,
+                grace,
+                reply,
+            } => Some((
+                running,
+                AfterJob {
+                    sleep: sleep_after,
+                    shutdown: Some((grace, reply)),
+                },
+            )),
+            // Not reached: a job is in flight only in these two phases.
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
     /// Idle with `agent` from now on, or asleep without one (after a job, the agent it gave
     /// back if it is still alive).
     pub(super) fn idle_or_asleep(agent: Option<LiveAgent>) -> Phase {

@@ -36,13 +36,7 @@ impl SessionState {
             });
         }
         let seq = self.next_seq()?;
-        let (first_row, first_row_rx) = match record_first_row {
-            true => {
-                let (tx, rx) = oneshot::channel();
-                (Some(tx), Some(rx))
-            }
-            false => (None, None),
-        };
+        let (first_row, first_row_rx) = record_first_row.then(oneshot::channel).unzip();
         let (progress, ticket) = TurnProgress::with_first_row(self.id, TurnId::new(), first_row_rx);
         let mut turn = Turn::queued(
             self.id,

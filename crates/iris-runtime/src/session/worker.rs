@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::agent::launched_changes;
 use super::agent::{LaunchContext, Launched, LiveAgent};
 use super::ledger::finished_row;
-use super::phase::{AfterJob, Job, Phase};
+use super::phase::Job;
 use super::turn::{EVENT_BUFFER, PartialText, ToolCalls, Turn, TurnProgress};
 use super::{SessionMsg, SessionState};
 use crate::tell::{TellOutcome, TurnError, TurnResult};
@@ -51,37 +51,10 @@ impl SessionState {
     /// Working → idle (the agent came back) or asleep; then retiring if a sleep waited for the
     /// job; stopping → stopped.
     pub(super) async fn job_done(&mut self, mut done: WorkerDone) {
-        if self.phase.running().is_none_or(|r| r.job != done.job) {
-            return;
-        }
         let agent_alive = done.agent.is_some();
-        let (running, after) =
-            match std::mem::replace(&mut self.phase, Phase::idle_or_asleep(done.agent.take())) {
-                Phase::Working {
-                    running,
-                    sleep_after,
-                } => (
-                    running,
-                    AfterJob {
-                        sleep: sleep_after,
-                        shutdown: None,
-                    },
-                ),
-                Phase::Stopping {
-                    running,
-                    sleep_after,
-                    grace,
-                    reply,
-                } => (
-                    running,
-                    AfterJob {
-                        sleep: sleep_after,
-                        shutdown: Some((grace, reply)),
-                    },
-                ),
-                // Checked above: a job runs.
-                _ => return,
-            };
+        let Some((running, after)) = self.phase.end_job(done.job, done.agent.take()) else {
+            return;
+        };
         let running = *running;
         let crashed = matches!(done.result, Err(TurnError::AgentExited { .. }));
         if crashed {
