@@ -11,12 +11,16 @@
 //! - [`agent`] (`iris-agent`): agent child processes, the stream-json codec and conversations.
 //! - [`runtime`] (`iris-runtime`): the registry, session and process-pool actors behind the
 //!   `Runtime` handle: tells, lifecycle operations, the turn ledger, metrics.
+//! - [`api`] (`iris-api`): the typed operation set every front end speaks (`Request`, `Reply`,
+//!   `ApiError`) and the `Service` that runs it against a `Runtime`; an embedder that wants the
+//!   CLI's and the control API's exact answers uses it.
 //!
 //! The `iris` binary (CLI, node server, MCP) is the `iris-node` crate; see `README.md` and
 //! `ARCHITECTURE.md`.
 #![deny(missing_docs)]
 
 pub use iris_agent as agent;
+pub use iris_api as api;
 pub use iris_core as core;
 pub use iris_runtime as runtime;
 pub use iris_store as store;

@@ -136,6 +136,12 @@ impl TurnProgress {
 /// then the whole block again as an `assistant` event; without it (or from an agent that
 /// ignores it) only the `assistant` events come. Each text block is taken once: from its
 /// deltas when it streamed, else from its `assistant` event. Blocks are joined with a newline.
+///
+/// iris-agent's `Conversation::turn` keeps the `assistant` texts of a turn too, but only as the
+/// answer of a `result` event that carries no text. The two are kept apart on purpose: this one
+/// is what a caller sees before the end (`CallerTimeout`, `partial`), fed only when a caller can
+/// look (a turn with a progress sink), while the conversation's is the turn's final answer, which
+/// must not depend on whether anyone subscribed.
 #[derive(Debug, Default)]
 pub(super) struct PartialText {
     /// Text blocks that streamed as deltas and whose `assistant` event is still to come.
