@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::config::cluster::{ClusterConfig, NodeConfig, NodeName};
 use crate::config::error::ConfigError;
 use crate::config::interpolate::{self, Env, InterpolationError};
 use crate::config::key_path::{self, Segment};
@@ -31,6 +32,26 @@ struct RawConfig {
     agent: AgentConfig,
     #[serde(default)]
     teams: BTreeMap<String, RawTeam>,
+    #[serde(default)]
+    cluster: Option<RawCluster>,
+}
+
+/// `[cluster]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    #[serde(deserialize_with = "coerce::non_empty")]
+    cookie: String,
+    #[serde(default)]
+    nodes: BTreeMap<String, RawNode>,
+}
+
+/// `[cluster.nodes.NAME]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    #[serde(deserialize_with = "coerce::non_empty")]
+    address: String,
 }
 
 /// `[database]` as written.
@@ -336,9 +357,10 @@ impl Resolver<'_> {
                 .unwrap_or(DatabaseLocation::DEFAULT_PATH);
             DatabaseLocation::File(self.local_path(written, &["database", "path"])?)
         };
+        let cluster = raw.cluster.map(|c| self.cluster(c)).transpose()?;
         let mut teams = BTreeMap::new();
         for (name, team) in raw.teams {
-            let team_config = self.team(&name, team)?;
+            let team_config = self.team(&name, team, cluster.as_ref())?;
             teams.insert(team_name(&name, self.file)?, team_config);
         }
         Ok(Config {
@@ -346,14 +368,95 @@ impl Resolver<'_> {
             database,
             agent: raw.agent,
             teams,
+            cluster,
             config_dir,
             source: self.file.to_owned(),
             from_env: crate::config::shown::Provenance::default(),
         })
     }
 
-    fn team(&self, name: &str, raw: RawTeam) -> Result<TeamConfig, ConfigError> {
+    /// `[cluster]`: a cookie (not blank: `coerce::non_empty`), at least one node, each with a valid name and
+    /// an IP address with a port.
+    fn cluster(&self, raw: RawCluster) -> Result<ClusterConfig, ConfigError> {
+        if raw.nodes.is_empty() {
+            return Err(self.invalid(
+                &["cluster", "nodes"],
+                "names no node; add one [cluster.nodes.NAME] table with an `address` per node"
+                    .to_owned(),
+            ));
+        }
+        let mut nodes = BTreeMap::new();
+        for (name, node) in raw.nodes {
+            let at = ["cluster", "nodes", name.as_str()];
+            let node_name = NodeName::new(&name).map_err(|e| self.invalid(&at, e.to_string()))?;
+            let address = node.address.trim().parse().map_err(|_| {
+                self.invalid(
+                    &["cluster", "nodes", name.as_str(), "address"],
+                    format!(
+                        "{} is not an IP address and port; write one such as \"127.0.0.1:7501\" (where this node listens for the others)",
+                        quoted(&node.address)
+                    ),
+                )
+            })?;
+            nodes.insert(node_name, NodeConfig { address });
+        }
+        Ok(ClusterConfig {
+            cookie: raw.cookie,
+            nodes,
+        })
+    }
+
+    /// A team's `node`: one of `[cluster.nodes]`, and not beside `remote` (a team is reached
+    /// either through the node that hosts it or over ssh).
+    fn team_node(
+        &self,
+        name: &str,
+        node: Option<String>,
+        remote: bool,
+        cluster: Option<&ClusterConfig>,
+    ) -> Result<Option<NodeName>, ConfigError> {
+        let Some(node) = node else {
+            return Ok(None);
+        };
+        let at = ["teams", name, "node"];
+        let Some(cluster) = cluster else {
+            return Err(self.invalid(
+                &at,
+                format!(
+                    "names node {} but the file has no [cluster] section; add [cluster] with a cookie and [cluster.nodes.{}], or remove `node`",
+                    quoted(&node),
+                    clip(&node)
+                ),
+            ));
+        };
+        let Some((node_name, _)) = cluster.node(&node) else {
+            let known: Vec<&str> = cluster.nodes.keys().map(NodeName::as_str).collect();
+            return Err(self.invalid(
+                &at,
+                format!(
+                    "names node {}, which is not in [cluster.nodes] ({}); correct the name or add the node",
+                    quoted(&node),
+                    known.join(", ")
+                ),
+            ));
+        };
+        if remote {
+            return Err(self.invalid(
+                &at,
+                "is set beside `remote`; a team is reached through the node that hosts it or over ssh, not both: remove one".to_owned(),
+            ));
+        }
+        Ok(Some(node_name.clone()))
+    }
+
+    fn team(
+        &self,
+        name: &str,
+        raw: RawTeam,
+        cluster: Option<&ClusterConfig>,
+    ) -> Result<TeamConfig, ConfigError> {
         let at = |key: &str| ["teams", name, key].map(str::to_owned);
+        let node = self.team_node(name, raw.node, raw.remote.is_some(), cluster)?;
         let remote = match raw.remote {
             Some(remote) => Some(self.remote(name, remote)?),
             None => None,
@@ -380,7 +483,7 @@ impl Resolver<'_> {
             disallowed_tools: raw.disallowed_tools,
             append_system_prompt: raw.append_system_prompt,
             mcp_config,
-            node: raw.node,
+            node,
             remote,
         })
     }

@@ -26,6 +26,7 @@
 //! Paths are not checked for existence here; runtime validation ([`crate::project_path`]) does
 //! that. The shipped, commented example is `config/iris.toml` in the repository.
 
+pub mod cluster;
 mod coerce;
 mod containment;
 mod error;
@@ -62,6 +63,8 @@ pub struct Config {
     database: DatabaseLocation,
     agent: AgentConfig,
     teams: BTreeMap<TeamName, TeamConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<cluster::ClusterConfig>,
     #[serde(skip)]
     config_dir: PathBuf,
     #[serde(skip)]
@@ -135,6 +138,34 @@ impl Config {
     /// The team names, sorted.
     pub fn team_names(&self) -> impl Iterator<Item = &TeamName> {
         self.teams.keys()
+    }
+
+    /// `[cluster]`, when the file has one.
+    pub fn cluster(&self) -> Option<&cluster::ClusterConfig> {
+        self.cluster.as_ref()
+    }
+
+    /// The node that hosts `team`, when it is placed on one (`teams.NAME.node`).
+    pub fn node_of(&self, team: &TeamName) -> Option<&cluster::NodeName> {
+        self.teams.get(team)?.node.as_ref()
+    }
+
+    /// The cluster's placement (its nodes and which teams they host), when there is a
+    /// `[cluster]`.
+    pub fn placement(&self) -> Option<cluster::Placement> {
+        let cluster = self.cluster.as_ref()?;
+        Some(cluster::Placement {
+            nodes: cluster
+                .nodes
+                .iter()
+                .map(|(name, node)| (name.clone(), node.address))
+                .collect(),
+            teams: self
+                .teams
+                .iter()
+                .filter_map(|(team, config)| Some((team.clone(), config.node.clone()?)))
+                .collect(),
+        })
     }
 
     /// The agent command for `team`: `[agent]` with the team's override applied.

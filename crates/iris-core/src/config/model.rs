@@ -431,9 +431,10 @@ pub struct TeamConfig {
     /// MCP servers for the agent, passed as `--mcp-config`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mcp_config: Option<McpConfig>,
-    /// The cluster node that hosts this team (reserved for clustering).
+    /// The cluster node that hosts this team's directory (`[cluster.nodes]`); `None` for a team
+    /// served by whichever node loads the configuration.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
+    pub node: Option<crate::config::cluster::NodeName>,
     /// Set when the agent runs on another machine over ssh.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote: Option<RemoteConfig>,

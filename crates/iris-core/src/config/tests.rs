@@ -801,6 +801,11 @@ fn grant_permission_values() {
 fn per_team_overrides_and_agent_merge() {
     let config = load(
         r#"
+        [cluster]
+        cookie = "c"
+        [cluster.nodes.node-1]
+        address = "127.0.0.1:7501"
+
         [agent]
         command = "claude"
         args = ["--verbose"]
@@ -837,7 +842,7 @@ fn per_team_overrides_and_agent_merge() {
     assert_eq!(alpha.allowed_tools, vec!["Read", "Grep"]);
     assert_eq!(alpha.disallowed_tools, vec!["Bash"]);
     assert_eq!(alpha.append_system_prompt.as_deref(), Some("Be brief."));
-    assert_eq!(alpha.node.as_deref(), Some("node-1"));
+    assert_eq!(alpha.node.as_ref().map(|n| n.as_str()), Some("node-1"));
     assert_eq!(alpha.grant_permission, GrantPermission::Forward);
     assert_eq!(
         config.idle_timeout_for(&alpha_name),
@@ -1300,4 +1305,86 @@ fn a_bad_mcp_config_names_the_key_and_the_fix() {
         "[teams.far]\npath = \"/p\"\nmcp_config = \"relative.json\"\nremote = { destination = \"me@host\" }\n",
     );
     assert!(invalid_at(&remote, "teams.far.mcp_config").contains("relative"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cluster
+
+const CLUSTER: &str = r#"
+[cluster]
+cookie = "${IRIS_CLUSTER_COOKIE}"
+
+[cluster.nodes.n1]
+address = "127.0.0.1:7501"
+
+[cluster.nodes.n2]
+address = "127.0.0.1:7502"
+"#;
+
+#[test]
+fn a_cluster_places_teams_on_its_nodes_and_loads_back() {
+    let text = format!(
+        "{CLUSTER}\n[teams.alpha]\npath = \"/p/alpha\"\nnode = \"n1\"\n[teams.beta]\npath = \"/p/beta\"\nnode = \"n2\"\n[teams.gamma]\npath = \"/p/gamma\"\n"
+    );
+    let env = env_of(&[("IRIS_CLUSTER_COOKIE", "s3cret")]);
+    let config = load_env(&text, &env);
+    let cluster = config.cluster().unwrap();
+    assert_eq!(cluster.cookie, "s3cret");
+    assert_eq!(cluster.nodes.len(), 2);
+    assert_eq!(config.node_of(&team("alpha")).unwrap().as_str(), "n1");
+    assert_eq!(config.node_of(&team("gamma")), None);
+    let placement = config.placement().unwrap();
+    assert_eq!(
+        placement.lines(),
+        [
+            "node n1 127.0.0.1:7501",
+            "node n2 127.0.0.1:7502",
+            "team alpha n1",
+            "team beta n2",
+        ]
+    );
+    // The cookie is a secret: shown redacted, kept when the values are asked for.
+    let shown = config.to_toml_string_shown(false).unwrap();
+    assert!(!shown.contains("s3cret"), "{shown}");
+    let again = load(&config.to_toml_string().unwrap());
+    assert_eq!(again.placement(), config.placement());
+    assert_eq!(again.cluster().unwrap().cookie, "s3cret");
+    // Without [cluster], nothing of it.
+    assert_eq!(load("").placement(), None);
+}
+
+#[test]
+fn a_misplaced_team_or_a_broken_cluster_is_refused_naming_the_key() {
+    let env = env_of(&[("IRIS_CLUSTER_COOKIE", "s3cret")]);
+    let with = |teams: &str| err_env(&format!("{CLUSTER}\n{teams}"), &env);
+
+    let e = with("[teams.alpha]\npath = \"/p\"\nnode = \"n9\"");
+    let shown = invalid_at(&e, "teams.alpha.node");
+    assert!(shown.contains("n9") && shown.contains("n1, n2"), "{shown}");
+
+    let e = with("[teams.alpha]\npath = \"/p\"\nnode = \"n1\"\nremote = { destination = \"h\" }");
+    assert!(invalid_at(&e, "teams.alpha.node").contains("not both"));
+
+    let e = err("[teams.alpha]\npath = \"/p\"\nnode = \"n1\"");
+    assert!(invalid_at(&e, "teams.alpha.node").contains("no [cluster]"));
+
+    let e = err("[cluster]\n[cluster.nodes.n1]\naddress = \"127.0.0.1:1\"");
+    assert!(invalid_at(&e, "cluster.cookie").contains("required"));
+
+    let e = err("[cluster]\ncookie = \" \"\n[cluster.nodes.n1]\naddress = \"127.0.0.1:1\"");
+    assert!(invalid_at(&e, "cluster.cookie").contains("empty"));
+
+    let e = err("[cluster]\ncookie = \"c\"");
+    assert!(invalid_at(&e, "cluster.nodes").contains("names no node"));
+
+    let e = err("[cluster]\ncookie = \"c\"\n[cluster.nodes.n1]\naddress = \"somewhere\"");
+    assert!(invalid_at(&e, "cluster.nodes.n1.address").contains("127.0.0.1:7501"));
+
+    let e = err("[cluster]\ncookie = \"c\"\n[cluster.nodes.\"n.1\"]\naddress = \"127.0.0.1:1\"");
+    assert!(invalid_at(&e, "cluster.nodes.\"n.1\"").contains("not a valid node name"));
+
+    unknown_at(
+        "[cluster]\ncookie = \"c\"\nport = 1\n[cluster.nodes.n1]\naddress = \"127.0.0.1:1\"",
+        "cluster.port",
+    );
 }
