@@ -57,6 +57,12 @@ pub(crate) enum PoolMsg {
     Inspect { reply: RpcReplyPort<PoolView> },
 }
 
+// Local only: under ractor's `cluster` feature (the node's cluster turns it on) every message
+// type says whether it may cross a node. This one does not (it carries reply ports and live
+// handles): a plain local message, never advertised to peers.
+#[cfg(feature = "cluster")]
+impl ractor::Message for PoolMsg {}
+
 /// The pool as seen from outside.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PoolView {

@@ -70,6 +70,12 @@ pub(crate) enum RegistryMsg {
     },
 }
 
+// Local only: under ractor's `cluster` feature (the node's cluster turns it on) every message
+// type says whether it may cross a node. This one does not (it carries reply ports and live
+// handles): a plain local message, never advertised to peers.
+#[cfg(feature = "cluster")]
+impl ractor::Message for RegistryMsg {}
+
 /// What a creation task brings back.
 #[derive(Debug)]
 pub(crate) struct Started {

@@ -130,6 +130,12 @@ pub(crate) enum SessionMsg {
     Crash,
 }
 
+// Local only: under ractor's `cluster` feature (the node's cluster turns it on) every message
+// type says whether it may cross a node. This one does not (it carries reply ports and live
+// handles): a plain local message, never advertised to peers.
+#[cfg(feature = "cluster")]
+impl ractor::Message for SessionMsg {}
+
 impl From<PoolNotice> for SessionMsg {
     fn from(notice: PoolNotice) -> SessionMsg {
         match notice {
