@@ -648,3 +648,51 @@ async fn create_mutate_delete_and_reset_by_their_calls() {
     );
     runtime.reset_session(&team("a"), &team("b")).await.unwrap();
 }
+
+/// In a cluster, a runtime runs only the pairs whose receiving team its node hosts: a pair
+/// placed on another node is refused with the node to send it through, and no agent starts
+/// here; `wake_all` wakes only this node's teams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_runs_only_the_pairs_whose_receiving_team_it_hosts() {
+    let world = World::new();
+    let cluster = "\n[cluster]\ncookie = \"c\"\n[cluster.nodes.n1]\naddress = \"127.0.0.1:7501\"\n[cluster.nodes.n2]\naddress = \"127.0.0.1:7502\"\n";
+    let config = world
+        .config_with_teams(
+            &[
+                ("alpha", "node = \"n1\""),
+                ("beta", "node = \"n2\""),
+                ("gamma", ""),
+            ],
+            fake_claude(),
+            cluster,
+        )
+        .serving_as(iris::core::config::cluster::NodeName::new("n1").unwrap());
+    let runtime = Runtime::start(config, Store::open(world.db_path()).unwrap())
+        .await
+        .unwrap();
+    let (alpha, beta, gamma) = (team("alpha"), team("beta"), team("gamma"));
+    let refused = runtime
+        .tell(&alpha, &beta, "hi", TellOptions::complete())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, RuntimeError::HostedElsewhere { node, .. } if node.as_str() == "n2"),
+        "{refused:?}"
+    );
+    assert!(refused.to_string().contains("cluster node n2"), "{refused}");
+    assert_eq!(runtime.get_session(&alpha, &beta).unwrap(), None);
+    // Its own teams, and teams placed on no node, run here.
+    let outcome = runtime
+        .tell(&beta, &alpha, "hi", TellOptions::complete())
+        .await
+        .unwrap();
+    assert!(matches!(outcome, TellOutcome::Completed(_)), "{outcome:?}");
+    let woken: Vec<String> = runtime
+        .wake_all(&alpha)
+        .await
+        .into_iter()
+        .map(|(team, _)| team.to_string())
+        .collect();
+    assert_eq!(woken, [gamma.to_string()]);
+    runtime.shutdown(Duration::from_secs(5)).await;
+}

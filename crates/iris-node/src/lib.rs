@@ -7,11 +7,14 @@
 //! - [`mcp`]: the MCP tools, over stdio or mounted in the node's HTTP server.
 //! - [`backend`]: where a command runs: the running node if one holds the database, else a
 //!   runtime embedded in the command.
+//! - [`cluster`]: nodes on several machines, each pair run by the node that hosts its receiving
+//!   team.
 //! - [`node`]: `iris node`, the long-running process that serves all of it.
 #![deny(missing_docs)]
 
 pub mod backend;
 pub mod cli;
+pub mod cluster;
 pub mod http;
 pub mod mcp;
 pub mod node;

@@ -46,7 +46,9 @@ use crate::http::endpoint::{self, Endpoint};
 use crate::http::server::{self, NodeInfo, ServerState};
 use iris_api::ApiError;
 use iris_api::error::{INTERNAL_ERROR, USAGE_ERROR};
-use iris_api::service::Service;
+use iris_api::{Execute, Service};
+
+use crate::cluster::Cluster;
 
 /// How long each step of stopping gets: turns in flight to finish, then each agent after its
 /// stdin closes and after SIGTERM.
@@ -107,9 +109,26 @@ pub async fn run(config: Config, listen: SocketAddr, json: bool) -> Result<(), A
             "the node listens beyond loopback: requests still need the token, but travel in plain HTTP"
         );
     }
+    let cluster_config = config.cluster().is_some().then(|| config.clone());
     let runtime = Runtime::start(config, store.clone()).await?;
+    let service = Service::new(runtime.clone());
+    let cluster = match &cluster_config {
+        Some(config) => match Cluster::start(config, service.clone()).await {
+            Ok(cluster) => Some(cluster),
+            Err(error) => {
+                runtime.shutdown(SHUTDOWN_GRACE).await;
+                return Err(error);
+            }
+        },
+        None => None,
+    };
+    let executor = match &cluster {
+        Some(cluster) => cluster.executor(service),
+        None => Arc::new(service),
+    };
     let result = serve(
         &runtime,
+        executor,
         store,
         listener,
         bound,
@@ -123,13 +142,18 @@ pub async fn run(config: Config, listen: SocketAddr, json: bool) -> Result<(), A
         // may have agents; stop them before reporting it.
         runtime.shutdown(SHUTDOWN_GRACE).await;
     }
+    if let Some(cluster) = cluster {
+        cluster.stop().await;
+    }
     result
 }
 
 /// Serves until a signal, then shuts down. `Err` only for failures before serving began (the
 /// caller then stops the runtime).
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     runtime: &Runtime,
+    executor: Arc<dyn Execute>,
     store: Store,
     listener: TcpListener,
     bound: SocketAddr,
@@ -166,7 +190,7 @@ async fn serve(
         started: Instant::now(),
     });
     let state = ServerState {
-        executor: Arc::new(Service::new(runtime.clone())),
+        executor,
         runtime: runtime.clone(),
         store,
         token: Arc::from(endpoint.token.as_str()),

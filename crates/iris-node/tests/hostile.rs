@@ -133,7 +133,12 @@ agent = {{ env = {{ FAKE_CLAUDE_FAIL_START = "1" }} }}
             }
             None => self.scratch.command(),
         };
-        self.scratch.start_node(command).await
+        let node = self.scratch.start_node(command).await;
+        assert_eq!(
+            node.started.endpoint_file.as_deref(),
+            Some(self.endpoint_file().as_path())
+        );
+        node
     }
 }
 

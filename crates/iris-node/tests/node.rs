@@ -78,7 +78,12 @@ description = "team gamma"
     }
 
     async fn start_node(&self) -> Node {
-        self.scratch.start_node(self.command()).await
+        let node = self.scratch.start_node(self.command()).await;
+        assert_eq!(
+            node.started.endpoint_file.as_deref(),
+            Some(self.endpoint_file().as_path())
+        );
+        node
     }
 }
 

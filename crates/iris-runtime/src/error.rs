@@ -16,6 +16,17 @@ pub enum RuntimeError {
         /// The team.
         team: TeamName,
     },
+    /// The pair's receiving team is hosted by another node of the cluster, which runs its
+    /// sessions: this runtime never starts that team's agents.
+    #[error(
+        "team {team} is hosted by cluster node {node}, which runs its sessions; send the request through an iris node of the cluster (any node forwards it to {node})"
+    )]
+    HostedElsewhere {
+        /// The team.
+        team: TeamName,
+        /// The node that hosts it.
+        node: iris_core::config::cluster::NodeName,
+    },
     /// A team's configuration failed validation at start-up.
     #[error("invalid configuration for team {team}: {reason}")]
     InvalidTeam {
@@ -143,9 +154,9 @@ impl Coded for RuntimeError {
     fn code(&self) -> ErrorCode {
         match self {
             RuntimeError::UnknownTeam { .. } => ErrorCode::TeamNotFound,
-            RuntimeError::InvalidTeam { .. } | RuntimeError::Containment(_) => {
-                ErrorCode::ConfigError
-            }
+            RuntimeError::InvalidTeam { .. }
+            | RuntimeError::HostedElsewhere { .. }
+            | RuntimeError::Containment(_) => ErrorCode::ConfigError,
             RuntimeError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
             RuntimeError::NotFound { .. } => ErrorCode::SessionNotFound,
             RuntimeError::Agent { code, .. } => *code,

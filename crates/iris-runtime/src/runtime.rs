@@ -464,7 +464,7 @@ impl Runtime {
             .shared
             .config
             .team_names()
-            .filter(|team| *team != from)
+            .filter(|team| *team != from && self.shared.config.hosts(team))
             .cloned()
             .collect();
         let mut answers = Vec::with_capacity(teams.len());

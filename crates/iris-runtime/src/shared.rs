@@ -113,6 +113,14 @@ impl Shared {
                 return Err(RuntimeError::UnknownTeam { team: team.clone() });
             }
         }
+        if let Some(node) = self.config.node_of(&pair.to)
+            && !self.config.hosts(&pair.to)
+        {
+            return Err(RuntimeError::HostedElsewhere {
+                team: pair.to.clone(),
+                node: node.clone(),
+            });
+        }
         Ok(())
     }
 }

@@ -132,7 +132,7 @@ pub fn team_problems(config: &Config) -> Vec<RuntimeError> {
     config
         .teams()
         .iter()
-        .filter(|(_, team)| !team.is_remote())
+        .filter(|(name, team)| !team.is_remote() && config.hosts(name))
         .filter_map(|(name, team)| {
             validate_project_path(&team.path)
                 .err()

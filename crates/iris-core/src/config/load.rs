@@ -369,6 +369,7 @@ impl Resolver<'_> {
             agent: raw.agent,
             teams,
             cluster,
+            this_node: None,
             config_dir,
             source: self.file.to_owned(),
             from_env: crate::config::shown::Provenance::default(),

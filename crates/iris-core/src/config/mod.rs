@@ -65,6 +65,9 @@ pub struct Config {
     teams: BTreeMap<TeamName, TeamConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cluster: Option<cluster::ClusterConfig>,
+    /// The node this process serves as (`iris node --node NAME`); not part of the file.
+    #[serde(skip)]
+    this_node: Option<cluster::NodeName>,
     #[serde(skip)]
     config_dir: PathBuf,
     #[serde(skip)]
@@ -143,6 +146,27 @@ impl Config {
     /// `[cluster]`, when the file has one.
     pub fn cluster(&self) -> Option<&cluster::ClusterConfig> {
         self.cluster.as_ref()
+    }
+
+    /// This configuration as node `name` of its cluster serves it: the node's own teams (and
+    /// the teams placed on no node) are the ones it runs and checks.
+    pub fn serving_as(mut self, name: cluster::NodeName) -> Config {
+        self.this_node = Some(name);
+        self
+    }
+
+    /// The node this process serves as, if it was given one ([`Config::serving_as`]).
+    pub fn this_node(&self) -> Option<&cluster::NodeName> {
+        self.this_node.as_ref()
+    }
+
+    /// Whether this process runs `team`'s agents: a team placed on no node is run by whoever
+    /// loads the configuration; a placed one only by its node.
+    pub fn hosts(&self, team: &TeamName) -> bool {
+        match self.node_of(team) {
+            None => true,
+            Some(node) => self.this_node.as_ref() == Some(node),
+        }
     }
 
     /// The node that hosts `team`, when it is placed on one (`teams.NAME.node`).

@@ -150,6 +150,11 @@ pub enum Command {
         /// The address to listen on (loopback by default; every request needs the token).
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+        /// Which node of the configuration's [cluster] this process is (required when the
+        /// configuration has one). `${IRIS_NODE}` in the configuration reads it, so one file can
+        /// give each node its own database: `path = "data/${IRIS_NODE}.redb"`.
+        #[arg(long, value_name = "NAME", env = "IRIS_NODE")]
+        node: Option<String>,
     },
     /// Serve MCP on stdin/stdout, for an agent CLI: `claude mcp add iris -- iris mcp --from TEAM`.
     Mcp {

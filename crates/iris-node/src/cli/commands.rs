@@ -58,8 +58,8 @@ pub async fn run(cli: Cli, output: Output) -> Result<ExitCode, ApiError> {
             config_check(config_path, show_values, &output)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Node { listen } => {
-            let config = load_config(config_path)?;
+        Command::Node { listen, node } => {
+            let config = load_node_config(config_path, node.as_deref())?;
             crate::node::run(config, listen, output.is_json()).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -277,6 +277,56 @@ fn load_config(explicit: Option<&Path>) -> Result<Config, ApiError> {
     let mut config = discovery::load(explicit)?;
     resolve::resolve_agents(&mut config)?;
     Ok(config)
+}
+
+/// The configuration as node `node` of its cluster serves it (`${IRIS_NODE}` reads the name):
+/// a configuration with a `[cluster]` needs the name of one of its nodes, and one without
+/// refuses a name rather than ignore it.
+fn load_node_config(explicit: Option<&Path>, node: Option<&str>) -> Result<Config, ApiError> {
+    let config = discovery::load_as_node(explicit, node)?;
+    let mut config = match (config.cluster(), node) {
+        (None, None) => config,
+        (Some(cluster), Some(name)) => match cluster.node(name) {
+            Some((name, _)) => {
+                let name = name.clone();
+                config.serving_as(name)
+            }
+            None => return Err(unknown_node(&config, name)),
+        },
+        (Some(_), None) => return Err(unknown_node(&config, "")),
+        (None, Some(name)) => {
+            return Err(ApiError::new(
+                iris_core::ErrorCode::ConfigError,
+                format!(
+                    "`--node {name}` (or $IRIS_NODE) names a cluster node, but {} has no [cluster] section; add one, or start the node without a name",
+                    config.source()
+                ),
+            ));
+        }
+    };
+    resolve::resolve_agents(&mut config)?;
+    Ok(config)
+}
+
+/// `name` is not a node of the configuration's cluster (or no name was given).
+fn unknown_node(config: &Config, name: &str) -> ApiError {
+    let known: Vec<&str> = config
+        .cluster()
+        .map(|c| c.nodes.keys().map(|n| n.as_str()).collect())
+        .unwrap_or_default();
+    let what = if name.is_empty() {
+        "no node name was given".to_owned()
+    } else {
+        format!("it has no node {name:?}")
+    };
+    ApiError::new(
+        iris_core::ErrorCode::ConfigError,
+        format!(
+            "{} has a [cluster], but {what}: start the node with `--node NAME` (or $IRIS_NODE) naming one of {}",
+            config.source(),
+            known.join(", ")
+        ),
+    )
 }
 
 /// `iris config check`: everything a start would check (syntax, keys, agent commands, team

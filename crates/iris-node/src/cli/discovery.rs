@@ -172,6 +172,17 @@ pub fn load_from(places: &Places) -> Result<Config, ApiError> {
     Config::load(&path).map_err(|e| ApiError::coded(&e))
 }
 
+/// [`load`] for `iris node --node NAME`: `${IRIS_NODE}` in the file reads `node` when it is
+/// given (the flag wins over the environment, as clap read it), else the environment.
+pub fn load_as_node(explicit: Option<&Path>, node: Option<&str>) -> Result<Config, ApiError> {
+    let path = Places::from_process(explicit).find()?;
+    let env = |var: &str| match (var, node) {
+        ("IRIS_NODE", Some(node)) => Some(node.to_owned()),
+        _ => std::env::var(var).ok(),
+    };
+    Config::load_with_env(&path, &env).map_err(|e| ApiError::coded(&e))
+}
+
 fn config_error(message: String) -> ApiError {
     ApiError::new(ErrorCode::ConfigError, message)
 }

@@ -148,8 +148,14 @@ pub fn resolve_agents(config: &mut Config) -> Result<(), UnresolvedCommand> {
 
 /// [`resolve_agents`] with an explicit [`Lookup`].
 pub fn resolve_agents_with(config: &mut Config, lookup: &Lookup) -> Result<(), UnresolvedCommand> {
+    // A team another cluster node hosts is run there, with that machine's commands.
+    let elsewhere: Vec<_> = config
+        .team_names()
+        .filter(|team| !config.hosts(team))
+        .cloned()
+        .collect();
     config.rewrite_agent_commands(|team, team_config, agent| {
-        if team_config.is_remote() {
+        if team_config.is_remote() || elsewhere.contains(team) {
             return Ok(None);
         }
         match lookup.find(&agent.command) {

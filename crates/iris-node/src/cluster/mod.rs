@@ -1,0 +1,445 @@
+//! The cluster: iris nodes on several machines, each pair owned by the node that hosts its
+//! receiving team (`teams.NAME.node`), over ractor_cluster.
+//!
+//! - **Transport and membership** are ractor_cluster's: a `NodeServer` listens on this node's
+//!   `[cluster.nodes.NAME] address` with the shared cookie; each node dials every other (the
+//!   session election keeps one link per pair of nodes).
+//! - **Discovery**: each node's [`gateway::Gateway`] joins the process group
+//!   `iris.node.<name>`; a peer's gateway is found there once the link is up.
+//! - **Placement check**: before any traffic, a node sends its placement to the peer's gateway
+//!   (`Hello`); a peer that loaded another placement is refused ([`PeerState::ConfigMismatch`]),
+//!   so a misconfiguration stops traffic instead of making a second owner.
+//! - **Failure detection is ours**: ractor_cluster has none (a stopped peer looks alive). A
+//!   watcher per peer sends a heartbeat every [`HEARTBEAT`]; [`SUSPECT_AFTER`] missed ones make
+//!   the peer suspected, and its pairs fail at once with `NODE_UNAVAILABLE`. A peer that is not
+//!   connected is dialled again with backoff, so a node that comes back rejoins by itself.
+//! - **Forwarding**: [`ClusterExecutor`] runs a request for a pair whose receiving team another
+//!   node hosts on that node (its `Request`, as JSON, with a request id), and everything else
+//!   here.
+
+pub mod gateway;
+pub mod peers;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use iris_api::{ApiCode, ApiError, Execute, Executing, Reply, Request, RequestKind, Service};
+use iris_core::TeamName;
+use iris_core::config::Config;
+use iris_core::config::cluster::NodeName;
+use iris_runtime::Wait;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef};
+use ractor_cluster::{NodeServer, NodeServerMessage};
+use uuid::Uuid;
+
+use self::gateway::{Forwarded, ForwardedOutcome, Gateway, GatewayArgs, GatewayMsg};
+pub use self::peers::{PeerState, PeerView, Peers};
+
+/// How often each peer gets a heartbeat.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// How long a heartbeat (or a hello) may take before it counts as missed.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Missed heartbeats in a row that make a peer suspected.
+pub const SUSPECT_AFTER: u32 = 3;
+
+/// The longest wait between two dials of a peer that is down.
+pub const MAX_REDIAL: Duration = Duration::from_secs(5);
+
+/// This node's part of the cluster: its node server, its gateway, and a watcher per peer.
+/// Stopped with [`Cluster::stop`]; dropping it aborts the watchers.
+#[derive(Debug)]
+pub struct Cluster {
+    shared: Arc<Shared>,
+    server: ActorRef<NodeServerMessage>,
+    gateway: ActorRef<GatewayMsg>,
+    watchers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// What the executor and the watchers share.
+#[derive(Debug)]
+struct Shared {
+    me: NodeName,
+    /// Which node hosts each placed team.
+    owners: BTreeMap<TeamName, NodeName>,
+    peers: Peers,
+}
+
+impl Cluster {
+    /// Joins the cluster of `config` as the node it serves as ([`Config::serving_as`]): listens
+    /// for peers, starts the gateway that runs their requests on `service`, and dials every
+    /// peer.
+    pub async fn start(config: &Config, service: Service) -> Result<Cluster, ApiError> {
+        let (Some(cluster), Some(placement), Some(me)) =
+            (config.cluster(), config.placement(), config.this_node())
+        else {
+            return Err(ApiError::new(
+                ApiCode::Internal,
+                "the cluster was started without a [cluster] and a node name (a bug in iris)",
+            ));
+        };
+        let Some((_, own)) = cluster.node(me.as_str()) else {
+            return Err(ApiError::new(
+                iris_core::ErrorCode::ConfigError,
+                format!("node {me} is not in [cluster.nodes]"),
+            ));
+        };
+        let address = own.address;
+        if !address.ip().is_loopback() {
+            tracing::warn!(%address, "the cluster listens beyond loopback: nodes authenticate with the cookie, but their traffic is not encrypted; keep it on a private network (or WireGuard)");
+        }
+        // ractor_cluster's listener retries a failed bind in the background; check first, so
+        // an address in use is an error that says so.
+        std::net::TcpListener::bind(address).map_err(|e| {
+            ApiError::new(
+                iris_core::ErrorCode::ConfigError,
+                format!(
+                    "cannot listen for cluster nodes on {address} ([cluster.nodes.{me}] address): {e}; is another node using it?"
+                ),
+            )
+        })?;
+        let server = NodeServer::new(
+            address.port(),
+            cluster.cookie.clone(),
+            me.to_string(),
+            address.ip().to_string(),
+            None,
+            None,
+        )
+        .with_listen_addr(address.ip());
+        let (server, _) = Actor::spawn(None, server, ()).await.map_err(|e| {
+            ApiError::new(
+                ApiCode::Internal,
+                format!("could not start the cluster's node server: {e}"),
+            )
+        })?;
+        let placement_json = serde_json::to_string(&placement).map_err(|e| {
+            ApiError::new(
+                ApiCode::Internal,
+                format!("cannot encode the placement: {e}"),
+            )
+        })?;
+        let (gateway, _) = Actor::spawn(
+            None,
+            Gateway,
+            GatewayArgs {
+                name: me.to_string(),
+                placement: placement.clone(),
+                service,
+            },
+        )
+        .await
+        .map_err(|e| {
+            server.stop(None);
+            ApiError::new(
+                ApiCode::Internal,
+                format!("could not start the cluster's gateway: {e}"),
+            )
+        })?;
+        let shared = Arc::new(Shared {
+            me: me.clone(),
+            owners: placement.teams.clone(),
+            peers: Peers::new(
+                placement
+                    .nodes
+                    .iter()
+                    .filter(|(name, _)| *name != me)
+                    .map(|(name, address)| (name.clone(), *address)),
+            ),
+        });
+        let watchers = shared
+            .peers
+            .peers
+            .keys()
+            .map(|name| {
+                tokio::spawn(watch_peer(
+                    shared.clone(),
+                    name.clone(),
+                    server.clone(),
+                    placement_json.clone(),
+                ))
+            })
+            .collect();
+        tracing::info!(node = %me, %address, peers = shared.peers.peers.len(), digest = %placement.digest(), "joined the cluster");
+        Ok(Cluster {
+            shared,
+            server,
+            gateway,
+            watchers,
+        })
+    }
+
+    /// Every peer, as `iris cluster status` shows it.
+    pub fn peers(&self) -> Vec<PeerView> {
+        self.shared.peers.views()
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &NodeName {
+        &self.shared.me
+    }
+
+    /// The executor that forwards to owners and runs the rest on `local`.
+    pub fn executor(&self, local: Service) -> Arc<dyn Execute> {
+        Arc::new(ClusterExecutor {
+            local,
+            cluster: self.shared.clone(),
+        })
+    }
+
+    /// Leaves the cluster: the watchers stop, then the gateway and the node server (peers see
+    /// the links close).
+    pub async fn stop(self) {
+        for watcher in &self.watchers {
+            watcher.abort();
+        }
+        for watcher in self.watchers {
+            let _ = watcher.await;
+        }
+        let _ = self
+            .gateway
+            .stop_and_wait(None, Some(Duration::from_secs(5)))
+            .await;
+        let _ = self
+            .server
+            .stop_and_wait(None, Some(Duration::from_secs(5)))
+            .await;
+    }
+}
+
+/// Keeps one peer's record current: dials it while it is down (with backoff), checks its
+/// placement once per link, and sends it a heartbeat every [`HEARTBEAT`].
+async fn watch_peer(
+    shared: Arc<Shared>,
+    name: NodeName,
+    server: ActorRef<NodeServerMessage>,
+    placement_json: String,
+) {
+    let Some(peer) = shared.peers.peers.get(&name) else {
+        return;
+    };
+    let mut ticks = tokio::time::interval(HEARTBEAT);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut misses, mut beat) = (0u32, 0u64);
+    let mut verified: Option<ractor::ActorId> = None;
+    let (mut redial, mut next_dial) = (HEARTBEAT, Instant::now());
+    loop {
+        ticks.tick().await;
+        let Some(gateway) = remote_gateway(&name) else {
+            verified = None;
+            misses = 0;
+            peer.state.send_if_modified(|s| replace(s, PeerState::Down));
+            if Instant::now() >= next_dial {
+                if let Err(error) = ractor_cluster::client_connect(&server, peer.address).await {
+                    tracing::debug!(peer = %name, address = %peer.address, %error, "cannot reach the peer yet");
+                }
+                next_dial = Instant::now() + redial;
+                redial = (redial * 2).min(MAX_REDIAL);
+            }
+            continue;
+        };
+        redial = HEARTBEAT;
+        if verified != Some(gateway.get_id()) {
+            let hello = gateway
+                .call(
+                    |reply| GatewayMsg::Hello(placement_json.clone(), reply),
+                    Some(HEARTBEAT_TIMEOUT * 2),
+                )
+                .await;
+            match hello {
+                Ok(CallResult::Success(why)) if why.is_empty() => {
+                    verified = Some(gateway.get_id());
+                    lock(peer).mismatch = None;
+                }
+                Ok(CallResult::Success(why)) => {
+                    if peer
+                        .state
+                        .send_if_modified(|s| replace(s, PeerState::ConfigMismatch))
+                    {
+                        tracing::error!(peer = %name, reason = %why, "refusing the peer: it loaded another placement");
+                    }
+                    lock(peer).mismatch = Some(why);
+                    continue;
+                }
+                _ => {
+                    misses += 1;
+                    continue;
+                }
+            }
+        }
+        beat += 1;
+        let sent = Instant::now();
+        let answer = gateway
+            .call(
+                |reply| GatewayMsg::Ping(beat, reply),
+                Some(HEARTBEAT_TIMEOUT),
+            )
+            .await;
+        if matches!(answer, Ok(CallResult::Success(n)) if n == beat) {
+            misses = 0;
+            {
+                let mut detail = lock(peer);
+                detail.gateway = Some(gateway);
+                detail.rtt = Some(sent.elapsed());
+                detail.last_heartbeat = Some(SystemTime::now());
+            }
+            if peer.state.send_if_modified(|s| replace(s, PeerState::Up)) {
+                tracing::info!(peer = %name, "peer up");
+            }
+        } else {
+            misses += 1;
+            if misses >= SUSPECT_AFTER
+                && peer
+                    .state
+                    .send_if_modified(|s| replace(s, PeerState::Suspected))
+            {
+                tracing::warn!(peer = %name, misses, "peer suspected: it missed its heartbeats; its pairs fail until it answers again");
+            }
+        }
+    }
+}
+
+/// Sets `state` to `new`; whether it changed.
+fn replace(state: &mut PeerState, new: PeerState) -> bool {
+    if *state == new {
+        return false;
+    }
+    *state = new;
+    true
+}
+
+fn lock(peer: &peers::Peer) -> std::sync::MutexGuard<'_, peers::Detail> {
+    peer.detail
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The gateway of peer `name`, when a link to it is up.
+fn remote_gateway(name: &NodeName) -> Option<ActorRef<GatewayMsg>> {
+    ractor::pg::get_scoped_members(
+        &gateway::SCOPE.to_owned(),
+        &gateway::group_of(name.as_str()),
+    )
+    .into_iter()
+    .find(|cell| !cell.get_id().is_local())
+    .map(ActorRef::from)
+}
+
+/// Runs requests for pairs hosted elsewhere on their owner, the rest on this node.
+#[derive(Debug)]
+pub struct ClusterExecutor {
+    local: Service,
+    cluster: Arc<Shared>,
+}
+
+impl Execute for ClusterExecutor {
+    fn execute(&self, request: Request) -> Executing<'_> {
+        Box::pin(async move {
+            match self.owner_of(&request) {
+                Some(owner) if *owner != self.cluster.me => {
+                    let owner = owner.clone();
+                    self.forward(&owner, request).await
+                }
+                _ => self.local.execute(request).await,
+            }
+        })
+    }
+}
+
+impl ClusterExecutor {
+    /// The node that owns the pair a request is about, when it names one whose receiving team
+    /// is placed on a node.
+    fn owner_of(&self, request: &Request) -> Option<&NodeName> {
+        let to = match request {
+            Request::Tell { to, .. }
+            | Request::Wake { to, .. }
+            | Request::Sleep { to, .. }
+            | Request::Cancel { to, .. }
+            | Request::Report { to, .. }
+            | Request::Status { to, .. }
+            | Request::SessionsReboot { to, .. }
+            | Request::SessionsShow {
+                target: iris_api::SessionTarget::Pair { to, .. },
+            } => to,
+            _ => return None,
+        };
+        self.cluster.owners.get(to)
+    }
+
+    /// Runs `request` on `owner`: at once `NODE_UNAVAILABLE` when the owner is not up, and the
+    /// same as soon as it is lost while the request runs (its outcome is then unknown).
+    async fn forward(&self, owner: &NodeName, request: Request) -> Result<Reply, ApiError> {
+        let peers = &self.cluster.peers;
+        let gateway = peers
+            .gateway(owner)
+            .map_err(|state| unavailable(owner, &state))?;
+        let forwarded = Forwarded {
+            request_id: Uuid::now_v7(),
+            request,
+        };
+        let request_id = forwarded.request_id;
+        let limit = forward_limit(forwarded.request.kind());
+        let bytes = serde_json::to_vec(&forwarded).map_err(|e| {
+            ApiError::new(ApiCode::Internal, format!("cannot encode the request: {e}"))
+        })?;
+        let call = gateway.call(|reply| GatewayMsg::Forward(bytes, reply), limit);
+        let answer = tokio::select! {
+            answer = call => answer,
+            () = peers.lost(owner) => {
+                return Err(lost(owner, request_id));
+            }
+        };
+        match answer {
+            Ok(CallResult::Success(bytes)) => serde_json::from_slice::<ForwardedOutcome>(&bytes)
+                .unwrap_or_else(|e| {
+                    Err(ApiError::new(
+                        ApiCode::Internal,
+                        format!("node {owner} answered request {request_id} with something this node cannot read ({e}); are both nodes the same iris version?"),
+                    ))
+                }),
+            Ok(CallResult::Timeout) | Ok(CallResult::SenderError) | Err(_) => {
+                Err(lost(owner, request_id))
+            }
+        }
+    }
+}
+
+/// How long a forwarded request may take, by what it does: a tell that waits for its end has
+/// no limit (the turn's own limits bound it, and a lost owner ends the wait).
+fn forward_limit(kind: RequestKind) -> Option<Duration> {
+    match kind {
+        RequestKind::Read | RequestKind::Tell(Wait::Async) => Some(Duration::from_secs(30)),
+        RequestKind::Control => Some(Duration::from_secs(300)),
+        RequestKind::Tell(Wait::Timeout(limit)) => Some(limit + Duration::from_secs(30)),
+        RequestKind::Tell(Wait::Complete) => None,
+    }
+}
+
+/// The owner cannot be reached.
+fn unavailable(owner: &NodeName, state: &PeerState) -> ApiError {
+    let why = match state {
+        PeerState::Down => "is not connected",
+        PeerState::Suspected => "is not answering its heartbeats",
+        PeerState::ConfigMismatch => "loaded another placement (see `iris cluster status`)",
+        PeerState::Up => "is not reachable",
+    };
+    ApiError::new(
+        ApiCode::NodeUnavailable,
+        format!(
+            "node {owner}, which hosts this pair's receiving team, {why}; the request did not run. Retry once it is back (`iris cluster status` shows the nodes)"
+        ),
+    )
+}
+
+/// The owner was lost while it ran the request: it may or may not have run.
+fn lost(owner: &NodeName, request_id: Uuid) -> ApiError {
+    ApiError::new(
+        ApiCode::NodeUnavailable,
+        format!(
+            "node {owner} stopped answering while it ran request {request_id}: the outcome is unknown (it may have run); check with `iris report` once the node is back"
+        ),
+    )
+}

@@ -1,0 +1,228 @@
+//! The cluster with real processes: two `iris node` processes on loopback share one
+//! configuration, team alpha placed on n1 and beta on n2. A pair runs on the node that hosts its
+//! receiving team, whichever node the command entered at; a node whose owner is gone answers
+//! `NODE_UNAVAILABLE` at once; a node that loaded another placement is refused.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Node, Out, STEP, Scratch};
+use tokio::process::Command;
+
+/// Two free loopback ports (bound then released; the nodes bind them a moment later).
+fn free_ports() -> (u16, u16) {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
+}
+
+struct World {
+    scratch: Scratch,
+}
+
+impl World {
+    /// alpha on n1, beta on n2, gamma on n1; `extra` is appended (another team, to make a
+    /// placement differ).
+    fn new(ports: (u16, u16), extra: &str) -> World {
+        let scratch = Scratch::new(&["alpha", "beta", "gamma", "delta"]);
+        let root = scratch.root().display().to_string();
+        scratch.write_config(&format!(
+            r#"
+[settings]
+spawn_timeout = "20s"
+
+[cluster]
+cookie = "${{IRIS_CLUSTER_COOKIE:-test-cookie}}"
+
+[cluster.nodes.n1]
+address = "127.0.0.1:{p1}"
+
+[cluster.nodes.n2]
+address = "127.0.0.1:{p2}"
+
+[database]
+path = "data/${{IRIS_NODE}}.redb"
+
+[agent]
+command = "fake-claude"
+
+[teams.alpha]
+path = "{root}/alpha"
+node = "n1"
+
+[teams.beta]
+path = "{root}/beta"
+node = "n2"
+
+[teams.gamma]
+path = "{root}/gamma"
+node = "n1"
+{extra}
+"#,
+            p1 = ports.0,
+            p2 = ports.1,
+        ));
+        World { scratch }
+    }
+
+    /// `iris` as node `name` (or a command run beside it) sees the configuration.
+    fn command(&self, name: &str) -> Command {
+        let mut command = self.scratch.command();
+        command.env("IRIS_NODE", name);
+        command
+    }
+
+    async fn iris(&self, at: &str, args: &[&str]) -> Out {
+        support::run(self.command(at), args).await
+    }
+
+    async fn start(&self, name: &str) -> Node {
+        let node = self.scratch.start_node(self.command(name)).await;
+        let expected = self.scratch.root().join(format!("data/{name}.redb.node"));
+        assert_eq!(
+            node.started.endpoint_file.as_deref(),
+            Some(expected.as_path())
+        );
+        node
+    }
+
+    /// Tells `from`→`to` through node `at` until the cluster is connected (a first tell may
+    /// meet the owner before its link is up), then returns the answer.
+    async fn tell_when_joined(&self, at: &str, from: &str, to: &str, message: &str) -> Value {
+        let deadline = Instant::now() + STEP;
+        loop {
+            let out = self.iris(at, &["tell", from, to, message]).await;
+            if out.code == Some(0) {
+                return out.json;
+            }
+            assert_eq!(out.error_code(), "NODE_UNAVAILABLE", "{out:#?}");
+            assert!(
+                Instant::now() < deadline,
+                "the cluster never joined: {out:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The pairs whose sessions node `at` holds, as `from->to`.
+    async fn pairs_on(&self, at: &str) -> Vec<String> {
+        let out = self.iris(at, &["sessions", "list"]).await;
+        assert_eq!(out.code, Some(0), "{out:#?}");
+        let mut pairs: Vec<String> = out
+            .json
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}->{}",
+                    r["from_team"].as_str().unwrap(),
+                    r["to_team"].as_str().unwrap()
+                )
+            })
+            .collect();
+        pairs.sort();
+        pairs
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_runs_on_the_node_of_its_receiving_team_and_a_lost_owner_fails_at_once() {
+    let world = World::new(free_ports(), "");
+    let mut n1 = world.start("n1").await;
+    let mut n2 = world.start("n2").await;
+
+    // Entered at n1, owned by n2 (beta), and the reverse: each runs where its receiver lives.
+    let reply = world
+        .tell_when_joined("n1", "alpha", "beta", "across")
+        .await;
+    assert_eq!(reply["status"], "completed", "{reply:#}");
+    assert_eq!(reply["response"], "echo: across", "{reply:#}");
+    let reply = world.tell_when_joined("n2", "beta", "alpha", "back").await;
+    assert_eq!(reply["response"], "echo: back", "{reply:#}");
+    // Entered at the owner itself: local.
+    let reply = world.tell_when_joined("n1", "beta", "gamma", "here").await;
+    assert_eq!(reply["response"], "echo: here", "{reply:#}");
+    assert_eq!(world.pairs_on("n1").await, ["beta->alpha", "beta->gamma"]);
+    assert_eq!(world.pairs_on("n2").await, ["alpha->beta"]);
+    // Status and report are the owner's, from either node.
+    let status = world.iris("n1", &["status", "alpha", "beta"]).await;
+    assert_eq!(status.code, Some(0), "{status:#?}");
+    assert_eq!(status.json["session"]["to_team"], "beta");
+    let report = world.iris("n1", &["report", "alpha", "beta"]).await;
+    assert_eq!(report.json.as_array().map(Vec::len), Some(1), "{report:#?}");
+
+    // The owner of beta is killed: its pairs fail at once with NODE_UNAVAILABLE (exit 6),
+    // the others keep working.
+    n2.signal(nix::sys::signal::Signal::SIGKILL);
+    n2.wait(STEP).await;
+    let started = Instant::now();
+    let out = world
+        .iris("n1", &["tell", "alpha", "beta", "anyone?"])
+        .await;
+    assert_eq!(out.code, Some(6), "{out:#?}");
+    assert_eq!(out.error_code(), "NODE_UNAVAILABLE", "{out:#?}");
+    assert!(out.error_message().contains("n2"), "{out:#?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    let reply = world
+        .iris("n1", &["tell", "beta", "alpha", "still here"])
+        .await;
+    assert_eq!(reply.code, Some(0), "{reply:#?}");
+
+    // It comes back and rejoins by itself.
+    let n2 = world.start("n2").await;
+    let reply = world
+        .tell_when_joined("n1", "alpha", "beta", "welcome back")
+        .await;
+    assert_eq!(reply["response"], "echo: welcome back", "{reply:#}");
+    n2.stop().await;
+    n1.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(n1.wait(STEP).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_loaded_another_placement_is_refused() {
+    let ports = free_ports();
+    let world = World::new(ports, "");
+    // n2 loads a file with one more placed team: its placement digest differs.
+    let other = World::new(
+        ports,
+        &format!(
+            "[teams.delta]\npath = \"{}/delta\"\nnode = \"n2\"\n",
+            world.scratch.root().display()
+        ),
+    );
+    let n1 = world.start("n1").await;
+    let n2 = other.start("n2").await;
+    // Whatever the timing, alpha→beta never runs: first the link is not up, then the peer is
+    // refused for its placement.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = None;
+    while Instant::now() < deadline {
+        let out = world.iris("n1", &["tell", "alpha", "beta", "hi"]).await;
+        assert_eq!(out.error_code(), "NODE_UNAVAILABLE", "{out:#?}");
+        let refused = out.error_message().contains("another placement");
+        last = Some(out);
+        if refused {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let last = last.unwrap();
+    assert!(
+        last.error_message().contains("another placement"),
+        "{last:#?}"
+    );
+    n1.stop().await;
+    n2.stop().await;
+}
