@@ -57,7 +57,10 @@ fn main() -> ExitCode {
 
 /// Commands that may start agents (and so want the guardian).
 fn needs_runtime(command: &Command) -> bool {
-    !matches!(command, Command::Version | Command::Config(_))
+    !matches!(
+        command,
+        Command::Version | Command::Config(_) | Command::Cluster(_)
+    )
 }
 
 /// A command line clap rejected: its own message and exit code (2), plus the JSON error under

@@ -126,9 +126,11 @@ pub async fn run(config: Config, listen: SocketAddr, json: bool) -> Result<(), A
         Some(cluster) => cluster.executor(service),
         None => Arc::new(service),
     };
+    let cluster_status = cluster.as_ref().map(Cluster::status_source);
     let result = serve(
         &runtime,
         executor,
+        cluster_status,
         store,
         listener,
         bound,
@@ -154,6 +156,7 @@ pub async fn run(config: Config, listen: SocketAddr, json: bool) -> Result<(), A
 async fn serve(
     runtime: &Runtime,
     executor: Arc<dyn Execute>,
+    cluster: Option<crate::cluster::StatusSource>,
     store: Store,
     listener: TcpListener,
     bound: SocketAddr,
@@ -196,6 +199,7 @@ async fn serve(
         token: Arc::from(endpoint.token.as_str()),
         info,
         limits,
+        cluster,
     };
     let started = Started {
         addr: endpoint.addr,

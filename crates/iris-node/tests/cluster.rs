@@ -158,6 +158,29 @@ async fn a_pair_runs_on_the_node_of_its_receiving_team_and_a_lost_owner_fails_at
     let report = world.iris("n1", &["report", "alpha", "beta"]).await;
     assert_eq!(report.json.as_array().map(Vec::len), Some(1), "{report:#?}");
 
+    // `iris cluster status` at n1: both nodes, what they host, n2 up with a heartbeat.
+    let status = world.iris("n1", &["cluster", "status"]).await;
+    assert_eq!(status.code, Some(0), "{status:#?}");
+    let node = |json: &Value, name: &str| -> Value {
+        json["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(status.json["node"], "n1");
+    let (me, peer) = (node(&status.json, "n1"), node(&status.json, "n2"));
+    assert_eq!(me["this_node"], true);
+    assert_eq!(me["teams"], serde_json::json!(["alpha", "gamma"]));
+    assert_eq!(peer["state"], "up", "{status:#?}");
+    assert_eq!(peer["teams"], serde_json::json!(["beta"]));
+    assert!(
+        peer["rtt_us"].is_u64() && peer["last_heartbeat"].is_object(),
+        "{peer:#}"
+    );
+
     // The owner of beta is killed: its pairs fail at once with NODE_UNAVAILABLE (exit 6),
     // the others keep working.
     n2.signal(nix::sys::signal::Signal::SIGKILL);
@@ -178,6 +201,19 @@ async fn a_pair_runs_on_the_node_of_its_receiving_team_and_a_lost_owner_fails_at
         .iris("n1", &["tell", "beta", "alpha", "still here"])
         .await;
     assert_eq!(reply.code, Some(0), "{reply:#?}");
+    // Its next heartbeat finds the link gone: down.
+    let deadline = Instant::now() + STEP;
+    loop {
+        let status = world.iris("n1", &["cluster", "status"]).await;
+        if node(&status.json, "n2")["state"] == "down" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "n2 never shown down: {status:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // It comes back and rejoins by itself.
     let n2 = world.start("n2").await;

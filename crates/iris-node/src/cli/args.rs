@@ -139,6 +139,9 @@ pub enum Command {
     },
     /// Totals: sessions by status and process state, live processes, turns.
     Stats,
+    /// The cluster, as the running node of this database sees it.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Check or create the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -211,6 +214,15 @@ pub enum SessionsCommand {
         /// The receiving team.
         to: String,
     },
+}
+
+/// `iris cluster …`
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Each node: its state (up, suspected, down, config mismatch), address, last heartbeat,
+    /// round-trip time and the teams it hosts. Asks the node running on this database (start
+    /// one with `iris node --node NAME`; `$IRIS_NODE` picks the node's database).
+    Status,
 }
 
 /// `iris config …`

@@ -17,7 +17,7 @@ use iris_api::{
 };
 
 use crate::backend::Backend;
-use crate::cli::args::{Cli, Command, ConfigCommand, SessionsCommand};
+use crate::cli::args::{Cli, ClusterCommand, Command, ConfigCommand, SessionsCommand};
 use crate::cli::discovery::{self, Places};
 use crate::cli::output::Output;
 use crate::cli::resolve;
@@ -56,6 +56,12 @@ pub async fn run(cli: Cli, output: Output) -> Result<ExitCode, ApiError> {
         }
         Command::Config(ConfigCommand::Check { show_values }) => {
             config_check(config_path, show_values, &output)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cluster(ClusterCommand::Status) => {
+            let config = discovery::load(config_path)?;
+            let status = cluster_status(&config).await?;
+            output.cluster_status(&status);
             Ok(ExitCode::SUCCESS)
         }
         Command::Node { listen, node } => {
@@ -252,6 +258,7 @@ fn request_of(command: Command) -> Result<(RawRequest, Option<String>), ApiError
         Command::Stats => (RawRequest::Stats, None),
         Command::Version
         | Command::Config(_)
+        | Command::Cluster(_)
         | Command::Node { .. }
         | Command::Mcp { .. }
         | Command::WakeAll { .. } => {
@@ -306,6 +313,37 @@ fn load_node_config(explicit: Option<&Path>, node: Option<&str>) -> Result<Confi
     };
     resolve::resolve_agents(&mut config)?;
     Ok(config)
+}
+
+/// `iris cluster status`: asked of the node running on the configuration's database.
+async fn cluster_status(config: &Config) -> Result<crate::cluster::ClusterStatus, ApiError> {
+    if config.cluster().is_none() {
+        return Err(ApiError::new(
+            iris_core::ErrorCode::ConfigError,
+            format!(
+                "{} has no [cluster] section: this iris runs alone",
+                config.source()
+            ),
+        ));
+    }
+    let Some(db_path) = config.database().path() else {
+        return Err(ApiError::new(
+            iris_core::ErrorCode::ConfigError,
+            "the database is in memory: no other process can reach its node",
+        ));
+    };
+    let Some(found) = crate::http::endpoint::read_live(db_path).await? else {
+        return Err(ApiError::new(
+            iris_api::ApiCode::NodeUnavailable,
+            format!(
+                "no iris node runs on {}; start one with `iris node --node NAME` (with $IRIS_NODE set, `${{IRIS_NODE}}` in the configuration picks that node's database)",
+                db_path.display()
+            ),
+        ));
+    };
+    let client =
+        crate::http::client::Client::new(found, Some(crate::http::endpoint::path_for(db_path)))?;
+    client.cluster_status().await
 }
 
 /// `name` is not a node of the configuration's cluster (or no name was given).

@@ -62,6 +62,22 @@ impl Output {
         }
     }
 
+    /// Prints `iris cluster status`: its JSON document, or a table of the nodes.
+    pub fn cluster_status(&self, status: &crate::cluster::ClusterStatus) {
+        if self.json {
+            match serde_json::to_value(status) {
+                Ok(value) => self.json_value(&value),
+                Err(e) => self.json_value(&serde_json::json!({"error": {"code": "INTERNAL_ERROR", "message": format!("cannot print the cluster status: {e}")}})),
+            }
+            return;
+        }
+        write_stdout(&cluster_table(
+            status,
+            std::time::SystemTime::now(),
+            self.table_style(),
+        ));
+    }
+
     /// Prints one JSON document on stdout.
     pub fn json_value(&self, value: &serde_json::Value) {
         let text = serde_json::to_string_pretty(value).unwrap_or_else(|e| {
@@ -292,6 +308,56 @@ fn tell_text(tell: &TellReply) -> Rendered {
 /// Terminals narrower than this (or reporting no width, as some pseudo-terminals do) get
 /// unwrapped rows: squeezing columns to a few characters would make them unreadable.
 const MIN_FIT_WIDTH: u16 = 60;
+
+/// The nodes of a cluster, one row each, as the answering node sees them.
+fn cluster_table(
+    status: &crate::cluster::ClusterStatus,
+    now: std::time::SystemTime,
+    style: TableStyle,
+) -> String {
+    use crate::cluster::PeerState;
+    let mut table = new_table(
+        &["NODE", "STATE", "ADDRESS", "HEARTBEAT", "RTT", "TEAMS"],
+        style,
+    );
+    for node in &status.nodes {
+        let state = match (&node.state, node.this_node) {
+            (_, true) => "this node",
+            (PeerState::Up, false) => "up",
+            (PeerState::Suspected, false) => "suspected",
+            (PeerState::Down, false) => "down",
+            (PeerState::ConfigMismatch, false) => "config mismatch",
+        };
+        let heartbeat = node.last_heartbeat.map_or("-".to_owned(), |at| {
+            let ago = now.duration_since(at).unwrap_or_default();
+            format!("{:.1}s ago", ago.as_secs_f64())
+        });
+        let rtt = node
+            .rtt_us
+            .map_or("-".to_owned(), |us| format!("{:.2}ms", us as f64 / 1000.0));
+        table.add_row(vec![
+            node.name.clone(),
+            state.to_owned(),
+            node.address.to_string(),
+            heartbeat,
+            rtt,
+            node.teams.join(", "),
+        ]);
+    }
+    let mut text = format!(
+        "node {} (placement {})\n",
+        status.node,
+        &status.digest[..12.min(status.digest.len())]
+    );
+    text.push_str(&finish(table));
+    text.push('\n');
+    for node in &status.nodes {
+        if let Some(why) = &node.mismatch {
+            text.push_str(&format!("{}: {why}\n", node.name));
+        }
+    }
+    text
+}
 
 fn new_table(header: &[&str], style: TableStyle) -> Table {
     let mut table = plain_table(style);

@@ -65,7 +65,98 @@ struct Shared {
     me: NodeName,
     /// Which node hosts each placed team.
     owners: BTreeMap<TeamName, NodeName>,
+    placement: iris_core::config::cluster::Placement,
     peers: Peers,
+}
+
+/// What `iris cluster status` shows: this node and every peer, as this node sees them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClusterStatus {
+    /// The node that answered.
+    pub node: String,
+    /// Its placement digest (equal on every node that agrees).
+    pub digest: String,
+    /// Every node of the configuration, this one included.
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// One node in [`ClusterStatus`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NodeStatus {
+    /// The node's name.
+    pub name: String,
+    /// Whether it is the node that answered.
+    pub this_node: bool,
+    /// Where it listens for nodes.
+    pub address: std::net::SocketAddr,
+    /// Its state as the answering node sees it (`up` for itself).
+    pub state: PeerState,
+    /// When it last answered a heartbeat.
+    pub last_heartbeat: Option<SystemTime>,
+    /// The last heartbeat's round trip, in microseconds.
+    pub rtt_us: Option<u64>,
+    /// The teams it hosts.
+    pub teams: Vec<String>,
+    /// Why it is refused, when its placement differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mismatch: Option<String>,
+}
+
+/// Reads [`ClusterStatus`] for the node's HTTP API, without owning the cluster.
+#[derive(Debug, Clone)]
+pub struct StatusSource(Arc<Shared>);
+
+impl StatusSource {
+    /// The cluster as this node sees it now.
+    pub fn status(&self) -> ClusterStatus {
+        let shared = &self.0;
+        let teams_of = |node: &NodeName| -> Vec<String> {
+            shared
+                .owners
+                .iter()
+                .filter(|(_, owner)| *owner == node)
+                .map(|(team, _)| team.to_string())
+                .collect()
+        };
+        let views: BTreeMap<String, PeerView> = shared
+            .peers
+            .views()
+            .into_iter()
+            .map(|view| (view.name.clone(), view))
+            .collect();
+        let nodes = shared
+            .placement
+            .nodes
+            .iter()
+            .map(|(name, address)| match views.get(name.as_str()) {
+                Some(view) => NodeStatus {
+                    name: name.to_string(),
+                    this_node: false,
+                    address: *address,
+                    state: view.state.clone(),
+                    last_heartbeat: view.last_heartbeat,
+                    rtt_us: view.rtt_us,
+                    teams: teams_of(name),
+                    mismatch: view.mismatch.clone(),
+                },
+                None => NodeStatus {
+                    name: name.to_string(),
+                    this_node: true,
+                    address: *address,
+                    state: PeerState::Up,
+                    last_heartbeat: None,
+                    rtt_us: None,
+                    teams: teams_of(name),
+                    mismatch: None,
+                },
+            })
+            .collect();
+        ClusterStatus {
+            node: shared.me.to_string(),
+            digest: shared.placement.digest(),
+            nodes,
+        }
+    }
 }
 
 impl Cluster {
@@ -142,6 +233,7 @@ impl Cluster {
         let shared = Arc::new(Shared {
             me: me.clone(),
             owners: placement.teams.clone(),
+            placement: placement.clone(),
             peers: Peers::new(
                 placement
                     .nodes
@@ -172,9 +264,9 @@ impl Cluster {
         })
     }
 
-    /// Every peer, as `iris cluster status` shows it.
-    pub fn peers(&self) -> Vec<PeerView> {
-        self.shared.peers.views()
+    /// What `iris cluster status` reads, for the node's HTTP API.
+    pub fn status_source(&self) -> StatusSource {
+        StatusSource(self.shared.clone())
     }
 
     /// This node's name.

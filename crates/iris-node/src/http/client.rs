@@ -31,7 +31,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use crate::http::endpoint::Endpoint;
-use crate::http::{COMMAND_PATH, HEARTBEAT_HEADER};
+use crate::http::{CLUSTER_PATH, COMMAND_PATH, HEARTBEAT_HEADER};
 use iris_api::error::{INTERNAL_ERROR, NODE_UNAVAILABLE, UNAUTHORIZED};
 use iris_api::{ApiError, Reply, Request, RequestKind};
 use iris_runtime::Wait;
@@ -142,6 +142,46 @@ impl Client {
             .await
             .map_err(|e| self.network_error(&e, deadline, started))?;
         self.decode(status, &body)
+    }
+
+    /// `GET /api/v1/cluster`: the cluster as the node sees it.
+    pub async fn cluster_status(&self) -> Result<crate::cluster::ClusterStatus, ApiError> {
+        let started = std::time::Instant::now();
+        let response = self
+            .http
+            .get(format!("{}{CLUSTER_PATH}", self.endpoint.url()))
+            .bearer_auth(&self.endpoint.token)
+            .timeout(READ_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| self.network_error(&e, Some(READ_TIMEOUT), started))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.network_error(&e, Some(READ_TIMEOUT), started))?;
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(self.unauthorized());
+        }
+        if !status.is_success() {
+            return Err(
+                serde_json::from_slice::<ApiError>(&body).unwrap_or_else(|_| {
+                    ApiError::new(
+                        INTERNAL_ERROR,
+                        format!("the iris node at {} answered {status}", self.endpoint.addr),
+                    )
+                }),
+            );
+        }
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                INTERNAL_ERROR,
+                format!(
+                    "the iris node at {} sent a cluster status this iris cannot read ({e}); are the node and this command the same version?",
+                    self.endpoint.addr
+                ),
+            )
+        })
     }
 
     /// Turns the node's answer into a reply or the error it reported. A heartbeat answer is

@@ -21,6 +21,8 @@ pub const COMMAND_PATH: &str = "/api/v1/command";
 pub const METRICS_PATH: &str = "/metrics";
 /// The health route.
 pub const HEALTH_PATH: &str = "/healthz";
+/// The cluster-status route (`iris cluster status`).
+pub const CLUSTER_PATH: &str = "/api/v1/cluster";
 
 /// The largest request body the node reads: a command is a few hundred bytes, but a tell's
 /// message may be a long prompt.

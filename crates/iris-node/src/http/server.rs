@@ -49,8 +49,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::http::endpoint::constant_time_eq;
 use crate::http::{
-    COMMAND_PATH, HEALTH_PATH, HEARTBEAT_HEADER, HEARTBEAT_RANGE, MAX_BODY, METRICS_PATH,
-    ServeLimits,
+    CLUSTER_PATH, COMMAND_PATH, HEALTH_PATH, HEARTBEAT_HEADER, HEARTBEAT_RANGE, MAX_BODY,
+    METRICS_PATH, ServeLimits,
 };
 use iris_api::error::{ApiCode, INTERNAL_ERROR, UNAUTHORIZED, USAGE_ERROR};
 use iris_api::{ApiError, Execute, Reply, Request};
@@ -70,6 +70,8 @@ pub struct ServerState {
     pub info: Arc<NodeInfo>,
     /// The limits the server applies (the body-read timeout is applied here).
     pub limits: ServeLimits,
+    /// The cluster this node is part of, if any (for `GET /api/v1/cluster`).
+    pub cluster: Option<crate::cluster::StatusSource>,
 }
 
 // By hand, so the token never reaches a log line.
@@ -156,6 +158,7 @@ pub fn router(state: ServerState) -> Router {
         .route(COMMAND_PATH, post(command))
         .route(METRICS_PATH, get(metrics))
         .route(HEALTH_PATH, get(health))
+        .route(CLUSTER_PATH, get(cluster_status))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state.clone());
@@ -382,6 +385,16 @@ async fn metrics(State(state): State<ServerState>) -> Response {
         crate::http::metrics::render(&sample),
     )
         .into_response()
+}
+
+async fn cluster_status(State(state): State<ServerState>) -> Response {
+    match &state.cluster {
+        Some(cluster) => json_response(StatusCode::OK, &cluster.status()),
+        None => error_response(&ApiError::new(
+            iris_core::ErrorCode::ConfigError,
+            "this iris node is not part of a cluster: its configuration has no [cluster], or it was started without `--node NAME`",
+        )),
+    }
 }
 
 async fn health(State(state): State<ServerState>) -> Response {
