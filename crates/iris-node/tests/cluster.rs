@@ -262,3 +262,61 @@ async fn a_node_that_loaded_another_placement_is_refused() {
     n1.stop().await;
     n2.stop().await;
 }
+
+/// A stopped owner (SIGSTOP: its sockets stay open, so only heartbeats notice) fails its
+/// callers within the suspicion bound, and new calls at once; after SIGCONT it answers again,
+/// and the tell sent while it was stopped ran at most once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_owner_fails_its_callers_in_bounded_time_and_recovers() {
+    let world = World::new(free_ports(), "");
+    let n1 = world.start("n1").await;
+    let n2 = world.start("n2").await;
+    world
+        .tell_when_joined("n1", "alpha", "beta", "warm up")
+        .await;
+
+    n2.signal(nix::sys::signal::Signal::SIGSTOP);
+    let started = Instant::now();
+    let during = world
+        .iris("n1", &["tell", "alpha", "beta", "while stopped"])
+        .await;
+    let waited = started.elapsed();
+    assert_eq!(during.error_code(), "NODE_UNAVAILABLE", "{during:#?}");
+    // Three missed heartbeats of a second each, with a second of slack per step.
+    assert!(
+        waited < Duration::from_secs(8),
+        "the caller waited {waited:?}"
+    );
+    // Once suspected, a new call fails at once.
+    let started = Instant::now();
+    let next = world
+        .iris("n1", &["tell", "alpha", "beta", "still stopped?"])
+        .await;
+    assert_eq!(next.error_code(), "NODE_UNAVAILABLE", "{next:#?}");
+    assert!(next.error_message().contains("heartbeats"), "{next:#?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    n2.signal(nix::sys::signal::Signal::SIGCONT);
+    let reply = world.tell_when_joined("n1", "alpha", "beta", "after").await;
+    assert_eq!(reply["response"], "echo: after", "{reply:#}");
+    // The ledger on the owner: the tell sent during the stop is there at most once (it may have
+    // run after SIGCONT: its caller was told the outcome is unknown); the refused one never.
+    let report = world.iris("n2", &["report", "alpha", "beta"]).await;
+    let messages: Vec<&str> = report
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["message"].as_str().unwrap_or(""))
+        .collect();
+    let count = |m: &str| messages.iter().filter(|x| **x == m).count();
+    assert!(count("while stopped") <= 1, "{messages:?}");
+    assert_eq!(count("still stopped?"), 0, "{messages:?}");
+    assert_eq!(count("after"), 1, "{messages:?}");
+    n1.stop().await;
+    n2.stop().await;
+}
