@@ -181,6 +181,33 @@ async fn a_pair_runs_on_the_node_of_its_receiving_team_and_a_lost_owner_fails_at
         "{peer:#}"
     );
 
+    // /metrics on n1: the peer up, with a round trip, and the forwards answered.
+    let endpoint: iris_node::http::endpoint::Endpoint =
+        serde_json::from_slice(&std::fs::read(n1.started.endpoint_file.as_ref().unwrap()).unwrap())
+            .unwrap();
+    let metrics = support::http()
+        .get(format!("{}/metrics", n1.started.url))
+        .bearer_auth(&endpoint.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("iris_cluster_peer_state{peer=\"n2\",state=\"up\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("iris_cluster_peer_rtt_seconds{peer=\"n2\"}"),
+        "{metrics}"
+    );
+    let answered = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("iris_cluster_forwards_total{outcome=\"answered\"} "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(answered.is_some_and(|n| n >= 3), "{metrics}");
+
     // The owner of beta is killed: its pairs fail at once with NODE_UNAVAILABLE (exit 6),
     // the others keep working.
     n2.signal(nix::sys::signal::Signal::SIGKILL);

@@ -28,6 +28,7 @@ use iris_api::{ApiCode, ApiError, Execute, Executing, Reply, Request, RequestKin
 use iris_core::TeamName;
 use iris_core::config::Config;
 use iris_core::config::cluster::NodeName;
+use iris_core::metrics::Counter;
 use iris_runtime::Wait;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
@@ -67,6 +68,29 @@ struct Shared {
     owners: BTreeMap<TeamName, NodeName>,
     placement: iris_core::config::cluster::Placement,
     peers: Peers,
+    forwards: Forwards,
+}
+
+/// Forwarded requests by outcome, since the node started.
+#[derive(Debug, Default)]
+struct Forwards {
+    /// The owner answered with a reply.
+    answered: Counter,
+    /// The owner answered with an error (the request ran there, or was refused there).
+    failed: Counter,
+    /// The owner was not up: the request did not run.
+    unavailable: Counter,
+    /// The owner was lost while it ran the request: the outcome is unknown.
+    unknown: Counter,
+}
+
+/// The cluster's figures for `/metrics`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterSample {
+    /// Every peer.
+    pub peers: Vec<PeerView>,
+    /// Forwarded requests by outcome (`answered`, `failed`, `unavailable`, `unknown`).
+    pub forwards: [(&'static str, u64); 4],
 }
 
 /// What `iris cluster status` shows: this node and every peer, as this node sees them.
@@ -107,6 +131,20 @@ pub struct NodeStatus {
 pub struct StatusSource(Arc<Shared>);
 
 impl StatusSource {
+    /// The peers and the forwarding counters, for `/metrics`.
+    pub fn sample(&self) -> ClusterSample {
+        let forwards = &self.0.forwards;
+        ClusterSample {
+            peers: self.0.peers.views(),
+            forwards: [
+                ("answered", forwards.answered.get()),
+                ("failed", forwards.failed.get()),
+                ("unavailable", forwards.unavailable.get()),
+                ("unknown", forwards.unknown.get()),
+            ],
+        }
+    }
+
     /// The cluster as this node sees it now.
     pub fn status(&self) -> ClusterStatus {
         let shared = &self.0;
@@ -234,6 +272,7 @@ impl Cluster {
             me: me.clone(),
             owners: placement.teams.clone(),
             placement: placement.clone(),
+            forwards: Forwards::default(),
             peers: Peers::new(
                 placement
                     .nodes
@@ -464,39 +503,70 @@ impl ClusterExecutor {
     /// Runs `request` on `owner`: at once `NODE_UNAVAILABLE` when the owner is not up, and the
     /// same as soon as it is lost while the request runs (its outcome is then unknown).
     async fn forward(&self, owner: &NodeName, request: Request) -> Result<Reply, ApiError> {
+        let forwards = &self.cluster.forwards;
+        let (counter, outcome) = match self.forward_once(owner, request).await {
+            Ok(Ok(reply)) => (&forwards.answered, Ok(reply)),
+            Ok(Err(error)) => (&forwards.failed, Err(error)),
+            Err(Undelivered::NotUp(error)) => (&forwards.unavailable, Err(error)),
+            Err(Undelivered::Lost(error)) => (&forwards.unknown, Err(error)),
+        };
+        counter.inc();
+        outcome
+    }
+
+    /// The owner's outcome, or why there is none.
+    async fn forward_once(
+        &self,
+        owner: &NodeName,
+        request: Request,
+    ) -> Result<ForwardedOutcome, Undelivered> {
         let peers = &self.cluster.peers;
         let gateway = peers
             .gateway(owner)
-            .map_err(|state| unavailable(owner, &state))?;
+            .map_err(|state| Undelivered::NotUp(unavailable(owner, &state)))?;
         let forwarded = Forwarded {
             request_id: Uuid::now_v7(),
             request,
         };
         let request_id = forwarded.request_id;
         let limit = forward_limit(forwarded.request.kind());
-        let bytes = serde_json::to_vec(&forwarded).map_err(|e| {
-            ApiError::new(ApiCode::Internal, format!("cannot encode the request: {e}"))
-        })?;
+        let bytes = match serde_json::to_vec(&forwarded) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                return Ok(Err(ApiError::new(
+                    ApiCode::Internal,
+                    format!("cannot encode the request: {e}"),
+                )));
+            }
+        };
         let call = gateway.call(|reply| GatewayMsg::Forward(bytes, reply), limit);
         let answer = tokio::select! {
             answer = call => answer,
             () = peers.lost(owner) => {
-                return Err(lost(owner, request_id));
+                return Err(Undelivered::Lost(lost(owner, request_id)));
             }
         };
         match answer {
-            Ok(CallResult::Success(bytes)) => serde_json::from_slice::<ForwardedOutcome>(&bytes)
+            Ok(CallResult::Success(bytes)) => Ok(serde_json::from_slice::<ForwardedOutcome>(&bytes)
                 .unwrap_or_else(|e| {
                     Err(ApiError::new(
                         ApiCode::Internal,
                         format!("node {owner} answered request {request_id} with something this node cannot read ({e}); are both nodes the same iris version?"),
                     ))
-                }),
+                })),
             Ok(CallResult::Timeout) | Ok(CallResult::SenderError) | Err(_) => {
-                Err(lost(owner, request_id))
+                Err(Undelivered::Lost(lost(owner, request_id)))
             }
         }
     }
+}
+
+/// Why a forwarded request has no outcome from its owner.
+enum Undelivered {
+    /// The owner was not up: the request did not run.
+    NotUp(ApiError),
+    /// The owner was lost while it ran the request: the outcome is unknown.
+    Lost(ApiError),
 }
 
 /// How long a forwarded request may take, by what it does: a tell that waits for its end has

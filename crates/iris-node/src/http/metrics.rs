@@ -25,6 +25,9 @@
 //! | `iris_store_failed_commits_total`, `iris_store_failed_mutations_total`, `iris_store_recoveries_total` | counter | commits (and mutations) failed for a storage fault; recoveries from one |
 //! | `iris_containment_mode{mode}` | gauge | 1 for the mode agents are contained in (`cgroup`, `subreaper`, `process-group`), 0 for the others |
 //! | `iris_agent_cpu_seconds{from,to}` | gauge | CPU time used by each live agent and everything it started (its cgroup, or its process tree) |
+//! | `iris_cluster_peer_state{peer,state}` | gauge | in a cluster: 1 for each peer's state (`up`, `suspected`, `down`, `config_mismatch`), 0 for the others |
+//! | `iris_cluster_peer_rtt_seconds{peer}` | gauge | in a cluster: each peer's last heartbeat round trip |
+//! | `iris_cluster_forwards_total{outcome}` | counter | in a cluster: requests forwarded to their owner, by outcome (`answered`, `failed`, `unavailable`, `unknown`) |
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -74,6 +77,8 @@ pub struct Sample {
     pub containment: ContainmentMode,
     /// CPU time of each live agent, by pair.
     pub agent_cpu: Vec<(iris_core::Pair, Duration)>,
+    /// The cluster's peers and forwards, when the node is part of one.
+    pub cluster: Option<crate::cluster::ClusterSample>,
 }
 
 /// Takes a sample of `runtime` and its `store`.
@@ -81,7 +86,11 @@ pub struct Sample {
 /// The usage totals are summed over every stored record: a scan, O(sessions), done on a
 /// blocking thread. (The store maintains counters by status and a message total, but no cost
 /// total; if scrapes of very large stores get slow, that is the counter to add.)
-pub async fn gather(runtime: &Runtime, store: &Store) -> Sample {
+pub async fn gather(
+    runtime: &Runtime,
+    store: &Store,
+    cluster: Option<&crate::cluster::StatusSource>,
+) -> Sample {
     let pool = match tokio::time::timeout(POOL_TIMEOUT, runtime.pool()).await {
         Ok(Ok(view)) => Some(view),
         Ok(Err(error)) => {
@@ -128,6 +137,54 @@ pub async fn gather(runtime: &Runtime, store: &Store) -> Sample {
         writer: store.writer_stats(),
         containment: runtime.containment(),
         agent_cpu: runtime.agent_cpu(),
+        cluster: cluster.map(crate::cluster::StatusSource::sample),
+    }
+}
+
+/// The cluster's families: each peer's state and round trip, forwards by outcome.
+fn render_cluster(out: &mut Text, cluster: &crate::cluster::ClusterSample) {
+    use crate::cluster::PeerState;
+    out.header(
+        "iris_cluster_peer_state",
+        "gauge",
+        "Each peer's state as this node sees it: 1 for the state it is in.",
+    );
+    for peer in &cluster.peers {
+        for (state, name) in [
+            (PeerState::Up, "up"),
+            (PeerState::Suspected, "suspected"),
+            (PeerState::Down, "down"),
+            (PeerState::ConfigMismatch, "config_mismatch"),
+        ] {
+            let on = u64::from(peer.state == state);
+            out.sample(
+                "iris_cluster_peer_state",
+                &[("peer", peer.name.as_str()), ("state", name)],
+                on,
+            );
+        }
+    }
+    out.header(
+        "iris_cluster_peer_rtt_seconds",
+        "gauge",
+        "Each peer's last heartbeat round trip.",
+    );
+    for peer in &cluster.peers {
+        if let Some(us) = peer.rtt_us {
+            out.sample_f64(
+                "iris_cluster_peer_rtt_seconds",
+                &[("peer", peer.name.as_str())],
+                us as f64 / 1e6,
+            );
+        }
+    }
+    out.header(
+        "iris_cluster_forwards_total",
+        "counter",
+        "Requests forwarded to the node that owns their pair, by outcome.",
+    );
+    for (outcome, n) in cluster.forwards {
+        out.sample("iris_cluster_forwards_total", &[("outcome", outcome)], n);
     }
 }
 
@@ -189,6 +246,9 @@ pub fn render(sample: &Sample) -> String {
     for mode in ContainmentMode::ALL {
         let on = u64::from(mode == sample.containment);
         out.sample("iris_containment_mode", &[("mode", mode.as_str())], on);
+    }
+    if let Some(cluster) = &sample.cluster {
+        render_cluster(&mut out, cluster);
     }
     out.header(
         "iris_agent_cpu_seconds",
@@ -522,6 +582,7 @@ mod tests {
                 ),
                 Duration::from_millis(1_500),
             )],
+            cluster: None,
         }
     }
 
@@ -704,5 +765,58 @@ mod tests {
         assert_eq!(sanitize("queue-wait.2"), "queue_wait_2");
         assert_eq!(seconds(100), "0.0001");
         assert_eq!(seconds(1_800_000_000), "1800");
+    }
+
+    #[test]
+    fn a_cluster_node_shows_each_peer_and_its_forwards() {
+        use crate::cluster::{ClusterSample, PeerState, PeerView};
+        let mut with = sample();
+        let peer = |name: &str, state: PeerState, rtt_us: Option<u64>| PeerView {
+            name: name.into(),
+            address: "127.0.0.1:7502".parse().unwrap(),
+            state,
+            last_heartbeat: None,
+            rtt_us,
+            mismatch: None,
+        };
+        with.cluster = Some(ClusterSample {
+            peers: vec![
+                peer("n2", PeerState::Up, Some(250)),
+                peer("n3", PeerState::Suspected, None),
+            ],
+            forwards: [
+                ("answered", 7),
+                ("failed", 1),
+                ("unavailable", 2),
+                ("unknown", 0),
+            ],
+        });
+        let text = render(&with);
+        assert_eq!(
+            value(&text, "iris_cluster_peer_state{peer=\"n2\",state=\"up\"}"),
+            "1"
+        );
+        assert_eq!(
+            value(&text, "iris_cluster_peer_state{peer=\"n3\",state=\"up\"}"),
+            "0"
+        );
+        assert_eq!(
+            value(
+                &text,
+                "iris_cluster_peer_state{peer=\"n3\",state=\"suspected\"}"
+            ),
+            "1"
+        );
+        assert_eq!(
+            value(&text, "iris_cluster_peer_rtt_seconds{peer=\"n2\"}"),
+            "0.00025"
+        );
+        assert!(!text.contains("iris_cluster_peer_rtt_seconds{peer=\"n3\"}"));
+        assert_eq!(
+            value(&text, "iris_cluster_forwards_total{outcome=\"answered\"}"),
+            "7"
+        );
+        // A node outside a cluster writes none of these.
+        assert!(!render(&sample()).contains("iris_cluster"));
     }
 }

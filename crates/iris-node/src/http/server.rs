@@ -376,7 +376,8 @@ impl http_body::Body for Heartbeats {
 }
 
 async fn metrics(State(state): State<ServerState>) -> Response {
-    let sample = crate::http::metrics::gather(&state.runtime, &state.store).await;
+    let sample =
+        crate::http::metrics::gather(&state.runtime, &state.store, state.cluster.as_ref()).await;
     (
         [(
             header::CONTENT_TYPE,
