@@ -51,7 +51,7 @@ pub const SUSPECT_AFTER: u32 = 3;
 pub const MAX_REDIAL: Duration = Duration::from_secs(5);
 
 /// This node's part of the cluster: its node server, its gateway, and a watcher per peer.
-/// Stopped with [`Cluster::stop`]; dropping it aborts the watchers.
+/// Stopped with [`Cluster::stop`] (which waits); dropping it stops them without waiting.
 #[derive(Debug)]
 pub struct Cluster {
     shared: Arc<Shared>,
@@ -323,11 +323,12 @@ impl Cluster {
 
     /// Leaves the cluster: the watchers stop, then the gateway and the node server (peers see
     /// the links close).
-    pub async fn stop(self) {
-        for watcher in &self.watchers {
+    pub async fn stop(mut self) {
+        let watchers = std::mem::take(&mut self.watchers);
+        for watcher in &watchers {
             watcher.abort();
         }
-        for watcher in self.watchers {
+        for watcher in watchers {
             let _ = watcher.await;
         }
         let _ = self
@@ -338,6 +339,17 @@ impl Cluster {
             .server
             .stop_and_wait(None, Some(Duration::from_secs(5)))
             .await;
+    }
+}
+
+impl Drop for Cluster {
+    /// A cluster dropped without [`Cluster::stop`] (a failed start-up) still ends what it owns.
+    fn drop(&mut self) {
+        for watcher in &self.watchers {
+            watcher.abort();
+        }
+        self.gateway.stop(None);
+        self.server.stop(None);
     }
 }
 
