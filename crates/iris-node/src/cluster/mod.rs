@@ -47,6 +47,9 @@ pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Missed heartbeats in a row that make a peer suspected.
 pub const SUSPECT_AFTER: u32 = 3;
 
+/// How long one dial of a peer may take.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The longest wait between two dials of a peer that is down.
 pub const MAX_REDIAL: Duration = Duration::from_secs(5);
 
@@ -376,8 +379,17 @@ async fn watch_peer(
             misses = 0;
             peer.state.send_if_modified(|s| replace(s, PeerState::Down));
             if Instant::now() >= next_dial {
-                if let Err(error) = ractor_cluster::client_connect(&server, peer.address).await {
-                    tracing::debug!(peer = %name, address = %peer.address, %error, "cannot reach the peer yet");
+                // Bounded: a peer behind a partition drops the SYN, and the kernel would wait
+                // minutes before it gives up.
+                let dial = ractor_cluster::client_connect(&server, peer.address);
+                match tokio::time::timeout(DIAL_TIMEOUT, dial).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        tracing::debug!(peer = %name, address = %peer.address, %error, "cannot reach the peer yet");
+                    }
+                    Err(_) => {
+                        tracing::debug!(peer = %name, address = %peer.address, "no answer to the dial yet");
+                    }
                 }
                 next_dial = Instant::now() + redial;
                 redial = (redial * 2).min(MAX_REDIAL);
