@@ -60,41 +60,65 @@ pub struct GatewayArgs {
     pub service: Service,
 }
 
+/// The gateway's state: what it serves with, and the forwarded requests running.
+#[derive(Debug)]
+pub struct GatewayState {
+    args: GatewayArgs,
+    /// Each forwarded request runs here, so the mailbox stays free for heartbeats; aborted
+    /// when the gateway stops (its callers then hear that the node went away).
+    running: tokio::task::JoinSet<()>,
+}
+
 impl Actor for Gateway {
     type Msg = GatewayMsg;
-    type State = GatewayArgs;
+    type State = GatewayState;
     type Arguments = GatewayArgs;
 
     async fn pre_start(
         &self,
         myself: ActorRef<GatewayMsg>,
         args: GatewayArgs,
-    ) -> Result<GatewayArgs, ActorProcessingErr> {
+    ) -> Result<GatewayState, ActorProcessingErr> {
         ractor::pg::join_scoped(
             SCOPE.to_owned(),
             group_of(&args.name),
             vec![myself.get_cell()],
         );
-        Ok(args)
+        Ok(GatewayState {
+            args,
+            running: tokio::task::JoinSet::new(),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<GatewayMsg>,
+        state: &mut GatewayState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.running.abort_all();
+        while state.running.join_next().await.is_some() {}
+        Ok(())
     }
 
     async fn handle(
         &self,
         _myself: ActorRef<GatewayMsg>,
         message: GatewayMsg,
-        state: &mut GatewayArgs,
+        state: &mut GatewayState,
     ) -> Result<(), ActorProcessingErr> {
+        // Reap the requests already answered, so the set holds only those running.
+        while state.running.try_join_next().is_some() {}
         match message {
             GatewayMsg::Hello(theirs, reply) => {
-                let _ = reply.send(disagreement(&state.placement, &theirs).unwrap_or_default());
+                let _ =
+                    reply.send(disagreement(&state.args.placement, &theirs).unwrap_or_default());
             }
             GatewayMsg::Ping(n, reply) => {
                 let _ = reply.send(n);
             }
             GatewayMsg::Forward(bytes, reply) => {
-                let service = state.service.clone();
-                // Owned by the reply: the task ends with the request, whatever the caller does.
-                tokio::spawn(async move {
+                let service = state.args.service.clone();
+                state.running.spawn(async move {
                     let outcome = run_forwarded(&service, &bytes).await;
                     let _ = reply.send(serde_json::to_vec(&outcome).unwrap_or_default());
                 });
