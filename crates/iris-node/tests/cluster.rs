@@ -185,15 +185,7 @@ async fn a_pair_runs_on_the_node_of_its_receiving_team_and_a_lost_owner_fails_at
     let endpoint: iris_node::http::endpoint::Endpoint =
         serde_json::from_slice(&std::fs::read(n1.started.endpoint_file.as_ref().unwrap()).unwrap())
             .unwrap();
-    let metrics = support::http()
-        .get(format!("{}/metrics", n1.started.url))
-        .bearer_auth(&endpoint.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::scrape_metrics(&n1.started.url, &endpoint.token).await;
     assert!(
         metrics.contains("iris_cluster_peer_state{peer=\"n2\",state=\"up\"} 1"),
         "{metrics}"

@@ -457,15 +457,7 @@ async fn the_http_api_refuses_what_it_does_not_understand_clearly() {
     // A spawn that fails is counted.
     let failed = world.iris(&["tell", "alpha", "broken", "hi"]).await;
     assert_ne!(failed.code, Some(0), "{failed:#?}");
-    let metrics = client
-        .get(format!("{url}/metrics"))
-        .bearer_auth(&endpoint.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::scrape_metrics(&url, &endpoint.token).await;
     let failures: u64 = metrics
         .lines()
         .find_map(|line| line.strip_prefix("iris_spawn_failures_total "))

@@ -311,11 +311,6 @@ impl Cluster {
         StatusSource(self.shared.clone())
     }
 
-    /// This node's name.
-    pub fn name(&self) -> &NodeName {
-        &self.shared.me
-    }
-
     /// The executor that forwards to owners and runs the rest on `local`.
     pub fn executor(&self, local: Service) -> Arc<dyn Execute> {
         Arc::new(ClusterExecutor {

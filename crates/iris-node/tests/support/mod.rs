@@ -206,6 +206,19 @@ pub fn http() -> reqwest::Client {
         .unwrap()
 }
 
+/// The `/metrics` text of the node at `url`, read with `token`.
+pub async fn scrape_metrics(url: &str, token: &str) -> String {
+    http()
+        .get(format!("{url}/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Waits until `condition` holds, polling; fails after [`STEP`].
 pub async fn until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + STEP;
