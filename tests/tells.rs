@@ -586,3 +586,60 @@ async fn a_queued_compaction_that_is_dropped_leaves_the_session_active() {
     }
     runtime.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tell_retried_with_its_request_id_runs_once_also_after_a_restart() {
+    let world = World::new();
+    let (a, b, c) = (team("alpha"), team("beta"), team("gamma"));
+    let request = iris::core::RequestId::new();
+    let once = || TellOptions::complete().with_request_id(request);
+    let runtime = start(&world, &["alpha", "beta", "gamma"], "").await;
+    // Three attempts at once (two waiting for the end, one not): whichever comes first runs,
+    // and the others join its turn.
+    let (first, joined, accepted) = tokio::join!(
+        runtime.tell(&a, &b, "!sleep 300", once()),
+        runtime.tell(&a, &b, "!sleep 300", once()),
+        runtime.tell(
+            &a,
+            &b,
+            "!sleep 300",
+            TellOptions::no_wait().with_request_id(request)
+        ),
+    );
+    let (first, joined, accepted) = (first.unwrap(), joined.unwrap(), accepted.unwrap());
+    assert!(completed_text(&first).contains("!sleep 300"), "{first:?}");
+    assert_eq!(
+        joined, first,
+        "a duplicate gets the first attempt's outcome"
+    );
+    assert_eq!(accepted.turn_id(), first.turn_id());
+    // A later retry too, from the ledger.
+    assert_eq!(
+        runtime.tell(&a, &b, "!sleep 300", once()).await.unwrap(),
+        first
+    );
+    let ledger = runtime.report(&a, &b, 10).unwrap();
+    assert_eq!(ledger.len(), 1, "{ledger:#?}");
+    assert_eq!(ledger[0].request_id, Some(request));
+    // The same id for another pair is a caller's mistake, said so.
+    let reused = runtime.tell(&a, &c, "other", once()).await.unwrap_err();
+    assert!(
+        matches!(reused, RuntimeError::RequestReused { .. }),
+        "{reused:?}"
+    );
+    runtime.shutdown(Duration::from_secs(2)).await;
+
+    // After a restart, the ledger still knows the request: no second turn.
+    let runtime = start(&world, &["alpha", "beta", "gamma"], "").await;
+    let again = runtime.tell(&a, &b, "!sleep 300", once()).await.unwrap();
+    assert_eq!(again.turn_id(), first.turn_id());
+    assert_eq!(completed_text(&again), completed_text(&first));
+    assert_eq!(runtime.report(&a, &b, 10).unwrap().len(), 1);
+    // Without an id, the same message is a new turn, as always.
+    runtime
+        .tell(&a, &b, "!sleep 300", TellOptions::complete())
+        .await
+        .unwrap();
+    assert_eq!(runtime.report(&a, &b, 10).unwrap().len(), 2);
+    runtime.shutdown(Duration::from_secs(2)).await;
+}

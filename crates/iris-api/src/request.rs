@@ -11,7 +11,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use iris_core::{Coded, SessionId, SessionStatus, TeamName};
+use iris_core::{Coded, RequestId, SessionId, SessionStatus, TeamName};
 use iris_runtime::Wait;
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +33,8 @@ pub enum Request {
         message: String,
         /// How long the caller waits.
         wait: Wait,
+        /// Run at most once: a tell with the id of one the pair already took joins its turn.
+        request_id: Option<RequestId>,
     },
     /// List session records, newest use first.
     SessionsList {
@@ -219,6 +221,7 @@ impl TryFrom<RawRequest> for Request {
                 message,
                 timeout,
                 no_wait,
+                request_id,
             } => {
                 // Checked first, as on the command line (`--timeout 0s` is a usage error):
                 // a zero wait would return before the turn could even start.
@@ -228,6 +231,7 @@ impl TryFrom<RawRequest> for Request {
                     to: team(&to)?,
                     message,
                     wait,
+                    request_id: request_id.as_deref().map(request_id_of).transpose()?,
                 }
             }
             RawRequest::SessionsList {
@@ -311,6 +315,7 @@ impl From<Request> for RawRequest {
                 to,
                 message,
                 wait,
+                request_id,
             } => {
                 let (timeout, no_wait) = match wait {
                     Wait::Complete => (None, false),
@@ -323,6 +328,7 @@ impl From<Request> for RawRequest {
                     message,
                     timeout,
                     no_wait,
+                    request_id: request_id.map(|id| id.to_string()),
                 }
             }
             Request::SessionsList {
@@ -427,6 +433,11 @@ fn session_id_of(text: &str) -> Result<SessionId, ApiError> {
     })
 }
 
+/// A request id: a hyphenated UUID.
+fn request_id_of(text: &str) -> Result<RequestId, ApiError> {
+    RequestId::parse(text.trim()).map_err(|e| ApiError::coded(&e))
+}
+
 /// A known session status.
 fn session_status(text: &str) -> Result<SessionStatus, ApiError> {
     SessionStatus::from_str(text.trim()).map_err(|e| ApiError::coded(&e))
@@ -529,16 +540,20 @@ mod tests {
                 name,
                 ".{1,20}",
                 prop::option::of(1u64..10_000),
-                any::<bool>()
+                any::<bool>(),
+                prop::option::of(id.clone()),
             )
-                .prop_map(|(from, to, message, ms, no_wait)| RawRequest::Tell {
-                    from,
-                    to,
-                    message,
-                    // What `async` wins over is not kept: the wire form of `Wait::Async` has
-                    // no timeout.
-                    timeout: ms.filter(|_| !no_wait).map(Duration::from_millis),
-                    no_wait,
+                .prop_map(|(from, to, message, ms, no_wait, request_id)| {
+                    RawRequest::Tell {
+                        from,
+                        to,
+                        message,
+                        // What `async` wins over is not kept: the wire form of `Wait::Async` has
+                        // no timeout.
+                        timeout: ms.filter(|_| !no_wait).map(Duration::from_millis),
+                        no_wait,
+                        request_id,
+                    }
                 }),
             (
                 prop::option::of(name),

@@ -71,8 +71,9 @@ impl Service {
                 to,
                 message,
                 wait,
+                request_id,
             } => self
-                .tell(from, to, message, TellOptions { wait })
+                .tell(from, to, message, TellOptions { wait, request_id })
                 .await
                 .map(Reply::Tell),
             Request::SessionsList {

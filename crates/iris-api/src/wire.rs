@@ -25,6 +25,9 @@ pub enum RawRequest {
         /// Return at once with the turn id.
         #[serde(default, rename = "async")]
         no_wait: bool,
+        /// Run at most once: a retry with the same id joins the first attempt's turn.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
     },
     /// List session records, newest use first.
     SessionsList {

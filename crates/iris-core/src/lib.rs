@@ -35,7 +35,7 @@ pub use error::{Coded, ErrorCode};
 pub use pair::Pair;
 pub use query::{SessionFilter, SessionStats};
 pub use record::{AgentProcessMark, SessionRecord, UsageTotals};
-pub use session_id::{SessionId, SessionIdError, TurnId};
+pub use session_id::{RequestId, RequestIdError, SessionId, SessionIdError, TurnId};
 pub use status::{ProcessState, SessionStatus, UnknownStateError};
 pub use team::{TeamName, TeamNameError};
 pub use time::Timestamp;

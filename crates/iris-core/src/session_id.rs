@@ -1,4 +1,4 @@
-//! Session ids (UUID v4) and turn ids.
+//! Session ids (UUID v4), turn ids, and the request ids that make a retry safe.
 
 use std::fmt;
 use std::str::FromStr;
@@ -176,6 +176,78 @@ impl FromStr for TurnId {
     }
 }
 
+/// The id a caller gives a request so that it runs at most once: a retry, or a late duplicate,
+/// with the same id gets the first one's outcome instead of running again. A cluster node mints
+/// one for every request it forwards (UUID v7); a client may give its own (any UUID).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RequestId(Uuid);
+
+impl RequestId {
+    /// A fresh, time-ordered id.
+    pub fn new() -> Self {
+        RequestId(Uuid::now_v7())
+    }
+
+    /// Parses a request id: a hyphenated UUID.
+    pub fn parse(input: &str) -> Result<Self, RequestIdError> {
+        match Uuid::try_parse(input) {
+            Ok(uuid) if input.len() == 36 => Ok(RequestId(uuid)),
+            _ => Err(RequestIdError {
+                input: input.to_owned(),
+            }),
+        }
+    }
+
+    /// The inner UUID.
+    pub fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl From<Uuid> for RequestId {
+    fn from(uuid: Uuid) -> Self {
+        RequestId(uuid)
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+impl FromStr for RequestId {
+    type Err = RequestIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// Why a string is not a valid [`RequestId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid request id {}: expected a hyphenated UUID such as 0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+    crate::redact::quoted(input)
+)]
+pub struct RequestIdError {
+    /// The rejected input.
+    pub input: String,
+}
+
+impl Coded for RequestIdError {
+    fn code(&self) -> ErrorCode {
+        ErrorCode::ValidationError
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -278,5 +350,17 @@ mod tests {
             let id = SessionId(uuid::Builder::from_random_bytes(bytes).into_uuid());
             prop_assert_eq!(SessionId::parse(&id.to_string()), Ok(id));
         }
+    }
+
+    #[test]
+    fn a_request_id_is_a_hyphenated_uuid_and_prints_as_it_was_given() {
+        let id = RequestId::new();
+        assert_eq!(RequestId::parse(&id.to_string()), Ok(id));
+        let simple = id.as_uuid().simple().to_string();
+        assert_eq!(
+            RequestId::parse(&simple).map_err(|e| e.code()),
+            Err(ErrorCode::ValidationError)
+        );
+        assert!(RequestId::parse("").is_err());
     }
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
 use crate::record::UsageTotals;
-use crate::session_id::{SessionId, TurnId};
+use crate::session_id::{RequestId, SessionId, TurnId};
 use crate::status::{UnknownStateError, snake_enum};
 use crate::team::TeamName;
 use crate::time::Timestamp;
@@ -122,6 +122,9 @@ pub struct TurnRecord {
     /// resume it (its transcript was missing or empty), so it was started again under the same
     /// id without its earlier context.
     pub history_lost: bool,
+    /// The id its caller gave the tell (a cluster node gives every tell it forwards one): a
+    /// retry with the same id gets this turn's outcome instead of a second turn.
+    pub request_id: Option<RequestId>,
 }
 
 impl TurnRecord {
@@ -157,6 +160,7 @@ impl TurnRecord {
             num_turns: None,
             error: None,
             history_lost: false,
+            request_id: None,
         }
     }
 

@@ -284,7 +284,7 @@ async fn a_node_that_loaded_another_placement_is_refused() {
 
 /// A stopped owner (SIGSTOP: its sockets stay open, so only heartbeats notice) fails its
 /// callers within the suspicion bound, and new calls at once; after SIGCONT it answers again,
-/// and the tell sent while it was stopped ran at most once.
+/// and the tell sent while it was stopped, retried with its request id, ran exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_owner_fails_its_callers_in_bounded_time_and_recovers() {
     let world = World::new(free_ports(), "");
@@ -295,12 +295,27 @@ async fn a_stopped_owner_fails_its_callers_in_bounded_time_and_recovers() {
         .await;
 
     n2.signal(nix::sys::signal::Signal::SIGSTOP);
+    let request = uuid::Uuid::now_v7().to_string();
+    let once = [
+        "tell",
+        "alpha",
+        "beta",
+        "while stopped",
+        "--request-id",
+        &request,
+    ];
     let started = Instant::now();
-    let during = world
-        .iris("n1", &["tell", "alpha", "beta", "while stopped"])
-        .await;
+    let during = world.iris("n1", &once).await;
     let waited = started.elapsed();
     assert_eq!(during.error_code(), "NODE_UNAVAILABLE", "{during:#?}");
+    // Its outcome is unknown (n1 sent it before it suspected n2), and the message says how to
+    // settle it.
+    assert!(
+        during
+            .error_message()
+            .contains(&format!("--request-id {request}")),
+        "{during:#?}"
+    );
     // Three missed heartbeats of a second each, with a second of slack per step.
     assert!(
         waited < Duration::from_secs(8),
@@ -322,20 +337,34 @@ async fn a_stopped_owner_fails_its_callers_in_bounded_time_and_recovers() {
     n2.signal(nix::sys::signal::Signal::SIGCONT);
     let reply = world.tell_when_joined("n1", "alpha", "beta", "after").await;
     assert_eq!(reply["response"], "echo: after", "{reply:#}");
-    // The ledger on the owner: the tell sent during the stop is there at most once (it may have
-    // run after SIGCONT: its caller was told the outcome is unknown); the refused one never.
+    // Settled by a retry with the same id: the stopped node may have run the first attempt
+    // after SIGCONT, and the retry then gets that turn; either way it runs once.
+    let retried = world.iris("n1", &once).await;
+    assert_eq!(retried.code, Some(0), "{retried:#?}");
+    let again = world.iris("n1", &once).await;
+    assert_eq!(again.json["turn_id"], retried.json["turn_id"], "{again:#?}");
+    // The owner's ledger, by request id: that request made exactly one turn, the refused tell
+    // none, and every forwarded tell carries the id n1 gave it.
     let report = world.iris("n2", &["report", "alpha", "beta"]).await;
-    let messages: Vec<&str> = report
-        .json
-        .as_array()
-        .unwrap()
+    let turns = report.json.as_array().unwrap();
+    let messages: Vec<&str> = turns
         .iter()
         .map(|t| t["message"].as_str().unwrap_or(""))
         .collect();
     let count = |m: &str| messages.iter().filter(|x| **x == m).count();
-    assert!(count("while stopped") <= 1, "{messages:?}");
+    let of_request: Vec<&Value> = turns
+        .iter()
+        .filter(|t| t["request_id"] == request)
+        .collect();
+    assert_eq!(of_request.len(), 1, "{turns:#?}");
+    assert_eq!(of_request[0]["turn_id"], retried.json["turn_id"]);
+    assert_eq!(count("while stopped"), 1, "{messages:?}");
     assert_eq!(count("still stopped?"), 0, "{messages:?}");
     assert_eq!(count("after"), 1, "{messages:?}");
+    assert!(
+        turns.iter().all(|t| t["request_id"].is_string()),
+        "{turns:#?}"
+    );
     n1.stop().await;
     n2.stop().await;
 }

@@ -35,6 +35,18 @@ pub enum RuntimeError {
         /// What is wrong and what to do.
         reason: String,
     },
+    /// A tell's request id already named a tell of another pair: request ids must be unique.
+    #[error(
+        "request id {request_id} already named a tell of session {session}, not one of {pair}; give every request its own id (reuse an id only to retry that same request)"
+    )]
+    RequestReused {
+        /// The request id.
+        request_id: iris_core::RequestId,
+        /// The pair the tell was for.
+        pair: Pair,
+        /// The session whose turn holds the id.
+        session: SessionId,
+    },
     /// The pair has a session already.
     #[error("the pair {pair} already has session {existing}; use it, or delete it first")]
     AlreadyExists {
@@ -158,6 +170,7 @@ impl Coded for RuntimeError {
             | RuntimeError::HostedElsewhere { .. }
             | RuntimeError::Containment(_) => ErrorCode::ConfigError,
             RuntimeError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
+            RuntimeError::RequestReused { .. } => ErrorCode::ValidationError,
             RuntimeError::NotFound { .. } => ErrorCode::SessionNotFound,
             RuntimeError::Agent { code, .. } => *code,
             RuntimeError::Store(error) => error.code(),

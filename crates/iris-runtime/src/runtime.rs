@@ -282,7 +282,16 @@ impl Runtime {
         // ledger row is committed for it, so the id can be looked up at once.
         let record_first_row = !matches!(options.wait, Wait::Complete);
         let mut turn = self
-            .submit_waiting(from, to, message.into(), room_until, record_first_row)
+            .submit_waiting(
+                from,
+                to,
+                message.into(),
+                room_until,
+                Submission {
+                    record_first_row,
+                    request_id: options.request_id,
+                },
+            )
             .await?;
         let outcome = match options.wait {
             Wait::Async => TellOutcome::Accepted {
@@ -317,7 +326,7 @@ impl Runtime {
         message: impl Into<String>,
         until: Option<tokio::time::Instant>,
     ) -> Result<TurnHandle, RuntimeError> {
-        self.submit_waiting(from, to, message.into(), until, false)
+        self.submit_waiting(from, to, message.into(), until, Submission::default())
             .await
     }
 
@@ -329,7 +338,7 @@ impl Runtime {
         to: &TeamName,
         message: String,
         until: Option<tokio::time::Instant>,
-        record_first_row: bool,
+        submission: Submission,
     ) -> Result<TurnHandle, RuntimeError> {
         let room = self.shared.room(&Pair::new(from.clone(), to.clone()));
         loop {
@@ -337,10 +346,7 @@ impl Runtime {
             let freed = room.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            match self
-                .try_submit(from, to, message.clone(), record_first_row)
-                .await
-            {
+            match self.try_submit(from, to, message.clone(), submission).await {
                 Err(full @ RuntimeError::QueueFull { .. }) => {
                     let waited = match until {
                         None => {
@@ -367,7 +373,9 @@ impl Runtime {
         to: &TeamName,
         message: impl Into<String>,
     ) -> Result<TurnHandle, RuntimeError> {
-        let submitted = self.try_submit(from, to, message, false).await;
+        let submitted = self
+            .try_submit(from, to, message, Submission::default())
+            .await;
         if let Err(RuntimeError::QueueFull { .. }) = &submitted {
             self.shared.metrics.queue_full.inc();
         }
@@ -380,7 +388,7 @@ impl Runtime {
         from: &TeamName,
         to: &TeamName,
         message: impl Into<String>,
-        record_first_row: bool,
+        submission: Submission,
     ) -> Result<TurnHandle, RuntimeError> {
         self.shared.check_open()?;
         let message = message.into();
@@ -390,7 +398,8 @@ impl Runtime {
                 SessionMsg::Tell {
                     from: from.clone(),
                     message: message.clone(),
-                    record_first_row,
+                    record_first_row: submission.record_first_row,
+                    request_id: submission.request_id,
                     reply,
                 }
             })
@@ -916,6 +925,15 @@ pub struct Told {
     pub session_id: SessionId,
     /// How the turn ended, or how far the caller waited.
     pub outcome: TellOutcome,
+}
+
+/// How a turn is submitted, beyond its message.
+#[derive(Debug, Clone, Copy, Default)]
+struct Submission {
+    /// The caller will hold only the turn id: commit its first row promptly.
+    record_first_row: bool,
+    /// Made at most once under this id.
+    request_id: Option<iris_core::RequestId>,
 }
 
 /// A queued turn: its id, its events as they stream, and its outcome.

@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use iris_agent::conversation::liveness::format_elapsed;
-use iris_core::{Coded, ErrorCode, TurnId, UsageTotals};
+use iris_core::{
+    Coded, ErrorCode, RequestId, TurnFailure, TurnId, TurnRecord, TurnStatus, UsageTotals,
+};
 use serde::{Deserialize, Serialize};
 
 /// How long a caller waits for its turn.
@@ -29,6 +31,11 @@ pub enum Wait {
 pub struct TellOptions {
     /// How long the caller waits.
     pub wait: Wait,
+    /// Makes the tell run at most once: a tell with the id of one this pair already took joins
+    /// that turn (waiting for it as `wait` says) instead of queueing another. The turn ledger
+    /// keeps the id, so this holds across restarts for as long as the ledger keeps the turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<RequestId>,
 }
 
 impl TellOptions {
@@ -36,6 +43,7 @@ impl TellOptions {
     pub fn complete() -> Self {
         TellOptions {
             wait: Wait::Complete,
+            request_id: None,
         }
     }
 
@@ -43,12 +51,24 @@ impl TellOptions {
     pub fn timeout(limit: Duration) -> Self {
         TellOptions {
             wait: Wait::Timeout(limit),
+            request_id: None,
         }
     }
 
     /// Return as soon as the turn is queued.
     pub fn no_wait() -> Self {
-        TellOptions { wait: Wait::Async }
+        TellOptions {
+            wait: Wait::Async,
+            request_id: None,
+        }
+    }
+
+    /// The same options, with the tell made at most once under `request_id`.
+    pub fn with_request_id(self, request_id: RequestId) -> Self {
+        TellOptions {
+            request_id: Some(request_id),
+            ..self
+        }
     }
 }
 
@@ -88,6 +108,48 @@ impl TellOutcome {
             | TellOutcome::CallerTimeout { turn_id, .. }
             | TellOutcome::Failed { turn_id, .. } => *turn_id,
         }
+    }
+
+    /// The outcome a finished turn of the ledger had, for a caller that joins it late (a
+    /// retried request); `None` while it is open. Its text is the ledger's, so cut to the
+    /// configured `turn_text_limit`.
+    pub fn of_finished(turn: &TurnRecord) -> Option<TellOutcome> {
+        let turn_id = turn.turn_id;
+        let failure = || {
+            turn.error.clone().unwrap_or_else(|| {
+                TurnFailure::new(ErrorCode::ProcessError, "the turn did not complete")
+            })
+        };
+        Some(match turn.status {
+            TurnStatus::Queued | TurnStatus::Running => return None,
+            TurnStatus::Completed => TellOutcome::Completed(TurnResult {
+                turn_id,
+                text: turn.text.clone().unwrap_or_default(),
+                subtype: turn.subtype.clone().unwrap_or_default(),
+                is_error: turn.is_error,
+                cost_usd: turn.usage.cost_usd,
+                usage: turn.usage,
+                duration_ms: turn.duration_ms.unwrap_or_default(),
+                num_turns: turn.num_turns.unwrap_or_default(),
+            }),
+            TurnStatus::Cancelled => TellOutcome::Failed {
+                turn_id,
+                error: TurnError::Cancelled,
+            },
+            TurnStatus::Interrupted => TellOutcome::Failed {
+                turn_id,
+                error: TurnError::Interrupted {
+                    reason: failure().message,
+                },
+            },
+            TurnStatus::Failed => {
+                let TurnFailure { code, message } = failure();
+                TellOutcome::Failed {
+                    turn_id,
+                    error: TurnError::Recorded { code, message },
+                }
+            }
+        })
     }
 }
 
@@ -223,6 +285,15 @@ pub enum TurnError {
         /// The store's message: the cause and what to do.
         message: String,
     },
+    /// The turn failed earlier, as the ledger recorded it: a retried request (the same request
+    /// id) gets the first attempt's failure instead of running again.
+    #[error("the turn failed: {message}")]
+    Recorded {
+        /// The recorded failure's code.
+        code: ErrorCode,
+        /// The recorded message: the cause and what to do.
+        message: String,
+    },
 }
 
 /// "exited with code 1", "was killed by signal 9 (SIGKILL)".
@@ -269,7 +340,9 @@ impl Coded for TurnError {
             | TurnError::ToolTimeout { .. }
             | TurnError::TurnTimeout { .. } => ErrorCode::Timeout,
             TurnError::PoolExhausted { .. } => ErrorCode::PoolLimitExceeded,
-            TurnError::Spawn { code, .. } | TurnError::Store { code, .. } => *code,
+            TurnError::Spawn { code, .. }
+            | TurnError::Store { code, .. }
+            | TurnError::Recorded { code, .. } => *code,
             _ => ErrorCode::ProcessError,
         }
     }

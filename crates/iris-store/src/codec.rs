@@ -4,12 +4,13 @@
 //! kind of value has its own version byte: a change to [`SessionRecord`]'s fields needs a new
 //! [`RECORD_VERSION`] and a decoder for the old one, a change to [`TurnRecord`]'s a new
 //! [`TURN_VERSION`]. `tests/fixtures/record_v1.bin` pins record version 1, and
-//! `tests/fixtures/turn_v1.bin` and `turn_v2.bin` turn versions 1 and 2.
+//! `tests/fixtures/turn_v1.bin`, `turn_v2.bin` and `turn_v3.bin` turn versions 1 to 3.
 //!
-//! Turn version 2 appended one field, `history_lost`. postcard writes a struct as its fields in
-//! order with no framing, and a `false` as the byte 0, so a version-1 payload followed by a 0
-//! byte *is* the version-2 encoding of the same turn with `history_lost: false`: that is how
-//! version 1 is still read.
+//! Each later turn version appended one field: version 2 `history_lost`, version 3
+//! `request_id`. postcard writes a struct as its fields in order with no framing, and both a
+//! `false` and a `None` as the byte 0, so an older payload followed by one 0 byte per missing
+//! field *is* the current encoding of the same turn with those fields at their defaults: that
+//! is how the older versions are still read.
 
 use iris_core::{SessionRecord, TurnRecord};
 use serde::Serialize;
@@ -19,7 +20,7 @@ use serde::de::DeserializeOwned;
 pub const RECORD_VERSION: u8 = 1;
 
 /// The encoding version this build writes for turn records.
-pub const TURN_VERSION: u8 = 2;
+pub const TURN_VERSION: u8 = 3;
 
 /// Why stored bytes could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,15 +66,17 @@ pub fn encode_turn(turn: &TurnRecord) -> Result<Vec<u8>, postcard::Error> {
     encode_as(TURN_VERSION, turn)
 }
 
-/// Decodes a turn record written by [`encode_turn`], or by turn encoding version 1.
+/// Decodes a turn record written by [`encode_turn`], or by an older turn encoding version.
 pub fn decode_turn(bytes: &[u8]) -> Result<TurnRecord, DecodeError> {
     match bytes.split_first() {
-        Some((1, payload)) => {
-            // Version 1 lacks the trailing `history_lost`; see the module's documentation.
-            let mut upgraded = Vec::with_capacity(bytes.len() + 1);
+        Some((&version, payload)) if (1..TURN_VERSION).contains(&version) => {
+            // An older version lacks the trailing fields added since, each read as its default
+            // from one 0 byte; see the module's documentation.
+            let missing = usize::from(TURN_VERSION - version);
+            let mut upgraded = Vec::with_capacity(bytes.len() + missing);
             upgraded.push(TURN_VERSION);
             upgraded.extend_from_slice(payload);
-            upgraded.push(0);
+            upgraded.resize(upgraded.len() + missing, 0);
             decode_as(TURN_VERSION, &upgraded)
         }
         _ => decode_as(TURN_VERSION, bytes),

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use iris_core::{
-    AgentProcessMark, Pair, ProcessState, SessionId, SessionRecord, SessionStatus, Timestamp,
-    TurnFailure, TurnId, TurnRecord, TurnStatus, UsageTotals,
+    AgentProcessMark, Pair, ProcessState, RequestId, SessionId, SessionRecord, SessionStatus,
+    Timestamp, TurnFailure, TurnId, TurnRecord, TurnStatus, UsageTotals,
 };
 use redb::{ReadableTable, Table, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -16,7 +16,7 @@ use crate::codec;
 use crate::counters::Counters;
 use crate::error::{StorageContext, StoreError};
 use crate::tables::{
-    CONVERSATIONS, LIVE, OPEN_TURNS, PAIRS, PAIRS_BY_TO, SESSIONS, TURN_IDS, TURNS,
+    CONVERSATIONS, LIVE, OPEN_TURNS, PAIRS, PAIRS_BY_TO, REQUEST_IDS, SESSIONS, TURN_IDS, TURNS,
 };
 
 /// One durable write, submitted to the store's writer. Plain data, so a later layer can forward
@@ -199,6 +199,7 @@ pub(crate) struct WriteTables<'txn> {
     live: Table<'txn, u128, ()>,
     turns: Table<'txn, TurnKey, &'static [u8]>,
     turn_ids: Table<'txn, u128, TurnKey>,
+    request_ids: Table<'txn, u128, TurnKey>,
     open_turns: Table<'txn, TurnKey, ()>,
     conversations: Table<'txn, (u128, &'static str), ()>,
 }
@@ -217,6 +218,9 @@ impl<'txn> WriteTables<'txn> {
             live: txn.open_table(LIVE).during("opening table live")?,
             turns: txn.open_table(TURNS).during("opening table turns")?,
             turn_ids: txn.open_table(TURN_IDS).during("opening table turn_ids")?,
+            request_ids: txn
+                .open_table(REQUEST_IDS)
+                .during("opening table request_ids")?,
             open_turns: txn
                 .open_table(OPEN_TURNS)
                 .during("opening table open_turns")?,
@@ -366,6 +370,11 @@ impl<'txn> WriteTables<'txn> {
         self.turn_ids
             .insert(turn_id_key(&turn.turn_id), at)
             .during("indexing a turn id")?;
+        if let Some(request_id) = &turn.request_id {
+            self.request_ids
+                .insert(request_id.as_uuid().as_u128(), at)
+                .during("indexing a request id")?;
+        }
         if turn.status.is_final() {
             self.open_turns.remove(at).during("indexing open turns")?;
         } else {
@@ -402,9 +411,9 @@ impl<'txn> WriteTables<'txn> {
             .during("reading turns")?
         {
             let (k, v) = entry.during("reading turns")?;
-            doomed.push((k.value(), lenient_turn_id(k.value(), v.value())));
+            doomed.push((k.value(), lenient_ids(k.value(), v.value())));
         }
-        for (at, turn_id) in &doomed {
+        for (at, (turn_id, request_id)) in &doomed {
             self.turns.remove(*at).during("deleting a turn")?;
             self.open_turns.remove(*at).during("deleting a turn")?;
             if let Some(turn_id) = turn_id {
@@ -416,6 +425,17 @@ impl<'txn> WriteTables<'txn> {
                     .is_some_and(|g| g.value() == *at);
                 if points_here {
                     self.turn_ids.remove(raw).during("deleting a turn")?;
+                }
+            }
+            if let Some(request_id) = request_id {
+                let raw = request_id.as_uuid().as_u128();
+                let points_here = self
+                    .request_ids
+                    .get(raw)
+                    .during("reading a request id")?
+                    .is_some_and(|g| g.value() == *at);
+                if points_here {
+                    self.request_ids.remove(raw).during("deleting a turn")?;
                 }
             }
         }
@@ -681,8 +701,13 @@ pub(crate) fn turn_id_key(turn_id: &TurnId) -> u128 {
 /// row is about to be replaced or deleted, so that damage in the ledger's history cannot block
 /// new turns or a session's deletion.
 fn lenient_turn_id(at: TurnKey, bytes: &[u8]) -> Option<TurnId> {
+    lenient_ids(at, bytes).0
+}
+
+/// The turn id and request id of a stored row, when it can be read (see [`lenient_turn_id`]).
+fn lenient_ids(at: TurnKey, bytes: &[u8]) -> (Option<TurnId>, Option<RequestId>) {
     match codec::decode_turn(bytes) {
-        Ok(turn) => Some(turn.turn_id),
+        Ok(turn) => (Some(turn.turn_id), turn.request_id),
         Err(error) => {
             tracing::warn!(
                 session = %uuid_from(at.0),
@@ -690,7 +715,7 @@ fn lenient_turn_id(at: TurnKey, bytes: &[u8]) -> Option<TurnId> {
                 %error,
                 "a turn row is unreadable; replacing or deleting it anyway"
             );
-            None
+            (None, None)
         }
     }
 }

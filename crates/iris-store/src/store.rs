@@ -8,8 +8,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use iris_core::{
-    AgentProcessMark, Pair, SessionFilter, SessionId, SessionRecord, SessionStats, SessionStatus,
-    TeamName, Timestamp, TurnId, TurnRecord,
+    AgentProcessMark, Pair, RequestId, SessionFilter, SessionId, SessionRecord, SessionStats,
+    SessionStatus, TeamName, Timestamp, TurnId, TurnRecord,
 };
 use redb::backends::InMemoryBackend;
 use redb::{Database, ReadOnlyTable, ReadableTable, ReadableTableMetadata, TableHandle};
@@ -23,7 +23,7 @@ use crate::mutation::{
 };
 use crate::tables::{
     CONVERSATIONS, LIVE, META, META_COUNTERS, META_SCHEMA, OPEN_TURNS, PAIRS, PAIRS_BY_TO,
-    SCHEMA_VERSION, SESSIONS, TABLE_NAMES, TURN_IDS, TURNS,
+    REQUEST_IDS, SCHEMA_VERSION, SESSIONS, TABLE_NAMES, TURN_IDS, TURNS,
 };
 use crate::writer::{self, Batching, Job, Open, Opener, Shared, WriterStats};
 
@@ -479,6 +479,29 @@ impl Store {
         })
     }
 
+    /// The turn a tell with this request id made, if the ledger still holds it.
+    pub fn turn_by_request(&self, request_id: RequestId) -> Result<Option<TurnRecord>, StoreError> {
+        self.reading(|| {
+            let txn = self.inner.shared.begin_read()?;
+            let request_ids = txn
+                .open_table(REQUEST_IDS)
+                .during("opening table request_ids")?;
+            let Some(at) = request_ids
+                .get(request_id.as_uuid().as_u128())
+                .during("reading a request id")?
+                .map(|g| g.value())
+            else {
+                return Ok(None);
+            };
+            let turns = txn.open_table(TURNS).during("opening table turns")?;
+            let Some(turn) = read_turn(&turns, at)? else {
+                return Ok(None);
+            };
+            // An index entry is trusted only if the row it points at is this request's turn.
+            Ok((turn.request_id == Some(request_id)).then_some(turn))
+        })
+    }
+
     /// The highest turn number the ledger holds for the session, or 0 if it holds none.
     pub fn last_turn_seq(&self, session_id: SessionId) -> Result<u64, StoreError> {
         self.reading(|| {
@@ -833,6 +856,7 @@ fn prepare_schema(db: &Database, path: &Path) -> Result<Counters, OpenError> {
     // The turn tables are new in this build; a file written before them gets them here, empty
     // (see `tables` on why the schema version stays 1).
     txn.open_table(TURN_IDS).map_err(|e| storage(e.into()))?;
+    txn.open_table(REQUEST_IDS).map_err(|e| storage(e.into()))?;
     txn.open_table(TURNS).map_err(|e| storage(e.into()))?;
     txn.open_table(OPEN_TURNS).map_err(|e| storage(e.into()))?;
     txn.open_table(CONVERSATIONS)

@@ -5,8 +5,8 @@ mod common;
 
 use common::pair;
 use iris_core::{
-    AgentProcessMark, ErrorCode, ProcessState, SessionId, SessionRecord, SessionStatus, Timestamp,
-    TurnFailure, TurnId, TurnRecord, TurnStatus, UsageTotals,
+    AgentProcessMark, ErrorCode, ProcessState, RequestId, SessionId, SessionRecord, SessionStatus,
+    Timestamp, TurnFailure, TurnId, TurnRecord, TurnStatus, UsageTotals,
 };
 use iris_store::codec::{
     DecodeError, RECORD_VERSION, TURN_VERSION, decode_record, decode_turn, encode_record,
@@ -149,17 +149,42 @@ fn a_version_1_turn_reads_as_history_kept() {
     assert!(!decode_turn(TURN_FIXTURE).unwrap().history_lost);
 }
 
+/// `fixtures/turn_v3.bin` holds the version-2 fixture's turn with a request id, as written by
+/// turn encoding version 3.
+fn fixture_turn_v3() -> TurnRecord {
+    TurnRecord {
+        request_id: Some(RequestId::from(
+            uuid::Uuid::parse_str("019abcde-4567-7890-8abc-def012345678").unwrap(),
+        )),
+        ..fixture_turn_v2()
+    }
+}
+
+const TURN_V3_FIXTURE: &[u8] = include_bytes!("fixtures/turn_v3.bin");
+
 #[test]
-fn turn_version_2_encoding_is_unchanged() {
+fn a_turn_before_version_3_reads_without_a_request_id() {
+    assert_eq!(decode_turn(TURN_FIXTURE).unwrap().request_id, None);
+    assert_eq!(decode_turn(TURN_V2_FIXTURE).unwrap().request_id, None);
+}
+
+#[test]
+fn turn_version_3_encoding_is_unchanged() {
     // If this fails, the turn's wire format changed: add a new turn encoding version and keep a
-    // decoder for versions 1 and 2 instead of editing the fixtures.
-    assert_eq!(TURN_VERSION, 2);
-    assert_eq!(encode_turn(&fixture_turn_v2()).unwrap(), TURN_V2_FIXTURE);
-    // Version 2 is version 1 with one field appended.
-    let mut v1_as_v2 = vec![2];
-    v1_as_v2.extend_from_slice(&TURN_FIXTURE[1..]);
-    v1_as_v2.push(0);
-    assert_eq!(encode_turn(&fixture_turn()).unwrap(), v1_as_v2);
+    // decoder for the older ones instead of editing the fixtures.
+    assert_eq!(TURN_VERSION, 3);
+    assert_eq!(TURN_V3_FIXTURE[0], 3);
+    assert_eq!(encode_turn(&fixture_turn_v3()).unwrap(), TURN_V3_FIXTURE);
+    assert_eq!(decode_turn(TURN_V3_FIXTURE).unwrap(), fixture_turn_v3());
+    // Each version is the one before with one field appended (a 0 byte at its default).
+    let mut v2_as_v3 = vec![3];
+    v2_as_v3.extend_from_slice(&TURN_V2_FIXTURE[1..]);
+    v2_as_v3.push(0);
+    assert_eq!(encode_turn(&fixture_turn_v2()).unwrap(), v2_as_v3);
+    let mut v1_as_v3 = vec![3];
+    v1_as_v3.extend_from_slice(&TURN_FIXTURE[1..]);
+    v1_as_v3.extend_from_slice(&[0, 0]);
+    assert_eq!(encode_turn(&fixture_turn()).unwrap(), v1_as_v3);
 }
 
 #[test]
@@ -170,7 +195,7 @@ fn unknown_turn_versions_are_typed_errors() {
         decode_turn(&future),
         Err(DecodeError::UnknownVersion {
             found: 9,
-            supported: 2
+            supported: 3
         })
     );
     assert_eq!(decode_turn(&[]), Err(DecodeError::Empty));
@@ -239,6 +264,8 @@ fn arb_turn() -> impl Strategy<Value = TurnRecord> {
                     error.map(|(code, message)| TurnFailure::new(ErrorCode::ALL[code], message));
                 // Derived rather than drawn: the tuple strategy is at its arity limit.
                 t.history_lost = is_error && seq % 2 == 0;
+                t.request_id =
+                    (seq % 3 == 0).then(|| RequestId::from(uuid::Uuid::from_u128(turn_id ^ 1)));
                 t
             },
         )

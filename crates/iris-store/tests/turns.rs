@@ -659,3 +659,27 @@ async fn a_sent_write_keeps_its_place_in_line_and_reports_when_durable() {
     store.flush().await.unwrap();
     assert_eq!(store.turn(first.turn_id).unwrap(), Some(running));
 }
+
+#[tokio::test]
+async fn a_turn_is_found_by_its_request_id_until_it_is_pruned() {
+    let store = Store::in_memory().unwrap();
+    let s = session(&store, "alpha", "beta").await;
+    let request = iris_core::RequestId::new();
+    let mut first = queued(&s, 1);
+    first.request_id = Some(request);
+    store.put_turn(first.clone(), 2).await.unwrap();
+    assert_eq!(store.turn_by_request(request).unwrap(), Some(first.clone()));
+    // The row's later versions keep the index current; an unknown id finds nothing.
+    let first = completed(first);
+    store.put_turn(first.clone(), 2).await.unwrap();
+    assert_eq!(store.turn_by_request(request).unwrap(), Some(first));
+    assert_eq!(
+        store.turn_by_request(iris_core::RequestId::new()).unwrap(),
+        None
+    );
+    // Retention prunes the row and its request id with it.
+    for seq in 2..=3 {
+        store.put_turn(completed(queued(&s, seq)), 2).await.unwrap();
+    }
+    assert_eq!(store.turn_by_request(request).unwrap(), None);
+}

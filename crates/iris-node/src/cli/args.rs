@@ -77,6 +77,11 @@ pub enum Command {
         /// Return at once with the turn id.
         #[arg(long = "async")]
         no_wait: bool,
+        /// Make the tell at most once: a retry with the same id (a UUID) gets the first
+        /// attempt's turn and outcome instead of a second turn. Use it to retry a tell whose
+        /// outcome is unknown (a node that stopped answering).
+        #[arg(long, value_name = "UUID")]
+        request_id: Option<String>,
     },
     /// List, show, delete, compact or reboot sessions.
     #[command(subcommand)]

@@ -172,6 +172,7 @@ fn request_of(command: Command) -> Result<(RawRequest, Option<String>), ApiError
             message,
             timeout,
             no_wait,
+            request_id,
         } => (
             RawRequest::Tell {
                 from,
@@ -179,6 +180,7 @@ fn request_of(command: Command) -> Result<(RawRequest, Option<String>), ApiError
                 message,
                 timeout,
                 no_wait,
+                request_id,
             },
             None,
         ),

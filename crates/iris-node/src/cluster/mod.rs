@@ -33,7 +33,6 @@ use iris_runtime::Wait;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use ractor_cluster::{NodeServer, NodeServerMessage};
-use uuid::Uuid;
 
 use self::gateway::{Forwarded, ForwardedOutcome, Gateway, GatewayArgs, GatewayMsg};
 pub use self::peers::{PeerState, PeerView, Peers};
@@ -543,11 +542,9 @@ impl ClusterExecutor {
         let gateway = peers
             .gateway(owner)
             .map_err(|state| Undelivered::NotUp(unavailable(owner, &state)))?;
-        let forwarded = Forwarded {
-            request_id: Uuid::now_v7(),
-            request,
-        };
+        let forwarded = Forwarded::of(request);
         let request_id = forwarded.request_id;
+        let lost = || Undelivered::Lost(lost(owner, &forwarded));
         let limit = forward_limit(forwarded.request.kind());
         let bytes = match serde_json::to_vec(&forwarded) {
             Ok(bytes) => bytes,
@@ -562,7 +559,7 @@ impl ClusterExecutor {
         let answer = tokio::select! {
             answer = call => answer,
             () = peers.lost(owner) => {
-                return Err(Undelivered::Lost(lost(owner, request_id)));
+                return Err(lost());
             }
         };
         match answer {
@@ -573,9 +570,7 @@ impl ClusterExecutor {
                         format!("node {owner} answered request {request_id} with something this node cannot read ({e}); are both nodes the same iris version?"),
                     ))
                 })),
-            Ok(CallResult::Timeout) | Ok(CallResult::SenderError) | Err(_) => {
-                Err(Undelivered::Lost(lost(owner, request_id)))
-            }
+            Ok(CallResult::Timeout) | Ok(CallResult::SenderError) | Err(_) => Err(lost()),
         }
     }
 }
@@ -616,11 +611,19 @@ fn unavailable(owner: &NodeName, state: &PeerState) -> ApiError {
 }
 
 /// The owner was lost while it ran the request: it may or may not have run.
-fn lost(owner: &NodeName, request_id: Uuid) -> ApiError {
+fn lost(owner: &NodeName, forwarded: &Forwarded) -> ApiError {
+    let request_id = forwarded.request_id;
+    let settle = match &forwarded.request {
+        Request::Tell { from, to, .. } => format!(
+            "to settle it, retry the same tell with `--request-id {request_id}` once the node is back: it gets the first attempt's turn if that ran, and runs once if not (`iris report {from} {to}` shows each turn's request id)"
+        ),
+        _ => "check with `iris status` once the node is back before you retry".to_owned(),
+    };
     ApiError::new(
         ApiCode::NodeUnavailable,
         format!(
-            "node {owner} stopped answering while it ran request {request_id}: the outcome is unknown (it may have run); check with `iris report` once the node is back"
+            "node {owner} stopped answering while it ran request {request_id} ({}): the outcome is unknown (it may have run); {settle}",
+            forwarded.request.name()
         ),
     )
 }

@@ -325,6 +325,7 @@ mod tests {
             to: team("b"),
             message: "hi".into(),
             wait,
+            request_id: None,
         }
     }
 

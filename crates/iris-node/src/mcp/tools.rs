@@ -319,6 +319,7 @@ fn tell(
         message,
         timeout,
         no_wait,
+        request_id: None,
     })
 }
 
@@ -920,6 +921,7 @@ mod tests {
                 message: "hi".into(),
                 timeout: Some(Duration::from_millis(1500)),
                 no_wait: false,
+                request_id: None,
             })
         );
     }

@@ -11,6 +11,7 @@ mod agent;
 mod control;
 mod ledger;
 mod phase;
+mod requests;
 mod status;
 mod tell;
 mod transcript;
@@ -57,6 +58,8 @@ pub(crate) enum SessionMsg {
         from: iris_core::TeamName,
         message: String,
         record_first_row: bool,
+        /// With an id this session already took, the caller joins that turn instead.
+        request_id: Option<iris_core::RequestId>,
         reply: RpcReplyPort<Result<Ticket, RuntimeError>>,
     },
     /// Interrupt the turn in flight; with `drop_queue`, cancel the queued turns too.
@@ -222,6 +225,8 @@ pub(crate) struct SessionState {
     bookings: JoinSet<()>,
     /// Woken whenever a queued turn leaves the queue: tells waiting for room try again.
     room: Arc<tokio::sync::Notify>,
+    /// The open turns of tells that came with a request id, for their retries to join.
+    open_requests: requests::OpenRequests,
 }
 
 pub(crate) struct SessionActor;
@@ -258,6 +263,7 @@ impl Actor for SessionActor {
             auto_compaction_paused: false,
             bookings: JoinSet::new(),
             room: Arc::new(tokio::sync::Notify::new()),
+            open_requests: requests::OpenRequests::default(),
         };
         state.room = state.shared.room(&state.pair);
         if args.start_agent {
@@ -321,9 +327,10 @@ impl SessionState {
                 from,
                 message,
                 record_first_row,
+                request_id,
                 reply,
             } => {
-                let ticket = self.tell(from, message, record_first_row).await;
+                let ticket = self.tell(from, message, record_first_row, request_id).await;
                 if ticket.is_ok() {
                     // Start it now if it can start: its first ledger row (`running`, not
                     // `queued`) is then written before the caller holds its id.

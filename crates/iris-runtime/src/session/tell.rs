@@ -2,7 +2,7 @@
 //! cancel interrupts the one in flight or drops the queue.
 
 use iris_agent::conversation::TurnLimits;
-use iris_core::{ProcessState, SessionStatus, TurnId};
+use iris_core::{ProcessState, RequestId, SessionStatus, TurnId};
 use iris_store::{Change, Mutation};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -20,13 +20,21 @@ use crate::tell::{TellOutcome, TurnError};
 impl SessionState {
     /// Queues a turn. With `record_first_row`, its first ledger row (`queued`, or `running`
     /// when it starts at once) is committed promptly and the ticket can await that commit: the
-    /// caller will hold only the turn id and must be able to look it up.
+    /// caller will hold only the turn id and must be able to look it up. A tell whose
+    /// `request_id` made a turn already joins that turn instead.
     pub(super) async fn tell(
         &mut self,
         from: iris_core::TeamName,
         message: String,
         record_first_row: bool,
+        request_id: Option<RequestId>,
     ) -> Result<Ticket, RuntimeError> {
+        if let Some(request_id) = request_id
+            && let Some(ticket) = self.join_request(request_id)?
+        {
+            tracing::info!(pair = %self.pair, session = %self.id, turn = %ticket.turn_id, %request_id, "a retried request joins its turn");
+            return Ok(ticket);
+        }
         self.refuse_new_work()?;
         let depth = self.shared.config.settings().queue_depth.get();
         if self.queued_turns() >= depth {
@@ -47,6 +55,10 @@ impl SessionState {
             progress.clone(),
             first_row,
         );
+        if let Some(request_id) = request_id {
+            turn.row.request_id = Some(request_id);
+            self.open_requests.insert(request_id, progress.clone());
+        }
         if !self.starts_at_once() {
             // A turn that starts in this very handler gets its `running` row straight away;
             // writing a `queued` row first would only cost a write.
@@ -60,6 +72,26 @@ impl SessionState {
         self.shared.metrics.tells.inc();
         self.queue.push_back(Job::Turn(Box::new(turn)));
         Ok(ticket)
+    }
+
+    /// The turn an earlier tell with `request_id` made: open in this actor, or in the ledger.
+    /// An id that named a tell of another session is refused.
+    fn join_request(&self, request_id: RequestId) -> Result<Option<Ticket>, RuntimeError> {
+        if let Some(progress) = self.open_requests.get(&request_id) {
+            return Ok(Some(progress.ticket(self.id)));
+        }
+        // A short read of one index entry and its row, like `next_seq`'s.
+        let Some(turn) = self.shared.store.turn_by_request(request_id)? else {
+            return Ok(None);
+        };
+        if turn.session_id != self.id {
+            return Err(RuntimeError::RequestReused {
+                request_id,
+                pair: self.pair.clone(),
+                session: turn.session_id,
+            });
+        }
+        Ok(Some(Ticket::of_ledger(&turn)))
     }
 
     /// The turns waiting in the queue (not the one running).

@@ -41,6 +41,19 @@ pub(crate) struct Ticket {
     pub first_row: Option<oneshot::Receiver<PendingWrite>>,
 }
 
+impl Ticket {
+    /// The ticket of a turn found in the ledger, for a caller that joins it late: with its
+    /// final outcome, or, for a turn left open by an earlier actor of the session, with none
+    /// (its callers hear it was interrupted).
+    pub fn of_ledger(turn: &TurnRecord) -> Ticket {
+        let (progress, ticket) = TurnProgress::with_first_row(turn.session_id, turn.turn_id, None);
+        if let Some(outcome) = TellOutcome::of_finished(turn) {
+            progress.outcome.send_replace(Some(outcome));
+        }
+        ticket
+    }
+}
+
 impl TurnProgress {
     /// A new turn's progress in session `session_id`, and the caller's side of it.
     #[cfg(test)]
@@ -72,6 +85,24 @@ impl TurnProgress {
             events,
         });
         (progress, ticket)
+    }
+
+    /// Another caller's side of this turn (a retried request that joins it): the outcome
+    /// (there at once if the turn has finished), the text so far, and the events from now on.
+    pub fn ticket(&self, session_id: SessionId) -> Ticket {
+        Ticket {
+            session_id,
+            turn_id: self.turn_id,
+            outcome: self.outcome.subscribe(),
+            partial: self.partial.clone(),
+            events: self.events.subscribe(),
+            first_row: None,
+        }
+    }
+
+    /// Whether the outcome is published (the turn's final row is durable by then).
+    pub fn is_finished(&self) -> bool {
+        self.outcome.borrow().is_some()
     }
 
     pub fn started(&self) {
