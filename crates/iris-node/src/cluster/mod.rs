@@ -21,6 +21,7 @@ pub mod gateway;
 pub mod peers;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -32,7 +33,8 @@ use iris_core::metrics::Counter;
 use iris_runtime::Wait;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
-use ractor_cluster::{NodeServer, NodeServerMessage};
+use ractor_cluster::node::NodeServerSessionInformation;
+use ractor_cluster::{NodeServer, NodeServerMessage, NodeSessionMessage};
 
 use self::gateway::{Forwarded, ForwardedOutcome, Gateway, GatewayArgs, GatewayMsg};
 pub use self::peers::{PeerState, PeerView, Peers};
@@ -50,7 +52,7 @@ pub const SUSPECT_AFTER: u32 = 3;
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The longest wait between two dials of a peer that is down.
-pub const MAX_REDIAL: Duration = Duration::from_secs(5);
+pub const MAX_REDIAL: Duration = Duration::from_secs(2);
 
 /// This node's part of the cluster: its node server, its gateway, and a watcher per peer.
 /// Stopped with [`Cluster::stop`] (which waits); dropping it stops them without waiting.
@@ -373,6 +375,7 @@ async fn watch_peer(
             misses = 0;
             peer.state.send_if_modified(|s| replace(s, PeerState::Down));
             if Instant::now() >= next_dial {
+                close_stale_dials(&server, &name, peer.address).await;
                 // Bounded: a peer behind a partition drops the SYN, and the kernel would wait
                 // minutes before it gives up.
                 let dial = ractor_cluster::client_connect(&server, peer.address);
@@ -446,9 +449,76 @@ async fn watch_peer(
                     .send_if_modified(|s| replace(s, PeerState::Suspected))
             {
                 tracing::warn!(peer = %name, misses, "peer suspected: it missed its heartbeats; its pairs fail until it answers again");
+                drop_link(&server, &name).await;
             }
         }
     }
+}
+
+/// Closes the link to a suspected peer, so that it is dialled afresh. Its socket may be stuck
+/// behind a partition: what was written to it would wait for TCP's retransmissions (minutes)
+/// and then be delivered, heartbeats included, long after the callers were told the outcome is
+/// unknown. A new connection works as soon as the peer answers again.
+async fn drop_link(server: &ActorRef<NodeServerMessage>, name: &NodeName) {
+    // ractor_cluster names a node `name@host`.
+    let prefix = format!("{name}@");
+    for session in node_sessions(server, name).await {
+        let theirs = session.peer_name.as_ref().map(|peer| peer.name.as_str());
+        if theirs.is_some_and(|theirs| theirs.starts_with(&prefix)) {
+            close(&session, &format!("peer {name} is suspected"));
+        }
+    }
+}
+
+/// Closes this node's dials of `address` that never got ready. A stopped peer's kernel still
+/// accepts the connection, whose handshake then waits forever: without this, every redial
+/// would leave one more such session behind.
+async fn close_stale_dials(
+    server: &ActorRef<NodeServerMessage>,
+    name: &NodeName,
+    address: SocketAddr,
+) {
+    let address = address.to_string();
+    for session in node_sessions(server, name).await {
+        if session.is_server || session.peer_addr != address {
+            continue;
+        }
+        let ready = session
+            .actor
+            .call(NodeSessionMessage::GetReadyState, Some(HEARTBEAT_TIMEOUT))
+            .await;
+        if !matches!(ready, Ok(CallResult::Success(true))) {
+            close(
+                &session,
+                &format!("the dial of peer {name} never got ready"),
+            );
+        }
+    }
+}
+
+/// The node server's sessions (links), incoming and outgoing; none when it does not answer.
+async fn node_sessions(
+    server: &ActorRef<NodeServerMessage>,
+    name: &NodeName,
+) -> Vec<NodeServerSessionInformation> {
+    match server
+        .call(NodeServerMessage::GetSessions, Some(HEARTBEAT_TIMEOUT))
+        .await
+    {
+        Ok(CallResult::Success(sessions)) => sessions.into_values().collect(),
+        _ => {
+            tracing::warn!(peer = %name, "the node server did not list its sessions; a link to the peer may stay until TCP gives up");
+            Vec::new()
+        }
+    }
+}
+
+/// Stops a node session, and first its children (the TCP session, the peer's remote actors):
+/// a node session does not stop them when it stops.
+fn close(session: &NodeServerSessionInformation, reason: &str) {
+    session.actor.stop_children(Some(reason.to_owned()));
+    session.actor.stop(Some(reason.to_owned()));
+    tracing::info!(address = %session.peer_addr, reason, "closed a link to a peer");
 }
 
 /// Sets `state` to `new`; whether it changed.
@@ -583,13 +653,19 @@ enum Undelivered {
     Lost(ApiError),
 }
 
-/// How long a forwarded request may take, by what it does: a tell that waits for its end has
-/// no limit (the turn's own limits bound it, and a lost owner ends the wait).
+/// How long after its own limit a tell with a timeout may wait for its owner's answer (the
+/// owner answers at the limit, with the partial text).
+pub const FORWARD_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a forwarded request may take, by what it does: a tell with a timeout keeps its
+/// caller's bound (plus [`FORWARD_GRACE`]) even when the owner is cut off before the heartbeats
+/// say so; a tell that waits for its end has no limit (the turn's own limits bound it, and a
+/// lost owner ends the wait).
 fn forward_limit(kind: RequestKind) -> Option<Duration> {
     match kind {
         RequestKind::Read | RequestKind::Tell(Wait::Async) => Some(Duration::from_secs(30)),
         RequestKind::Control => Some(Duration::from_secs(300)),
-        RequestKind::Tell(Wait::Timeout(limit)) => Some(limit + Duration::from_secs(30)),
+        RequestKind::Tell(Wait::Timeout(limit)) => Some(limit + FORWARD_GRACE),
         RequestKind::Tell(Wait::Complete) => None,
     }
 }
