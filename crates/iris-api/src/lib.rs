@@ -23,8 +23,9 @@ pub mod wire;
 
 pub use error::{ApiCode, ApiError, ApiErrorBody};
 pub use reply::{
-    CancelReply, CountersOf, DeleteReply, PairReply, Reply, StatsReply, StatusReply, TeamRow,
-    TellReply, TellStatus, TranscriptOutcome, WakeAllEntry,
+    CancelReply, ClusterSession, ClusterSessionsReply, CountersOf, DeleteReply, PairReply, Reply,
+    StatsReply, StatusReply, TeamRow, TellReply, TellStatus, TranscriptOutcome, UnavailableNode,
+    WakeAllEntry,
 };
 pub use request::{Request, RequestKind, SessionTarget};
 pub use service::{DEFAULT_REPORT_LIMIT, Execute, Executing, Service};

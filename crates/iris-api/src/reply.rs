@@ -20,6 +20,8 @@ pub enum Reply {
     Tell(TellReply),
     /// `SessionsList`.
     Sessions(Vec<SessionRecord>),
+    /// `SessionsList` across a cluster (made at a node of one, not for one placed team).
+    ClusterSessions(ClusterSessionsReply),
     /// `SessionsShow`, `SessionsCompact`, `SessionsReboot`, `Wake`.
     Session(SessionRecord),
     /// `SessionsDelete`.
@@ -240,6 +242,43 @@ pub struct StatsReply {
     /// this command did).
     #[serde(default)]
     pub counters_of: CountersOf,
+    /// In a cluster: the nodes whose figures are summed here, this one included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<String>>,
+    /// In a cluster: the nodes that did not answer, whose figures are missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable_nodes: Option<Vec<UnavailableNode>>,
+}
+
+/// What `iris sessions list --json` prints at a node of a cluster: the sessions of every node
+/// that answered, newest use first, and the nodes that did not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterSessionsReply {
+    /// The sessions, newest use first (at most the limit asked for).
+    pub sessions: Vec<ClusterSession>,
+    /// The nodes whose sessions are listed, this one included.
+    pub nodes: Vec<String>,
+    /// The nodes that did not answer: their sessions are missing.
+    pub unavailable_nodes: Vec<UnavailableNode>,
+}
+
+/// A session record, and the node that holds it (the node of its receiving team).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterSession {
+    /// The node.
+    pub node: String,
+    /// The record, its fields beside `node`.
+    #[serde(flatten)]
+    pub record: SessionRecord,
+}
+
+/// A node of the cluster whose part of a cluster-wide view is missing, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnavailableNode {
+    /// The node.
+    pub node: String,
+    /// Why it did not answer.
+    pub reason: String,
 }
 
 /// Whose runtime counters a [`StatsReply`] carries.

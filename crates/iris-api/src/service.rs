@@ -421,6 +421,8 @@ pub fn stats_reply(stats: RuntimeStats, counters: Vec<(String, u64)>) -> StatsRe
         counters,
         containment: Some(stats.containment),
         counters_of: CountersOf::Node,
+        nodes: None,
+        unavailable_nodes: None,
         agent_cpu_seconds: stats
             .agent_cpu
             .iter()

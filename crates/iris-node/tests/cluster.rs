@@ -110,15 +110,16 @@ node = "n1"
         }
     }
 
-    /// The pairs whose sessions node `at` holds, as `from->to`.
-    async fn pairs_on(&self, at: &str) -> Vec<String> {
+    /// The pairs whose sessions node `holder` holds, as `from->to`, as the cluster-wide list
+    /// made at node `at` says.
+    async fn pairs_on(&self, at: &str, holder: &str) -> Vec<String> {
         let out = self.iris(at, &["sessions", "list"]).await;
         assert_eq!(out.code, Some(0), "{out:#?}");
-        let mut pairs: Vec<String> = out
-            .json
+        let mut pairs: Vec<String> = out.json["sessions"]
             .as_array()
             .unwrap()
             .iter()
+            .filter(|s| s["node"] == holder)
             .map(|r| {
                 format!(
                     "{}->{}",
@@ -149,8 +150,44 @@ async fn a_pair_runs_on_the_node_of_its_receiving_team_and_a_lost_owner_fails_at
     // Entered at the owner itself: local.
     let reply = world.tell_when_joined("n1", "beta", "gamma", "here").await;
     assert_eq!(reply["response"], "echo: here", "{reply:#}");
-    assert_eq!(world.pairs_on("n1").await, ["beta->alpha", "beta->gamma"]);
-    assert_eq!(world.pairs_on("n2").await, ["alpha->beta"]);
+    // The list made at either node is the whole cluster's, each session on its owner.
+    for at in ["n1", "n2"] {
+        assert_eq!(
+            world.pairs_on(at, "n1").await,
+            ["beta->alpha", "beta->gamma"]
+        );
+        assert_eq!(world.pairs_on(at, "n2").await, ["alpha->beta"]);
+    }
+    let stats = world.iris("n2", &["stats"]).await;
+    assert_eq!(stats.json["sessions"]["total"], 3, "{stats:#?}");
+    assert_eq!(stats.json["nodes"], serde_json::json!(["n2", "n1"]));
+    assert_eq!(stats.json["unavailable_nodes"], serde_json::json!([]));
+    // A session named by id is found on the node that holds it.
+    let listed = world.iris("n1", &["sessions", "list"]).await;
+    let held_by_n2 = listed.json["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["node"] == "n2")
+        .unwrap()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let shown = world.iris("n1", &["sessions", "show", &held_by_n2]).await;
+    assert_eq!(shown.code, Some(0), "{shown:#?}");
+    assert_eq!(shown.json["to_team"], "beta", "{shown:#?}");
+    let missing = uuid::Uuid::new_v4().to_string();
+    let missing = world.iris("n1", &["sessions", "show", &missing]).await;
+    assert_eq!(missing.error_code(), "SESSION_NOT_FOUND", "{missing:#?}");
+    // Filtered by a placed receiving team, the list comes from its owner alone.
+    let to_beta = world
+        .iris("n1", &["sessions", "list", "--to", "beta"])
+        .await;
+    assert_eq!(
+        to_beta.json.as_array().map(Vec::len),
+        Some(1),
+        "{to_beta:#?}"
+    );
     // Status and report are the owner's, from either node.
     let status = world.iris("n1", &["status", "alpha", "beta"]).await;
     assert_eq!(status.code, Some(0), "{status:#?}");
@@ -220,6 +257,21 @@ async fn a_pair_runs_on_the_node_of_its_receiving_team_and_a_lost_owner_fails_at
         .iris("n1", &["tell", "beta", "alpha", "still here"])
         .await;
     assert_eq!(reply.code, Some(0), "{reply:#?}");
+    // Cluster-wide views still answer, naming the node whose part is missing.
+    let listed = world.iris("n1", &["sessions", "list"]).await;
+    assert_eq!(listed.code, Some(0), "{listed:#?}");
+    assert_eq!(listed.json["nodes"], serde_json::json!(["n1"]));
+    assert_eq!(
+        listed.json["unavailable_nodes"][0]["node"], "n2",
+        "{listed:#?}"
+    );
+    let text = world.command("n1").arg("stats").output().await.unwrap();
+    let warnings = String::from_utf8_lossy(&text.stderr);
+    assert!(text.status.success(), "{warnings}");
+    assert!(
+        warnings.contains("warning: node n2 did not answer"),
+        "{warnings}"
+    );
     // Its next heartbeat finds the link gone: down.
     let deadline = Instant::now() + STEP;
     loop {

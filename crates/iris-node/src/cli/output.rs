@@ -16,7 +16,7 @@ use iris_core::{ErrorCode, SessionRecord, Timestamp, TurnRecord};
 
 use iris_api::{
     ApiCode, ApiError, CancelReply, DeleteReply, Reply, StatsReply, StatusReply, TeamRow,
-    TellReply, TellStatus, TranscriptOutcome, WakeAllEntry,
+    TellReply, TellStatus, TranscriptOutcome, UnavailableNode, WakeAllEntry,
 };
 
 /// Where and how a command prints.
@@ -208,6 +208,7 @@ pub fn json_document(reply: &Reply) -> serde_json::Value {
     let value = match reply {
         Reply::Tell(tell) => serde_json::to_value(tell),
         Reply::Sessions(records) => serde_json::to_value(records),
+        Reply::ClusterSessions(listed) => serde_json::to_value(listed),
         Reply::Session(record) => serde_json::to_value(record),
         Reply::Deleted(deleted) => serde_json::to_value(deleted),
         Reply::Turns(turns) => serde_json::to_value(turns),
@@ -261,6 +262,15 @@ pub fn human(reply: &Reply, now: Timestamp, style: TableStyle) -> Rendered {
         Reply::Tell(tell) => tell_text(tell),
         Reply::Sessions(records) if records.is_empty() => Rendered::out("No sessions.".into()),
         Reply::Sessions(records) => Rendered::out(sessions_table(records, now, style)),
+        Reply::ClusterSessions(listed) => Rendered {
+            stdout: with_newline(if listed.sessions.is_empty() {
+                "No sessions.".into()
+            } else {
+                let records: Vec<_> = listed.sessions.iter().map(|s| s.record.clone()).collect();
+                sessions_table(&records, now, style)
+            }),
+            stderr: unavailable_warnings(&listed.unavailable_nodes, "sessions are not listed"),
+        },
         Reply::Session(record) => Rendered::out(session_detail(record, now, style)),
         Reply::Deleted(deleted) => Rendered::out(deleted_text(deleted)),
         Reply::Turns(turns) if turns.is_empty() => Rendered::out("No turns yet.".into()),
@@ -279,7 +289,13 @@ pub fn human(reply: &Reply, now: Timestamp, style: TableStyle) -> Rendered {
             "No teams are configured; add a [teams.NAME] table to the configuration.".into(),
         ),
         Reply::Teams(teams) => Rendered::out(teams_table(teams, now, style)),
-        Reply::Stats(stats) => Rendered::out(stats_text(stats, style)),
+        Reply::Stats(stats) => Rendered {
+            stdout: with_newline(stats_text(stats, style)),
+            stderr: unavailable_warnings(
+                stats.unavailable_nodes.as_deref().unwrap_or_default(),
+                "figures are not counted",
+            ),
+        },
     }
 }
 
@@ -624,6 +640,19 @@ fn teams_table(teams: &[TeamRow], now: Timestamp, style: TableStyle) -> String {
     finish(table)
 }
 
+/// One warning line per node of a cluster-wide view that did not answer.
+fn unavailable_warnings(nodes: &[UnavailableNode], missing: &str) -> String {
+    nodes
+        .iter()
+        .map(|n| {
+            format!(
+                "warning: node {} did not answer, so its {missing}: {}\n",
+                n.node, n.reason
+            )
+        })
+        .collect()
+}
+
 fn stats_text(stats: &StatsReply, style: TableStyle) -> String {
     let s = &stats.sessions;
     let by = |counts: Vec<(String, u64)>| {
@@ -664,6 +693,9 @@ fn stats_text(stats: &StatsReply, style: TableStyle) -> String {
         ),
         ("live processes", stats.live_processes.to_string()),
     ];
+    if let Some(nodes) = &stats.nodes {
+        rows.insert(0, ("nodes", nodes.join(", ")));
+    }
     // Without a node, the counters would only count this command: say so once, not per row.
     let counters: Vec<(String, String)> = match stats.counters_of {
         iris_api::CountersOf::Node => stats

@@ -19,6 +19,7 @@
 
 pub mod gateway;
 pub mod peers;
+mod views;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -557,22 +558,130 @@ pub struct ClusterExecutor {
 impl Execute for ClusterExecutor {
     fn execute(&self, request: Request) -> Executing<'_> {
         Box::pin(async move {
-            match self.owner_of(&request) {
-                Some(owner) if *owner != self.cluster.me => {
+            match self.route(&request) {
+                Route::Owner(owner) if *owner != self.cluster.me => {
                     let owner = owner.clone();
                     self.forward(&owner, request).await
                 }
-                _ => self.local.execute(request).await,
+                Route::Owner(_) | Route::Here => self.local.execute(request).await,
+                Route::Holder => self.find_holder(request).await,
+                Route::Everywhere => {
+                    let limit = match &request {
+                        Request::SessionsList { limit, .. } => *limit,
+                        _ => None,
+                    };
+                    let stats = matches!(request, Request::Stats);
+                    let parts = self.gather(request).await;
+                    if stats {
+                        views::merge_stats(parts)
+                    } else {
+                        Ok(views::merge_sessions(parts, limit))
+                    }
+                }
             }
         })
     }
 }
 
+/// Where a request runs.
+enum Route<'a> {
+    /// On the node that owns its pair (or its placed receiving team).
+    Owner(&'a NodeName),
+    /// On every node, merged: a cluster-wide view.
+    Everywhere,
+    /// On the node that holds the session it names by id: here, else the first peer that has
+    /// it.
+    Holder,
+    /// Here: it names no placed team.
+    Here,
+}
+
+/// How long a node may take with its part of a cluster-wide view.
+pub const VIEW_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl ClusterExecutor {
+    /// Where `request` runs: on its pair's owner, on every node (a view), or here.
+    fn route(&self, request: &Request) -> Route<'_> {
+        match request {
+            // Only the owner of a placed team holds the sessions to it.
+            Request::SessionsList { to: Some(to), .. } if self.cluster.owners.contains_key(to) => {
+                self.owner_of(request).map_or(Route::Here, Route::Owner)
+            }
+            Request::SessionsList { .. } | Request::Stats => Route::Everywhere,
+            Request::SessionsShow {
+                target: iris_api::SessionTarget::Id(_),
+            }
+            | Request::SessionsDelete { .. }
+            | Request::SessionsCompact { .. } => Route::Holder,
+            _ => self.owner_of(request).map_or(Route::Here, Route::Owner),
+        }
+    }
+
+    /// Runs a request that names a session by id where the session is: here if this node
+    /// holds it, else on the peer that does (asked one after the other; a session id is in one
+    /// store only). Not found anywhere is this node's `SESSION_NOT_FOUND`, unless a peer could
+    /// not be asked: then `NODE_UNAVAILABLE`, naming it.
+    async fn find_holder(&self, request: Request) -> Result<Reply, ApiError> {
+        let not_found = |answer: &Result<Reply, ApiError>| matches!(answer, Err(e) if e.code() == ApiCode::from(iris_core::ErrorCode::SessionNotFound));
+        let here = self.local.execute(request.clone()).await;
+        if !not_found(&here) {
+            return here;
+        }
+        let mut unreachable = Vec::new();
+        for peer in self.cluster.peers.peers.keys() {
+            let there = self.forward(peer, request.clone()).await;
+            match there {
+                Err(e) if e.code() == ApiCode::NodeUnavailable => {
+                    unreachable.push(peer.to_string())
+                }
+                there if not_found(&there) => {}
+                there => return there,
+            }
+        }
+        if unreachable.is_empty() {
+            return here;
+        }
+        Err(ApiError::new(
+            ApiCode::NodeUnavailable,
+            format!(
+                "no node that answered holds this session, and node(s) {} did not answer: it may be there; retry once `iris cluster status` shows them up",
+                unreachable.join(", ")
+            ),
+        ))
+    }
+
+    /// Runs a view's request here and on every peer at once; each part is a reply, or why
+    /// there is none (a peer not up, or silent for [`VIEW_TIMEOUT`]). This node's part first.
+    async fn gather(&self, request: Request) -> Vec<views::Part> {
+        let peers = self.cluster.peers.peers.keys().map(|peer| {
+            let request = request.clone();
+            async move {
+                let part = tokio::time::timeout(VIEW_TIMEOUT, self.forward(peer, request))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(ApiError::new(
+                            ApiCode::NodeUnavailable,
+                            format!("node {peer} did not answer within {VIEW_TIMEOUT:?}"),
+                        ))
+                    });
+                (peer.to_string(), part)
+            }
+        });
+        let here = async {
+            (
+                self.cluster.me.to_string(),
+                self.local.execute(request.clone()).await,
+            )
+        };
+        let (here, peers) = tokio::join!(here, futures_util::future::join_all(peers));
+        std::iter::once(here).chain(peers).collect()
+    }
+
     /// The node that owns the pair a request is about, when it names one whose receiving team
-    /// is placed on a node.
+    /// is placed on a node; for a list, the node of the receiving team it is filtered by.
     fn owner_of(&self, request: &Request) -> Option<&NodeName> {
         let to = match request {
+            Request::SessionsList { to: Some(to), .. } => to,
             Request::Tell { to, .. }
             | Request::Wake { to, .. }
             | Request::Sleep { to, .. }
