@@ -12,14 +12,14 @@ use serde_json::Value;
 use support::{Node, Out, STEP, Scratch};
 use tokio::process::Command;
 
-/// Two free loopback ports (bound then released; the nodes bind them a moment later).
-fn free_ports() -> (u16, u16) {
-    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    (
-        a.local_addr().unwrap().port(),
-        b.local_addr().unwrap().port(),
-    )
+/// `n` free loopback ports (bound then released; the nodes bind them a moment later).
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 struct World {
@@ -27,11 +27,26 @@ struct World {
 }
 
 impl World {
-    /// alpha on n1, beta on n2, gamma on n1; `extra` is appended (another team, to make a
-    /// placement differ).
-    fn new(ports: (u16, u16), extra: &str) -> World {
+    /// One node per port (n1, n2, …): alpha and gamma on n1, beta on n2, delta on n3 when there
+    /// is one (else unplaced); `extra` is appended (another team, to make a placement differ).
+    fn new(ports: &[u16], extra: &str) -> World {
         let scratch = Scratch::new(&["alpha", "beta", "gamma", "delta"]);
         let root = scratch.root().display().to_string();
+        let nodes: String = ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                format!(
+                    "[cluster.nodes.n{}]\naddress = \"127.0.0.1:{port}\"\n\n",
+                    i + 1
+                )
+            })
+            .collect();
+        let delta = if ports.len() >= 3 {
+            "node = \"n3\""
+        } else {
+            ""
+        };
         scratch.write_config(&format!(
             r#"
 [settings]
@@ -40,12 +55,7 @@ spawn_timeout = "20s"
 [cluster]
 cookie = "${{IRIS_CLUSTER_COOKIE:-test-cookie}}"
 
-[cluster.nodes.n1]
-address = "127.0.0.1:{p1}"
-
-[cluster.nodes.n2]
-address = "127.0.0.1:{p2}"
-
+{nodes}
 [database]
 path = "data/${{IRIS_NODE}}.redb"
 
@@ -63,10 +73,12 @@ node = "n2"
 [teams.gamma]
 path = "{root}/gamma"
 node = "n1"
+
+[teams.delta]
+path = "{root}/delta"
+{delta}
 {extra}
-"#,
-            p1 = ports.0,
-            p2 = ports.1,
+"#
         ));
         World { scratch }
     }
@@ -135,7 +147,7 @@ node = "n1"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pair_runs_on_the_node_of_its_receiving_team_and_a_lost_owner_fails_at_once() {
-    let world = World::new(free_ports(), "");
+    let world = World::new(&free_ports(2), "");
     let mut n1 = world.start("n1").await;
     let mut n2 = world.start("n2").await;
 
@@ -299,13 +311,13 @@ async fn a_pair_runs_on_the_node_of_its_receiving_team_and_a_lost_owner_fails_at
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_loaded_another_placement_is_refused() {
-    let ports = free_ports();
-    let world = World::new(ports, "");
+    let ports = free_ports(2);
+    let world = World::new(&ports, "");
     // n2 loads a file with one more placed team: its placement digest differs.
     let other = World::new(
-        ports,
+        &ports,
         &format!(
-            "[teams.delta]\npath = \"{}/delta\"\nnode = \"n2\"\n",
+            "[teams.epsilon]\npath = \"{}/delta\"\nnode = \"n2\"\n",
             world.scratch.root().display()
         ),
     );
@@ -339,7 +351,7 @@ async fn a_node_that_loaded_another_placement_is_refused() {
 /// and the tell sent while it was stopped, retried with its request id, ran exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_owner_fails_its_callers_in_bounded_time_and_recovers() {
-    let world = World::new(free_ports(), "");
+    let world = World::new(&free_ports(2), "");
     let n1 = world.start("n1").await;
     let n2 = world.start("n2").await;
     world
@@ -419,4 +431,108 @@ async fn a_stopped_owner_fails_its_callers_in_bounded_time_and_recovers() {
     );
     n1.stop().await;
     n2.stop().await;
+}
+
+/// The processes whose working directory is under `root` (the teams' directories: agents).
+fn agents_under(root: &std::path::Path) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(root)) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Three nodes: a tell entered at each node runs on the owner, for every ordered pair of nodes;
+/// 1,000 first tells to one new pair, entered at all three nodes at once, make exactly one
+/// session; and once the nodes stop, no agent is left anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_serve_every_ordered_pair_and_a_thousand_first_tells_make_one_session() {
+    let world = World::new(&free_ports(3), "");
+    let mut nodes = Vec::new();
+    for name in ["n1", "n2", "n3"] {
+        nodes.push(world.start(name).await);
+    }
+    // (owner, its receiving team); gamma (on n1) sends to each.
+    let owned = [("n1", "alpha"), ("n2", "beta"), ("n3", "delta")];
+    for entry in ["n1", "n2", "n3"] {
+        for (owner, to) in owned.iter().filter(|(owner, _)| *owner != entry) {
+            let message = format!("entered at {entry}, run by {owner}");
+            let reply = world.tell_when_joined(entry, "gamma", to, &message).await;
+            assert_eq!(reply["response"], format!("echo: {message}"), "{reply:#}");
+        }
+    }
+    for (owner, to) in owned {
+        if owner != "n1" {
+            assert_eq!(world.pairs_on("n1", owner).await, [format!("gamma->{to}")]);
+        }
+    }
+
+    // 1,000 first tells to the new pair beta→gamma (owned by n1), a third entered at each
+    // node, all in flight at once. Each waits for nothing: it is queued, or refused because
+    // the pair's queue is full.
+    let targets: Vec<(String, String)> = nodes
+        .iter()
+        .map(|node| {
+            let endpoint: iris_node::http::endpoint::Endpoint = serde_json::from_slice(
+                &std::fs::read(node.started.endpoint_file.as_ref().unwrap()).unwrap(),
+            )
+            .unwrap();
+            (node.started.url.clone(), endpoint.token)
+        })
+        .collect();
+    let client = support::http();
+    let body = r#"{"command":"tell","from":"beta","to":"gamma","message":"first","async":true}"#;
+    let calls = (0..1000).map(|i| {
+        let (url, token) = &targets[i % targets.len()];
+        let request = client
+            .post(format!("{url}/api/v1/command"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body);
+        async move {
+            // A node serves at most 256 connections and closes the longest-idle one for a
+            // newcomer; in a burst, a connection whose request it has not read yet counts as
+            // idle. Such a request never reached iris, so sending it again is safe.
+            for _ in 0..20 {
+                match request.try_clone().unwrap().send().await {
+                    Ok(response) => return response.json::<Value>().await.unwrap(),
+                    Err(e) if e.is_request() => continue,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            panic!("the tell never got a connection");
+        }
+    });
+    let replies = futures_util::future::join_all(calls).await;
+    let mut sessions = std::collections::BTreeSet::new();
+    let mut refused = 0;
+    for reply in &replies {
+        match reply["kind"].as_str() {
+            Some("tell") => {
+                sessions.insert(reply["data"]["session_id"].to_string());
+            }
+            _ => {
+                assert_eq!(reply["error"]["code"], "QUEUE_FULL", "{reply:#}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert!(refused < 1000);
+    // One session of the pair, on its owner, whichever node is asked.
+    assert_eq!(
+        world.pairs_on("n3", "n1").await,
+        ["beta->gamma", "gamma->alpha"]
+    );
+
+    for node in nodes {
+        node.stop().await;
+    }
+    let left = agents_under(world.scratch.root());
+    assert!(left.is_empty(), "agents left behind: {left:?}");
 }
