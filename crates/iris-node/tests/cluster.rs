@@ -536,3 +536,63 @@ async fn three_nodes_serve_every_ordered_pair_and_a_thousand_first_tells_make_on
     let left = agents_under(world.scratch.root());
     assert!(left.is_empty(), "agents left behind: {left:?}");
 }
+
+/// `[cluster.tls]` with each node's certificate (`${IRIS_NODE}.pem`), or with `node`'s
+/// replaced by `stranger.pem` (signed by another CA).
+fn tls_section(stranger: Option<&str>) -> String {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+    let (cert, key) = match stranger {
+        Some(_) => ("stranger.pem", "stranger.key"),
+        None => ("${IRIS_NODE}.pem", "${IRIS_NODE}.key"),
+    };
+    format!(
+        "[cluster.tls]\ncert = \"{dir}/{cert}\"\nkey = \"{dir}/{key}\"\nca = \"{dir}/ca.pem\"\n"
+    )
+}
+
+/// Over `[cluster.tls]`, nodes forward to each other as without it, a connection that never
+/// says anything does not keep a node out, and a node whose certificate another CA signed
+/// never joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_talk_over_tls_and_a_node_without_a_cluster_certificate_never_joins() {
+    let ports = free_ports(2);
+    let world = World::new(&ports, &tls_section(None));
+    let n1 = world.start("n1").await;
+    // A client that connects to n1's cluster port and stays silent: it must not stop n2.
+    let silent = std::net::TcpStream::connect(("127.0.0.1", ports[0])).unwrap();
+    let n2 = world.start("n2").await;
+    let reply = world
+        .tell_when_joined("n1", "alpha", "beta", "sealed")
+        .await;
+    assert_eq!(reply["response"], "echo: sealed", "{reply:#}");
+    let reply = world.tell_when_joined("n2", "beta", "alpha", "back").await;
+    assert_eq!(reply["response"], "echo: back", "{reply:#}");
+    let status = world.iris("n1", &["cluster", "status"]).await;
+    assert_eq!(status.json["tls"], true, "{status:#?}");
+    drop(silent);
+    n2.stop().await;
+
+    // The same n2, but with a certificate that names n2 and that another CA signed.
+    let stranger = World::new(&ports, &tls_section(Some("n2")));
+    let n2 = stranger.start("n2").await;
+    // Long enough for several dials both ways (every 1–2 s).
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        let out = world
+            .iris("n1", &["tell", "alpha", "beta", "let me in"])
+            .await;
+        assert_eq!(out.error_code(), "NODE_UNAVAILABLE", "{out:#?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let status = world.iris("n1", &["cluster", "status"]).await;
+    let peer = status.json["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "n2")
+        .cloned()
+        .unwrap();
+    assert_eq!(peer["state"], "down", "{status:#?}");
+    n1.stop().await;
+    n2.stop().await;
+}

@@ -88,6 +88,22 @@ pub struct ClusterConfig {
     pub cookie: String,
     /// The nodes, by name.
     pub nodes: BTreeMap<NodeName, NodeConfig>,
+    /// `[cluster.tls]`: when set, nodes talk over mutually authenticated TLS.
+    pub tls: Option<ClusterTls>,
+}
+
+/// `[cluster.tls]`: every link between nodes is TLS, both ends authenticated by certificates of
+/// one CA. A node's certificate names the node (a DNS subject alternative name equal to its
+/// name in `[cluster.nodes]`), so a node dialling `n2` accepts only n2's certificate. Paths are
+/// relative to the configuration file; `${IRIS_NODE}` gives each node its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterTls {
+    /// This node's certificate chain (PEM).
+    pub cert: std::path::PathBuf,
+    /// This node's private key (PEM).
+    pub key: std::path::PathBuf,
+    /// The CA that signed every node's certificate (PEM).
+    pub ca: std::path::PathBuf,
 }
 
 /// `[cluster.nodes.NAME]`.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::cluster::{ClusterConfig, NodeConfig, NodeName};
+use crate::config::cluster::{ClusterConfig, ClusterTls, NodeConfig, NodeName};
 use crate::config::error::ConfigError;
 use crate::config::interpolate::{self, Env, InterpolationError};
 use crate::config::key_path::{self, Segment};
@@ -44,6 +44,19 @@ struct RawCluster {
     cookie: String,
     #[serde(default)]
     nodes: BTreeMap<String, RawNode>,
+    tls: Option<RawClusterTls>,
+}
+
+/// `[cluster.tls]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClusterTls {
+    #[serde(deserialize_with = "coerce::non_empty")]
+    cert: String,
+    #[serde(deserialize_with = "coerce::non_empty")]
+    key: String,
+    #[serde(deserialize_with = "coerce::non_empty")]
+    ca: String,
 }
 
 /// `[cluster.nodes.NAME]` as written.
@@ -401,9 +414,18 @@ impl Resolver<'_> {
             })?;
             nodes.insert(node_name, NodeConfig { address });
         }
+        let tls = match raw.tls {
+            Some(tls) => Some(ClusterTls {
+                cert: self.local_path(&tls.cert, &["cluster", "tls", "cert"])?,
+                key: self.local_path(&tls.key, &["cluster", "tls", "key"])?,
+                ca: self.local_path(&tls.ca, &["cluster", "tls", "ca"])?,
+            }),
+            None => None,
+        };
         Ok(ClusterConfig {
             cookie: raw.cookie,
             nodes,
+            tls,
         })
     }
 

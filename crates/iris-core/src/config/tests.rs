@@ -1388,3 +1388,24 @@ fn a_misplaced_team_or_a_broken_cluster_is_refused_naming_the_key() {
         "cluster.port",
     );
 }
+
+#[test]
+fn cluster_tls_paths_resolve_against_the_config_dir_and_load_back() {
+    let env = env_of(&[("IRIS_CLUSTER_COOKIE", "s3cret"), ("IRIS_NODE", "n1")]);
+    let text = format!(
+        "{CLUSTER}\n[cluster.tls]\ncert = \"tls/${{IRIS_NODE}}.pem\"\nkey = \"tls/${{IRIS_NODE}}.key\"\nca = \"/etc/iris/ca.pem\"\n"
+    );
+    let config = load_env(&text, &env);
+    let tls = config.cluster().unwrap().tls.clone().unwrap();
+    assert_eq!(tls.cert, Path::new(DIR).join("tls/n1.pem"));
+    assert_eq!(tls.key, Path::new(DIR).join("tls/n1.key"));
+    assert_eq!(tls.ca, Path::new("/etc/iris/ca.pem"));
+    let again = load(&config.to_toml_string().unwrap());
+    assert_eq!(again.cluster().unwrap().tls, Some(tls));
+    // All three are needed.
+    let missing = err_env(
+        &format!("{CLUSTER}\n[cluster.tls]\ncert = \"a.pem\"\nkey = \"a.key\"\n"),
+        &env,
+    );
+    assert!(missing.to_string().contains("ca"), "{missing}");
+}

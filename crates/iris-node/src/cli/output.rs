@@ -361,9 +361,10 @@ fn cluster_table(
         ]);
     }
     let mut text = format!(
-        "node {} (placement {})\n",
+        "node {} (placement {}, links {})\n",
         status.node,
-        &status.digest[..12.min(status.digest.len())]
+        &status.digest[..12.min(status.digest.len())],
+        if status.tls { "TLS" } else { "not encrypted" }
     );
     text.push_str(&finish(table));
     text.push('\n');

@@ -19,6 +19,7 @@
 
 pub mod gateway;
 pub mod peers;
+pub mod tls;
 mod views;
 
 use std::collections::BTreeMap;
@@ -39,6 +40,7 @@ use ractor_cluster::{NodeServer, NodeServerMessage, NodeSessionMessage};
 
 use self::gateway::{Forwarded, ForwardedOutcome, Gateway, GatewayArgs, GatewayMsg};
 pub use self::peers::{PeerState, PeerView, Peers};
+use self::tls::Tls;
 
 /// How often each peer gets a heartbeat.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -62,7 +64,8 @@ pub struct Cluster {
     shared: Arc<Shared>,
     server: ActorRef<NodeServerMessage>,
     gateway: ActorRef<GatewayMsg>,
-    watchers: Vec<tokio::task::JoinHandle<()>>,
+    /// A watcher per peer, and with TLS the acceptor of nodes' connections.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// What the executor and the watchers share.
@@ -74,6 +77,8 @@ struct Shared {
     placement: iris_core::config::cluster::Placement,
     peers: Peers,
     forwards: Forwards,
+    /// `[cluster.tls]`, loaded: peers are dialled over TLS.
+    tls: Option<Tls>,
 }
 
 /// Forwarded requests by outcome, since the node started.
@@ -105,6 +110,9 @@ pub struct ClusterStatus {
     pub node: String,
     /// Its placement digest (equal on every node that agrees).
     pub digest: String,
+    /// Whether its links to other nodes are TLS (`[cluster.tls]`).
+    #[serde(default)]
+    pub tls: bool,
     /// Every node of the configuration, this one included.
     pub nodes: Vec<NodeStatus>,
 }
@@ -197,6 +205,7 @@ impl StatusSource {
         ClusterStatus {
             node: shared.me.to_string(),
             digest: shared.placement.digest(),
+            tls: shared.tls.is_some(),
             nodes,
         }
     }
@@ -222,12 +231,13 @@ impl Cluster {
             ));
         };
         let address = own.address;
-        if !address.ip().is_loopback() {
-            tracing::warn!(%address, "the cluster listens beyond loopback: nodes authenticate with the cookie, but their traffic is not encrypted; keep it on a private network (or WireGuard)");
+        let tls = cluster.tls.as_ref().map(Tls::load).transpose()?;
+        if !address.ip().is_loopback() && tls.is_none() {
+            tracing::warn!(%address, "the cluster listens beyond loopback without [cluster.tls]: nodes authenticate with the cookie, but their traffic is not encrypted; configure [cluster.tls], or keep it on a private network (or WireGuard)");
         }
-        // ractor_cluster's listener retries a failed bind in the background; check first, so
-        // an address in use is an error that says so.
-        std::net::TcpListener::bind(address).map_err(|e| {
+        // Checked here, so an address in use is an error that says so (ractor_cluster's
+        // listener would retry a failed bind in the background).
+        let listener = std::net::TcpListener::bind(address).map_err(|e| {
             ApiError::new(
                 iris_core::ErrorCode::ConfigError,
                 format!(
@@ -235,21 +245,59 @@ impl Cluster {
                 ),
             )
         })?;
-        let server = NodeServer::new(
-            address.port(),
-            cluster.cookie.clone(),
-            me.to_string(),
-            address.ip().to_string(),
-            None,
-            None,
-        )
-        .with_listen_addr(address.ip());
+        // Without TLS, ractor_cluster's listener takes the address: free it.
+        let listener = match &tls {
+            Some(_) => Some(listener),
+            None => {
+                drop(listener);
+                None
+            }
+        };
+        // Peers are dialled by the watchers, each node by every other: ractor_cluster's
+        // transitive dialling would only duplicate them.
+        let isolated = Some(ractor_cluster::node::NodeConnectionMode::Isolated);
+        let server = match &tls {
+            // iris accepts TLS connections itself (see `tls`); the node server's own listener
+            // moves to a loopback port, TLS too.
+            Some(tls) => NodeServer::new(
+                0,
+                cluster.cookie.clone(),
+                me.to_string(),
+                address.ip().to_string(),
+                Some(tls.incoming()),
+                isolated,
+            )
+            .with_listen_addr(std::net::Ipv4Addr::LOCALHOST.into()),
+            None => NodeServer::new(
+                address.port(),
+                cluster.cookie.clone(),
+                me.to_string(),
+                address.ip().to_string(),
+                None,
+                isolated,
+            )
+            .with_listen_addr(address.ip()),
+        };
         let (server, _) = Actor::spawn(None, server, ()).await.map_err(|e| {
             ApiError::new(
                 ApiCode::Internal,
                 format!("could not start the cluster's node server: {e}"),
             )
         })?;
+        let mut tasks = Vec::new();
+        if let (Some(tls), Some(listener)) = (&tls, listener) {
+            let listener = listener
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpListener::from_std(listener))
+                .map_err(|e| {
+                    server.stop(None);
+                    ApiError::new(
+                        ApiCode::Internal,
+                        format!("cannot listen for cluster nodes on {address}: {e}"),
+                    )
+                })?;
+            tasks.push(tokio::spawn(tls.clone().accept(listener, server.clone())));
+        }
         let placement_json = serde_json::to_string(&placement).map_err(|e| {
             ApiError::new(
                 ApiCode::Internal,
@@ -267,6 +315,9 @@ impl Cluster {
         )
         .await
         .map_err(|e| {
+            for task in &tasks {
+                task.abort();
+            }
             server.stop(None);
             ApiError::new(
                 ApiCode::Internal,
@@ -278,6 +329,7 @@ impl Cluster {
             owners: placement.teams.clone(),
             placement: placement.clone(),
             forwards: Forwards::default(),
+            tls,
             peers: Peers::new(
                 placement
                     .nodes
@@ -286,25 +338,20 @@ impl Cluster {
                     .map(|(name, address)| (name.clone(), *address)),
             ),
         });
-        let watchers = shared
-            .peers
-            .peers
-            .keys()
-            .map(|name| {
-                tokio::spawn(watch_peer(
-                    shared.clone(),
-                    name.clone(),
-                    server.clone(),
-                    placement_json.clone(),
-                ))
-            })
-            .collect();
+        tasks.extend(shared.peers.peers.keys().map(|name| {
+            tokio::spawn(watch_peer(
+                shared.clone(),
+                name.clone(),
+                server.clone(),
+                placement_json.clone(),
+            ))
+        }));
         tracing::info!(node = %me, %address, peers = shared.peers.peers.len(), digest = %placement.digest(), "joined the cluster");
         Ok(Cluster {
             shared,
             server,
             gateway,
-            watchers,
+            tasks,
         })
     }
 
@@ -321,15 +368,15 @@ impl Cluster {
         })
     }
 
-    /// Leaves the cluster: the watchers stop, then the gateway and the node server (peers see
-    /// the links close).
+    /// Leaves the cluster: the watchers (and the acceptor) stop, then the gateway and the node
+    /// server (peers see the links close).
     pub async fn stop(mut self) {
-        let watchers = std::mem::take(&mut self.watchers);
-        for watcher in &watchers {
-            watcher.abort();
+        let tasks = std::mem::take(&mut self.tasks);
+        for task in &tasks {
+            task.abort();
         }
-        for watcher in watchers {
-            let _ = watcher.await;
+        for task in tasks {
+            let _ = task.await;
         }
         let _ = self
             .gateway
@@ -345,8 +392,8 @@ impl Cluster {
 impl Drop for Cluster {
     /// A cluster dropped without [`Cluster::stop`] (a failed start-up) still ends what it owns.
     fn drop(&mut self) {
-        for watcher in &self.watchers {
-            watcher.abort();
+        for task in &self.tasks {
+            task.abort();
         }
         self.gateway.stop(None);
         self.server.stop(None);
@@ -379,7 +426,7 @@ async fn watch_peer(
                 close_stale_dials(&server, &name, peer.address).await;
                 // Bounded: a peer behind a partition drops the SYN, and the kernel would wait
                 // minutes before it gives up.
-                let dial = ractor_cluster::client_connect(&server, peer.address);
+                let dial = dial(shared.tls.as_ref(), &server, &name, peer.address);
                 match tokio::time::timeout(DIAL_TIMEOUT, dial).await {
                     Ok(Ok(())) => {}
                     Ok(Err(error)) => {
@@ -453,6 +500,21 @@ async fn watch_peer(
                 drop_link(&server, &name).await;
             }
         }
+    }
+}
+
+/// Opens a link to peer `name` at `address`: over TLS when it is configured.
+async fn dial(
+    tls: Option<&Tls>,
+    server: &ActorRef<NodeServerMessage>,
+    name: &NodeName,
+    address: SocketAddr,
+) -> Result<(), String> {
+    match tls {
+        Some(tls) => tls.dial(server, name, address).await,
+        None => ractor_cluster::client_connect(server, address)
+            .await
+            .map_err(|e| e.to_string()),
     }
 }
 
