@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use serde_json::Value;
-use support::{Node, Scratch};
+use support::{Node, Scratch, free_ports};
 
 const SENDERS: usize = 16;
 const PER_OWNER: usize = 8;
@@ -56,15 +56,6 @@ struct Bench {
     rt: tokio::runtime::Runtime,
     client: reqwest::Client,
     nodes: Vec<Running>,
-}
-
-fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
 }
 
 const SETTINGS: &str = r#"

@@ -9,17 +9,18 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Node, Out, STEP, Scratch};
+use support::{Node, Out, STEP, Scratch, free_ports};
 use tokio::process::Command;
 
-/// `n` free loopback ports (bound then released; the nodes bind them a moment later).
-fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+/// Node `name` in `iris cluster status --json`.
+fn node(status: &Value, name: &str) -> Value {
+    status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == name)
+        .cloned()
+        .unwrap()
 }
 
 struct World {
@@ -210,15 +211,6 @@ async fn a_pair_runs_on_the_node_of_its_receiving_team_and_a_lost_owner_fails_at
     // `iris cluster status` at n1: both nodes, what they host, n2 up with a heartbeat.
     let status = world.iris("n1", &["cluster", "status"]).await;
     assert_eq!(status.code, Some(0), "{status:#?}");
-    let node = |json: &Value, name: &str| -> Value {
-        json["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["name"] == name)
-            .cloned()
-            .unwrap()
-    };
     assert_eq!(status.json["node"], "n1");
     let (me, peer) = (node(&status.json, "n1"), node(&status.json, "n2"));
     assert_eq!(me["this_node"], true);
@@ -585,14 +577,7 @@ async fn nodes_talk_over_tls_and_a_node_without_a_cluster_certificate_never_join
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let status = world.iris("n1", &["cluster", "status"]).await;
-    let peer = status.json["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == "n2")
-        .cloned()
-        .unwrap();
-    assert_eq!(peer["state"], "down", "{status:#?}");
+    assert_eq!(node(&status.json, "n2")["state"], "down", "{status:#?}");
     n1.stop().await;
     n2.stop().await;
 }

@@ -417,26 +417,10 @@ impl<'txn> WriteTables<'txn> {
             self.turns.remove(*at).during("deleting a turn")?;
             self.open_turns.remove(*at).during("deleting a turn")?;
             if let Some(turn_id) = turn_id {
-                let raw = turn_id_key(turn_id);
-                let points_here = self
-                    .turn_ids
-                    .get(raw)
-                    .during("reading a turn id")?
-                    .is_some_and(|g| g.value() == *at);
-                if points_here {
-                    self.turn_ids.remove(raw).during("deleting a turn")?;
-                }
+                unindex(&mut self.turn_ids, turn_id_key(turn_id), *at)?;
             }
             if let Some(request_id) = request_id {
-                let raw = request_id.as_uuid().as_u128();
-                let points_here = self
-                    .request_ids
-                    .get(raw)
-                    .during("reading a request id")?
-                    .is_some_and(|g| g.value() == *at);
-                if points_here {
-                    self.request_ids.remove(raw).during("deleting a turn")?;
-                }
+                unindex(&mut self.request_ids, request_id.as_uuid().as_u128(), *at)?;
             }
         }
         Ok(doomed.len() as u64)
@@ -700,6 +684,18 @@ pub(crate) fn turn_id_key(turn_id: &TurnId) -> u128 {
 /// The turn id of a stored row, or `None` (with a warning) if the row is unreadable. Used where a
 /// row is about to be replaced or deleted, so that damage in the ledger's history cannot block
 /// new turns or a session's deletion.
+/// Removes `key` from a turn index if it points at the row `at` (a newer row may hold it).
+fn unindex(index: &mut Table<'_, u128, TurnKey>, key: u128, at: TurnKey) -> Result<(), StoreError> {
+    let points_here = index
+        .get(key)
+        .during("reading a turn index")?
+        .is_some_and(|g| g.value() == at);
+    if points_here {
+        index.remove(key).during("deleting a turn")?;
+    }
+    Ok(())
+}
+
 fn lenient_turn_id(at: TurnKey, bytes: &[u8]) -> Option<TurnId> {
     lenient_ids(at, bytes).0
 }

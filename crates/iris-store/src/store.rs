@@ -460,45 +460,38 @@ impl Store {
 
     /// The turn with this id, if the ledger still holds it.
     pub fn turn(&self, turn_id: TurnId) -> Result<Option<TurnRecord>, StoreError> {
-        self.reading(|| {
-            let txn = self.inner.shared.begin_read()?;
-            let turn_ids = txn.open_table(TURN_IDS).during("opening table turn_ids")?;
-            let Some(at) = turn_ids
-                .get(turn_id_key(&turn_id))
-                .during("reading a turn id")?
-                .map(|g| g.value())
-            else {
-                return Ok(None);
-            };
-            let turns = txn.open_table(TURNS).during("opening table turns")?;
-            let Some(turn) = read_turn(&turns, at)? else {
-                return Ok(None);
-            };
-            // An index entry is trusted only if the row it points at is this turn.
-            Ok((turn.turn_id == turn_id).then_some(turn))
+        self.turn_by_index(TURN_IDS, turn_id_key(&turn_id), |turn| {
+            turn.turn_id == turn_id
         })
     }
 
     /// The turn a tell with this request id made, if the ledger still holds it.
     pub fn turn_by_request(&self, request_id: RequestId) -> Result<Option<TurnRecord>, StoreError> {
+        self.turn_by_index(REQUEST_IDS, request_id.as_uuid().as_u128(), |turn| {
+            turn.request_id == Some(request_id)
+        })
+    }
+
+    /// The turn an index (turn ids, request ids) points at for `key`, if `is_it` holds for it:
+    /// an index entry is trusted only if the row it points at is the turn looked for.
+    fn turn_by_index(
+        &self,
+        index: redb::TableDefinition<'static, u128, TurnKey>,
+        key: u128,
+        is_it: impl Fn(&TurnRecord) -> bool,
+    ) -> Result<Option<TurnRecord>, StoreError> {
         self.reading(|| {
             let txn = self.inner.shared.begin_read()?;
-            let request_ids = txn
-                .open_table(REQUEST_IDS)
-                .during("opening table request_ids")?;
-            let Some(at) = request_ids
-                .get(request_id.as_uuid().as_u128())
-                .during("reading a request id")?
+            let table = txn.open_table(index).during("opening a turn index")?;
+            let Some(at) = table
+                .get(key)
+                .during("reading a turn index")?
                 .map(|g| g.value())
             else {
                 return Ok(None);
             };
             let turns = txn.open_table(TURNS).during("opening table turns")?;
-            let Some(turn) = read_turn(&turns, at)? else {
-                return Ok(None);
-            };
-            // An index entry is trusted only if the row it points at is this request's turn.
-            Ok((turn.request_id == Some(request_id)).then_some(turn))
+            Ok(read_turn(&turns, at)?.filter(|turn| is_it(turn)))
         })
     }
 

@@ -197,6 +197,16 @@ impl Node {
     }
 }
 
+/// `n` free loopback ports (bound then released; the nodes bind them a moment later).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
 /// An HTTP client for the node's routes (no proxy, bounded by [`STEP`]).
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
