@@ -71,7 +71,7 @@ impl World {
         )
         .unwrap()
         .serving_as(NodeName::new("n1").unwrap());
-        let store = iris_store::Store::open(&dir.path().join("n1.redb")).unwrap();
+        let store = iris_store::Store::open(dir.path().join("n1.redb")).unwrap();
         let runtime = Runtime::start(config.clone(), store).await.unwrap();
         let (gateway, _) = Actor::spawn(
             None,
