@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | 2 | usage, config or validation | `USAGE_ERROR`, `CONFIG_ERROR`, `VALIDATION_ERROR`, `ALREADY_EXISTS` |
 //! | 3 | not found | `TEAM_NOT_FOUND`, `SESSION_NOT_FOUND`, `TURN_NOT_FOUND` |
-//! | 4 | busy | `QUEUE_FULL`, `POOL_LIMIT_EXCEEDED`, `STORE_LOCKED` |
+//! | 4 | busy, or over budget | `QUEUE_FULL`, `POOL_LIMIT_EXCEEDED`, `STORE_LOCKED`, `BUDGET_EXCEEDED` |
 //! | 5 | agent failure or timeout | `PROCESS_ERROR`, `TIMEOUT` |
 //! | 6 | node unavailable | `NODE_UNAVAILABLE`, `UNAUTHORIZED` |
 //! | 1 | anything else | |
@@ -93,7 +93,10 @@ impl ApiCode {
             ApiCode::TurnNotFound
             | ApiCode::Core(ErrorCode::TeamNotFound | ErrorCode::SessionNotFound) => 3,
             ApiCode::Core(
-                ErrorCode::QueueFull | ErrorCode::PoolLimitExceeded | ErrorCode::StoreLocked,
+                ErrorCode::QueueFull
+                | ErrorCode::PoolLimitExceeded
+                | ErrorCode::StoreLocked
+                | ErrorCode::BudgetExceeded,
             ) => 4,
             ApiCode::Core(ErrorCode::ProcessError | ErrorCode::Timeout) => 5,
             ApiCode::NodeUnavailable | ApiCode::Unauthorized => 6,
@@ -202,7 +205,10 @@ mod tests {
             let expected = match code {
                 ErrorCode::ConfigError | ErrorCode::ValidationError | ErrorCode::AlreadyExists => 2,
                 ErrorCode::TeamNotFound | ErrorCode::SessionNotFound => 3,
-                ErrorCode::QueueFull | ErrorCode::PoolLimitExceeded | ErrorCode::StoreLocked => 4,
+                ErrorCode::QueueFull
+                | ErrorCode::PoolLimitExceeded
+                | ErrorCode::StoreLocked
+                | ErrorCode::BudgetExceeded => 4,
                 ErrorCode::ProcessError | ErrorCode::Timeout => 5,
                 ErrorCode::StoreCorrupt | ErrorCode::StoreError => 1,
                 // A code added to iris-core must be given its class here.

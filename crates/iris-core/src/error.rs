@@ -40,11 +40,14 @@ pub enum ErrorCode {
     StoreError,
     /// A session's queue of waiting messages is full (`queue_depth`); retry later.
     QueueFull,
+    /// A spending cap (`[budgets]`) is reached: the message names the cap, the spend and when
+    /// it resets.
+    BudgetExceeded,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::TeamNotFound,
         ErrorCode::SessionNotFound,
         ErrorCode::ValidationError,
@@ -57,6 +60,7 @@ impl ErrorCode {
         ErrorCode::StoreCorrupt,
         ErrorCode::StoreError,
         ErrorCode::QueueFull,
+        ErrorCode::BudgetExceeded,
     ];
 
     /// The stable string form, e.g. `"TEAM_NOT_FOUND"`.
@@ -74,6 +78,7 @@ impl ErrorCode {
             ErrorCode::StoreCorrupt => "STORE_CORRUPT",
             ErrorCode::StoreError => "STORE_ERROR",
             ErrorCode::QueueFull => "QUEUE_FULL",
+            ErrorCode::BudgetExceeded => "BUDGET_EXCEEDED",
         }
     }
 }
@@ -102,6 +107,7 @@ mod tests {
         }
         assert_eq!(ErrorCode::ALL[4], ErrorCode::ProcessError);
         assert_eq!(ErrorCode::ALL[11], ErrorCode::QueueFull);
+        assert_eq!(ErrorCode::ALL[12], ErrorCode::BudgetExceeded);
     }
 
     #[test]

@@ -188,6 +188,7 @@ pub fn status_for(code: ApiCode) -> StatusCode {
         ApiCode::Core(ErrorCode::QueueFull | ErrorCode::PoolLimitExceeded) => {
             StatusCode::TOO_MANY_REQUESTS
         }
+        ApiCode::Core(ErrorCode::BudgetExceeded) => StatusCode::PAYMENT_REQUIRED,
         ApiCode::Core(ErrorCode::ProcessError) => StatusCode::BAD_GATEWAY,
         ApiCode::Core(ErrorCode::Timeout) => StatusCode::GATEWAY_TIMEOUT,
         ApiCode::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -609,6 +610,10 @@ mod tests {
         assert_eq!(
             status_for(code("POOL_LIMIT_EXCEEDED")),
             StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            status_for(code("BUDGET_EXCEEDED")),
+            StatusCode::PAYMENT_REQUIRED
         );
         assert_eq!(status_for(code("PROCESS_ERROR")), StatusCode::BAD_GATEWAY);
         assert_eq!(status_for(code("TIMEOUT")), StatusCode::GATEWAY_TIMEOUT);
