@@ -79,6 +79,58 @@ pub(crate) fn opt_port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D
     }
 }
 
+/// An optional whole number ≥ 1 (the key's absence is `None`).
+pub(crate) fn opt_positive_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match d.deserialize_any(Whole { min: 1 })? {
+        0 => Err(de::Error::custom("0 is not allowed; it must be at least 1")),
+        n => Ok(Some(n)),
+    }
+}
+
+/// An amount of money above 0, from a number or a string holding one.
+struct Money;
+
+impl Visitor<'_> for Money {
+    type Value = f64;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an amount above 0 such as 12.50 (or a string holding one, such as \"12.50\")")
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+        if v.is_finite() && v > 0.0 {
+            Ok(v)
+        } else {
+            Err(E::custom(format!(
+                "{v} is not an amount above 0; write one such as 12.50"
+            )))
+        }
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+        self.visit_f64(v as f64)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+        self.visit_f64(v as f64)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<f64, E> {
+        match v.trim().parse::<f64>() {
+            Ok(n) => self.visit_f64(n),
+            Err(_) => Err(E::custom(format!(
+                "{} is not an amount; write one such as \"12.50\"",
+                crate::redact::quoted(v)
+            ))),
+        }
+    }
+}
+
+/// An optional amount of money above 0 (the key's absence is `None`).
+pub(crate) fn opt_money<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    d.deserialize_any(Money).map(Some)
+}
+
 /// A boolean, from `true`/`false` or a string holding one.
 struct Bool;
 

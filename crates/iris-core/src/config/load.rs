@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::config::budget::{self, Budgets};
 use crate::config::cluster::{ClusterConfig, ClusterTls, NodeConfig, NodeName};
 use crate::config::error::ConfigError;
 use crate::config::interpolate::{self, Env, InterpolationError};
@@ -34,6 +35,37 @@ struct RawConfig {
     teams: BTreeMap<String, RawTeam>,
     #[serde(default)]
     cluster: Option<RawCluster>,
+    #[serde(default)]
+    budgets: Option<RawBudgets>,
+}
+
+/// `[budgets]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudgets {
+    day: Option<String>,
+    session: Option<RawCap>,
+    node_daily: Option<RawCap>,
+    #[serde(default)]
+    teams: BTreeMap<String, RawTeamCaps>,
+}
+
+/// A cap as written: `{ usd = 5.0, tokens = 1000000 }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCap {
+    #[serde(default, deserialize_with = "coerce::opt_money")]
+    usd: Option<f64>,
+    #[serde(default, deserialize_with = "coerce::opt_positive_u64")]
+    tokens: Option<u64>,
+}
+
+/// `[budgets.teams.NAME]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTeamCaps {
+    as_sender: Option<RawCap>,
+    as_receiver: Option<RawCap>,
 }
 
 /// `[cluster]` as written.
@@ -376,12 +408,17 @@ impl Resolver<'_> {
             let team_config = self.team(&name, team, cluster.as_ref())?;
             teams.insert(team_name(&name, self.file)?, team_config);
         }
+        let budgets = match raw.budgets {
+            Some(budgets) => self.budgets(budgets, &teams)?,
+            None => Budgets::default(),
+        };
         Ok(Config {
             settings: raw.settings,
             database,
             agent: raw.agent,
             teams,
             cluster,
+            budgets,
             this_node: None,
             config_dir,
             source: self.file.to_owned(),
@@ -427,6 +464,65 @@ impl Resolver<'_> {
             nodes,
             tls,
         })
+    }
+
+    /// `[budgets]`: each cap with a limit, each team table a configured team (or `default`).
+    fn budgets(
+        &self,
+        raw: RawBudgets,
+        teams: &BTreeMap<TeamName, TeamConfig>,
+    ) -> Result<Budgets, ConfigError> {
+        let day_offset_minutes = match &raw.day {
+            Some(day) => budget::parse_day_offset(day)
+                .map_err(|message| self.invalid(&["budgets", "day"], message))?,
+            None => 0,
+        };
+        let session = self.cap(raw.session, &["budgets", "session"])?;
+        let node_daily = self.cap(raw.node_daily, &["budgets", "node_daily"])?;
+        let mut team_caps = BTreeMap::new();
+        for (name, caps) in raw.teams {
+            let known = name == budget::DEFAULT_TEAM
+                || TeamName::new(&name).is_ok_and(|team| teams.contains_key(&team));
+            if !known {
+                return Err(self.invalid(
+                    &["budgets", "teams", name.as_str()],
+                    format!(
+                        "names team {}, which is not in [teams]; correct the name, add the team, or use [budgets.teams.default] for every team",
+                        quoted(&name)
+                    ),
+                ));
+            }
+            let at = |key: &'static str| ["budgets", "teams", name.as_str(), key];
+            let caps = budget::TeamCaps {
+                as_sender: self.cap(caps.as_sender, &at("as_sender"))?,
+                as_receiver: self.cap(caps.as_receiver, &at("as_receiver"))?,
+            };
+            team_caps.insert(name, caps);
+        }
+        Ok(Budgets {
+            day_offset_minutes,
+            session,
+            node_daily,
+            teams: team_caps,
+        })
+    }
+
+    /// A cap, which must set `usd`, `tokens` or both.
+    fn cap(&self, raw: Option<RawCap>, at: &[&str]) -> Result<Option<budget::Cap>, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        if raw.usd.is_none() && raw.tokens.is_none() {
+            return Err(self.invalid(
+                at,
+                "sets no limit; give `usd`, `tokens` or both, such as { usd = 5.0 }, or remove it"
+                    .to_owned(),
+            ));
+        }
+        Ok(Some(budget::Cap {
+            usd: raw.usd,
+            tokens: raw.tokens,
+        }))
     }
 
     /// A team's `node`: one of `[cluster.nodes]`, and not beside `remote` (a team is reached

@@ -26,6 +26,7 @@
 //! Paths are not checked for existence here; runtime validation ([`crate::project_path`]) does
 //! that. The shipped, commented example is `config/iris.toml` in the repository.
 
+pub mod budget;
 pub mod cluster;
 mod coerce;
 mod containment;
@@ -65,6 +66,9 @@ pub struct Config {
     teams: BTreeMap<TeamName, TeamConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cluster: Option<cluster::ClusterConfig>,
+    /// `[budgets]` (no cap when absent).
+    #[serde(skip_serializing_if = "budget_is_unset")]
+    budgets: budget::Budgets,
     /// The node this process serves as (`iris node --node NAME`); not part of the file.
     #[serde(skip)]
     this_node: Option<cluster::NodeName>,
@@ -75,6 +79,11 @@ pub struct Config {
     /// Which values came from the environment, for showing the configuration without them.
     #[serde(skip)]
     from_env: shown::Provenance,
+}
+
+/// Whether `[budgets]` is absent: no cap and days at midnight UTC.
+fn budget_is_unset(budgets: &budget::Budgets) -> bool {
+    *budgets == budget::Budgets::default()
 }
 
 impl Config {
@@ -141,6 +150,11 @@ impl Config {
     /// The team names, sorted.
     pub fn team_names(&self) -> impl Iterator<Item = &TeamName> {
         self.teams.keys()
+    }
+
+    /// `[budgets]`: the spending caps (none when the file has no such section).
+    pub fn budgets(&self) -> &budget::Budgets {
+        &self.budgets
     }
 
     /// `[cluster]`, when the file has one.

@@ -1409,3 +1409,75 @@ fn cluster_tls_paths_resolve_against_the_config_dir_and_load_back() {
     );
     assert!(missing.to_string().contains("ca"), "{missing}");
 }
+
+const BUDGETS: &str = r#"
+[teams.alpha]
+path = "/p/alpha"
+[teams.beta]
+path = "/p/beta"
+
+[budgets]
+day = "+02:00"
+session = { usd = 5 }
+node_daily = { usd = "${NODE_BUDGET:-50.5}", tokens = 20000000 }
+[budgets.teams.default]
+as_sender = { usd = 10.0 }
+[budgets.teams.alpha]
+as_receiver = { tokens = "3000000" }
+"#;
+
+#[test]
+fn budgets_load_with_their_caps_and_day_and_load_back() {
+    use crate::config::budget::Cap;
+    let config = load(BUDGETS);
+    let budgets = config.budgets();
+    assert_eq!(budgets.day_offset_minutes, 120);
+    let usd = |usd| Cap {
+        usd: Some(usd),
+        tokens: None,
+    };
+    assert_eq!(budgets.session, Some(usd(5.0)));
+    assert_eq!(
+        budgets.node_daily,
+        Some(Cap {
+            usd: Some(50.5),
+            tokens: Some(20_000_000)
+        })
+    );
+    let alpha = budgets.team(&team("alpha"));
+    assert_eq!(alpha.as_sender, Some(usd(10.0)));
+    assert_eq!(alpha.as_receiver.and_then(|c| c.tokens), Some(3_000_000));
+    assert_eq!(budgets.team(&team("beta")).as_receiver, None);
+    let again = load(&config.to_toml_string().unwrap());
+    assert_eq!(again.budgets(), budgets);
+    // Without [budgets]: no cap, and nothing written back.
+    assert!(!load("").budgets().any());
+    assert!(!load("").to_toml_string().unwrap().contains("budgets"));
+}
+
+#[test]
+fn a_budget_without_a_limit_or_for_an_unknown_team_is_refused_naming_the_key() {
+    let teams = "[teams.alpha]\npath = \"/p/alpha\"\n";
+    for (budgets, key, says) in [
+        ("session = {}", "budgets.session", "sets no limit"),
+        ("session = { usd = 0 }", "budgets.session.usd", "above 0"),
+        ("session = { usd = -1.5 }", "budgets.session.usd", "above 0"),
+        (
+            "node_daily = { tokens = 0 }",
+            "budgets.node_daily.tokens",
+            "at least 1",
+        ),
+        ("day = \"CET\"", "budgets.day", "+02:00"),
+        (
+            "[budgets.teams.gamma]\nas_sender = { usd = 1 }",
+            "budgets.teams.gamma",
+            "not in [teams]",
+        ),
+        ("session = { dollars = 1 }", "budgets.session", "dollars"),
+    ] {
+        let e = err(&format!("{teams}[budgets]\n{budgets}\n"));
+        let text = e.to_string();
+        assert!(text.contains(key), "{budgets}: {text}");
+        assert!(text.contains(says), "{budgets}: {text}");
+    }
+}

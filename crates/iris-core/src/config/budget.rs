@@ -1,0 +1,236 @@
+//! `[budgets]`: spending caps, each optional, in US dollars and in tokens (the CLI misprices
+//! some models, so tokens are the fallback).
+//!
+//! | scope | key | over |
+//! |---|---|---|
+//! | a session | `session` | its whole life |
+//! | a team as the sender (what its tells cost the teams it talks to) | `[budgets.teams.NAME] as_sender` | a day |
+//! | a team as the receiver (what its agent spends) | `[budgets.teams.NAME] as_receiver` | a day |
+//! | the node | `node_daily` | a day |
+//!
+//! `[budgets.teams.default]` applies to every team without a table of its own (field by field).
+//! Days start at midnight UTC, or at midnight of the fixed offset `day` names (`"+02:00"`).
+//! Tokens counted are input, output and cache-creation tokens; cache reads are left out (they
+//! cost a tenth of input tokens and would dominate every count).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::UsageTotals;
+use crate::team::TeamName;
+use crate::time::Timestamp;
+
+/// One cap: dollars, tokens, or both (whichever is reached first).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Cap {
+    /// At most this many US dollars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd: Option<f64>,
+    /// At most this many tokens (input, output and cache creation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
+}
+
+// A loaded cap's `usd` is finite and above 0 (the loader refuses anything else, NaN included),
+// so equality is total.
+impl Eq for Cap {}
+
+/// A team's caps, each per day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeamCaps {
+    /// What the team's tells may cost, across the teams it talks to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_sender: Option<Cap>,
+    /// What the team's agent may spend, across the teams that talk to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_receiver: Option<Cap>,
+}
+
+/// `[budgets]`, validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Budgets {
+    /// When a day starts: minutes east of UTC (0: midnight UTC).
+    #[serde(rename = "day", serialize_with = "serialize_offset")]
+    pub day_offset_minutes: i32,
+    /// Every session, over its life.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<Cap>,
+    /// Everything the node's agents spend in a day.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_daily: Option<Cap>,
+    /// `[budgets.teams.default]` and each `[budgets.teams.NAME]`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub teams: BTreeMap<String, TeamCaps>,
+}
+
+/// The key of `[budgets.teams]` that applies to every team without a table of its own.
+pub const DEFAULT_TEAM: &str = "default";
+
+impl Budgets {
+    /// Whether any cap is set.
+    pub fn any(&self) -> bool {
+        self.session.is_some()
+            || self.node_daily.is_some()
+            || self
+                .teams
+                .values()
+                .any(|t| t.as_sender.is_some() || t.as_receiver.is_some())
+    }
+
+    /// Team `team`'s caps: its own, each falling back to `[budgets.teams.default]`'s.
+    pub fn team(&self, team: &TeamName) -> TeamCaps {
+        let own = self.teams.get(team.as_str()).copied().unwrap_or_default();
+        let default = self.teams.get(DEFAULT_TEAM).copied().unwrap_or_default();
+        TeamCaps {
+            as_sender: own.as_sender.or(default.as_sender),
+            as_receiver: own.as_receiver.or(default.as_receiver),
+        }
+    }
+
+    /// The budget day `at` falls in: days since 1970-01-01 at the configured offset.
+    pub fn day_of(&self, at: Timestamp) -> u32 {
+        let shifted = i128::from(at.as_millis()) + i128::from(self.day_offset_minutes) * 60_000;
+        u32::try_from(shifted.max(0) / MILLIS_PER_DAY).unwrap_or(u32::MAX)
+    }
+
+    /// When budget day `day` ends (and the next starts).
+    pub fn day_end(&self, day: u32) -> Timestamp {
+        let end =
+            (i128::from(day) + 1) * MILLIS_PER_DAY - i128::from(self.day_offset_minutes) * 60_000;
+        Timestamp::from_millis(u64::try_from(end.max(0)).unwrap_or(u64::MAX))
+    }
+}
+
+const MILLIS_PER_DAY: i128 = 86_400_000;
+
+/// The tokens a budget counts of `usage`: input, output and cache creation.
+pub fn counted_tokens(usage: &UsageTotals) -> u64 {
+    usage
+        .input_tokens
+        .saturating_add(usage.output_tokens)
+        .saturating_add(usage.cache_creation_input_tokens)
+}
+
+/// Parses `day`: `"UTC"` (or `"Z"`) or a fixed offset `"+HH:MM"` / `"-HH:MM"`; minutes east of
+/// UTC.
+pub fn parse_day_offset(text: &str) -> Result<i32, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("utc") || text == "Z" {
+        return Ok(0);
+    }
+    let invalid = || {
+        format!(
+            "{} is not a day start; write \"UTC\" or a fixed offset from UTC such as \"+02:00\" or \"-05:00\"",
+            crate::redact::quoted(text)
+        )
+    };
+    let (sign, rest) = match text.split_at_checked(1) {
+        Some(("+", rest)) => (1, rest),
+        Some(("-", rest)) => (-1, rest),
+        _ => return Err(invalid()),
+    };
+    let (hours, minutes) = rest.split_once(':').ok_or_else(invalid)?;
+    let (hours, minutes): (i32, i32) = (
+        hours.parse().map_err(|_| invalid())?,
+        minutes.parse().map_err(|_| invalid())?,
+    );
+    // Offsets in use reach ±14:00.
+    if (0..=14).contains(&hours) && (0..60).contains(&minutes) && hours * 60 + minutes <= 840 {
+        Ok(sign * (hours * 60 + minutes))
+    } else {
+        Err(invalid())
+    }
+}
+
+fn serialize_offset<S: serde::Serializer>(minutes: &i32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&OffsetText(*minutes).to_string())
+}
+
+/// An offset as `day` writes it.
+struct OffsetText(i32);
+
+impl fmt::Display for OffsetText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == 0 {
+            return f.write_str("UTC");
+        }
+        let sign = if self.0 < 0 { '-' } else { '+' };
+        let minutes = self.0.unsigned_abs();
+        write!(f, "{sign}{:02}:{:02}", minutes / 60, minutes % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_day_starts_at_midnight_of_its_offset() {
+        let utc = Budgets::default();
+        // 2026-12-06T23:30:00Z.
+        let late = Timestamp::from_millis(1_796_599_800_000);
+        let day = utc.day_of(late);
+        assert_eq!(utc.day_end(day).as_millis(), 1_796_601_600_000);
+        // At +02:00 it is already the 7th there.
+        let east = Budgets {
+            day_offset_minutes: 120,
+            ..Budgets::default()
+        };
+        assert_eq!(east.day_of(late), day + 1);
+        assert_eq!(
+            east.day_end(day + 1).as_millis(),
+            1_796_601_600_000 + 86_400_000 - 7_200_000
+        );
+    }
+
+    #[test]
+    fn day_offsets_parse_and_print_alike() {
+        for (text, minutes) in [
+            ("UTC", 0),
+            ("+02:00", 120),
+            ("-05:30", -330),
+            ("+14:00", 840),
+        ] {
+            assert_eq!(parse_day_offset(text), Ok(minutes), "{text}");
+            assert_eq!(OffsetText(minutes).to_string(), text);
+        }
+        for bad in ["", "2", "+2", "+25:00", "+02:60", "CET"] {
+            assert!(parse_day_offset(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_team_falls_back_to_the_default_field_by_field() {
+        let cap = |usd| Cap {
+            usd: Some(usd),
+            tokens: None,
+        };
+        let budgets = Budgets {
+            teams: [
+                (
+                    DEFAULT_TEAM.to_owned(),
+                    TeamCaps {
+                        as_sender: Some(cap(1.0)),
+                        as_receiver: Some(cap(2.0)),
+                    },
+                ),
+                (
+                    "alpha".to_owned(),
+                    TeamCaps {
+                        as_sender: None,
+                        as_receiver: Some(cap(9.0)),
+                    },
+                ),
+            ]
+            .into(),
+            ..Budgets::default()
+        };
+        let alpha = budgets.team(&TeamName::new("alpha").unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(alpha.as_sender, Some(cap(1.0)));
+        assert_eq!(alpha.as_receiver, Some(cap(9.0)));
+        assert!(budgets.any());
+        assert!(!Budgets::default().any());
+    }
+}
