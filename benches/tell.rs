@@ -62,6 +62,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 mod common;
+
+/// The budget day the bookkeeping benchmark counts spend in, as the session actor does.
+const BENCH_DAY: u32 = 20_000;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -577,6 +580,7 @@ async fn bookkeep_one(store: &Store, session_id: SessionId, from: &TeamName, seq
             ],
             turn: running.clone(),
             retain,
+            spend_day: None,
         })
         .await
         .unwrap();
@@ -584,7 +588,7 @@ async fn bookkeep_one(store: &Store, session_id: SessionId, from: &TeamName, seq
     let (changes, completed) = completion(running);
     black_box(
         store
-            .record_turn(session_id, changes, completed, retain)
+            .record_turn(session_id, changes, completed, retain, Some(BENCH_DAY))
             .await
             .unwrap(),
     );
@@ -641,7 +645,7 @@ async fn lone_commit(store: &Store, session_id: SessionId, from: &TeamName, seq:
     let retain = Settings::DEFAULT_TURN_RETENTION.get() as u64;
     black_box(
         store
-            .record_turn(session_id, changes, completed, retain)
+            .record_turn(session_id, changes, completed, retain, Some(BENCH_DAY))
             .await
             .unwrap(),
     );

@@ -643,3 +643,44 @@ async fn a_tell_retried_with_its_request_id_runs_once_also_after_a_restart() {
     assert_eq!(runtime.report(&a, &b, 10).unwrap().len(), 2);
     runtime.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_turn_costs_is_counted_in_the_store_for_its_session_teams_and_node() {
+    use iris::store::spend::{SpendScope, WHOLE_LIFE};
+    let world = World::new();
+    let (a, b) = (team("alpha"), team("beta"));
+    let runtime = start(&world, &["alpha", "beta"], "").await;
+    let today =
+        || iris::core::config::budget::Budgets::default().day_of(iris::core::Timestamp::now());
+    let day = today();
+    let outcome = runtime
+        .tell(&a, &b, "what does it cost?", TellOptions::complete())
+        .await
+        .unwrap();
+    let TellOutcome::Completed(result) = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert!(
+        result.cost_usd > 0.0,
+        "fake-claude reports a cost: {result:?}"
+    );
+    let session = runtime.get_session(&a, &b).unwrap().unwrap().session_id;
+    // Across midnight UTC the turn counts in the next day: not worth a flaky failure.
+    let crossed_midnight = today() != day;
+    runtime.shutdown(Duration::from_secs(2)).await;
+    if crossed_midnight {
+        return;
+    }
+
+    let store = Store::open(world.db_path()).unwrap();
+    for (scope, on) in [
+        (SpendScope::Session(session), WHOLE_LIFE),
+        (SpendScope::Sender(a.clone()), day),
+        (SpendScope::Receiver(b.clone()), day),
+        (SpendScope::Node, day),
+    ] {
+        let spent = store.spend(&scope, on).unwrap();
+        assert_eq!(spent.usd, result.cost_usd, "{scope}");
+        assert!(spent.tokens > 0, "{scope}: {spent:?}");
+    }
+}

@@ -40,6 +40,7 @@ pub mod codec;
 mod counters;
 mod error;
 mod mutation;
+pub mod spend;
 mod store;
 mod tables;
 mod writer;

@@ -15,8 +15,10 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::counters::Counters;
 use crate::error::{StorageContext, StoreError};
+use crate::spend::{self, Spend, SpendScope};
 use crate::tables::{
-    CONVERSATIONS, LIVE, OPEN_TURNS, PAIRS, PAIRS_BY_TO, REQUEST_IDS, SESSIONS, TURN_IDS, TURNS,
+    CONVERSATIONS, LIVE, OPEN_TURNS, PAIRS, PAIRS_BY_TO, REQUEST_IDS, SESSIONS, SPEND, TURN_IDS,
+    TURNS,
 };
 
 /// One durable write, submitted to the store's writer. Plain data, so a later layer can forward
@@ -68,7 +70,9 @@ pub enum Mutation {
     },
     /// Apply `changes` to a session record (as [`Mutation::Update`]) and write a turn row (as
     /// [`Mutation::PutTurn`]) atomically: both, or neither. `turn.session_id` must be
-    /// `session_id`. Answers [`Applied::Record`] with the record as stored.
+    /// `session_id`. With `spend_day`, a final row whose stored version was not final adds its
+    /// usage to the spend of its session, sender, receiver and the node (see [`crate::spend`]),
+    /// in the same commit. Answers [`Applied::Record`] with the record as stored.
     RecordTurn {
         /// The record to change, and the turn's session.
         session_id: SessionId,
@@ -78,6 +82,8 @@ pub enum Mutation {
         turn: TurnRecord,
         /// How many rows of the session to keep.
         retain: u64,
+        /// The budget day its spend counts in (`None`: not counted).
+        spend_day: Option<u32>,
     },
     /// Mark every `queued` or `running` turn `interrupted` (finished `at`, with
     /// [`TurnFailure::node_stopped`]), and add each session's number of such turns to its
@@ -200,6 +206,7 @@ pub(crate) struct WriteTables<'txn> {
     turns: Table<'txn, TurnKey, &'static [u8]>,
     turn_ids: Table<'txn, u128, TurnKey>,
     request_ids: Table<'txn, u128, TurnKey>,
+    spend: Table<'txn, (u32, &'static str), &'static [u8]>,
     open_turns: Table<'txn, TurnKey, ()>,
     conversations: Table<'txn, (u128, &'static str), ()>,
 }
@@ -221,6 +228,7 @@ impl<'txn> WriteTables<'txn> {
             request_ids: txn
                 .open_table(REQUEST_IDS)
                 .during("opening table request_ids")?,
+            spend: txn.open_table(SPEND).during("opening table spend")?,
             open_turns: txn
                 .open_table(OPEN_TURNS)
                 .during("opening table open_turns")?,
@@ -297,6 +305,7 @@ impl<'txn> WriteTables<'txn> {
                 changes,
                 turn,
                 retain,
+                spend_day,
             } => {
                 if turn.session_id != *session_id {
                     return Err(StoreError::InvalidTurn {
@@ -312,6 +321,9 @@ impl<'txn> WriteTables<'txn> {
                     change.apply_to(&mut record);
                 }
                 self.store(counters, Some(&old), &record)?;
+                if let Some(day) = spend_day {
+                    self.count_spend(&record, turn, *day)?;
+                }
                 self.write_turn(turn, *retain)?;
                 Applied::Record(record)
             }
@@ -491,6 +503,51 @@ impl<'txn> WriteTables<'txn> {
     }
 
     /// The turn id of the row at `at`, if there is a readable one.
+    /// Adds a turn's usage to its scopes' spend on `day`, if it is final and its stored row was
+    /// not: a finished turn counts once, however often its row is written.
+    fn count_spend(
+        &mut self,
+        record: &SessionRecord,
+        turn: &TurnRecord,
+        day: u32,
+    ) -> Result<(), StoreError> {
+        let at = turn_key(&turn.session_id, turn.seq);
+        let counted_before = self
+            .turns
+            .get(at)
+            .during("reading a turn")?
+            .and_then(|g| codec::decode_turn(g.value()).ok())
+            .is_some_and(|stored| stored.is_final());
+        let spend = Spend::of(&turn.usage);
+        if !turn.is_final() || counted_before || spend.is_zero() {
+            return Ok(());
+        }
+        let scopes = [
+            (spend::WHOLE_LIFE, SpendScope::Session(turn.session_id)),
+            (day, SpendScope::Sender(turn.from.clone())),
+            (day, SpendScope::Receiver(record.to_team.clone())),
+            (day, SpendScope::Node),
+        ];
+        for (day, scope) in scopes {
+            let key = scope.to_string();
+            let before = match self.spend.get((day, key.as_str())).during("reading spend")? {
+                Some(g) => codec::decode::<Spend>(g.value()).unwrap_or_else(|error| {
+                    tracing::warn!(scope = %key, day, %error, "a spend counter is unreadable; counting from zero");
+                    Spend::default()
+                }),
+                None => Spend::default(),
+            };
+            let bytes = codec::encode(&before.plus(spend)).map_err(|e| StoreError::Encode {
+                what: format!("the spend of {key}"),
+                reason: e.to_string(),
+            })?;
+            self.spend
+                .insert((day, key.as_str()), bytes.as_slice())
+                .during("writing spend")?;
+        }
+        Ok(())
+    }
+
     fn turn_id_at(&self, at: TurnKey) -> Result<Option<TurnId>, StoreError> {
         let guard = self.turns.get(at).during("reading a turn")?;
         Ok(guard.and_then(|g| lenient_turn_id(at, g.value())))
@@ -551,6 +608,10 @@ impl<'txn> WriteTables<'txn> {
             .during("deleting a pair")?;
         self.live.remove(key).during("deleting a session")?;
         self.remove_turns(key, u64::MAX)?;
+        let spent = SpendScope::Session(*session_id).to_string();
+        self.spend
+            .remove((spend::WHOLE_LIFE, spent.as_str()))
+            .during("deleting a session's spend")?;
         self.conversations
             .retain_in((key, "")..=(key, "\u{10FFFF}"), |_, _| false)
             .during("deleting a session's conversation ids")?;

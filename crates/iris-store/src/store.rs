@@ -21,9 +21,10 @@ use crate::error::{OpenError, StorageContext, StorageFault, StoreError};
 use crate::mutation::{
     Applied, Change, Mutation, TurnKey, decode_session, decode_turn, key, turn_id_key,
 };
+use crate::spend::{Spend, SpendScope};
 use crate::tables::{
     CONVERSATIONS, LIVE, META, META_COUNTERS, META_SCHEMA, OPEN_TURNS, PAIRS, PAIRS_BY_TO,
-    REQUEST_IDS, SCHEMA_VERSION, SESSIONS, TABLE_NAMES, TURN_IDS, TURNS,
+    REQUEST_IDS, SCHEMA_VERSION, SESSIONS, SPEND, TABLE_NAMES, TURN_IDS, TURNS,
 };
 use crate::writer::{self, Batching, Job, Open, Opener, Shared, WriterStats};
 
@@ -495,6 +496,43 @@ impl Store {
         })
     }
 
+    /// What `scope` spent on budget `day` ([`crate::spend::WHOLE_LIFE`] for a session).
+    pub fn spend(&self, scope: &SpendScope, day: u32) -> Result<Spend, StoreError> {
+        self.reading(|| {
+            let table = self.read_table(SPEND, "opening table spend")?;
+            let key = scope.to_string();
+            let Some(guard) = table.get((day, key.as_str())).during("reading spend")? else {
+                return Ok(Spend::default());
+            };
+            codec::decode(guard.value()).map_err(|e| StoreError::Corrupt {
+                what: format!("the spend of {key} on day {day}"),
+                reason: e.to_string(),
+            })
+        })
+    }
+
+    /// Every scope's spend on budget `day` (one key range).
+    pub fn spend_on(&self, day: u32) -> Result<Vec<(SpendScope, Spend)>, StoreError> {
+        self.reading(|| {
+            let table = self.read_table(SPEND, "opening table spend")?;
+            let mut out = Vec::new();
+            for entry in table
+                .range((day, "")..=(day, "\u{10FFFF}"))
+                .during("reading spend")?
+            {
+                let (k, v) = entry.during("reading spend")?;
+                let (_, key) = k.value();
+                let (Ok(scope), Ok(spend)) = (key.parse(), codec::decode::<Spend>(v.value()))
+                else {
+                    tracing::warn!(scope = key, day, "an unreadable spend counter is skipped");
+                    continue;
+                };
+                out.push((scope, spend));
+            }
+            Ok(out)
+        })
+    }
+
     /// The highest turn number the ledger holds for the session, or 0 if it holds none.
     pub fn last_turn_seq(&self, session_id: SessionId) -> Result<u64, StoreError> {
         self.reading(|| {
@@ -678,19 +716,22 @@ impl Store {
     }
 
     /// Applies `changes` to the session record and writes `turn`, in one durable write: both, or
-    /// neither. Returns the record as stored. See [`Mutation::RecordTurn`].
+    /// neither; with `spend_day`, a finished turn's usage is counted in its scopes' spend too.
+    /// Returns the record as stored. See [`Mutation::RecordTurn`].
     pub async fn record_turn(
         &self,
         session_id: SessionId,
         changes: Vec<Change>,
         turn: TurnRecord,
         retain: u64,
+        spend_day: Option<u32>,
     ) -> Result<SessionRecord, StoreError> {
         self.submit(Mutation::RecordTurn {
             session_id,
             changes,
             turn,
             retain,
+            spend_day,
         })
         .await
         .and_then(Applied::into_record)
@@ -850,6 +891,7 @@ fn prepare_schema(db: &Database, path: &Path) -> Result<Counters, OpenError> {
     // (see `tables` on why the schema version stays 1).
     txn.open_table(TURN_IDS).map_err(|e| storage(e.into()))?;
     txn.open_table(REQUEST_IDS).map_err(|e| storage(e.into()))?;
+    txn.open_table(SPEND).map_err(|e| storage(e.into()))?;
     txn.open_table(TURNS).map_err(|e| storage(e.into()))?;
     txn.open_table(OPEN_TURNS).map_err(|e| storage(e.into()))?;
     txn.open_table(CONVERSATIONS)

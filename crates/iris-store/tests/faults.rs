@@ -128,6 +128,7 @@ async fn book(store: &Store, session: &SessionRecord, turn: TurnRecord) -> Resul
             vec![Change::IncrementMessageCount(1)],
             turn,
             RETAIN,
+            Some(1),
         )
         .await
         .map(drop)
@@ -250,6 +251,7 @@ async fn a_full_disk_fails_its_writes_typed_and_the_store_recovers_without_a_res
                     changes: vec![Change::IncrementMessageCount(1)],
                     turn,
                     retain: RETAIN,
+                    spend_day: Some(1),
                 })
                 .await
                 .unwrap();

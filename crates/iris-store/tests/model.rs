@@ -443,6 +443,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         changes,
                         turn,
                         retain,
+                        spend_day: None,
                     },
                     None => Mutation::PutTurn { turn, retain },
                 };

@@ -94,6 +94,7 @@ async fn a_turn_walks_from_queued_to_running_to_completed() {
             ],
             turn.clone(),
             10,
+            None,
         )
         .await
         .unwrap();
@@ -262,7 +263,7 @@ async fn record_turn_is_all_or_nothing() {
     let mut turn = completed(queued(&s, 2));
     turn.session_id = ghost;
     let e = store
-        .record_turn(ghost, changes.clone(), turn.clone(), 10)
+        .record_turn(ghost, changes.clone(), turn.clone(), 10, None)
         .await
         .unwrap_err();
     assert!(matches!(e, StoreError::SessionNotFound { .. }), "{e}");
@@ -272,7 +273,7 @@ async fn record_turn_is_all_or_nothing() {
     // A turn of another session.
     let turn = completed(queued(&s, 2));
     let e = store
-        .record_turn(SessionId::new_v4(), changes.clone(), turn.clone(), 10)
+        .record_turn(SessionId::new_v4(), changes.clone(), turn.clone(), 10, None)
         .await
         .unwrap_err();
     assert!(matches!(e, StoreError::InvalidTurn { .. }), "{e}");
@@ -281,7 +282,7 @@ async fn record_turn_is_all_or_nothing() {
     let mut clash = completed(queued(&s, 2));
     clash.turn_id = taken.turn_id;
     let e = store
-        .record_turn(s.session_id, changes.clone(), clash, 10)
+        .record_turn(s.session_id, changes.clone(), clash, 10, None)
         .await
         .unwrap_err();
     assert!(matches!(e, StoreError::TurnIdExists { .. }), "{e}");
@@ -295,7 +296,7 @@ async fn record_turn_is_all_or_nothing() {
 
     // And a good one does both.
     let stored = store
-        .record_turn(s.session_id, changes, turn.clone(), 10)
+        .record_turn(s.session_id, changes, turn.clone(), 10, None)
         .await
         .unwrap();
     assert_eq!(stored.message_count, 1);
@@ -424,6 +425,7 @@ async fn turn_mutations_are_plain_data() {
             changes: vec![Change::IncrementMessageCount(1)],
             turn: completed(turn),
             retain: 5,
+            spend_day: Some(7),
         },
         Mutation::InterruptOpenTurns {
             at: Timestamp::from_millis(1),
@@ -682,4 +684,90 @@ async fn a_turn_is_found_by_its_request_id_until_it_is_pruned() {
         store.put_turn(completed(queued(&s, seq)), 2).await.unwrap();
     }
     assert_eq!(store.turn_by_request(request).unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_finished_turn_counts_its_spend_once_in_every_scope_and_a_restart_keeps_it() {
+    use iris_store::spend::{Spend, SpendScope, WHOLE_LIFE};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spend.redb");
+    let store = Store::open(&path).unwrap();
+    let s = session(&store, "alpha", "beta").await;
+    let usage = UsageTotals {
+        cost_usd: 0.25,
+        input_tokens: 100,
+        output_tokens: 20,
+        cache_creation_input_tokens: 5,
+        cache_read_input_tokens: 9_000,
+    };
+    let day = 20_430;
+    let book = |turn: TurnRecord, spend_day| {
+        let store = store.clone();
+        async move {
+            store
+                .record_turn(turn.session_id, Vec::new(), turn, 10, spend_day)
+                .await
+                .unwrap()
+        }
+    };
+    // Running: nothing spent yet. Finished: counted. Written again: not counted twice.
+    let mut turn = queued(&s, 1);
+    turn.status = TurnStatus::Running;
+    book(turn.clone(), Some(day)).await;
+    let mut done = completed(turn);
+    done.usage = usage;
+    book(done.clone(), Some(day)).await;
+    book(done, Some(day)).await;
+    let once = Spend {
+        usd: 0.25,
+        tokens: 125,
+    };
+    let (alpha, beta) = (team("alpha"), team("beta"));
+    let scopes = [
+        (SpendScope::Session(s.session_id), WHOLE_LIFE),
+        (SpendScope::Sender(alpha.clone()), day),
+        (SpendScope::Receiver(beta.clone()), day),
+        (SpendScope::Node, day),
+    ];
+    for (scope, on) in &scopes {
+        assert_eq!(store.spend(scope, *on).unwrap(), once, "{scope}");
+    }
+    assert_eq!(
+        store.spend(&SpendScope::Node, day + 1).unwrap(),
+        Spend::default()
+    );
+    assert_eq!(store.spend_on(day).unwrap().len(), 3);
+    drop(store);
+
+    // Reopened: the same; a second turn adds up.
+    let store = Store::open(&path).unwrap();
+    for (scope, on) in &scopes {
+        assert_eq!(store.spend(scope, *on).unwrap(), once, "{scope}");
+    }
+    let mut second = completed(queued(&s, 2));
+    second.usage = usage;
+    store
+        .record_turn(s.session_id, Vec::new(), second, 10, Some(day))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.spend(&SpendScope::Node, day).unwrap(),
+        once.plus(once)
+    );
+    // Deleting the session takes its lifetime spend with it; the day's stay.
+    store.delete(s.session_id).await.unwrap();
+    assert_eq!(
+        store
+            .spend(&SpendScope::Session(s.session_id), WHOLE_LIFE)
+            .unwrap(),
+        Spend::default()
+    );
+    assert_eq!(
+        store.spend(&SpendScope::Node, day).unwrap(),
+        once.plus(once)
+    );
+}
+
+fn team(name: &str) -> iris_core::TeamName {
+    iris_core::TeamName::new(name).unwrap()
 }

@@ -204,11 +204,13 @@ impl SessionState {
             // One write for the record's transient state and the turn's `running` row.
             Some(row) => {
                 self.publish_changes(&changes);
+                // The turn's `running` row: nothing is spent yet.
                 let write = Mutation::RecordTurn {
                     session_id: self.id,
                     changes,
                     turn: row,
                     retain: self.retain(),
+                    spend_day: None,
                 };
                 match first_row {
                     Some(waiter) => self.send_first_row(waiter, write).await,

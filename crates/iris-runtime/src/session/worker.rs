@@ -222,6 +222,7 @@ impl SessionState {
                 changes,
                 turn: row,
                 retain: self.retain(),
+                spend_day: Some(self.shared.config.budgets().day_of(Timestamp::now())),
             })
             .await;
         let (pair, id, myself) = (self.pair.clone(), self.id, self.myself.clone());
