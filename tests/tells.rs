@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use iris::core::{ProcessState, SessionStatus, TeamName, TurnStatus};
+use iris::core::{Coded, ProcessState, SessionStatus, TeamName, TurnStatus};
 use iris::runtime::{Runtime, RuntimeError, TellOptions, TellOutcome, TurnError, TurnEvent};
 use iris::store::Store;
 use support::{World, fake_claude, start};
@@ -683,4 +683,82 @@ async fn what_a_turn_costs_is_counted_in_the_store_for_its_session_teams_and_nod
         assert_eq!(spent.usd, result.cost_usd, "{scope}");
         assert!(spent.tokens > 0, "{scope}: {spent:?}");
     }
+}
+
+/// A `[budgets] day` offset at which it is about noon now.
+fn offset_putting_now_at_noon() -> String {
+    let minute_of_day = (iris::core::Timestamp::now().as_millis() / 60_000 % 1_440) as i64;
+    let offset = (720 - minute_of_day + 720).rem_euclid(1_440) - 720;
+    let sign = if offset < 0 { '-' } else { '+' };
+    format!("{sign}{:02}:{:02}", offset.abs() / 60, offset.abs() % 60)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tell_is_refused_once_a_cap_is_reached_and_still_after_a_restart() {
+    let world = World::new();
+    let (a, b, c) = (team("alpha"), team("beta"), team("gamma"));
+    let teams = ["alpha", "beta", "gamma"];
+    let tell = |runtime: &Runtime, to: &TeamName| {
+        let (runtime, from, to) = (runtime.clone(), a.clone(), to.clone());
+        async move {
+            runtime
+                .tell(&from, &to, "spend", TellOptions::complete())
+                .await
+        }
+    };
+    // Budget days are set so that it is noon now: no midnight falls within the test. Every
+    // runtime here counts spend in those days.
+    let day = format!("\n[budgets]\nday = \"{}\"\n", offset_putting_now_at_noon());
+    // What one turn costs (fake-claude's price is fixed).
+    let runtime = start(&world, &teams, &day).await;
+    let cost = match tell(&runtime, &b).await.unwrap() {
+        TellOutcome::Completed(result) => result.cost_usd,
+        other => panic!("{other:?}"),
+    };
+    runtime.shutdown(Duration::from_secs(2)).await;
+
+    // beta may spend 2.5 turns' worth a day as receiver: it has spent 1; two more turns pass
+    // (the second crosses the cap), and the next is refused.
+    let budgets = format!(
+        "{day}[budgets.teams.beta]\nas_receiver = {{ usd = {} }}\n",
+        cost * 2.5
+    );
+    let runtime = start(&world, &teams, &budgets).await;
+    for _ in 0..2 {
+        assert!(matches!(
+            tell(&runtime, &b).await,
+            Ok(TellOutcome::Completed(_))
+        ));
+    }
+    let refused = tell(&runtime, &b).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        iris::core::ErrorCode::BudgetExceeded,
+        "{refused}"
+    );
+    let message = refused.to_string();
+    for says in [
+        "team beta as receiver",
+        "resets at",
+        "[budgets.teams.beta] as_receiver",
+    ] {
+        assert!(message.contains(says), "{message}");
+    }
+    // Another receiver is not affected.
+    assert!(matches!(
+        tell(&runtime, &c).await,
+        Ok(TellOutcome::Completed(_))
+    ));
+    runtime.shutdown(Duration::from_secs(2)).await;
+
+    // The spend is durable: after a restart the cap still holds.
+    let runtime = start(&world, &teams, &budgets).await;
+    let refused = tell(&runtime, &b).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        iris::core::ErrorCode::BudgetExceeded,
+        "{refused}"
+    );
+    assert_eq!(runtime.report(&a, &b, 10).unwrap().len(), 3);
+    runtime.shutdown(Duration::from_secs(2)).await;
 }

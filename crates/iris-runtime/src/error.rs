@@ -116,6 +116,9 @@ pub enum RuntimeError {
         /// `queue_depth`.
         depth: usize,
     },
+    /// A spending cap that covers the tell is reached.
+    #[error("{0}")]
+    BudgetExceeded(Box<crate::session::budget::Exceeded>),
     /// The runtime is shutting down or has stopped.
     #[error("the iris runtime is shutting down; retry against a running node")]
     ShuttingDown,
@@ -181,6 +184,7 @@ impl Coded for RuntimeError {
             }
             RuntimeError::ShuttingDown => ErrorCode::ProcessError,
             RuntimeError::QueueFull { .. } => ErrorCode::QueueFull,
+            RuntimeError::BudgetExceeded(_) => ErrorCode::BudgetExceeded,
         }
     }
 }

@@ -20,5 +20,6 @@ pub mod tell;
 pub use error::{RuntimeError, SessionRef};
 pub use pool::PoolView;
 pub use runtime::{Runtime, RuntimeStats, Told, TurnHandle};
+pub use session::budget::Exceeded as BudgetExceeded;
 pub use session::{AgentActivity, Cancelled, Deletion, PairStatus, TranscriptRemoval};
 pub use tell::{TellOptions, TellOutcome, TurnError, TurnEvent, TurnResult, Wait};

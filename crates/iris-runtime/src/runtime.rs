@@ -65,10 +65,10 @@ impl Runtime {
     /// previous run), then starts the registry.
     pub async fn start(config: Config, store: Store) -> Result<Runtime, RuntimeError> {
         if config.budgets().any() {
-            // Loaded and validated, but the caps are not applied yet (issue 16 is under way):
-            // say so, rather than let an operator believe spending is capped.
+            // New tells stop at a reached cap; the rest of budgets is not built yet (issue 16 is
+            // under way): say so, rather than let an operator believe more is capped.
             tracing::warn!(
-                "[budgets] is set but this build does not enforce budgets yet: no tell is refused for its spending"
+                "[budgets]: a tell is refused once a cap that covers it is reached, but this build neither bounds the turn in flight nor fails queued tells at the cap, and gives no warning at 80%"
             );
         }
         let containment = startup::containment(&config).await?;

@@ -8,6 +8,7 @@
 //! agent and the passivation of a session without one.
 
 mod agent;
+pub(crate) mod budget;
 mod control;
 mod ledger;
 mod phase;

@@ -36,6 +36,7 @@ impl SessionState {
             return Ok(ticket);
         }
         self.refuse_new_work()?;
+        self.check_budgets(&from)?;
         let depth = self.shared.config.settings().queue_depth.get();
         if self.queued_turns() >= depth {
             return Err(RuntimeError::QueueFull {
