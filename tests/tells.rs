@@ -744,11 +744,22 @@ async fn a_tell_is_refused_once_a_cap_is_reached_and_still_after_a_restart() {
     ] {
         assert!(message.contains(says), "{message}");
     }
-    // Another receiver is not affected.
+    // Another receiver is not affected. Another sender to beta is refused before its session
+    // is made.
     assert!(matches!(
         tell(&runtime, &c).await,
         Ok(TellOutcome::Completed(_))
     ));
+    let refused = runtime
+        .tell(&c, &b, "spend", TellOptions::complete())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        iris::core::ErrorCode::BudgetExceeded,
+        "{refused}"
+    );
+    assert_eq!(runtime.get_session(&c, &b).unwrap(), None);
     runtime.shutdown(Duration::from_secs(2)).await;
 
     // The spend is durable: after a restart the cap still holds.

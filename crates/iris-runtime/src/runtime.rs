@@ -398,6 +398,11 @@ impl Runtime {
         submission: Submission,
     ) -> Result<TurnHandle, RuntimeError> {
         self.shared.check_open()?;
+        // The caps that do not need the session, checked before it is created (a retry with a
+        // request id goes to the session: it may join a turn that ran before the cap).
+        if submission.request_id.is_none() {
+            crate::session::budget::check(&self.shared, None, from, to)?;
+        }
         let message = message.into();
         let pair = Pair::new(from.clone(), to.clone());
         let ticket = self

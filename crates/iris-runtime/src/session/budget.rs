@@ -10,6 +10,7 @@ use iris_store::spend::{Spend, SpendScope, WHOLE_LIFE};
 
 use super::SessionState;
 use crate::error::RuntimeError;
+use crate::shared::Shared;
 
 /// A reached cap: which, how much was spent, and when it resets.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,22 +31,27 @@ impl SessionState {
     /// Refuses a tell from `from` when a cap over this session, `from`, this session's
     /// receiving team or the node is reached.
     pub(super) fn check_budgets(&self, from: &TeamName) -> Result<(), RuntimeError> {
-        let budgets = self.shared.config.budgets();
-        if !budgets.any() {
-            return Ok(());
-        }
-        // A short read of at most four counters, like `next_seq`'s.
-        match reached(
-            &self.shared.store,
-            budgets,
-            self.id,
-            from,
-            &self.pair.to,
-            Timestamp::now(),
-        )? {
-            Some(exceeded) => Err(RuntimeError::BudgetExceeded(Box::new(exceeded))),
-            None => Ok(()),
-        }
+        check(&self.shared, Some(self.id), from, &self.pair.to)
+    }
+}
+
+/// Refuses a tell `from`→`to` when a cap that covers it is reached: `session`'s too when the
+/// session exists. Before a session is created, the runtime checks the others, so a refused
+/// first tell does not create (and start) a session for nothing.
+pub(crate) fn check(
+    shared: &Shared,
+    session: Option<iris_core::SessionId>,
+    from: &TeamName,
+    to: &TeamName,
+) -> Result<(), RuntimeError> {
+    let budgets = shared.config.budgets();
+    if !budgets.any() {
+        return Ok(());
+    }
+    // A short read of at most four counters, like `next_seq`'s.
+    match reached(&shared.store, budgets, session, from, to, Timestamp::now())? {
+        Some(exceeded) => Err(RuntimeError::BudgetExceeded(Box::new(exceeded))),
+        None => Ok(()),
     }
 }
 
@@ -53,22 +59,25 @@ impl SessionState {
 fn reached(
     store: &Store,
     budgets: &Budgets,
-    session: iris_core::SessionId,
+    session: Option<iris_core::SessionId>,
     from: &TeamName,
     to: &TeamName,
     now: Timestamp,
 ) -> Result<Option<Exceeded>, RuntimeError> {
     let day = budgets.day_of(now);
     let resets = Some(budgets.day_end(day));
-    let scopes = [
-        (
-            budgets.session,
-            SpendScope::Session(session),
+    let mut scopes = Vec::with_capacity(4);
+    if let (Some(cap), Some(id)) = (budgets.session, session) {
+        scopes.push((
+            Some(cap),
+            SpendScope::Session(id),
             WHOLE_LIFE,
             "this session, over its life".to_owned(),
             "[budgets] session".to_owned(),
             None,
-        ),
+        ));
+    }
+    scopes.extend([
         (
             budgets.team(from).as_sender,
             SpendScope::Sender(from.clone()),
@@ -93,7 +102,7 @@ fn reached(
             "[budgets] node_daily".to_owned(),
             resets,
         ),
-    ];
+    ]);
     for (cap, scope, on, what, key, resets) in scopes {
         let Some(cap) = cap else {
             continue;
