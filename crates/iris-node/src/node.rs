@@ -109,11 +109,10 @@ pub async fn run(config: Config, listen: SocketAddr, json: bool) -> Result<(), A
             "the node listens beyond loopback: requests still need the token, but travel in plain HTTP"
         );
     }
-    let cluster_config = config.cluster().is_some().then(|| config.clone());
     let runtime = Runtime::start(config, store.clone()).await?;
     let service = Service::new(runtime.clone());
-    let cluster = match &cluster_config {
-        Some(config) => match Cluster::start(config, service.clone()).await {
+    let cluster = match runtime.config().cluster() {
+        Some(_) => match Cluster::start(runtime.config(), service.clone()).await {
             Ok(cluster) => Some(cluster),
             Err(error) => {
                 runtime.shutdown(SHUTDOWN_GRACE).await;
@@ -126,12 +125,14 @@ pub async fn run(config: Config, listen: SocketAddr, json: bool) -> Result<(), A
         Some(cluster) => cluster.executor(service),
         None => Arc::new(service),
     };
-    let cluster_status = cluster.as_ref().map(Cluster::status_source);
+    let front = Front {
+        executor,
+        store,
+        cluster: cluster.as_ref().map(Cluster::status_source),
+    };
     let result = serve(
         &runtime,
-        executor,
-        cluster_status,
-        store,
+        front,
         listener,
         bound,
         db_path,
@@ -150,14 +151,19 @@ pub async fn run(config: Config, listen: SocketAddr, json: bool) -> Result<(), A
     result
 }
 
+/// What the HTTP server answers with: where requests run (the runtime, or the cluster's
+/// forwarding), the store it reads, and the cluster's status when there is one.
+struct Front {
+    executor: Arc<dyn Execute>,
+    store: Store,
+    cluster: Option<crate::cluster::StatusSource>,
+}
+
 /// Serves until a signal, then shuts down. `Err` only for failures before serving began (the
 /// caller then stops the runtime).
-#[allow(clippy::too_many_arguments)]
 async fn serve(
     runtime: &Runtime,
-    executor: Arc<dyn Execute>,
-    cluster: Option<crate::cluster::StatusSource>,
-    store: Store,
+    front: Front,
     listener: TcpListener,
     bound: SocketAddr,
     db_path: Option<PathBuf>,
@@ -192,6 +198,11 @@ async fn serve(
         endpoint_file: endpoint_file.clone(),
         started: Instant::now(),
     });
+    let Front {
+        executor,
+        store,
+        cluster,
+    } = front;
     let state = ServerState {
         executor,
         runtime: runtime.clone(),
