@@ -48,12 +48,26 @@ pub struct Options {
     pub mcp_config: Vec<String>,
     pub permission_mode: Option<String>,
     pub model: Option<String>,
+    /// `--max-budget-usd`: the process's spending limit, as given (checked to be a positive
+    /// number).
+    pub max_budget_usd: Option<String>,
     pub include_partial_messages: bool,
     pub replay_user_messages: bool,
     pub debug: bool,
     pub strict_mcp_config: bool,
     pub dangerously_skip_permissions: bool,
     pub positional: Vec<String>,
+}
+
+/// A `--max-budget-usd` value: a positive number of dollars.
+fn budget(value: Option<String>) -> Result<String, ArgError> {
+    let value = value.unwrap_or_default();
+    match value.parse::<f64>() {
+        Ok(usd) if usd.is_finite() && usd > 0.0 => Ok(value),
+        _ => Err(ArgError(format!(
+            "error: --max-budget-usd must be a positive number, got '{value}'"
+        ))),
+    }
 }
 
 /// A command-line error: the message goes to stderr verbatim and the process exits 1.
@@ -135,6 +149,7 @@ const SPECS: &[Spec] = &[
     spec("strict-mcp-config", None, None, "", Kind::Switch),
     spec("permission-mode", None, None, "<mode>", Kind::Value),
     spec("model", None, None, "<model>", Kind::Value),
+    spec("max-budget-usd", None, None, "<amount>", Kind::Value),
     spec("include-partial-messages", None, None, "", Kind::Switch),
     spec("replay-user-messages", None, None, "", Kind::Switch),
     spec("dangerously-skip-permissions", None, None, "", Kind::Switch),
@@ -286,6 +301,7 @@ where
                 opts.permission_mode = Some(choice(spec, first, PERMISSION_MODES)?);
             }
             "model" => opts.model = first,
+            "max-budget-usd" => opts.max_budget_usd = Some(budget(first)?),
             "include-partial-messages" => opts.include_partial_messages = true,
             "replay-user-messages" => opts.replay_user_messages = true,
             "dangerously-skip-permissions" => opts.dangerously_skip_permissions = true,
@@ -487,6 +503,9 @@ Options:
   --permission-mode <mode>             Reported in system/init; bypassPermissions and
                                        acceptEdits act on tool permissions
   --model <model>                      Accepted; the model is always fake-claude
+  --max-budget-usd <amount>            Spending limit of the process: the turn that reaches it
+                                       ends with result subtype error_max_budget_usd, and every
+                                       later turn at once, without an API call
   --include-partial-messages           Emit stream_event deltas (and system/status)
   --replay-user-messages               Echo stdin user messages on stdout
   --dangerously-skip-permissions       Every tool runs without asking

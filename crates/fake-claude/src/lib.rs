@@ -219,6 +219,7 @@ fn start(opts: &Options, relaunch: Option<Relaunch>) -> Result<u8, Fatal> {
         },
         replay_user_messages: opts.replay_user_messages,
         include_partial_messages: opts.include_partial_messages,
+        max_budget_usd: opts.max_budget_usd.clone(),
         permissions: Permissions {
             allowed: opts.allowed_tools.clone(),
             disallowed: opts.disallowed_tools.clone(),

@@ -498,6 +498,11 @@ pub enum Ending {
     Interrupted { tools: bool },
     /// A slash command (`/compact`, `/clear`): empty `result`, `num_turns: 0`.
     Command,
+    /// The process reached its `--max-budget-usd` (`limit`, as given): `subtype:
+    /// "error_max_budget_usd"`, `is_error`, no `result` text, and the turn's `usage` zero (the
+    /// cost is in the running total); `answered` when the turn made its API call first (the
+    /// turn that crossed the limit), not when it was refused at once (every later turn).
+    OverBudget { limit: String, answered: bool },
 }
 
 /// The numbers of a finished turn.
@@ -577,6 +582,34 @@ pub fn result(session_id: &str, ending: &Ending, stats: &TurnStats, totals: Tota
             ],
         ),
         Ending::Command => insert(&mut event, &[("result", json!(""))]),
+        Ending::OverBudget { limit, answered } => {
+            // As 2.1.197 prints it: "Reached maximum budget ($0.00001)", the limit as a
+            // JavaScript number reads.
+            let limit = limit
+                .parse::<f64>()
+                .map_or(limit.clone(), |l| l.to_string());
+            insert(
+                &mut event,
+                &[
+                    ("subtype", json!("error_max_budget_usd")),
+                    ("is_error", json!(true)),
+                    ("num_turns", json!(1)),
+                    (
+                        "stop_reason",
+                        if *answered {
+                            json!("end_turn")
+                        } else {
+                            Value::Null
+                        },
+                    ),
+                    ("usage", usage(Tokens::default())),
+                    (
+                        "errors",
+                        json!([format!("Reached maximum budget (${limit})")]),
+                    ),
+                ],
+            );
+        }
     }
     event
 }

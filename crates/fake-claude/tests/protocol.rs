@@ -316,3 +316,45 @@ fn start_delay_postpones_reading_stdin() {
     assert_eq!(fake.next_event()["type"], "control_response");
     assert!(start.elapsed() >= Duration::from_millis(350));
 }
+
+/// `--max-budget-usd`, against the real CLI's recording (`max_budget`): the turn that reaches
+/// the limit still answers, but its result is `error_max_budget_usd` with a zero `usage` (the
+/// cost is in the running total); the next turn is refused at once, without an answer; stdin EOF
+/// then exits 1.
+#[test]
+fn max_budget_usd_ends_the_turn_that_reaches_it_and_refuses_the_next_like_the_real_cli() {
+    let recorded = common::read_jsonl(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/recorded-claude-2.1.197/max_budget.stdout.jsonl"),
+    );
+    let real_results: Vec<&Value> = recorded.iter().filter(|e| e["type"] == "result").collect();
+    assert_eq!(real_results.len(), 2);
+
+    let dirs = Dirs::new();
+    let mut fake = dirs.spawn(&["--max-budget-usd", "0.00001"]);
+    fake.send_user("hello one");
+    let first = fake.turn();
+    fake.send_user("hello two");
+    let second = fake.turn();
+    for (turn, real, answered) in [
+        (&first, real_results[0], true),
+        (&second, real_results[1], false),
+    ] {
+        assert_eq!(assistant_texts(turn).is_empty(), !answered, "{turn:?}");
+        let result = turn.last().unwrap();
+        for field in ["subtype", "is_error", "num_turns", "stop_reason", "errors"] {
+            assert_eq!(result[field], real[field], "{field} of {result}");
+        }
+        assert_eq!(result["usage"]["input_tokens"], 0);
+        assert_eq!(result["usage"]["output_tokens"], 0);
+        assert!(result.get("result").is_none() && real.get("result").is_none());
+        assert!(result["total_cost_usd"].as_f64().unwrap() > 0.0);
+    }
+    // The running total does not move on a refused turn.
+    assert_eq!(
+        first.last().unwrap()["total_cost_usd"],
+        second.last().unwrap()["total_cost_usd"]
+    );
+    fake.close_stdin();
+    assert_eq!(fake.wait().code(), Some(1));
+}

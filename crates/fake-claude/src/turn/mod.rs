@@ -52,6 +52,8 @@ pub struct RunnerOptions {
     pub init: InitInfo,
     pub replay_user_messages: bool,
     pub include_partial_messages: bool,
+    /// `--max-budget-usd`, as given.
+    pub max_budget_usd: Option<String>,
     pub permissions: Permissions,
     pub locator: Locator,
     /// How to start the `!tool` helper (see `helper.rs`).
@@ -224,6 +226,17 @@ impl Runner {
         }
         self.emit_init();
         self.record_input(message);
+        if let Some(limit) = self.budget_reached() {
+            // Refused before any API call, as the real CLI does once the limit is reached.
+            let turn = Turn::new(message.text.len());
+            self.last_failed = true;
+            let ending = Ending::OverBudget {
+                limit,
+                answered: false,
+            };
+            self.finish(&turn.stats(Tokens::default()), &ending);
+            return Flow::Continue;
+        }
         self.turns_seen += 1;
         let mut turn = Turn::new(message.text.len());
         let (ending, flow) = match self.body(&mut turn, directive, message) {
@@ -238,13 +251,32 @@ impl Runner {
             Ending::Success { .. } => turn.usage,
             _ => Tokens::default(),
         };
-        self.last_failed = matches!(ending, Ending::ApiError { .. });
         self.totals.add(usage);
         if usage != Tokens::default() {
             self.context_bytes += turn.prompt_bytes + turn.out_bytes;
         }
+        // The turn that reaches the limit still answers (its assistant events are out), but its
+        // result reports the limit, with the turn's cost only in the running total.
+        let (ending, usage) = match (ending, self.budget_reached()) {
+            (Ending::Success { .. }, Some(limit)) => (
+                Ending::OverBudget {
+                    limit,
+                    answered: true,
+                },
+                Tokens::default(),
+            ),
+            (ending, _) => (ending, usage),
+        };
+        self.last_failed = matches!(ending, Ending::ApiError { .. } | Ending::OverBudget { .. });
         self.finish(&turn.stats(usage), &ending);
         flow
+    }
+
+    /// The `--max-budget-usd` limit, as given, once the process has spent that much.
+    fn budget_reached(&self) -> Option<String> {
+        let limit = self.opts.max_budget_usd.as_ref()?;
+        let usd = limit.parse::<f64>().ok()?;
+        (self.totals.usd() >= usd).then(|| limit.clone())
     }
 
     /// Records the user's message, and echoes it with `--replay-user-messages`.

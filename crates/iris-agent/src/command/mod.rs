@@ -18,7 +18,9 @@
 //!    checked by [`validate_tool_rule`];
 //! 6. `--append-system-prompt=<text>` when set, `--mcp-config=<x>` for the team's `mcp_config`
 //!    and again for [`LaunchOptions::mcp_config`];
-//! 7. [`LaunchOptions::extra_args`].
+//! 7. `--max-budget-usd=<amount>` for [`LaunchOptions::max_budget_usd`] (the CLI ends a turn
+//!    with `error_max_budget_usd` once the process has spent that much);
+//! 8. [`LaunchOptions::extra_args`].
 //!
 //! Neither the agent's `args` nor the extra arguments may set the flags iris controls
 //! ([`RESERVED_FLAGS`]).
@@ -132,10 +134,14 @@ pub fn validate_resume_id(id: &str) -> Result<(), CommandError> {
 }
 
 /// What the caller adds to a launch beyond the team's configuration.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct LaunchOptions {
     /// Passed as `--mcp-config=<value>`: a file path or inline JSON.
     pub mcp_config: Option<String>,
+    /// Passed as `--max-budget-usd=<amount>`: what the process may spend in all (the remaining
+    /// budget of the tightest cap that covers the pair). Nothing left (or a value that is not a
+    /// number) passes the smallest amount, never none.
+    pub max_budget_usd: Option<f64>,
     /// Appended after every argument iris adds. Must not set [`RESERVED_FLAGS`].
     pub extra_args: Vec<String>,
 }
@@ -427,8 +433,22 @@ fn agent_argv(
         )?;
         args.push(format!("--mcp-config={mcp_config}"));
     }
+    if let Some(usd) = options.max_budget_usd {
+        args.push(format!("--max-budget-usd={}", budget_arg(usd)));
+    }
     args.extend(options.extra_args.iter().cloned());
     Ok(args)
+}
+
+/// A dollar amount as the CLI reads it: to the micro-dollar, rounded down so the process is never
+/// given more than was left, and never below one micro-dollar (zero would read as "no limit").
+fn budget_arg(usd: f64) -> String {
+    let micros = if usd.is_nan() {
+        1.0
+    } else {
+        (usd * 1e6).floor().clamp(1.0, 1e15)
+    };
+    format!("{:.6}", micros / 1e6)
 }
 
 /// Refuses reserved flags, a bare `--` and NUL bytes in a list of arguments.

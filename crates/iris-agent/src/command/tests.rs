@@ -154,6 +154,7 @@ fn every_optional_flag_in_order() {
     };
     let options = LaunchOptions {
         mcp_config: Some("/tmp/iris-mcp.json".to_owned()),
+        max_budget_usd: Some(1.25),
         extra_args: strings(&["--max-turns", "5"]),
     };
     let launch = build_launch(&name(), &team, &agent, &Conversation::New(sid()), &options).unwrap();
@@ -168,6 +169,7 @@ fn every_optional_flag_in_order() {
         "--append-system-prompt=You are the frontend team.\nBe brief.",
         "--mcp-config=/work/frontend/mcp.json",
         "--mcp-config=/tmp/iris-mcp.json",
+        "--max-budget-usd=1.250000",
         "--max-turns",
         "5",
     ]));
@@ -633,5 +635,39 @@ fn an_inline_mcp_config_is_passed_as_one_argument() {
         launch.args().contains(&format!("--mcp-config={json}")),
         "{:?}",
         launch.args()
+    );
+}
+
+#[test]
+fn a_spending_limit_is_passed_rounded_down_to_the_micro_dollar_and_never_as_zero() {
+    let limit = |usd: f64| {
+        let options = LaunchOptions {
+            max_budget_usd: Some(usd),
+            ..LaunchOptions::default()
+        };
+        let launch = build_launch(
+            &name(),
+            &team(),
+            &AgentConfig::default(),
+            &Conversation::New(sid()),
+            &options,
+        )
+        .unwrap();
+        launch
+            .args()
+            .iter()
+            .find_map(|a| a.strip_prefix("--max-budget-usd=").map(str::to_owned))
+    };
+    assert_eq!(limit(2.5).as_deref(), Some("2.500000"));
+    assert_eq!(limit(0.123_456_9).as_deref(), Some("0.123456"));
+    for nothing_left in [0.0, -1.0, f64::NAN] {
+        assert_eq!(limit(nothing_left).as_deref(), Some("0.000001"));
+    }
+    let none = build(&team(), &Conversation::New(sid())).unwrap();
+    assert!(
+        !none
+            .args()
+            .iter()
+            .any(|a| a.starts_with("--max-budget-usd"))
     );
 }
