@@ -18,7 +18,7 @@ use std::time::Duration;
 use agents::Agent;
 use iris::core::config::Config;
 use iris::core::transcript::TranscriptLocator;
-use iris::core::{SessionId, SessionRecord, TeamName, TurnRecord, TurnStatus};
+use iris::core::{Coded, SessionId, SessionRecord, TeamName, TurnRecord, TurnStatus};
 use iris::runtime::{Runtime, TellOptions, TellOutcome, TurnError, TurnResult};
 use iris::store::Store;
 
@@ -603,6 +603,71 @@ async fn a_sigstopped_agent_is_killed_at_the_response_timeout(world: World) {
     runtime.shutdown(Duration::from_secs(10)).await;
 }
 
+/// Budgets bound the turn in flight: the agent is launched with what is left under the caps as
+/// `--max-budget-usd`, the CLI stops the turn that reaches it (`error_max_budget_usd` from
+/// 2.1.197), the turn fails with `BUDGET_EXCEEDED` and its cost still counts, and the next tell
+/// is refused at the door.
+async fn a_budget_cap_bounds_the_turn_in_flight(world: World) {
+    let agent = &world.agent;
+    let runtime = world.runtime(world.config("", false)).await;
+    let first = completed(agent, tell(&runtime, "hello").await);
+    runtime.shutdown(Duration::from_secs(10)).await;
+
+    // beta has spent one turn today; its cap allows half a turn more. (A table after beta's
+    // own: TOML starts `[budgets]` there.)
+    let budgets = format!(
+        "\n[budgets]\nday = \"{}\"\n[budgets.teams.beta]\nas_receiver = {{ usd = {} }}\n",
+        support::offset_putting_now_at_noon(),
+        first.cost_usd * 1.5
+    );
+    let runtime = world.runtime(world.config(&budgets, false)).await;
+    let error = failed(agent, tell(&runtime, "hello again").await);
+    assert_eq!(
+        error.code(),
+        iris::core::ErrorCode::BudgetExceeded,
+        "{}: {error}",
+        agent.name()
+    );
+    assert!(
+        error.to_string().contains("spending limit"),
+        "{}: {error}",
+        agent.name()
+    );
+    let record = session(&runtime);
+    assert!(
+        record
+            .launch_command
+            .as_deref()
+            .is_some_and(|c| c.contains("--max-budget-usd=")),
+        "{}: {:?}",
+        agent.name(),
+        record.launch_command
+    );
+    // The stopped turn's model call was paid for: it counts.
+    assert!(
+        record.usage.cost_usd > first.cost_usd,
+        "{}: {:?}",
+        agent.name(),
+        record.usage
+    );
+    let last = turns(&runtime).pop().unwrap();
+    assert_eq!(
+        last.error.map(|e| e.code),
+        Some(iris::core::ErrorCode::BudgetExceeded)
+    );
+    let refused = runtime
+        .tell(&team(FROM), &team(TO), "and again", TellOptions::complete())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        iris::core::ErrorCode::BudgetExceeded,
+        "{}: {refused}",
+        agent.name()
+    );
+    runtime.shutdown(Duration::from_secs(10)).await;
+}
+
 // ----- one test per scenario, each against both agents -----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -663,4 +728,9 @@ async fn conformance_a_long_tool_and_stream_survive_a_short_response_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_a_sigstopped_agent_is_killed_at_the_response_timeout() {
     for_each_agent_concurrently!(a_sigstopped_agent_is_killed_at_the_response_timeout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_a_budget_cap_bounds_the_turn_in_flight() {
+    for_each_agent!(a_budget_cap_bounds_the_turn_in_flight);
 }

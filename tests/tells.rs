@@ -685,14 +685,6 @@ async fn what_a_turn_costs_is_counted_in_the_store_for_its_session_teams_and_nod
     }
 }
 
-/// A `[budgets] day` offset at which it is about noon now.
-fn offset_putting_now_at_noon() -> String {
-    let minute_of_day = (iris::core::Timestamp::now().as_millis() / 60_000 % 1_440) as i64;
-    let offset = (720 - minute_of_day + 720).rem_euclid(1_440) - 720;
-    let sign = if offset < 0 { '-' } else { '+' };
-    format!("{sign}{:02}:{:02}", offset.abs() / 60, offset.abs() % 60)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tell_is_refused_once_a_cap_is_reached_and_still_after_a_restart() {
     let world = World::new();
@@ -708,7 +700,10 @@ async fn a_tell_is_refused_once_a_cap_is_reached_and_still_after_a_restart() {
     };
     // Budget days are set so that it is noon now: no midnight falls within the test. Every
     // runtime here counts spend in those days.
-    let day = format!("\n[budgets]\nday = \"{}\"\n", offset_putting_now_at_noon());
+    let day = format!(
+        "\n[budgets]\nday = \"{}\"\n",
+        support::offset_putting_now_at_noon()
+    );
     // What one turn costs (fake-claude's price is fixed).
     let runtime = start(&world, &teams, &day).await;
     let cost = match tell(&runtime, &b).await.unwrap() {
@@ -717,18 +712,42 @@ async fn a_tell_is_refused_once_a_cap_is_reached_and_still_after_a_restart() {
     };
     runtime.shutdown(Duration::from_secs(2)).await;
 
-    // beta may spend 2.5 turns' worth a day as receiver: it has spent 1; two more turns pass
-    // (the second crosses the cap), and the next is refused.
+    // beta may spend 2.5 turns' worth a day as receiver: it has spent 1. Its agent is launched
+    // with the 1.5 turns' worth left as its spending limit: the next turn passes, the one
+    // after is stopped by the agent at that limit (and still counted), and the next is refused
+    // at the door.
     let budgets = format!(
         "{day}[budgets.teams.beta]\nas_receiver = {{ usd = {} }}\n",
         cost * 2.5
     );
     let runtime = start(&world, &teams, &budgets).await;
-    for _ in 0..2 {
-        assert!(matches!(
-            tell(&runtime, &b).await,
-            Ok(TellOutcome::Completed(_))
-        ));
+    assert!(matches!(
+        tell(&runtime, &b).await,
+        Ok(TellOutcome::Completed(_))
+    ));
+    let launch = runtime
+        .get_session(&a, &b)
+        .unwrap()
+        .unwrap()
+        .launch_command
+        .clone()
+        .unwrap_or_default();
+    // What was left, to the micro-dollar, rounded down.
+    let left = format!("{:.6}", (cost * 1.5 * 1e6).floor() / 1e6);
+    assert!(
+        launch.ends_with(&format!("--max-budget-usd={left}")),
+        "{launch}"
+    );
+    match tell(&runtime, &b).await.unwrap() {
+        TellOutcome::Failed { error, .. } => {
+            assert_eq!(
+                error.code(),
+                iris::core::ErrorCode::BudgetExceeded,
+                "{error}"
+            );
+            assert!(error.to_string().contains("spending limit"), "{error}");
+        }
+        other => panic!("the agent's limit stops the turn: {other:?}"),
     }
     let refused = tell(&runtime, &b).await.unwrap_err();
     assert_eq!(
@@ -771,5 +790,152 @@ async fn a_tell_is_refused_once_a_cap_is_reached_and_still_after_a_restart() {
         "{refused}"
     );
     assert_eq!(runtime.report(&a, &b, 10).unwrap().len(), 3);
+    runtime.shutdown(Duration::from_secs(2)).await;
+}
+
+/// A clock for budgets that the test moves: it starts at noon UTC today.
+fn movable_clock() -> (
+    iris::runtime::Clock,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    let day = 86_400_000;
+    let noon = iris::core::Timestamp::now().as_millis() / day * day + day / 2;
+    let now = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(noon));
+    let read = now.clone();
+    let clock = iris::runtime::Clock::from_fn(move || {
+        iris::core::Timestamp::from_millis(read.load(std::sync::atomic::Ordering::SeqCst))
+    });
+    (clock, now)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daily_cap_resets_when_the_budget_day_changes() {
+    let world = World::new();
+    let (a, b) = (team("alpha"), team("beta"));
+    let (clock, now) = movable_clock();
+    // One counted token is enough to reach it: every turn spends the day's budget.
+    let budgets = "\n[budgets]\n[budgets.teams.alpha]\nas_sender = { tokens = 1 }\n";
+    let runtime =
+        support::start_with_clock(&world, &["alpha", "beta"], budgets, clock.clone()).await;
+    let tell = || runtime.tell(&a, &b, "spend", TellOptions::complete());
+    assert!(matches!(tell().await, Ok(TellOutcome::Completed(_))));
+    let refused = tell().await.unwrap_err();
+    assert_eq!(refused.code(), iris::core::ErrorCode::BudgetExceeded);
+    assert!(
+        refused.to_string().contains("team alpha as sender"),
+        "{refused}"
+    );
+    // Eleven hours later it is still the same UTC day…
+    now.fetch_add(11 * 3_600_000, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        tell().await.unwrap_err().code(),
+        iris::core::ErrorCode::BudgetExceeded
+    );
+    // …and two hours after that, a new one.
+    now.fetch_add(2 * 3_600_000, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(tell().await, Ok(TellOutcome::Completed(_))));
+    assert_eq!(
+        tell().await.unwrap_err().code(),
+        iris::core::ErrorCode::BudgetExceeded
+    );
+    assert_eq!(runtime.metrics().counter("budget_refusals"), Some(3));
+    runtime.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tells_queued_behind_the_turn_that_reaches_a_cap_fail_with_budget_exceeded() {
+    let world = World::new();
+    let (a, b) = (team("alpha"), team("beta"));
+    let (clock, _) = movable_clock();
+    let budgets = "\n[budgets]\n[budgets.teams.beta]\nas_receiver = { tokens = 1 }\n";
+    let runtime = support::start_with_clock(&world, &["alpha", "beta"], budgets, clock).await;
+    // The first turn runs long enough for two more to queue behind it.
+    let first = runtime.submit(&a, &b, "!sleep 500").await.unwrap();
+    let mut queued = Vec::new();
+    for n in 0..2 {
+        queued.push(runtime.submit(&a, &b, format!("queued {n}")).await.unwrap());
+    }
+    let limit = Duration::from_secs(30);
+    assert!(matches!(
+        first.outcome_within(limit).await,
+        TellOutcome::Completed(_)
+    ));
+    for handle in &queued {
+        match handle.outcome_within(limit).await {
+            TellOutcome::Failed { error, .. } => {
+                assert_eq!(
+                    error.code(),
+                    iris::core::ErrorCode::BudgetExceeded,
+                    "{error}"
+                );
+                assert!(error.to_string().contains("waited in the queue"), "{error}");
+            }
+            other => panic!("a queued tell fails at the cap: {other:?}"),
+        }
+    }
+    let ledger = runtime.report(&a, &b, 10).unwrap();
+    let codes: Vec<_> = ledger
+        .iter()
+        .map(|t| (t.status, t.error.as_ref().map(|e| e.code)))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            (
+                TurnStatus::Failed,
+                Some(iris::core::ErrorCode::BudgetExceeded)
+            ),
+            (
+                TurnStatus::Failed,
+                Some(iris::core::ErrorCode::BudgetExceeded)
+            ),
+            (TurnStatus::Completed, None),
+        ]
+    );
+    runtime.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cap_at_80_percent_flags_the_turn_and_the_pair_and_is_counted_once() {
+    let world = World::new();
+    let (a, b) = (team("alpha"), team("beta"));
+    let (clock, _) = movable_clock();
+    // What one turn counts, in tokens (fake-claude's are fixed for a given text).
+    let runtime = support::start_with_clock(&world, &["alpha", "beta"], "", clock.clone()).await;
+    runtime
+        .tell(&a, &b, "spend", TellOptions::complete())
+        .await
+        .unwrap();
+    let turn = runtime.report(&a, &b, 1).unwrap().remove(0);
+    let tokens = iris::core::config::budget::counted_tokens(&turn.usage);
+    assert!(!turn.budget_warning);
+    runtime.shutdown(Duration::from_secs(2)).await;
+
+    // A cap one such turn fills to 85 %: spent already (the spend is durable), so the next
+    // turn crosses it. Only the node cap is set, so the warning comes from it.
+    let cap = (tokens as f64 / 0.85).ceil() as u64;
+    let budgets = format!("\n[budgets]\nnode_daily = {{ tokens = {} }}\n", cap * 2);
+    let runtime = support::start_with_clock(&world, &["alpha", "beta"], &budgets, clock).await;
+    runtime
+        .tell(&a, &b, "spend", TellOptions::complete())
+        .await
+        .unwrap();
+    let ledger = runtime.report(&a, &b, 2).unwrap();
+    assert!(
+        ledger[0].budget_warning,
+        "2 turns of {tokens} of a cap of {}",
+        cap * 2
+    );
+    assert!(!ledger[1].budget_warning);
+    assert!(runtime.status(&a, &b).await.unwrap().budget_warning);
+    assert_eq!(runtime.metrics().counter("budget_warnings"), Some(1));
+    // The next turn reaches the cap: counted once as exceeded, and the turn is flagged too.
+    runtime
+        .tell(&a, &b, "spend", TellOptions::complete())
+        .await
+        .unwrap();
+    assert_eq!(runtime.metrics().counter("budget_exceeded"), Some(1));
+    assert_eq!(runtime.metrics().counter("budget_warnings"), Some(1));
+    assert!(runtime.report(&a, &b, 1).unwrap()[0].budget_warning);
     runtime.shutdown(Duration::from_secs(2)).await;
 }

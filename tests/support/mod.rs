@@ -123,8 +123,28 @@ pub fn config_in(
 /// A runtime with fake-claude as the agent of `teams`, `settings` appended to `[settings]`, on
 /// the world's database.
 pub async fn start(world: &World, teams: &[&str], settings: &str) -> iris::runtime::Runtime {
+    start_with_clock(world, teams, settings, iris::runtime::Clock::system()).await
+}
+
+/// [`start`], with the budgets' wall clock read from `clock`.
+pub async fn start_with_clock(
+    world: &World,
+    teams: &[&str],
+    settings: &str,
+    clock: iris::runtime::Clock,
+) -> iris::runtime::Runtime {
     let config = world.config(teams, fake_claude(), settings);
-    iris::runtime::Runtime::start(config, iris::store::Store::open(world.db_path()).unwrap())
+    let store = iris::store::Store::open(world.db_path()).unwrap();
+    iris::runtime::Runtime::start_with_clock(config, store, clock)
         .await
         .unwrap()
+}
+
+/// A `[budgets] day` offset at which it is about noon now, so no budget day ends within a test.
+#[allow(dead_code)]
+pub fn offset_putting_now_at_noon() -> String {
+    let minute_of_day = (iris::core::Timestamp::now().as_millis() / 60_000 % 1_440) as i64;
+    let offset = (720 - minute_of_day + 720).rem_euclid(1_440) - 720;
+    let sign = if offset < 0 { '-' } else { '+' };
+    format!("{sign}{:02}:{:02}", offset.abs() / 60, offset.abs() % 60)
 }

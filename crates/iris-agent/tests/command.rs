@@ -147,6 +147,7 @@ fn hostile(sandbox: &Sandbox, remote: bool) -> (TeamConfig, AgentConfig, LaunchO
     let options = LaunchOptions {
         mcp_config: Some("{\"mcpServers\": {\"x's\": {}}}".to_owned()),
         extra_args: nasty_strings(),
+        ..LaunchOptions::default()
     };
     (team, agent, options)
 }
@@ -355,7 +356,7 @@ proptest! {
             args: Vec::new(),
             env: BTreeMap::from([("IRIS_TEST_VAR".to_owned(), value.clone())]),
         };
-        let options = LaunchOptions { mcp_config: None, extra_args: vec![arg] };
+        let options = LaunchOptions { extra_args: vec![arg], ..LaunchOptions::default() };
         let conversation = Conversation::New(SessionId::new_v4());
         let Ok(local) = build_launch(&name(), &team, &agent, &conversation, &options) else {
             // A reserved flag or a bare `--`, refused by design.

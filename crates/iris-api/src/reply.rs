@@ -203,6 +203,10 @@ pub struct StatusReply {
         with = "activity_text"
     )]
     pub activity: Option<AgentActivity>,
+    /// Whether a budget cap over the pair stood at 80 % or more when its last turn was booked
+    /// (`iris budget` shows them all). Absent when not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub budget_warning: bool,
 }
 
 /// One configured team.

@@ -407,6 +407,7 @@ pub fn status_reply(from: TeamName, to: TeamName, status: PairStatus) -> StatusR
         queued: status.queued,
         current_turn: status.current_turn,
         activity: status.activity,
+        budget_warning: status.budget_warning,
     }
 }
 
@@ -536,6 +537,7 @@ mod tests {
                 tool: "Bash".into(),
                 running_for_ms: 192_400,
             }),
+            budget_warning: false,
         };
         let reply = status_reply(team("a"), team("b"), busy);
         assert_eq!(
@@ -567,6 +569,7 @@ mod tests {
             queued: 0,
             current_turn: None,
             activity: None,
+            budget_warning: false,
         };
         let json = serde_json::to_value(status_reply(team("a"), team("b"), asleep)).unwrap();
         assert!(json.get("activity").is_none(), "{json}");

@@ -125,6 +125,10 @@ pub struct TurnRecord {
     /// The id its caller gave the tell (a cluster node gives every tell it forwards one): a
     /// retry with the same id gets this turn's outcome instead of a second turn.
     pub request_id: Option<RequestId>,
+    /// Whether, once this turn's cost was counted, a budget cap that covers it stood at 80 % or
+    /// more of its limit (see `iris budget`).
+    #[serde(default)]
+    pub budget_warning: bool,
 }
 
 impl TurnRecord {
@@ -161,6 +165,7 @@ impl TurnRecord {
             error: None,
             history_lost: false,
             request_id: None,
+            budget_warning: false,
         }
     }
 

@@ -118,7 +118,7 @@ pub enum RuntimeError {
     },
     /// A spending cap that covers the tell is reached.
     #[error("{0}")]
-    BudgetExceeded(Box<crate::session::budget::Exceeded>),
+    BudgetExceeded(Box<crate::budget::Exceeded>),
     /// The runtime is shutting down or has stopped.
     #[error("the iris runtime is shutting down; retry against a running node")]
     ShuttingDown,

@@ -7,6 +7,8 @@
 //! mailbox.
 #![deny(missing_docs)]
 
+pub mod budget;
+mod clock;
 pub mod error;
 pub mod metrics;
 mod pool;
@@ -17,9 +19,10 @@ mod shared;
 pub mod startup;
 pub mod tell;
 
+pub use budget::Exceeded as BudgetExceeded;
+pub use clock::Clock;
 pub use error::{RuntimeError, SessionRef};
 pub use pool::PoolView;
 pub use runtime::{Runtime, RuntimeStats, Told, TurnHandle};
-pub use session::budget::Exceeded as BudgetExceeded;
 pub use session::{AgentActivity, Cancelled, Deletion, PairStatus, TranscriptRemoval};
 pub use tell::{TellOptions, TellOutcome, TurnError, TurnEvent, TurnResult, Wait};

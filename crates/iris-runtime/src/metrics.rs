@@ -134,6 +134,9 @@ declare_metrics! {
         pool_waits => "pool_waits_total": "Agent starts that had to wait for a process slot.",
         pool_exhausted => "pool_exhausted_total": "Agent starts that gave up waiting for a process slot.",
         health_failures => "health_failures_total": "Problems found by the health check (stuck handshakes, vanished processes).",
+        budget_warnings => "budget_warnings_total": "Budget caps that reached 80 % (once per scope and budget day).",
+        budget_exceeded => "budget_exceeded_total": "Budget caps that were reached (once per scope and budget day).",
+        budget_refusals => "budget_refusals_total": "Tells refused, or queued turns failed, because a budget cap was reached.",
     }
     latencies {
         queue_wait => "queue_wait_seconds": "Time a tell waited before its turn started.",

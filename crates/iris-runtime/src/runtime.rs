@@ -15,6 +15,7 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use tokio::sync::broadcast;
 
+use crate::clock::Clock;
 use crate::error::RuntimeError;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::pool::{PoolArgs, PoolMsg, PoolView, ProcessPool};
@@ -64,13 +65,16 @@ impl Runtime {
     /// Runs the start-up sequence (validate teams, reset process states, reap leftovers of a
     /// previous run), then starts the registry.
     pub async fn start(config: Config, store: Store) -> Result<Runtime, RuntimeError> {
-        if config.budgets().any() {
-            // New tells stop at a reached cap; the rest of budgets is not built yet (issue 16 is
-            // under way): say so, rather than let an operator believe more is capped.
-            tracing::warn!(
-                "[budgets]: a tell is refused once a cap that covers it is reached, but this build neither bounds the turn in flight nor fails queued tells at the cap, and gives no warning at 80%"
-            );
-        }
+        Runtime::start_with_clock(config, store, Clock::system()).await
+    }
+
+    /// [`Runtime::start`], reading the time of day for budgets from `clock` (which budget day
+    /// a spend counts on, so when daily caps reset).
+    pub async fn start_with_clock(
+        config: Config,
+        store: Store,
+        clock: Clock,
+    ) -> Result<Runtime, RuntimeError> {
         let containment = startup::containment(&config).await?;
         let report =
             startup::prepare(&config, &store, &containment, Duration::from_secs(2)).await?;
@@ -87,7 +91,7 @@ impl Runtime {
                 what: "the process pool",
                 reason: e.to_string(),
             })?;
-        let shared = Shared::new(config, store, pool, metrics, containment);
+        let shared = Shared::new(config, store, pool, metrics, containment, clock);
         let live = Arc::new(Live::new());
         let (registry, _join) = Actor::spawn(None, Registry, (shared.clone(), live.clone()))
             .await
@@ -401,7 +405,7 @@ impl Runtime {
         // The caps that do not need the session, checked before it is created (a retry with a
         // request id goes to the session: it may join a turn that ran before the cap).
         if submission.request_id.is_none() {
-            crate::session::budget::check(&self.shared, None, from, to)?;
+            crate::budget::check(&self.shared, None, from, to)?;
         }
         let message = message.into();
         let pair = Pair::new(from.clone(), to.clone());
@@ -603,6 +607,7 @@ impl Runtime {
             queued: 0,
             current_turn: None,
             activity: None,
+            budget_warning: false,
         })
     }
 

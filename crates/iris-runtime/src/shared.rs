@@ -13,6 +13,8 @@ use iris_core::config::Config;
 use iris_store::Store;
 use ractor::ActorRef;
 
+use crate::budget::Level;
+use crate::clock::Clock;
 use crate::error::RuntimeError;
 use crate::metrics::Metrics;
 use crate::pool::PoolMsg;
@@ -36,6 +38,11 @@ pub(crate) struct Shared {
     /// The CPU meter of each live agent, for metrics (an agent that is gone reads `None` and
     /// is dropped from the map at the next read).
     pub agent_meters: DashMap<Pair, CpuMeter>,
+    /// The wall clock of budgets (which day a spend counts on).
+    pub clock: Clock,
+    /// The budget alerts already given, as (day, scope, level): each is logged, counted and
+    /// published once per scope and day in this run.
+    pub budget_alerts: std::sync::Mutex<std::collections::HashSet<(u32, String, Level)>>,
 }
 
 impl Shared {
@@ -45,6 +52,7 @@ impl Shared {
         pool: ActorRef<PoolMsg>,
         metrics: Arc<Metrics>,
         containment: Containment,
+        clock: Clock,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             config,
@@ -55,6 +63,8 @@ impl Shared {
             containment,
             rooms: DashMap::new(),
             agent_meters: DashMap::new(),
+            clock,
+            budget_alerts: Default::default(),
         })
     }
 

@@ -285,6 +285,14 @@ pub enum TurnError {
         /// The store's message: the cause and what to do.
         message: String,
     },
+    /// A budget cap that covers the turn was reached: before it could start (it was queued
+    /// behind the turn that reached it), or during it, when the agent stopped at the spending
+    /// limit iris gave it (`--max-budget-usd`).
+    #[error("{message}")]
+    BudgetExceeded {
+        /// The cap, the spend and when it resets; or the agent's own words.
+        message: String,
+    },
     /// The turn failed earlier, as the ledger recorded it: a retried request (the same request
     /// id) gets the first attempt's failure instead of running again.
     #[error("the turn failed: {message}")]
@@ -340,6 +348,7 @@ impl Coded for TurnError {
             | TurnError::ToolTimeout { .. }
             | TurnError::TurnTimeout { .. } => ErrorCode::Timeout,
             TurnError::PoolExhausted { .. } => ErrorCode::PoolLimitExceeded,
+            TurnError::BudgetExceeded { .. } => ErrorCode::BudgetExceeded,
             TurnError::Spawn { code, .. }
             | TurnError::Store { code, .. }
             | TurnError::Recorded { code, .. } => *code,

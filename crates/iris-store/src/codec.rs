@@ -4,10 +4,10 @@
 //! kind of value has its own version byte: a change to [`SessionRecord`]'s fields needs a new
 //! [`RECORD_VERSION`] and a decoder for the old one, a change to [`TurnRecord`]'s a new
 //! [`TURN_VERSION`]. `tests/fixtures/record_v1.bin` pins record version 1, and
-//! `tests/fixtures/turn_v1.bin`, `turn_v2.bin` and `turn_v3.bin` turn versions 1 to 3.
+//! `tests/fixtures/turn_v1.bin` to `turn_v4.bin` turn versions 1 to 4.
 //!
 //! Each later turn version appended one field: version 2 `history_lost`, version 3
-//! `request_id`. postcard writes a struct as its fields in order with no framing, and both a
+//! `request_id`, version 4 `budget_warning`. postcard writes a struct as its fields in order with no framing, and both a
 //! `false` and a `None` as the byte 0, so an older payload followed by one 0 byte per missing
 //! field *is* the current encoding of the same turn with those fields at their defaults: that
 //! is how the older versions are still read.
@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 pub const RECORD_VERSION: u8 = 1;
 
 /// The encoding version this build writes for turn records.
-pub const TURN_VERSION: u8 = 3;
+pub const TURN_VERSION: u8 = 4;
 
 /// Why stored bytes could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -169,22 +169,48 @@ fn a_turn_before_version_3_reads_without_a_request_id() {
 }
 
 #[test]
-fn turn_version_3_encoding_is_unchanged() {
+fn decodes_a_turn_written_by_version_3() {
+    assert_eq!(TURN_V3_FIXTURE[0], 3);
+    assert_eq!(decode_turn(TURN_V3_FIXTURE).unwrap(), fixture_turn_v3());
+}
+
+/// `fixtures/turn_v4.bin` holds the version-3 fixture's turn with its budget warning set, as
+/// written by turn encoding version 4.
+fn fixture_turn_v4() -> TurnRecord {
+    TurnRecord {
+        budget_warning: true,
+        ..fixture_turn_v3()
+    }
+}
+
+const TURN_V4_FIXTURE: &[u8] = include_bytes!("fixtures/turn_v4.bin");
+
+#[test]
+fn a_turn_before_version_4_reads_without_a_budget_warning() {
+    for old in [TURN_FIXTURE, TURN_V2_FIXTURE, TURN_V3_FIXTURE] {
+        assert!(!decode_turn(old).unwrap().budget_warning);
+    }
+}
+
+#[test]
+fn turn_version_4_encoding_is_unchanged() {
     // If this fails, the turn's wire format changed: add a new turn encoding version and keep a
     // decoder for the older ones instead of editing the fixtures.
-    assert_eq!(TURN_VERSION, 3);
-    assert_eq!(TURN_V3_FIXTURE[0], 3);
-    assert_eq!(encode_turn(&fixture_turn_v3()).unwrap(), TURN_V3_FIXTURE);
-    assert_eq!(decode_turn(TURN_V3_FIXTURE).unwrap(), fixture_turn_v3());
+    assert_eq!(TURN_VERSION, 4);
+    assert_eq!(TURN_V4_FIXTURE[0], 4);
+    assert_eq!(encode_turn(&fixture_turn_v4()).unwrap(), TURN_V4_FIXTURE);
+    assert_eq!(decode_turn(TURN_V4_FIXTURE).unwrap(), fixture_turn_v4());
     // Each version is the one before with one field appended (a 0 byte at its default).
-    let mut v2_as_v3 = vec![3];
-    v2_as_v3.extend_from_slice(&TURN_V2_FIXTURE[1..]);
-    v2_as_v3.push(0);
-    assert_eq!(encode_turn(&fixture_turn_v2()).unwrap(), v2_as_v3);
-    let mut v1_as_v3 = vec![3];
-    v1_as_v3.extend_from_slice(&TURN_FIXTURE[1..]);
-    v1_as_v3.extend_from_slice(&[0, 0]);
-    assert_eq!(encode_turn(&fixture_turn()).unwrap(), v1_as_v3);
+    for (older, fixture, missing) in [
+        (fixture_turn_v3(), TURN_V3_FIXTURE, 1),
+        (fixture_turn_v2(), TURN_V2_FIXTURE, 2),
+        (fixture_turn(), TURN_FIXTURE, 3),
+    ] {
+        let mut as_v4 = vec![4];
+        as_v4.extend_from_slice(&fixture[1..]);
+        as_v4.extend(std::iter::repeat_n(0, missing));
+        assert_eq!(encode_turn(&older).unwrap(), as_v4);
+    }
 }
 
 #[test]
@@ -195,7 +221,7 @@ fn unknown_turn_versions_are_typed_errors() {
         decode_turn(&future),
         Err(DecodeError::UnknownVersion {
             found: 9,
-            supported: 3
+            supported: 4
         })
     );
     assert_eq!(decode_turn(&[]), Err(DecodeError::Empty));
@@ -266,6 +292,7 @@ fn arb_turn() -> impl Strategy<Value = TurnRecord> {
                 t.history_lost = is_error && seq % 2 == 0;
                 t.request_id =
                     (seq % 3 == 0).then(|| RequestId::from(uuid::Uuid::from_u128(turn_id ^ 1)));
+                t.budget_warning = queued % 5 == 0;
                 t
             },
         )

@@ -20,6 +20,7 @@ use super::SessionMsg;
 use super::transcript::{set_aside_transcript, transcript_locator};
 use crate::pool::{Permit, PoolMsg};
 
+use crate::budget::Spending;
 use crate::shared::Shared;
 use crate::tell::TurnError;
 
@@ -29,6 +30,9 @@ use crate::tell::TurnError;
 pub(crate) struct LiveAgent {
     pub conversation: Conversation,
     pub permit: Permit,
+    /// The spending limit it was launched with (`--max-budget-usd`), and what its turns have
+    /// cost since: the CLI stops at the limit, counting from its own start.
+    pub spending: Spending,
 }
 
 impl LiveAgent {
@@ -105,6 +109,8 @@ pub(crate) struct LaunchContext {
     pub session: ActorRef<SessionMsg>,
     pub pair: Pair,
     pub id: SessionId,
+    /// `--max-budget-usd` for the agent, when budget caps cover the pair.
+    pub spending_limit: Option<f64>,
 }
 
 impl LaunchContext {
@@ -190,6 +196,10 @@ impl LaunchContext {
             LiveAgent {
                 conversation: started,
                 permit,
+                spending: Spending {
+                    limit: self.spending_limit,
+                    spent: 0.0,
+                },
             },
             launched,
         ))
@@ -208,7 +218,10 @@ impl LaunchContext {
             team,
             agent,
             conversation,
-            &LaunchOptions::default(),
+            &LaunchOptions {
+                max_budget_usd: self.spending_limit,
+                ..LaunchOptions::default()
+            },
         )
         .map_err(LaunchError::Command)?;
         let policy = Arc::new(ConfiguredPolicy::new(

@@ -9,7 +9,6 @@ use iris_store::Change;
 use ractor::RpcReplyPort;
 use tokio::time::Instant;
 
-use super::agent::LaunchContext;
 use super::agent::launched_changes;
 use super::phase::{Job, Phase};
 use super::status::{AgentActivity, Deletion, PairStatus};
@@ -22,12 +21,7 @@ use crate::tell::TurnError;
 impl SessionState {
     /// Starts the agent now (eager creation), in `pre_start`.
     pub(super) async fn start_agent_now(&mut self) -> Result<(), RuntimeError> {
-        let launch = LaunchContext {
-            shared: self.shared.clone(),
-            session: self.myself.clone(),
-            pair: self.pair.clone(),
-            id: self.id,
-        };
+        let launch = self.launch_context();
         let record = (**self.snapshot.load()).clone();
         let (agent, launched) = launch
             .start(&record)
@@ -119,6 +113,7 @@ impl SessionState {
             queued: self.queue.len(),
             current_turn,
             activity,
+            budget_warning: self.budget_warning,
         }
     }
 

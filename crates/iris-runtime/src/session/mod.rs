@@ -8,7 +8,6 @@
 //! agent and the passivation of a session without one.
 
 mod agent;
-pub(crate) mod budget;
 mod control;
 mod ledger;
 mod phase;
@@ -217,6 +216,8 @@ pub(crate) struct SessionState {
     /// The agent now running could not resume the conversation and started it again without
     /// its history; the next turn booked records it.
     history_lost: bool,
+    /// A budget cap over the pair stood at 80 % or more when its last turn was booked.
+    budget_warning: bool,
     /// An automatic compaction failed: none is tried again by this actor until a compaction
     /// succeeds (one asked for still runs), so a conversation the agent will not compact does
     /// not cost a model call after every turn. A later actor of the session tries once more.
@@ -261,6 +262,7 @@ impl Actor for SessionActor {
             crashes: VecDeque::new(),
             sleepers: Vec::new(),
             history_lost: false,
+            budget_warning: false,
             auto_compaction_paused: false,
             bookings: JoinSet::new(),
             room: Arc::new(tokio::sync::Notify::new()),

@@ -45,6 +45,10 @@ pub struct PairStatus {
     /// never skipped when written, so the non-self-describing encodings stay aligned.)
     #[serde(default)]
     pub activity: Option<AgentActivity>,
+    /// Whether a budget cap over the pair stood at 80 % or more when its last turn was booked
+    /// (see `iris budget`).
+    #[serde(default)]
+    pub budget_warning: bool,
 }
 
 /// What a pair's agent is doing, as status shows it. Reads as "starting", "idle", "streaming"

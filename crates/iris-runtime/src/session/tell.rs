@@ -36,7 +36,7 @@ impl SessionState {
             return Ok(ticket);
         }
         self.refuse_new_work()?;
-        self.check_budgets(&from)?;
+        crate::budget::check(&self.shared, Some(self.id), &from, &self.pair.to)?;
         let depth = self.shared.config.settings().queue_depth.get();
         if self.queued_turns() >= depth {
             return Err(RuntimeError::QueueFull {
@@ -143,6 +143,25 @@ impl SessionState {
         Ok(last + 1)
     }
 
+    /// A budget cap reached since `turn` was queued (by the turns before it, here or under a
+    /// shared cap): the turn then fails as a new tell would be refused. The bookings of this
+    /// session's earlier turns are waited for first, so their spend is counted.
+    async fn cap_reached_while_queued(&mut self, turn: &Turn) -> Option<TurnError> {
+        if !self.shared.config.budgets().any() {
+            return None;
+        }
+        self.settle_bookings().await;
+        match crate::budget::check(&self.shared, Some(self.id), &turn.row.from, &self.pair.to) {
+            Err(RuntimeError::BudgetExceeded(exceeded)) => Some(TurnError::BudgetExceeded {
+                message: format!(
+                    "a budget cap was reached while the turn waited in the queue: {exceeded}"
+                ),
+            }),
+            // A counter that cannot be read now: the turn runs, and its booking meets the fault.
+            _ => None,
+        }
+    }
+
     /// Starts the next job while the phase takes jobs (asleep or idle).
     pub(super) async fn run_next(&mut self) {
         while self.phase.accepts_jobs() {
@@ -151,6 +170,10 @@ impl SessionState {
             };
             match job {
                 Job::Turn(turn) => {
+                    if let Some(refusal) = self.cap_reached_while_queued(&turn).await {
+                        self.fail_turn(*turn, refusal).await;
+                        continue;
+                    }
                     let message = turn.message.clone();
                     self.start_job(Job::Turn(turn), Some(message)).await;
                 }
@@ -173,7 +196,17 @@ impl SessionState {
     pub(super) async fn start_job(&mut self, mut kind: Job, message: Option<String>) {
         self.jobs += 1;
         let job = self.jobs;
-        let agent = self.phase.take_idle_agent();
+        let launch = self.launch_context();
+        let mut agent = self.phase.take_idle_agent();
+        // An agent whose spending limit no longer matches what the budgets leave is launched
+        // again (its worker stops it first): with too much, the turn could run past a cap that
+        // other pairs brought closer; with too little, it would stop short of a raised cap or a
+        // new day's.
+        let relaunch =
+            agent.take_if(|a| crate::budget::limit_is_stale(a.spending, launch.spending_limit));
+        if let Some(stale) = &relaunch {
+            tracing::info!(pair = %self.pair, session = %self.id, given = ?stale.spending.limit, spent = stale.spending.spent, now = ?launch.spending_limit, "the agent's spending limit no longer matches the budgets; launching it again");
+        }
         let interrupter = agent.as_ref().map(|a| a.conversation.interrupter());
         let activity = agent.as_ref().map(|a| a.conversation.activity());
         let pgid = agent.as_ref().map(|a| a.mark().pgid);
@@ -220,16 +253,11 @@ impl SessionState {
             }
             None => self.note(changes).await,
         }
-        let launch = LaunchContext {
-            shared: self.shared.clone(),
-            session: self.myself.clone(),
-            pair: self.pair.clone(),
-            id: self.id,
-        };
         let worker = Worker(tokio::spawn(work(WorkOrder {
             launch,
             record: (**self.snapshot.load()).clone(),
             agent,
+            relaunch,
             job,
             message,
             progress,
@@ -249,6 +277,23 @@ impl SessionState {
             }),
             sleep_after: false,
         };
+    }
+
+    /// How to launch this pair's agent: with the dollars left under the budget caps that cover
+    /// the pair as its spending limit (read now, so a respawn gets what is left then).
+    pub(super) fn launch_context(&self) -> LaunchContext {
+        let spending_limit = if self.shared.config.budgets().any() {
+            crate::budget::remaining_usd(&self.shared, self.id, &self.pair.from, &self.pair.to)
+        } else {
+            None
+        };
+        LaunchContext {
+            shared: self.shared.clone(),
+            session: self.myself.clone(),
+            pair: self.pair.clone(),
+            id: self.id,
+            spending_limit,
+        }
     }
 
     /// The limits of a turn of this pair's agent: `response_timeout`, and the receiving team's
@@ -315,6 +360,36 @@ impl SessionState {
         self.job_done(done).await;
     }
 
+    /// Ends a turn that never ran with `error`: its final row, then, once that is durable (or
+    /// failed to be), its callers, so what they hear is what the ledger says. Awaited by its
+    /// own task, like a booking.
+    async fn fail_turn(&mut self, turn: Turn, error: TurnError) {
+        let outcome = TellOutcome::Failed {
+            turn_id: turn.id(),
+            error,
+        };
+        let row = finished_row(turn.row.clone(), &outcome, None, self.text_limit());
+        let sent = self
+            .shared
+            .store
+            .send(Mutation::PutTurn {
+                turn: row,
+                retain: self.retain(),
+            })
+            .await;
+        let (pair, id) = (self.pair.clone(), self.id);
+        self.bookings.spawn(async move {
+            let durable = match sent {
+                Ok(pending) => pending.outcome().await.map(drop),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = durable {
+                tracing::warn!(%pair, session = %id, turn = %turn.id(), %error, "could not record that a queued turn failed");
+            }
+            turn.progress.finish(outcome);
+        });
+    }
+
     /// Cancels every queued turn with `error`; returns how many there were.
     pub(super) async fn fail_queued(&mut self, error: TurnError) -> usize {
         let mut failed = 0;
@@ -322,17 +397,7 @@ impl SessionState {
             match job {
                 Job::Turn(turn) => {
                     failed += 1;
-                    let outcome = TellOutcome::Failed {
-                        turn_id: turn.id(),
-                        error: error.clone(),
-                    };
-                    let row = finished_row(turn.row.clone(), &outcome, None, self.text_limit());
-                    self.enqueue(Mutation::PutTurn {
-                        turn: row,
-                        retain: self.retain(),
-                    })
-                    .await;
-                    turn.progress.finish(outcome);
+                    self.fail_turn(*turn, error.clone()).await;
                 }
                 Job::Wake(reply) => {
                     let _ = reply.send(Err(RuntimeError::Busy {

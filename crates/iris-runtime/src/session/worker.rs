@@ -209,6 +209,17 @@ impl SessionState {
         metrics.turn_time.observe(done.ran_for);
         let mut row = finished_row(turn.row.clone(), &outcome, report, self.text_limit());
         row.history_lost = std::mem::take(&mut self.history_lost);
+        if let Some(report) = report {
+            let cost = iris_store::spend::Spend::of(&report.usage_totals());
+            row.budget_warning = crate::budget::note_booking(
+                &self.shared,
+                self.id,
+                &self.pair.from,
+                &self.pair.to,
+                cost,
+            );
+            self.budget_warning = row.budget_warning;
+        }
         // Published now (the store applies the same changes in the same order); queued now, so
         // every later write of this session lands after it; awaited by its own task, so the
         // next turn runs while this one's commit is on its way. Its callers hear the outcome
@@ -222,7 +233,7 @@ impl SessionState {
                 changes,
                 turn: row,
                 retain: self.retain(),
-                spend_day: Some(self.shared.config.budgets().day_of(Timestamp::now())),
+                spend_day: Some(self.shared.config.budgets().day_of(self.shared.clock.now())),
             })
             .await;
         let (pair, id, myself) = (self.pair.clone(), self.id, self.myself.clone());
@@ -276,6 +287,8 @@ pub(crate) struct WorkOrder {
     pub launch: LaunchContext,
     pub record: SessionRecord,
     pub agent: Option<LiveAgent>,
+    /// An agent to stop before a new one is launched (its spending limit is stale).
+    pub relaunch: Option<LiveAgent>,
     pub job: u64,
     /// The message to send; `None` only brings the agent up.
     pub message: Option<String>,
@@ -298,12 +311,17 @@ async fn run(order: WorkOrder) -> WorkerDone {
         launch,
         record,
         agent,
+        relaunch,
         job,
         message,
         progress,
         limits,
         myself,
     } = order;
+    if let Some(stale) = relaunch {
+        // Before the launch, so the two never hold the conversation (or two slots) at once.
+        stale.stop(StopGrace::default()).await;
+    }
     let done = |agent, result, last_event_at, ran_for| WorkerDone {
         job,
         agent,
@@ -355,6 +373,9 @@ async fn run(order: WorkOrder) -> WorkerDone {
         .into_inner()
         .unwrap_or_else(PoisonError::into_inner);
     let result = result.map(Some).map_err(agent_failure);
+    if let Ok(Some(report)) = &result {
+        agent.spending.spent += report.usage_totals().cost_usd;
+    }
     if agent.conversation.has_exited() || result.is_err() {
         // Every turn error leaves the agent dead or killed (exit, stall, protocol breach, an
         // interrupt it ignored): sweep its group (grandchildren) and give the slot back.
@@ -408,6 +429,15 @@ pub(crate) fn outcome_of(
                 reason: "no message was sent to the agent".into(),
             },
         },
+        Ok(Some(report)) if stopped_at_spending_limit(report) => TellOutcome::Failed {
+            turn_id,
+            error: TurnError::BudgetExceeded {
+                message: format!(
+                    "the agent stopped at the spending limit iris gave it (--max-budget-usd, what was left under the tightest budget cap over this pair): {}; see `iris budget`",
+                    error_message(report)
+                ),
+            },
+        },
         Ok(Some(report)) if report.failed() => TellOutcome::Failed {
             turn_id,
             error: TurnError::ErrorResult {
@@ -434,6 +464,13 @@ pub(crate) fn outcome_of(
             error: error.clone(),
         },
     }
+}
+
+/// Whether the agent ended the turn at its `--max-budget-usd`: `error_max_budget_usd`, as
+/// 2.1.197 reports it, or the `terminal_reason` newer CLIs add.
+fn stopped_at_spending_limit(report: &TurnReport) -> bool {
+    report.result.subtype == "error_max_budget_usd"
+        || report.result.terminal_reason.as_deref() == Some("budget_exhausted")
 }
 
 /// What an error result says: its text, else its `errors`, else the assistant's text.

@@ -1,0 +1,471 @@
+//! Budgets: the caps that cover a turn, and what the runtime does with them.
+//!
+//! - **At the door** ([`check`]): a tell is refused with `BUDGET_EXCEEDED` once any cap that
+//!   covers it (its session, its sender, its receiver, the node) is reached. A queued turn is
+//!   checked again just before it starts, so the tells queued behind the turn that reached a cap
+//!   fail the same way.
+//! - **The turn in flight** ([`remaining_usd`]): an agent is launched with the smallest dollar
+//!   amount left under its caps as `--max-budget-usd`, so one long turn cannot run far past them.
+//! - **At 80 %** ([`levels`]): a booked turn that leaves a cap at 80 % or more is flagged, and
+//!   the first such booking of a scope and day is logged, counted and published as an event.
+//!
+//! The spend is read from the store, where each finished turn's booking adds it in the same
+//! commit, so every check is exact and survives restarts. Which day a spend counts on is read
+//! from the runtime's [`Clock`](crate::Clock), which tests move.
+
+use iris_core::config::budget::{Budgets, Cap, DEFAULT_TEAM, TeamCaps};
+use iris_core::{SessionId, TeamName, Timestamp};
+use iris_store::Store;
+use iris_store::spend::{Spend, SpendScope, WHOLE_LIFE};
+use serde::Serialize;
+
+use crate::error::RuntimeError;
+use crate::shared::Shared;
+
+/// The share of a cap at which a warning is given.
+pub const WARNING_AT: f64 = 0.8;
+
+/// A reached cap: which, how much was spent, and when it resets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exceeded {
+    /// What the cap covers, said for a person ("team alpha as sender, per day").
+    pub what: String,
+    /// Where to raise it (the configuration key).
+    pub key: String,
+    /// The cap.
+    pub cap: Cap,
+    /// What was spent.
+    pub spent: Spend,
+    /// When it resets (`None`: a session's cap, over its life).
+    pub resets: Option<Timestamp>,
+}
+
+/// One cap that covers a turn, and where its spend is counted.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Covered {
+    pub cap: Cap,
+    pub scope: SpendScope,
+    /// The budget day its spend counts on ([`WHOLE_LIFE`] for a session's).
+    pub day: u32,
+    pub what: String,
+    pub key: String,
+    pub resets: Option<Timestamp>,
+}
+
+/// The caps that cover a turn `from`→`to` (in `session`, when it exists) at `now`.
+pub(crate) fn covering(
+    budgets: &Budgets,
+    session: Option<SessionId>,
+    from: &TeamName,
+    to: &TeamName,
+    now: Timestamp,
+) -> Vec<Covered> {
+    let day = budgets.day_of(now);
+    let resets = Some(budgets.day_end(day));
+    let session = budgets.session.zip(session).map(|(cap, id)| Covered {
+        cap,
+        scope: SpendScope::Session(id),
+        day: WHOLE_LIFE,
+        what: "this session, over its life".to_owned(),
+        key: "[budgets] session".to_owned(),
+        resets: None,
+    });
+    let daily = [
+        (
+            budgets.team(from).as_sender,
+            SpendScope::Sender(from.clone()),
+            format!("team {from} as sender, per day"),
+            team_key(budgets, from, "as_sender", |t| t.as_sender),
+        ),
+        (
+            budgets.team(to).as_receiver,
+            SpendScope::Receiver(to.clone()),
+            format!("team {to} as receiver, per day"),
+            team_key(budgets, to, "as_receiver", |t| t.as_receiver),
+        ),
+        (
+            budgets.node_daily,
+            SpendScope::Node,
+            "this node, per day".to_owned(),
+            "[budgets] node_daily".to_owned(),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(cap, scope, what, key)| {
+        cap.map(|cap| Covered {
+            cap,
+            scope,
+            day,
+            what,
+            key,
+            resets,
+        })
+    });
+    session.into_iter().chain(daily).collect()
+}
+
+/// Refuses a tell `from`→`to` when a cap that covers it is reached: `session`'s too when the
+/// session exists. Before a session is created, the runtime checks the others, so a refused
+/// first tell does not create (and start) a session for nothing.
+pub(crate) fn check(
+    shared: &Shared,
+    session: Option<SessionId>,
+    from: &TeamName,
+    to: &TeamName,
+) -> Result<(), RuntimeError> {
+    let budgets = shared.config.budgets();
+    if !budgets.any() {
+        return Ok(());
+    }
+    // A short read of at most four counters, like `next_seq`'s.
+    let covered = covering(budgets, session, from, to, shared.clock.now());
+    match first_reached(&shared.store, covered)? {
+        Some(exceeded) => {
+            shared.metrics.budget_refusals.inc();
+            Err(RuntimeError::BudgetExceeded(Box::new(exceeded)))
+        }
+        None => Ok(()),
+    }
+}
+
+fn first_reached(store: &Store, covered: Vec<Covered>) -> Result<Option<Exceeded>, RuntimeError> {
+    for cover in covered {
+        let spent = store.spend(&cover.scope, cover.day)?;
+        if is_reached(&cover.cap, &spent) {
+            return Ok(Some(Exceeded {
+                what: cover.what,
+                key: cover.key,
+                cap: cover.cap,
+                spent,
+                resets: cover.resets,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// The fewest dollars left under the dollar caps that cover a turn `from`→`to` in `session`
+/// (`None`: no dollar cap covers it). A counter that cannot be read is left out, and logged: the
+/// door check refuses the tell on the same fault.
+pub(crate) fn remaining_usd(
+    shared: &Shared,
+    session: SessionId,
+    from: &TeamName,
+    to: &TeamName,
+) -> Option<f64> {
+    let budgets = shared.config.budgets();
+    covering(budgets, Some(session), from, to, shared.clock.now())
+        .into_iter()
+        .filter_map(|cover| {
+            let usd = cover.cap.usd?;
+            match shared.store.spend(&cover.scope, cover.day) {
+                Ok(spent) => Some((usd - spent.usd).max(0.0)),
+                Err(error) => {
+                    tracing::warn!(scope = %cover.scope, %error, "could not read a spend counter; the agent's spending limit leaves it out");
+                    None
+                }
+            }
+        })
+        .reduce(f64::min)
+}
+
+/// A live agent's spending limit (`--max-budget-usd`, `None` when it was given none) and what
+/// its turns have cost since it was launched: the CLI counts from its own start.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Spending {
+    pub limit: Option<f64>,
+    pub spent: f64,
+}
+
+/// How far the dollars left under the caps may drift from what a live agent may still spend
+/// before it is launched again: below this share of it, the agent could overspend…
+const LIMIT_TOO_HIGH: f64 = 0.9;
+/// …and above this share, it would stop well short of what the caps now allow.
+const LIMIT_TOO_LOW: f64 = 1.25;
+
+/// Whether an agent launched with `spending` should be launched again now that `remaining`
+/// dollars are left under its caps (`None`: no dollar cap covers it). Only its own turns lower
+/// what it may still spend; other pairs' turns under a shared cap (its sender's, the node's), a
+/// new budget day or a changed cap move `remaining` away from it.
+pub(crate) fn limit_is_stale(spending: Spending, remaining: Option<f64>) -> bool {
+    match (spending.limit, remaining) {
+        (None, None) => false,
+        (Some(limit), Some(remaining)) => {
+            let left = (limit - spending.spent).max(0.0);
+            remaining < left * LIMIT_TOO_HIGH || remaining > left * LIMIT_TOO_LOW + 1e-6
+        }
+        _ => true,
+    }
+}
+
+/// How full a cap is: the larger of its dollar and token shares (1.0 = reached).
+pub fn share(cap: &Cap, spent: &Spend) -> f64 {
+    let usd = cap.usd.map_or(0.0, |usd| spent.usd / usd);
+    let tokens = cap
+        .tokens
+        .map_or(0.0, |tokens| spent.tokens as f64 / tokens as f64);
+    usd.max(tokens)
+}
+
+/// Whether `spent` reached `cap` in dollars or in tokens.
+pub fn is_reached(cap: &Cap, spent: &Spend) -> bool {
+    cap.usd.is_some_and(|usd| spent.usd >= usd) || cap.tokens.is_some_and(|t| spent.tokens >= t)
+}
+
+/// How full a scope is, as warnings and events name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    /// Under 80 %.
+    Ok,
+    /// 80 % or more.
+    Warning,
+    /// Reached.
+    Exceeded,
+}
+
+impl Level {
+    /// The level of `spent` against `cap`.
+    pub fn of(cap: &Cap, spent: &Spend) -> Level {
+        if is_reached(cap, spent) {
+            Level::Exceeded
+        } else if share(cap, spent) >= WARNING_AT {
+            Level::Warning
+        } else {
+            Level::Ok
+        }
+    }
+}
+
+/// A cap at 80 % or more after a booking.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Alert {
+    pub cover: Covered,
+    pub spent: Spend,
+    pub level: Level,
+}
+
+/// The caps that cover a turn and stand at 80 % or more once `cost` is added to what the store
+/// holds (the turn's booking, about to commit).
+pub(crate) fn levels(
+    shared: &Shared,
+    session: SessionId,
+    from: &TeamName,
+    to: &TeamName,
+    cost: Spend,
+) -> Vec<Alert> {
+    let budgets = shared.config.budgets();
+    covering(budgets, Some(session), from, to, shared.clock.now())
+        .into_iter()
+        .filter_map(|cover| {
+            let spent = shared.store.spend(&cover.scope, cover.day).ok()?.plus(cost);
+            let level = Level::of(&cover.cap, &spent);
+            (level != Level::Ok).then_some(Alert {
+                cover,
+                spent,
+                level,
+            })
+        })
+        .collect()
+}
+
+/// Takes a finished turn's `cost` (its booking is about to commit) against the caps that cover
+/// it: returns whether one of them stands at 80 % or more with it, the turn's flag. The first
+/// time in this run that a scope reaches 80 % or its cap on a budget day, that is logged and
+/// counted.
+pub(crate) fn note_booking(
+    shared: &Shared,
+    session: SessionId,
+    from: &TeamName,
+    to: &TeamName,
+    cost: Spend,
+) -> bool {
+    if !shared.config.budgets().any() {
+        return false;
+    }
+    let alerts = levels(shared, session, from, to, cost);
+    for alert in &alerts {
+        let key = (alert.cover.day, alert.cover.scope.to_string(), alert.level);
+        let first = shared
+            .budget_alerts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key);
+        if first {
+            give_alert(shared, alert);
+        }
+    }
+    !alerts.is_empty()
+}
+
+fn give_alert(shared: &Shared, alert: &Alert) {
+    let Alert {
+        cover,
+        spent,
+        level,
+    } = alert;
+    let percent = (share(&cover.cap, spent) * 100.0).round();
+    let cap = cap_text(&cover.cap);
+    let resets = cover.resets.map_or_else(
+        || "never (a session's cap is over its life)".to_owned(),
+        |at| at.to_string(),
+    );
+    if *level == Level::Exceeded {
+        shared.metrics.budget_exceeded.inc();
+        tracing::warn!(scope = %cover.scope, spent_usd = spent.usd, spent_tokens = spent.tokens, %cap, %resets, "the budget of {} is spent ({percent} % of {cap}): new tells on it are refused until it resets, or until {} is raised", cover.what, cover.key);
+    } else {
+        shared.metrics.budget_warnings.inc();
+        tracing::warn!(scope = %cover.scope, spent_usd = spent.usd, spent_tokens = spent.tokens, %cap, %resets, "the budget of {} is at {percent} % of {cap}; tells on it are refused once it is spent (raise {} to allow more)", cover.what, cover.key);
+    }
+}
+
+/// The key that sets a team's cap `field`: in its own table, or in the default one.
+fn team_key(
+    budgets: &Budgets,
+    team: &TeamName,
+    field: &str,
+    cap: impl Fn(&TeamCaps) -> Option<Cap>,
+) -> String {
+    match budgets.teams.get(team.as_str()).and_then(&cap) {
+        Some(_) => format!("[budgets.teams.{team}] {field}"),
+        None => format!("[budgets.teams.{DEFAULT_TEAM}] {field}"),
+    }
+}
+
+/// "$10.00 or 12000 tokens".
+pub(crate) fn cap_text(cap: &Cap) -> String {
+    let mut parts = Vec::new();
+    if let Some(usd) = cap.usd {
+        parts.push(format!("${usd:.2}"));
+    }
+    if let Some(tokens) = cap.tokens {
+        parts.push(format!("{tokens} tokens"));
+    }
+    parts.join(" or ")
+}
+
+impl std::fmt::Display for Exceeded {
+    /// "the budget of team alpha as sender, per day, is spent: $10.02 and 12000 tokens of a cap
+    /// of $10.00; it resets at …; raise … to go on".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the budget of {} is spent: ${:.4} and {} tokens, against a cap of {}; ",
+            self.what,
+            self.spent.usd,
+            self.spent.tokens,
+            cap_text(&self.cap)
+        )?;
+        match self.resets {
+            Some(at) => write!(f, "it resets at {at}, or raise {} to go on now", self.key),
+            None => write!(f, "raise {} to go on, or start a new session", self.key),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spent(usd: f64, tokens: u64) -> Spend {
+        Spend { usd, tokens }
+    }
+
+    #[test]
+    fn a_cap_is_reached_by_dollars_or_by_tokens() {
+        let cap = Cap {
+            usd: Some(1.0),
+            tokens: Some(100),
+        };
+        assert!(!is_reached(&cap, &spent(0.99, 99)));
+        assert!(is_reached(&cap, &spent(1.0, 0)));
+        assert!(is_reached(&cap, &spent(0.0, 100)));
+        let dollars_only = Cap {
+            usd: Some(1.0),
+            tokens: None,
+        };
+        assert!(!is_reached(&dollars_only, &spent(0.5, u64::MAX)));
+    }
+
+    #[test]
+    fn an_agent_is_launched_again_only_when_its_limit_drifts_from_what_is_left() {
+        let given = |limit: Option<f64>, spent: f64| Spending { limit, spent };
+        // Only its own turns spent: what it may spend is what is left.
+        assert!(!limit_is_stale(given(Some(5.0), 1.0), Some(4.0)));
+        assert!(!limit_is_stale(given(None, 3.0), None));
+        // Another pair spent under a shared cap: the agent could overspend.
+        assert!(limit_is_stale(given(Some(5.0), 1.0), Some(3.0)));
+        // A new day (or a raised cap): it would stop short.
+        assert!(limit_is_stale(given(Some(5.0), 4.9), Some(10.0)));
+        // A cap appeared or went away.
+        assert!(limit_is_stale(given(None, 0.0), Some(10.0)));
+        assert!(limit_is_stale(given(Some(5.0), 0.0), None));
+        // Small drift (rounding, a compaction's cost) is not worth a relaunch.
+        assert!(!limit_is_stale(given(Some(5.0), 1.0), Some(3.8)));
+    }
+
+    #[test]
+    fn the_level_is_the_fuller_of_dollars_and_tokens() {
+        let cap = Cap {
+            usd: Some(10.0),
+            tokens: Some(1000),
+        };
+        assert_eq!(Level::of(&cap, &spent(7.9, 790)), Level::Ok);
+        assert_eq!(Level::of(&cap, &spent(8.0, 0)), Level::Warning);
+        assert_eq!(Level::of(&cap, &spent(0.0, 800)), Level::Warning);
+        assert_eq!(Level::of(&cap, &spent(0.0, 1000)), Level::Exceeded);
+        assert_eq!(Level::of(&cap, &spent(10.0, 0)), Level::Exceeded);
+    }
+
+    #[test]
+    fn a_turn_is_covered_by_its_session_sender_receiver_and_node_caps_that_are_set() {
+        let cap = Cap {
+            usd: Some(1.0),
+            tokens: None,
+        };
+        let mut budgets = Budgets {
+            node_daily: Some(cap),
+            ..Budgets::default()
+        };
+        let (alpha, beta) = (
+            TeamName::new("alpha").unwrap(),
+            TeamName::new("beta").unwrap(),
+        );
+        let id = SessionId::new_v4();
+        let now = Timestamp::from_millis(86_400_000 * 3 + 5);
+        let scopes = |b: &Budgets, s| -> Vec<SpendScope> {
+            covering(b, s, &alpha, &beta, now)
+                .into_iter()
+                .map(|c| c.scope)
+                .collect()
+        };
+        assert_eq!(scopes(&budgets, Some(id)), vec![SpendScope::Node]);
+        budgets.session = Some(cap);
+        budgets.teams.insert(
+            "default".into(),
+            TeamCaps {
+                as_sender: Some(cap),
+                as_receiver: Some(cap),
+            },
+        );
+        assert_eq!(
+            scopes(&budgets, Some(id)),
+            vec![
+                SpendScope::Session(id),
+                SpendScope::Sender(alpha.clone()),
+                SpendScope::Receiver(beta.clone()),
+                SpendScope::Node
+            ]
+        );
+        // Before the session exists, its cap cannot be checked.
+        assert_eq!(scopes(&budgets, None).len(), 3);
+        let daily = covering(&budgets, Some(id), &alpha, &beta, now);
+        assert_eq!(daily[0].day, WHOLE_LIFE);
+        assert_eq!(daily[0].resets, None);
+        assert_eq!(daily[1].day, 3);
+        assert_eq!(
+            daily[1].resets,
+            Some(Timestamp::from_millis(86_400_000 * 4))
+        );
+    }
+}
