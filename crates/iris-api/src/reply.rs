@@ -40,6 +40,8 @@ pub enum Reply {
     Teams(Vec<TeamRow>),
     /// `Stats`.
     Stats(StatsReply),
+    /// `Budget`.
+    Budget(iris_runtime::budget::BudgetReport),
 }
 
 /// What `iris tell --json` prints.

@@ -124,6 +124,8 @@ pub enum Request {
     },
     /// Totals: sessions by status and process state, live actors and processes, turns.
     Stats,
+    /// Spend against every budget cap that is set.
+    Budget,
 }
 
 /// A session named by id or by pair.
@@ -186,6 +188,7 @@ impl Request {
             Request::Status { .. } => "status",
             Request::Teams { .. } => "teams",
             Request::Stats => "stats",
+            Request::Budget => "budget",
         }
     }
 
@@ -198,7 +201,8 @@ impl Request {
             | Request::Report { .. }
             | Request::Status { .. }
             | Request::Teams { .. }
-            | Request::Stats => RequestKind::Read,
+            | Request::Stats
+            | Request::Budget => RequestKind::Read,
             Request::SessionsDelete { .. }
             | Request::SessionsCompact { .. }
             | Request::SessionsReboot { .. }
@@ -302,6 +306,7 @@ impl TryFrom<RawRequest> for Request {
                 from: from.as_deref().map(team).transpose()?,
             },
             RawRequest::Stats => Request::Stats,
+            RawRequest::Budget => Request::Budget,
         })
     }
 }
@@ -399,6 +404,7 @@ impl From<Request> for RawRequest {
                 from: from.map(text),
             },
             Request::Stats => RawRequest::Stats,
+            Request::Budget => RawRequest::Budget,
         }
     }
 }
@@ -582,6 +588,7 @@ mod tests {
             }),
             prop::option::of(name).prop_map(|from| RawRequest::Teams { from }),
             Just(RawRequest::Stats),
+            Just(RawRequest::Budget),
         ]
     }
 

@@ -149,6 +149,7 @@ impl Service {
                 self.runtime.stats(),
                 self.runtime.metrics().counters,
             ))),
+            Request::Budget => Ok(Reply::Budget(self.runtime.budget()?)),
         }
     }
 

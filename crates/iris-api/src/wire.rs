@@ -126,6 +126,8 @@ pub enum RawRequest {
     },
     /// Totals: sessions by status and process state, live actors and processes, turns.
     Stats,
+    /// Spend against every budget cap that is set.
+    Budget,
 }
 
 impl RawRequest {
@@ -136,11 +138,12 @@ impl RawRequest {
         use serde::de::Error as _;
         let value: serde_json::Value = serde_json::from_slice(bytes)?;
         if let Some(object) = value.as_object()
-            && object.get("command").and_then(serde_json::Value::as_str) == Some("stats")
+            && let Some(command @ ("stats" | "budget")) =
+                object.get("command").and_then(serde_json::Value::as_str)
             && let Some(extra) = object.keys().find(|key| *key != "command")
         {
             return Err(serde_json::Error::custom(format!(
-                "unknown field `{}`: the `stats` command takes no fields",
+                "unknown field `{}`: the `{command}` command takes no fields",
                 iris_core::redact::clip(extra)
             )));
         }
@@ -192,6 +195,8 @@ mod tests {
             }
         ));
         assert_eq!(read(r#"{"command":"stats"}"#).unwrap(), RawRequest::Stats);
+        assert_eq!(read(r#"{"command":"budget"}"#).unwrap(), RawRequest::Budget);
+        assert!(read(r#"{"command":"budget","day":1}"#).is_err());
         let show = r#"{"command":"sessions_show","target":{"from":"a","to":"b"}}"#;
         assert!(read(show).is_ok());
         assert!(read("{ not json").is_err());

@@ -59,7 +59,7 @@ fn main() -> ExitCode {
 fn needs_runtime(command: &Command) -> bool {
     !matches!(
         command,
-        Command::Version | Command::Config(_) | Command::Cluster(_)
+        Command::Version | Command::Config(_) | Command::Cluster(_) | Command::Dashboard { .. }
     )
 }
 

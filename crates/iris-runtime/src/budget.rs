@@ -17,9 +17,10 @@ use iris_core::config::budget::{Budgets, Cap, DEFAULT_TEAM, TeamCaps};
 use iris_core::{SessionId, TeamName, Timestamp};
 use iris_store::Store;
 use iris_store::spend::{Spend, SpendScope, WHOLE_LIFE};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::RuntimeError;
+use crate::events::{BudgetAlert, EventKind};
 use crate::shared::Shared;
 
 /// The share of a cap at which a warning is given.
@@ -213,7 +214,7 @@ pub fn is_reached(cap: &Cap, spent: &Spend) -> bool {
 }
 
 /// How full a scope is, as warnings and events name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Level {
     /// Under 80 %.
@@ -293,9 +294,32 @@ pub(crate) fn note_booking(
             .insert(key);
         if first {
             give_alert(shared, alert);
+            publish_alert(shared, alert, from, to);
         }
     }
     !alerts.is_empty()
+}
+
+/// Publishes an alert to the event stream: under the pair for a session's cap.
+fn publish_alert(shared: &Shared, alert: &Alert, from: &TeamName, to: &TeamName) {
+    let scope = alert.cover.scope.to_string();
+    let (kind, key) = scope
+        .split_once(':')
+        .unwrap_or((scope.as_str(), scope.as_str()));
+    let pair = matches!(alert.cover.scope, SpendScope::Session(_))
+        .then(|| iris_core::Pair::new(from.clone(), to.clone()));
+    let body = BudgetAlert {
+        scope: kind.to_owned(),
+        key: key.to_owned(),
+        percent: (share(&alert.cover.cap, &alert.spent) * 1000.0).round() / 10.0,
+        spent: alert.spent,
+        cap: alert.cover.cap,
+    };
+    let event = match alert.level {
+        Level::Exceeded => EventKind::BudgetExceeded(body),
+        _ => EventKind::BudgetWarning(body),
+    };
+    shared.events.publish(pair.as_ref(), event);
 }
 
 fn give_alert(shared: &Shared, alert: &Alert) {
@@ -319,6 +343,121 @@ fn give_alert(shared: &Shared, alert: &Alert) {
     }
 }
 
+/// Spend against every cap, as `iris budget` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetReport {
+    /// Today's budget day, as a date (`YYYY-MM-DD`) at the configured offset.
+    pub day: String,
+    /// When days start: `UTC` or an offset such as `+02:00`.
+    pub day_offset: String,
+    /// When today's budget day ends and daily caps reset.
+    pub resets_at: Timestamp,
+    /// Every cap that is set, with what was spent against it.
+    pub scopes: Vec<ScopeBudget>,
+}
+
+/// One cap and its spend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScopeBudget {
+    /// `node`, `sender`, `receiver` or `session`.
+    pub scope: String,
+    /// `node`, a team, or a session id.
+    pub key: String,
+    /// A session's pair (`alpha->beta`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair: Option<String>,
+    /// The cap.
+    pub cap: Cap,
+    /// What was spent against it (today, or over the session's life).
+    pub spent: Spend,
+    /// How full it is (the larger of dollars and tokens), in percent.
+    pub percent: f64,
+    /// `ok`, `warning` (80 % or more) or `exceeded`.
+    pub state: Level,
+    /// When it resets (`None`: a session's cap, over its life).
+    pub resets_at: Option<Timestamp>,
+    /// Where it is set (the configuration key).
+    pub set_by: String,
+}
+
+/// Every cap that is set, with its spend: the node's, each configured team's as sender and as
+/// receiver (today), and each session's that has spent anything (over its life).
+pub(crate) fn report(shared: &Shared) -> Result<BudgetReport, RuntimeError> {
+    let budgets = shared.config.budgets();
+    let now = shared.clock.now();
+    let day = budgets.day_of(now);
+    let resets_at = budgets.day_end(day);
+    let mut covers = Vec::new();
+    for team in shared.config.teams().keys() {
+        // Sender and receiver of a pair with itself: every team's caps, once each.
+        let mut own = covering(budgets, None, team, team, now);
+        own.retain(|c| !matches!(c.scope, SpendScope::Node));
+        covers.extend(own);
+    }
+    if let Some(cap) = budgets.node_daily {
+        covers.insert(
+            0,
+            Covered {
+                cap,
+                scope: SpendScope::Node,
+                day,
+                what: String::new(),
+                key: "[budgets] node_daily".to_owned(),
+                resets: Some(resets_at),
+            },
+        );
+    }
+    let mut scopes = Vec::new();
+    for cover in covers {
+        let spent = shared.store.spend(&cover.scope, cover.day)?;
+        scopes.push(scope_budget(cover, spent, None));
+    }
+    if let Some(cap) = budgets.session {
+        for (scope, spent) in shared.store.spend_on(WHOLE_LIFE)? {
+            let SpendScope::Session(id) = scope else {
+                continue;
+            };
+            let pair = shared
+                .store
+                .get_by_session_id(&id)?
+                .map(|r| format!("{}->{}", r.from_team, r.to_team));
+            let cover = Covered {
+                cap,
+                scope,
+                day: WHOLE_LIFE,
+                what: String::new(),
+                key: "[budgets] session".to_owned(),
+                resets: None,
+            };
+            scopes.push(scope_budget(cover, spent, pair));
+        }
+    }
+    Ok(BudgetReport {
+        day: Budgets::date_of(day),
+        day_offset: budgets.day_text(),
+        resets_at,
+        scopes,
+    })
+}
+
+fn scope_budget(cover: Covered, spent: Spend, pair: Option<String>) -> ScopeBudget {
+    let scope = cover.scope.to_string();
+    let (kind, key) = scope
+        .split_once(':')
+        .unwrap_or((scope.as_str(), scope.as_str()));
+    ScopeBudget {
+        scope: kind.to_owned(),
+        key: key.to_owned(),
+        pair,
+        percent: (share(&cover.cap, &spent) * 1000.0).round() / 10.0,
+        state: Level::of(&cover.cap, &spent),
+        cap: cover.cap,
+        spent,
+        resets_at: cover.resets,
+        set_by: cover.key,
+    }
+}
+
 /// The key that sets a team's cap `field`: in its own table, or in the default one.
 fn team_key(
     budgets: &Budgets,
@@ -333,7 +472,7 @@ fn team_key(
 }
 
 /// "$10.00 or 12000 tokens".
-pub(crate) fn cap_text(cap: &Cap) -> String {
+pub fn cap_text(cap: &Cap) -> String {
     let mut parts = Vec::new();
     if let Some(usd) = cap.usd {
         parts.push(format!("${usd:.2}"));

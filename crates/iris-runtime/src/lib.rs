@@ -10,6 +10,7 @@
 pub mod budget;
 mod clock;
 pub mod error;
+pub mod events;
 pub mod metrics;
 mod pool;
 mod registry;

@@ -21,6 +21,7 @@ use ractor::{
 };
 
 use crate::error::{RuntimeError, SessionRef};
+use crate::events::EventKind;
 use crate::session::{
     Deletion, SessionActor, SessionArgs, SessionHandle, TranscriptRemoval, delete_session,
     mark_error,
@@ -641,6 +642,11 @@ async fn load_or_create(
         shared: shared.clone(),
         start_agent: eager,
     };
+    if created {
+        // Before the actor starts, so its first events come after this one.
+        let created = EventKind::SessionCreated { session_id };
+        shared.events.publish(Some(pair), created);
+    }
     match Actor::spawn_linked(None, SessionActor, args, registry.get_cell()).await {
         Ok((actor, _join)) => {
             // The actor republished the snapshot if starting its agent changed the record.
@@ -650,8 +656,15 @@ async fn load_or_create(
             })
         }
         Err(spawn_error) => {
-            if created && let Err(error) = shared.store.delete(session_id).await {
-                tracing::error!(%pair, %error, "could not delete the record of a failed creation");
+            if created {
+                match shared.store.delete(session_id).await {
+                    Ok(_) => shared
+                        .events
+                        .publish(Some(pair), EventKind::SessionDeleted { session_id }),
+                    Err(error) => {
+                        tracing::error!(%pair, %error, "could not delete the record of a failed creation");
+                    }
+                }
             }
             Err(unwrap_start_error(pair, spawn_error))
         }

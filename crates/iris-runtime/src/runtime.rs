@@ -107,6 +107,16 @@ impl Runtime {
         })
     }
 
+    /// Spend against every budget cap that is set (`iris budget`).
+    pub fn budget(&self) -> Result<crate::budget::BudgetReport, RuntimeError> {
+        crate::budget::report(&self.shared)
+    }
+
+    /// The runtime's event stream: sessions' state, turns' lifecycle, budget alerts.
+    pub fn events(&self) -> Arc<crate::events::EventBus> {
+        self.shared.events.clone()
+    }
+
     /// The configuration the runtime runs with.
     pub fn config(&self) -> &Config {
         &self.shared.config

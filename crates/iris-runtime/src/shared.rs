@@ -16,6 +16,7 @@ use ractor::ActorRef;
 use crate::budget::Level;
 use crate::clock::Clock;
 use crate::error::RuntimeError;
+use crate::events::EventBus;
 use crate::metrics::Metrics;
 use crate::pool::PoolMsg;
 
@@ -38,6 +39,8 @@ pub(crate) struct Shared {
     /// The CPU meter of each live agent, for metrics (an agent that is gone reads `None` and
     /// is dropped from the map at the next read).
     pub agent_meters: DashMap<Pair, CpuMeter>,
+    /// Where sessions publish what happens to them.
+    pub events: Arc<EventBus>,
     /// The wall clock of budgets (which day a spend counts on).
     pub clock: Clock,
     /// The budget alerts already given, as (day, scope, level): each is logged, counted and
@@ -63,6 +66,7 @@ impl Shared {
             containment,
             rooms: DashMap::new(),
             agent_meters: DashMap::new(),
+            events: Arc::new(EventBus::new()),
             clock,
             budget_alerts: Default::default(),
         })

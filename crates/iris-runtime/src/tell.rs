@@ -304,6 +304,18 @@ pub enum TurnError {
     },
 }
 
+impl TurnError {
+    /// The final status of a turn that ended with this error: `cancelled`, `interrupted`, or
+    /// `failed`.
+    pub fn turn_status(&self) -> iris_core::TurnStatus {
+        match self {
+            TurnError::Cancelled => iris_core::TurnStatus::Cancelled,
+            TurnError::Interrupted { .. } => iris_core::TurnStatus::Interrupted,
+            _ => iris_core::TurnStatus::Failed,
+        }
+    }
+}
+
 /// "exited with code 1", "was killed by signal 9 (SIGKILL)".
 fn exit_sentence(code: Option<i32>, signal: Option<i32>) -> String {
     iris_agent::process::ExitInfo {

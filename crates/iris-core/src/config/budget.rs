@@ -95,6 +95,17 @@ impl Budgets {
         u32::try_from(shifted.max(0) / MILLIS_PER_DAY).unwrap_or(u32::MAX)
     }
 
+    /// When days start, as `day` is written: `"UTC"` or `"+02:00"`.
+    pub fn day_text(&self) -> String {
+        OffsetText(self.day_offset_minutes).to_string()
+    }
+
+    /// The calendar date of budget day `day`, `YYYY-MM-DD`.
+    pub fn date_of(day: u32) -> String {
+        let midnight = Timestamp::from_millis(u64::from(day) * MILLIS_PER_DAY as u64);
+        midnight.to_string().chars().take(10).collect()
+    }
+
     /// When budget day `day` ends (and the next starts).
     pub fn day_end(&self, day: u32) -> Timestamp {
         let end =

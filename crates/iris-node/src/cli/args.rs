@@ -144,9 +144,26 @@ pub enum Command {
     },
     /// Totals: sessions by status and process state, live processes, turns.
     Stats,
+    /// Spend against every budget cap ([budgets] in the configuration): per session, per team
+    /// as sender and as receiver, and the node's daily total, with when each resets.
+    ///
+    /// A tell is refused with BUDGET_EXCEEDED (exit 4) once a cap that covers it is reached;
+    /// at 80 % a warning is logged and the pair's turns are flagged.
+    Budget,
     /// The cluster, as the running node of this database sees it.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Print the URL of the running node's web dashboard (with `--open`, open it too).
+    ///
+    /// The dashboard shows the teams and their pairs, the turn in flight with its text as it
+    /// streams, each pair's ledger, spend against budgets and the cluster's members, and can
+    /// cancel, sleep and wake a pair. The URL carries the node's access token in its fragment
+    /// (after `#`), which browsers never send to a server; treat it as the token itself.
+    Dashboard {
+        /// Open it in the desktop's browser (xdg-open, or open on macOS).
+        #[arg(long)]
+        open: bool,
+    },
     /// Check or create the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),

@@ -64,6 +64,19 @@ pub async fn run(cli: Cli, output: Output) -> Result<ExitCode, ApiError> {
             output.cluster_status(&status);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Dashboard { open } => {
+            let config = discovery::load(config_path)?;
+            let url = dashboard_url(&config).await?;
+            if output.is_json() {
+                output.json_value(&serde_json::json!({ "url": url }));
+            } else {
+                output.text(&format!("{url}\n"));
+            }
+            if open {
+                open_in_browser(&url).await?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Node { listen, node } => {
             let config = load_node_config(config_path, node.as_deref())?;
             crate::node::run(config, listen, output.is_json()).await?;
@@ -258,9 +271,11 @@ fn request_of(command: Command) -> Result<(RawRequest, Option<String>), ApiError
         Command::Status { from, to } => (RawRequest::Status { from, to }, None),
         Command::Teams { from } => (RawRequest::Teams { from }, None),
         Command::Stats => (RawRequest::Stats, None),
+        Command::Budget => (RawRequest::Budget, None),
         Command::Version
         | Command::Config(_)
         | Command::Cluster(_)
+        | Command::Dashboard { .. }
         | Command::Node { .. }
         | Command::Mcp { .. }
         | Command::WakeAll { .. } => {
@@ -346,6 +361,68 @@ async fn cluster_status(config: &Config) -> Result<crate::cluster::ClusterStatus
     let client =
         crate::http::client::Client::new(found, Some(crate::http::endpoint::path_for(db_path)))?;
     client.cluster_status().await
+}
+
+/// The URL of the dashboard of the node that runs on the configuration's database, with the
+/// node's token in the fragment.
+async fn dashboard_url(config: &Config) -> Result<String, ApiError> {
+    let Some(db_path) = config.database().path() else {
+        return Err(ApiError::new(
+            iris_core::ErrorCode::ConfigError,
+            "the database is in memory: there is no node to show; set [database] path and run `iris node`",
+        ));
+    };
+    let Some(found) = crate::http::endpoint::read_live(db_path).await? else {
+        return Err(ApiError::new(
+            iris_api::ApiCode::NodeUnavailable,
+            format!(
+                "no iris node runs on {}; start one with `iris node`, then run `iris dashboard` again",
+                db_path.display()
+            ),
+        ));
+    };
+    // A node listening on every address is reached, from here, on loopback.
+    let host = match found.addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
+        ip if ip.is_unspecified() => "[::1]".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    Ok(format!(
+        "http://{host}:{}/#token={}",
+        found.addr.port(),
+        found.token
+    ))
+}
+
+/// Opens `url` with the desktop's opener (argv, no shell).
+async fn open_in_browser(url: &str) -> Result<(), ApiError> {
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    let status = tokio::process::Command::new(opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    match tokio::time::timeout(Duration::from_secs(10), status).await {
+        Ok(Ok(status)) if status.success() => Ok(()),
+        Ok(Ok(status)) => Err(ApiError::new(
+            INTERNAL_ERROR,
+            format!("{opener} could not open the dashboard ({status}); open the URL above by hand"),
+        )),
+        Ok(Err(e)) => Err(ApiError::new(
+            INTERNAL_ERROR,
+            format!("cannot run {opener} ({e}); open the URL above by hand"),
+        )),
+        Err(_) => Err(ApiError::new(
+            INTERNAL_ERROR,
+            format!("{opener} did not return within 10 s; open the URL above by hand"),
+        )),
+    }
 }
 
 /// `name` is not a node of the configuration's cluster (or no name was given).

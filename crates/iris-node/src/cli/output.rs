@@ -218,6 +218,7 @@ pub fn json_document(reply: &Reply) -> serde_json::Value {
         Reply::Status(status) => serde_json::to_value(status),
         Reply::Teams(teams) => serde_json::to_value(teams),
         Reply::Stats(stats) => serde_json::to_value(stats),
+        Reply::Budget(budget) => serde_json::to_value(budget),
     };
     value.unwrap_or_else(|e| {
         serde_json::json!({"error": {"code": ApiCode::Internal, "message": format!("cannot print JSON: {e}")}})
@@ -289,6 +290,10 @@ pub fn human(reply: &Reply, now: Timestamp, style: TableStyle) -> Rendered {
             "No teams are configured; add a [teams.NAME] table to the configuration.".into(),
         ),
         Reply::Teams(teams) => Rendered::out(teams_table(teams, now, style)),
+        Reply::Budget(budget) if budget.scopes.is_empty() => Rendered::out(
+            "No budget caps are set; add a [budgets] table to the configuration (see config/iris.toml).".into(),
+        ),
+        Reply::Budget(budget) => Rendered::out(budget_table(budget, now, style)),
         Reply::Stats(stats) => Rendered {
             stdout: with_newline(stats_text(stats, style)),
             stderr: unavailable_warnings(
@@ -639,6 +644,44 @@ fn teams_table(teams: &[TeamRow], now: Timestamp, style: TableStyle) -> String {
         table.add_row(row);
     }
     finish(table)
+}
+
+/// `iris budget`: one row per cap, then when the daily ones reset.
+fn budget_table(
+    budget: &iris_runtime::budget::BudgetReport,
+    now: Timestamp,
+    style: TableStyle,
+) -> String {
+    let mut table = new_table(
+        &[
+            "SCOPE", "KEY", "SPENT", "CAP", "USED", "STATE", "RESETS", "SET BY",
+        ],
+        style,
+    );
+    for row in &budget.scopes {
+        let key = match &row.pair {
+            Some(pair) => format!("{} ({pair})", row.key),
+            None => row.key.clone(),
+        };
+        table.add_row(vec![
+            row.scope.clone(),
+            key,
+            format!("${:.4} / {} tokens", row.spent.usd, row.spent.tokens),
+            iris_runtime::budget::cap_text(&row.cap),
+            format!("{:.1} %", row.percent),
+            format!("{:?}", row.state).to_lowercase(),
+            row.resets_at
+                .map_or_else(|| "never".to_owned(), |at| relative_time(at, now)),
+            row.set_by.clone(),
+        ]);
+    }
+    format!(
+        "{}\nBudget day {} ({}); daily caps reset at {}.\n",
+        finish(table),
+        budget.day,
+        budget.day_offset,
+        budget.resets_at
+    )
 }
 
 /// One warning line per node of a cluster-wide view that did not answer.

@@ -8,7 +8,9 @@
 use std::time::Duration;
 
 pub mod client;
+pub mod dashboard;
 pub mod endpoint;
+pub mod events;
 pub mod metrics;
 pub mod serve;
 pub mod server;
@@ -21,6 +23,8 @@ pub const COMMAND_PATH: &str = "/api/v1/command";
 pub const METRICS_PATH: &str = "/metrics";
 /// The health route.
 pub const HEALTH_PATH: &str = "/healthz";
+/// The event stream's route (server-sent events).
+pub const EVENTS_PATH: &str = "/api/v1/events";
 /// The cluster-status route (`iris cluster status`).
 pub const CLUSTER_PATH: &str = "/api/v1/cluster";
 

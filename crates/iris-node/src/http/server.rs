@@ -49,8 +49,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::http::endpoint::constant_time_eq;
 use crate::http::{
-    CLUSTER_PATH, COMMAND_PATH, HEALTH_PATH, HEARTBEAT_HEADER, HEARTBEAT_RANGE, MAX_BODY,
-    METRICS_PATH, ServeLimits,
+    CLUSTER_PATH, COMMAND_PATH, EVENTS_PATH, HEALTH_PATH, HEARTBEAT_HEADER, HEARTBEAT_RANGE,
+    MAX_BODY, METRICS_PATH, ServeLimits,
 };
 use iris_api::error::{ApiCode, INTERNAL_ERROR, UNAUTHORIZED, USAGE_ERROR};
 use iris_api::{ApiError, Execute, Reply, Request};
@@ -159,11 +159,13 @@ pub fn router(state: ServerState) -> Router {
         .route(METRICS_PATH, get(metrics))
         .route(HEALTH_PATH, get(health))
         .route(CLUSTER_PATH, get(cluster_status))
+        .route(EVENTS_PATH, get(crate::http::events::events))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state.clone());
     let body_read_timeout = state.limits.body_read_timeout;
-    api.merge(crate::mcp::http_router(state.executor.clone()))
+    let behind_token = api
+        .merge(crate::mcp::http_router(state.executor.clone()))
         .fallback(not_found)
         // Layers run outside in: the token is checked before the body is read, so an
         // unauthenticated caller learns nothing but 401.
@@ -171,7 +173,9 @@ pub fn router(state: ServerState) -> Router {
             body_read_timeout,
             limit_body,
         ))
-        .layer(middleware::from_fn_with_state(state, require_token))
+        .layer(middleware::from_fn_with_state(state, require_token));
+    // The dashboard's page and assets hold no secret; the page sends the token itself.
+    crate::http::dashboard::router().merge(behind_token)
 }
 
 /// The HTTP status of an error with `code`, by class.

@@ -21,8 +21,9 @@ use super::transcript::{TranscriptRemoval, remove_transcript};
 use super::turn::Turn;
 use super::{SessionMsg, SessionState, shutdown_timeout};
 use crate::error::RuntimeError;
+use crate::events::EventKind;
 use crate::shared::Shared;
-use crate::tell::{TellOutcome, TurnError};
+use crate::tell::TellOutcome;
 
 impl SessionState {
     /// Writes `changes` durably, then republishes the snapshot.
@@ -61,7 +62,47 @@ impl SessionState {
     }
 
     pub(super) fn publish(&mut self, record: SessionRecord) {
+        self.announce(&self.snapshot.load(), &record);
         self.snapshot.store(Arc::new(record));
+    }
+
+    /// Publishes to the event stream what changed from `before` to `after`: the agent process
+    /// that came or went, and the record's state.
+    fn announce(&self, before: &SessionRecord, after: &SessionRecord) {
+        let (events, pair, session_id) = (&self.shared.events, Some(&self.pair), self.id);
+        match (&before.agent_process, &after.agent_process) {
+            (old, Some(new)) if old.as_ref().map(|o| o.pid) != Some(new.pid) => {
+                let pid = new.pid;
+                events.publish(pair, EventKind::ProcessStarted { session_id, pid });
+            }
+            (Some(_), None) => events.publish(pair, EventKind::ProcessStopped { session_id }),
+            _ => {}
+        }
+        let shown = |r: &SessionRecord| {
+            (
+                r.status,
+                r.process_state,
+                r.message_count,
+                r.usage.cost_usd.to_bits(),
+                r.last_used_at,
+                r.current_turn,
+            )
+        };
+        if shown(before) != shown(after) {
+            events.publish(
+                pair,
+                EventKind::Session {
+                    session_id,
+                    status: after.status,
+                    process_state: after.process_state,
+                    message_count: after.message_count,
+                    cost_usd: after.usage.cost_usd,
+                    last_used_at: after.last_used_at,
+                    current_turn: after.current_turn,
+                    queued: self.queue.len(),
+                },
+            );
+        }
     }
 
     /// Replaces the snapshot's durable fields with the store's, after a write it had published
@@ -156,6 +197,23 @@ const BOOKING_SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs
 /// nothing any more: once it is gone, the record is deleted from the store directly, so
 /// passivation never surfaces as an error.
 pub(crate) async fn delete_session(
+    shared: &Arc<Shared>,
+    pair: &Pair,
+    expect: Option<SessionId>,
+    actor: Option<ActorRef<SessionMsg>>,
+    delete_transcript: bool,
+) -> Result<Deletion, RuntimeError> {
+    let deletion = delete_through(shared, pair, expect, actor, delete_transcript).await?;
+    if let Some(record) = &deletion.deleted {
+        let session_id = record.session_id;
+        shared
+            .events
+            .publish(Some(pair), EventKind::SessionDeleted { session_id });
+    }
+    Ok(deletion)
+}
+
+async fn delete_through(
     shared: &Arc<Shared>,
     pair: &Pair,
     expect: Option<SessionId>,
@@ -261,11 +319,7 @@ pub(crate) fn finished_row(
     match outcome {
         TellOutcome::Completed(_) => row.status = TurnStatus::Completed,
         TellOutcome::Failed { error, .. } => {
-            row.status = match error {
-                TurnError::Cancelled => TurnStatus::Cancelled,
-                TurnError::Interrupted { .. } => TurnStatus::Interrupted,
-                _ => TurnStatus::Failed,
-            };
+            row.status = error.turn_status();
             row.error = Some(TurnFailure {
                 code: error.code(),
                 message: error.to_string(),

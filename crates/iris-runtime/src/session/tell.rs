@@ -12,9 +12,10 @@ use super::agent::LaunchContext;
 use super::ledger::finished_row;
 use super::phase::{Job, Phase, Running, Worker};
 use super::status::Cancelled;
-use super::turn::{Ticket, Turn, TurnProgress};
+use super::turn::{EventSink, Ticket, Turn, TurnProgress};
 use super::worker::{WorkOrder, WorkerDone, work};
 use crate::error::RuntimeError;
+use crate::events::EventKind;
 use crate::tell::{TellOutcome, TurnError};
 
 impl SessionState {
@@ -46,7 +47,12 @@ impl SessionState {
         }
         let seq = self.next_seq()?;
         let (first_row, first_row_rx) = record_first_row.then(oneshot::channel).unzip();
-        let (progress, ticket) = TurnProgress::with_first_row(self.id, TurnId::new(), first_row_rx);
+        let stream = EventSink {
+            bus: self.shared.events.clone(),
+            pair: self.pair.clone(),
+        };
+        let (progress, ticket) =
+            TurnProgress::with_first_row(self.id, TurnId::new(), first_row_rx, Some(stream));
         let mut turn = Turn::queued(
             self.id,
             seq,
@@ -72,6 +78,10 @@ impl SessionState {
         tracing::debug!(pair = %self.pair, session = %self.id, turn = %progress.turn_id, seq, "turn queued");
         self.shared.metrics.tells.inc();
         self.queue.push_back(Job::Turn(Box::new(turn)));
+        let (turn_id, queued) = (progress.turn_id, self.queued_turns());
+        self.shared
+            .events
+            .publish(Some(&self.pair), EventKind::TurnQueued { turn_id, queued });
         Ok(ticket)
     }
 

@@ -6,11 +6,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use iris_agent::codec::Event;
-use iris_core::{SessionId, TeamName, Timestamp, TurnId, TurnRecord, TurnStatus};
+use iris_core::{Coded, Pair, SessionId, TeamName, Timestamp, TurnId, TurnRecord, TurnStatus};
 use iris_store::PendingWrite;
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::Instant;
 
+use crate::events::{EventBus, EventKind};
 use crate::tell::{TellOutcome, TurnEvent};
 
 /// Events a subscriber can fall behind by before it misses some.
@@ -24,6 +25,22 @@ pub(crate) struct TurnProgress {
     outcome: watch::Sender<Option<TellOutcome>>,
     partial: Arc<Mutex<String>>,
     events: broadcast::Sender<TurnEvent>,
+    /// The runtime's event stream, for the turns of a live session.
+    stream: Option<EventSink>,
+}
+
+/// Where a turn's progress is published besides its callers: the runtime's event stream,
+/// under the pair.
+#[derive(Debug, Clone)]
+pub(crate) struct EventSink {
+    pub bus: Arc<EventBus>,
+    pub pair: Pair,
+}
+
+impl EventSink {
+    fn publish(&self, kind: EventKind) {
+        self.bus.publish(Some(&self.pair), kind);
+    }
 }
 
 /// The caller's side of one turn's progress.
@@ -46,7 +63,8 @@ impl Ticket {
     /// final outcome, or, for a turn left open by an earlier actor of the session, with none
     /// (its callers hear it was interrupted).
     pub fn of_ledger(turn: &TurnRecord) -> Ticket {
-        let (progress, ticket) = TurnProgress::with_first_row(turn.session_id, turn.turn_id, None);
+        let (progress, ticket) =
+            TurnProgress::with_first_row(turn.session_id, turn.turn_id, None, None);
         if let Some(outcome) = TellOutcome::of_finished(turn) {
             progress.outcome.send_replace(Some(outcome));
         }
@@ -58,14 +76,16 @@ impl TurnProgress {
     /// A new turn's progress in session `session_id`, and the caller's side of it.
     #[cfg(test)]
     pub fn new(session_id: SessionId, turn_id: TurnId) -> (Arc<TurnProgress>, Ticket) {
-        Self::with_first_row(session_id, turn_id, None)
+        Self::with_first_row(session_id, turn_id, None, None)
     }
 
-    /// [`TurnProgress::new`], with the receiving end of the first row's commit in the ticket.
+    /// [`TurnProgress::new`], with the receiving end of the first row's commit in the ticket,
+    /// and published to `stream` as well.
     pub fn with_first_row(
         session_id: SessionId,
         turn_id: TurnId,
         first_row: Option<oneshot::Receiver<PendingWrite>>,
+        stream: Option<EventSink>,
     ) -> (Arc<TurnProgress>, Ticket) {
         let (events, first) = broadcast::channel(EVENT_BUFFER);
         let (outcome, outcome_rx) = watch::channel(None);
@@ -83,6 +103,7 @@ impl TurnProgress {
             outcome,
             partial,
             events,
+            stream,
         });
         (progress, ticket)
     }
@@ -109,6 +130,14 @@ impl TurnProgress {
         let _ = self.events.send(TurnEvent::Started {
             turn_id: self.turn_id,
         });
+        self.stream(|turn_id| EventKind::TurnStarted { turn_id });
+    }
+
+    /// Publishes to the runtime's event stream, when the turn has one.
+    fn stream(&self, kind: impl FnOnce(TurnId) -> EventKind) {
+        if let Some(stream) = &self.stream {
+            stream.publish(kind(self.turn_id));
+        }
     }
 
     /// A whole piece of text (a text block), after the text so far on a new line.
@@ -120,16 +149,28 @@ impl TurnProgress {
     /// More text: a new block (on a new line after the text so far) or the continuation of the
     /// current one. Subscribers get the piece as it came.
     pub(crate) fn text_piece(&self, text: &str, new_block: bool) {
-        {
+        let started_with_text = {
             let mut partial = self.partial.lock().unwrap_or_else(PoisonError::into_inner);
-            if new_block && !partial.is_empty() {
+            let had_text = !partial.is_empty();
+            if new_block && had_text {
                 partial.push('\n');
             }
             partial.push_str(text);
-        }
+            had_text
+        };
         let _ = self.events.send(TurnEvent::Text {
             turn_id: self.turn_id,
             text: text.to_owned(),
+        });
+        // As the text so far reads: a new block after earlier text starts on a new line.
+        let shown = if new_block && started_with_text {
+            format!("\n{text}")
+        } else {
+            text.to_owned()
+        };
+        self.stream(|turn_id| EventKind::Text {
+            turn_id,
+            text: shown,
         });
     }
 
@@ -140,10 +181,21 @@ impl TurnProgress {
             tool_use_id: tool_use_id.to_owned(),
             tool: tool.to_owned(),
         });
+        self.stream(|turn_id| EventKind::ToolStarted {
+            turn_id,
+            tool: tool.to_owned(),
+            tool_use_id: tool_use_id.to_owned(),
+        });
     }
 
     /// A tool call's result came back.
     pub(crate) fn tool_finished(&self, tool_use_id: &str, tool: String, ran_for: Duration) {
+        self.stream(|turn_id| EventKind::ToolFinished {
+            turn_id,
+            tool: tool.clone(),
+            tool_use_id: tool_use_id.to_owned(),
+            ran_for_ms: u64::try_from(ran_for.as_millis()).unwrap_or(u64::MAX),
+        });
         let _ = self.events.send(TurnEvent::ToolFinished {
             turn_id: self.turn_id,
             tool_use_id: tool_use_id.to_owned(),
@@ -154,6 +206,26 @@ impl TurnProgress {
 
     /// Publishes the final outcome to every waiter and subscriber.
     pub fn finish(&self, outcome: TellOutcome) {
+        let turn_id = self.turn_id;
+        let ended = match &outcome {
+            TellOutcome::Completed(result) => Some(EventKind::TurnCompleted {
+                turn_id,
+                cost_usd: result.cost_usd,
+                usage: result.usage,
+                duration_ms: Some(result.duration_ms),
+            }),
+            TellOutcome::Failed { error, .. } => Some(EventKind::TurnFailed {
+                turn_id,
+                status: error.turn_status(),
+                code: error.code().to_string(),
+                message: error.to_string(),
+            }),
+            // What a caller may hear before the end; a turn never finishes with it.
+            TellOutcome::Accepted { .. } | TellOutcome::CallerTimeout { .. } => None,
+        };
+        if let Some(ended) = ended {
+            self.stream(|_| ended);
+        }
         let _ = self.events.send(TurnEvent::Finished {
             outcome: outcome.clone(),
         });

@@ -26,16 +26,19 @@ const state = {
   matrixTeams: '', // the team list the matrix was built for
   selected: null,
   run: null, // run id of the node process the stream last said hello from
+  nodeName: null, // from hello: the node's name in a cluster
+  unavailable: [], // cluster nodes that did not answer sessions_list
   lastEventId: null,
   streamGen: 0, // bumped to stop an older stream loop
   streamAbort: null, // aborts the open stream's fetch
   snapshotBusy: false,
   snapshotAgain: false,
   snapshotTried: false,
+  helloReloaded: false, // this connection's hello already asked for a snapshot
   reportSeq: 0,
   health: null,
-  clustered: null, // false once the node said it is not in a cluster (config: fixed until a restart)
   healthAt: 0,
+  clustered: null, // false once the node said it is not in a cluster (config: fixed until a restart)
   sideTimer: null,
   resultTimer: null,
   pendingAction: null,
@@ -333,7 +336,7 @@ function applyStatus(data) {
 }
 
 function newTurn(id) {
-  return { id, state: 'running', text: '', tools: new Map(), finishedTool: null };
+  return { id, state: 'running', text: '', tools: new Map() }; // tools: tool_use_id -> {tool, since}
 }
 
 /** The pair's turn with this id, starting a new one if the stream skipped its start. */
@@ -560,6 +563,7 @@ async function readStream(gen, onOpen) {
   if (!res.ok || !res.body) throw new Error(`events: HTTP ${res.status}`);
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
   setConn('live', 'live');
+  state.helloReloaded = false;
   onOpen();
   const parser = sseParser(onSse);
   for (;;) {
@@ -629,11 +633,12 @@ function applyEvent(kind, ev) {
     state.nodeName = ev.node || null;
     renderHealth();
     if (newRun) scheduleSnapshot();
+    state.helloReloaded = newRun;
     return;
   }
   if (kind === 'reset') {
-    if (ev.run) state.run = ev.run;
-    scheduleSnapshot();
+    // After a restart the node sends hello (new run) then reset: one snapshot is enough.
+    if (!state.helloReloaded) scheduleSnapshot();
     return;
   }
   if (kind === 'budget_warning' || kind === 'budget_exceeded') refreshSideSoon();
@@ -668,7 +673,7 @@ const PAIR_EVENTS = {
     touch(pair, parseTime(ev.last_used_at));
   },
   process_started(pair, ev) {
-    ensureSession(pair, ev.session_id).pid = ev.pid;
+    ensureSession(pair, ev.session_id);
     pair.awake = true;
   },
   process_stopped(pair, ev) {
@@ -972,13 +977,23 @@ function reportRow(t) {
   const answer = t.text || (t.error ? t.error.message : '');
   const queuedAt = parseTime(t.queued_at);
   return el('tr', { data: { turn: t.turn_id } }, [
-    el('td', { class: 'num', text: t.seq }),
-    el('td', {}, [el('span', { class: `badge ts-${t.status}`, text: label, title: t.error ? t.error.message : '' })]),
-    el('td', { class: 'nowrap', text: fmtClock(queuedAt), title: t.queued_at || '' }),
-    el('td', { class: 'num nowrap', text: fmtMs(t.duration_ms) }),
-    el('td', { class: 'num nowrap', text: fmtCost(t.usage && t.usage.cost_usd) }),
-    el('td', { class: 'clip', text: clip(t.message, 80), title: clip(t.message, 2000) }),
-    el('td', { class: 'clip', text: clip(answer, 120), title: clip(answer, 2000) }),
+    // data-label names the value when a narrow window stacks the row (see .stack in the CSS).
+    el('td', { class: 'num', text: t.seq, data: { label: 'seq' } }),
+    el('td', { data: { label: 'status' } }, [
+      el('span', { class: `badge ts-${t.status}`, text: label, title: t.error ? t.error.message : '' }),
+    ]),
+    el('td', { class: 'nowrap', text: fmtClock(queuedAt), title: t.queued_at || '', data: { label: 'queued' } }),
+    el('td', { class: 'num nowrap', text: fmtMs(t.duration_ms), data: { label: 'duration' } }),
+    el('td', { class: 'num nowrap', text: fmtCost(t.usage && t.usage.cost_usd), data: { label: 'cost' } }),
+    textCell('message', clip(t.message, 80), t.message),
+    textCell('answer', clip(answer, 120), answer),
+  ]);
+}
+
+/** A ledger text cell: clipped text, at most three lines on screen, the start of the full text on hover. */
+function textCell(label, text, full) {
+  return el('td', { class: 'clip wide', title: clip(full, 2000), data: { label } }, [
+    el('div', { class: 'clamp', text }),
   ]);
 }
 
@@ -999,7 +1014,7 @@ function renderBudgets(b) {
   }
   const head = el('tr', {}, ['scope', 'key', 'spent', 'cap', 'used', 'resets'].map((h) => el('th', { scope: 'col', text: h })));
   const rows = scopes.map(budgetRow);
-  body.replaceChildren(el('table', { class: 'grid budgets' }, [el('thead', {}, [head]), el('tbody', {}, rows)]));
+  body.replaceChildren(el('table', { class: 'grid budgets stack' }, [el('thead', {}, [head]), el('tbody', {}, rows)]));
 }
 
 function budgetRow(s) {
@@ -1013,12 +1028,12 @@ function budgetRow(s) {
   ]);
   const resets = s.resets_at ? relSpan(parseTime(s.resets_at), '', true) : el('span', { class: 'muted', text: 'never' });
   return el('tr', { data: { scope: s.scope } }, [
-    el('td', {}, [el('span', { class: 'scope', text: s.scope })]),
-    el('td', { class: 'clip', text: key, title: s.key }),
-    el('td', { class: 'nowrap' }, amountLines(s.spent)),
-    el('td', { class: 'nowrap' }, amountLines(s.cap)),
-    el('td', {}, [used]),
-    el('td', { class: 'nowrap' }, [resets]),
+    el('td', { data: { label: 'scope' } }, [el('span', { class: 'scope', text: s.scope })]),
+    el('td', { class: 'key', text: key, title: s.key, data: { label: 'key' } }),
+    el('td', { class: 'nowrap', data: { label: 'spent' } }, amountLines(s.spent)),
+    el('td', { class: 'nowrap', data: { label: 'cap' } }, amountLines(s.cap)),
+    el('td', { class: 'wide', data: { label: 'used' } }, [used]),
+    el('td', { class: 'nowrap', data: { label: 'resets' } }, [resets]),
   ]);
 }
 
@@ -1191,7 +1206,7 @@ async function runAction(name, key, option) {
     result.textContent = '';
     reportError(e);
   }
-  refreshStatus(key, true);
+  await refreshStatus(key, true);
   if (key === state.selected) loadReport(key);
 }
 
