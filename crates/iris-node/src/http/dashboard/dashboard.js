@@ -670,6 +670,7 @@ const PAIR_EVENTS = {
     s.message_count = ev.message_count;
     if (ev.cost_usd !== undefined && ev.cost_usd !== null) s.cost = ev.cost_usd;
     pair.busy = Boolean(turnIdOf(ev.current_turn));
+    if (typeof ev.queued === 'number') pair.queued = ev.queued;
     touch(pair, parseTime(ev.last_used_at));
   },
   process_started(pair, ev) {
