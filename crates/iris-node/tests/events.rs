@@ -150,7 +150,10 @@ async fn events_stream_in_order_per_pair_resume_from_an_id_and_filter() {
     let run_id = seen[0].data["run"].as_str().unwrap().to_owned();
     for (n, event) in seen.iter().enumerate() {
         assert_eq!(event.data["seq"], n as u64 + 1, "{event:?}");
-        assert_eq!(event.id.as_deref(), Some(format!("{run_id}-{}", n + 1).as_str()));
+        assert_eq!(
+            event.id.as_deref(),
+            Some(format!("{run_id}-{}", n + 1).as_str())
+        );
         assert_eq!(event.data["kind"], event.event.as_str());
     }
     for pair in ["alpha->beta", "alpha->gamma"] {
@@ -173,17 +176,30 @@ async fn events_stream_in_order_per_pair_resume_from_an_id_and_filter() {
         .map(|e| e.data["text"].as_str().unwrap())
         .collect();
     assert_eq!(streamed, "chunk 1\nchunk 2\nchunk 3\nchunk 4\nchunk 5");
-    let done = seen.iter().find(|e| completed_for("alpha->beta")(e)).unwrap();
+    let done = seen
+        .iter()
+        .find(|e| completed_for("alpha->beta")(e))
+        .unwrap();
     assert!(done.data["cost_usd"].as_f64().unwrap() > 0.0, "{done:?}");
 
     // Filters: one pair, or one team's pairs.
     let only_gamma = gamma_pair.until(completed_for("alpha->gamma")).await;
-    assert!(only_gamma.iter().all(|e| pair_of(e).as_deref() == Some("alpha->gamma")));
+    assert!(
+        only_gamma
+            .iter()
+            .all(|e| pair_of(e).as_deref() == Some("alpha->gamma"))
+    );
     let with_beta = beta_team.until(completed_for("alpha->beta")).await;
-    assert!(with_beta.iter().all(|e| pair_of(e).as_deref() == Some("alpha->beta")));
+    assert!(
+        with_beta
+            .iter()
+            .all(|e| pair_of(e).as_deref() == Some("alpha->beta"))
+    );
     assert_eq!(
         with_beta.len(),
-        seen.iter().filter(|e| pair_of(e).as_deref() == Some("alpha->beta")).count()
+        seen.iter()
+            .filter(|e| pair_of(e).as_deref() == Some("alpha->beta"))
+            .count()
     );
 
     // Resume after the fourth event: the same events from the fifth on, then live ones.
@@ -232,7 +248,10 @@ async fn the_dashboard_page_is_served_without_the_token_and_nothing_else_is() {
         assert_eq!(response.status(), 200, "{path}");
         let headers = response.headers();
         assert!(
-            headers["content-type"].to_str().unwrap().starts_with(content_type),
+            headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(content_type),
             "{path}"
         );
         let policy = headers["content-security-policy"].to_str().unwrap();
@@ -240,7 +259,12 @@ async fn the_dashboard_page_is_served_without_the_token_and_nothing_else_is() {
         let body = response.text().await.unwrap();
         assert!(!body.contains(&scratch.endpoint().token), "{path}");
     }
-    for path in ["/api/v1/events", "/healthz", "/dashboard.json", "/index.html"] {
+    for path in [
+        "/api/v1/events",
+        "/healthz",
+        "/dashboard.json",
+        "/index.html",
+    ] {
         let response = support::http()
             .get(format!("{base}{path}"))
             .send()
