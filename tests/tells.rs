@@ -939,3 +939,92 @@ async fn a_cap_at_80_percent_flags_the_turn_and_the_pair_and_is_counted_once() {
     assert!(runtime.report(&a, &b, 1).unwrap()[0].budget_warning);
     runtime.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cap_raised_at_run_time_applies_at_once_and_after_a_restart_until_reset() {
+    use iris::core::config::budget::Cap;
+    let world = World::new();
+    let (a, b) = (team("alpha"), team("beta"));
+    let (clock, _) = movable_clock();
+    let budgets = "\n[budgets]\n[budgets.teams.beta]\nas_receiver = { tokens = 1 }\n";
+    let teams = ["alpha", "beta"];
+    let runtime = support::start_with_clock(&world, &teams, budgets, clock.clone()).await;
+    let tell = |runtime: &Runtime| {
+        let (runtime, a, b) = (runtime.clone(), a.clone(), b.clone());
+        async move { runtime.tell(&a, &b, "spend", TellOptions::complete()).await }
+    };
+    assert!(matches!(
+        tell(&runtime).await,
+        Ok(TellOutcome::Completed(_))
+    ));
+    let refused = tell(&runtime).await.unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("iris budget set teams.beta.as_receiver"),
+        "{refused}"
+    );
+
+    // Raised without a restart: the next tell passes.
+    let raised = Cap {
+        usd: None,
+        tokens: Some(1_000_000),
+    };
+    let report = runtime
+        .set_budget_cap("teams.beta.as_receiver", Some(raised))
+        .await
+        .unwrap();
+    let beta = report
+        .scopes
+        .iter()
+        .find(|s| s.scope == "receiver" && s.key == "beta")
+        .unwrap();
+    assert_eq!(beta.cap, raised);
+    assert_eq!(beta.set_by, "iris budget set teams.beta.as_receiver");
+    assert!(matches!(
+        tell(&runtime).await,
+        Ok(TellOutcome::Completed(_))
+    ));
+    // A key that names no cap, or no team, or a cap without a limit: refused, nothing kept.
+    for (key, cap) in [
+        ("teams.beta", raised),
+        ("teams.nobody.as_sender", raised),
+        (
+            "node_daily",
+            Cap {
+                usd: Some(-1.0),
+                tokens: None,
+            },
+        ),
+    ] {
+        let error = runtime.set_budget_cap(key, Some(cap)).await.unwrap_err();
+        assert_eq!(
+            error.code(),
+            iris::core::ErrorCode::ValidationError,
+            "{error}"
+        );
+        assert!(error.to_string().contains(key), "{error}");
+    }
+    runtime.shutdown(Duration::from_secs(2)).await;
+
+    // Kept across a restart, until it is reset.
+    let runtime = support::start_with_clock(&world, &teams, budgets, clock.clone()).await;
+    assert!(matches!(
+        tell(&runtime).await,
+        Ok(TellOutcome::Completed(_))
+    ));
+    let report = runtime
+        .set_budget_cap("teams.beta.as_receiver", None)
+        .await
+        .unwrap();
+    assert_eq!(report.scopes.len(), 1, "{report:?}");
+    assert!(
+        report
+            .scopes
+            .iter()
+            .all(|s| s.set_by.starts_with("[budgets"))
+    );
+    let refused = tell(&runtime).await.unwrap_err();
+    assert_eq!(refused.code(), iris::core::ErrorCode::BudgetExceeded);
+    runtime.shutdown(Duration::from_secs(2)).await;
+}

@@ -46,6 +46,11 @@ const SCENARIOS: &[&str] = &[
     "long_tool_partial",
 ];
 
+/// Recordings made apart from the scripted run that `summary.json` and `timeline.jsonl`
+/// describe: they are checked against iris's decoder here, and against fake-claude by
+/// fake-claude's own tests. `max_budget`: two turns under `--max-budget-usd 0.00001`.
+const DECODE_ONLY: &[&str] = &["max_budget"];
+
 /// The recordings' mock model answered by the user's text; fake-claude is told the same
 /// behaviour by a directive. Texts not listed are sent as they are (fake-claude echoes them, as
 /// the mock did, and runs slash commands, as the CLI did).
@@ -145,15 +150,36 @@ fn every_scenario_is_covered() {
         })
         .collect();
     found.sort();
-    let mut known: Vec<&str> = SCENARIOS.to_vec();
+    let mut known: Vec<&str> = SCENARIOS.iter().chain(DECODE_ONLY).copied().collect();
     known.sort_unstable();
     assert_eq!(found, known);
+}
+
+/// The real CLI's result at its spending limit decodes as a failed turn that names it.
+#[test]
+fn a_result_at_the_spending_limit_decodes_as_an_error_naming_it() {
+    let text = read("max_budget.stdout.jsonl");
+    let results: Vec<Event> = text
+        .lines()
+        .map(|l| Event::from_value(serde_json::from_str(l).unwrap()))
+        .filter(|e| matches!(e, Event::Result(_)))
+        .collect();
+    assert_eq!(results.len(), 2);
+    for event in results {
+        let Event::Result(result) = event else {
+            unreachable!()
+        };
+        assert!(result.is_failure());
+        assert_eq!(result.subtype, "error_max_budget_usd");
+        assert_eq!(result.errors, ["Reached maximum budget ($0.00001)"]);
+        assert!(result.total_cost_usd.is_some_and(|usd| usd > 0.0));
+    }
 }
 
 #[test]
 fn every_recorded_line_decodes_with_iris_codec() {
     let mut kinds_seen = std::collections::BTreeSet::new();
-    for scenario in SCENARIOS {
+    for scenario in SCENARIOS.iter().chain(DECODE_ONLY) {
         let text = read(&format!("{scenario}.stdout.jsonl"));
         let lines: Vec<String> = text.lines().map(str::to_owned).collect();
         let bad = misfits(&lines);

@@ -11,6 +11,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use iris_core::config::budget::{Cap, CapKey};
 use iris_core::{Coded, RequestId, SessionId, SessionStatus, TeamName};
 use iris_runtime::Wait;
 use serde::{Deserialize, Serialize};
@@ -126,6 +127,18 @@ pub enum Request {
     Stats,
     /// Spend against every budget cap that is set.
     Budget,
+    /// Set the cap `key` names at run time, over the configuration's.
+    BudgetSet {
+        /// Which cap.
+        key: CapKey,
+        /// Its limit.
+        cap: Cap,
+    },
+    /// Remove the cap `key` names that was set at run time.
+    BudgetReset {
+        /// Which cap.
+        key: CapKey,
+    },
 }
 
 /// A session named by id or by pair.
@@ -189,6 +202,8 @@ impl Request {
             Request::Teams { .. } => "teams",
             Request::Stats => "stats",
             Request::Budget => "budget",
+            Request::BudgetSet { .. } => "budget_set",
+            Request::BudgetReset { .. } => "budget_reset",
         }
     }
 
@@ -203,6 +218,7 @@ impl Request {
             | Request::Teams { .. }
             | Request::Stats
             | Request::Budget => RequestKind::Read,
+            Request::BudgetSet { .. } | Request::BudgetReset { .. } => RequestKind::Control,
             Request::SessionsDelete { .. }
             | Request::SessionsCompact { .. }
             | Request::SessionsReboot { .. }
@@ -307,6 +323,17 @@ impl TryFrom<RawRequest> for Request {
             },
             RawRequest::Stats => Request::Stats,
             RawRequest::Budget => Request::Budget,
+            RawRequest::BudgetSet { key, usd, tokens } => {
+                let cap = Cap { usd, tokens };
+                cap.check().map_err(|e| invalid_cap(&key, e))?;
+                Request::BudgetSet {
+                    key: CapKey::parse(&key).map_err(|e| invalid_cap(&key, e))?,
+                    cap,
+                }
+            }
+            RawRequest::BudgetReset { key } => Request::BudgetReset {
+                key: CapKey::parse(&key).map_err(|e| invalid_cap(&key, e))?,
+            },
         })
     }
 }
@@ -405,6 +432,14 @@ impl From<Request> for RawRequest {
             },
             Request::Stats => RawRequest::Stats,
             Request::Budget => RawRequest::Budget,
+            Request::BudgetSet { key, cap } => RawRequest::BudgetSet {
+                key: key.to_string(),
+                usd: cap.usd,
+                tokens: cap.tokens,
+            },
+            Request::BudgetReset { key } => RawRequest::BudgetReset {
+                key: key.to_string(),
+            },
         }
     }
 }
@@ -425,6 +460,14 @@ fn wait_of(timeout: Option<Duration>, no_wait: bool) -> Result<Wait, ApiError> {
 }
 
 /// A valid team name (syntax only: whether it is configured is the service's question).
+/// A budget cap that cannot be set: the key, and why.
+fn invalid_cap(key: &str, reason: String) -> ApiError {
+    ApiError::new(
+        ApiCode::from(iris_core::ErrorCode::ValidationError),
+        format!("budget cap {key}: {reason}"),
+    )
+}
+
 pub(crate) fn team(name: &str) -> Result<TeamName, ApiError> {
     TeamName::new(name).map_err(|e| ApiError::coded(&e))
 }
@@ -589,6 +632,23 @@ mod tests {
             prop::option::of(name).prop_map(|from| RawRequest::Teams { from }),
             Just(RawRequest::Stats),
             Just(RawRequest::Budget),
+            (
+                prop_oneof![
+                    Just("session".to_owned()),
+                    Just("node_daily".to_owned()),
+                    name.prop_map(|n| format!("teams.{n}.as_sender")),
+                ],
+                prop::option::of(1u32..10_000),
+                prop::option::of(1u64..1_000_000),
+            )
+                .prop_filter("a cap sets a limit", |(_, usd, tokens)| {
+                    usd.is_some() || tokens.is_some()
+                })
+                .prop_map(|(key, usd, tokens)| RawRequest::BudgetSet {
+                    key,
+                    usd: usd.map(f64::from),
+                    tokens,
+                }),
         ]
     }
 

@@ -150,6 +150,14 @@ impl Service {
                 self.runtime.metrics().counters,
             ))),
             Request::Budget => Ok(Reply::Budget(self.runtime.budget()?)),
+            Request::BudgetSet { key, cap } => Ok(Reply::Budget(
+                self.runtime
+                    .set_budget_cap(&key.to_string(), Some(cap))
+                    .await?,
+            )),
+            Request::BudgetReset { key } => Ok(Reply::Budget(
+                self.runtime.set_budget_cap(&key.to_string(), None).await?,
+            )),
         }
     }
 

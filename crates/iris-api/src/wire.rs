@@ -128,6 +128,23 @@ pub enum RawRequest {
     Stats,
     /// Spend against every budget cap that is set.
     Budget,
+    /// Set a budget cap at run time, over the configuration's (durable).
+    BudgetSet {
+        /// Which cap: `session`, `node_daily`, `teams.NAME.as_sender`,
+        /// `teams.NAME.as_receiver`.
+        key: String,
+        /// At most this many US dollars.
+        #[serde(default)]
+        usd: Option<f64>,
+        /// At most this many tokens.
+        #[serde(default)]
+        tokens: Option<u64>,
+    },
+    /// Remove a cap set at run time: the configuration's applies again.
+    BudgetReset {
+        /// Which cap.
+        key: String,
+    },
 }
 
 impl RawRequest {

@@ -1,6 +1,8 @@
 //! Errors of the runtime.
 
-use iris_core::{Coded, ErrorCode, Pair, SessionId, TeamName};
+use iris_core::config::budget::{Cap, CapKey};
+use iris_core::{Coded, ErrorCode, Pair, SessionId, TeamName, Timestamp};
+use iris_store::spend::Spend;
 
 /// Why a runtime operation failed. Local to this process: what crosses a process boundary is
 /// its code and message (the node's API error), not this type.
@@ -118,7 +120,16 @@ pub enum RuntimeError {
     },
     /// A spending cap that covers the tell is reached.
     #[error("{0}")]
-    BudgetExceeded(Box<crate::budget::Exceeded>),
+    BudgetExceeded(Box<BudgetExceeded>),
+    /// A budget cap set at run time was refused: its key names no cap, or no configured team,
+    /// or the cap sets no valid limit.
+    #[error("budget cap {key}: {reason}")]
+    InvalidBudgetCap {
+        /// The key as given.
+        key: String,
+        /// What is wrong, and what to write instead.
+        reason: String,
+    },
     /// The runtime is shutting down or has stopped.
     #[error("the iris runtime is shutting down; retry against a running node")]
     ShuttingDown,
@@ -126,6 +137,42 @@ pub enum RuntimeError {
     /// to change).
     #[error("{0}")]
     Containment(String),
+}
+
+/// A reached cap: which, how much was spent, and when it resets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetExceeded {
+    /// What the cap covers, said for a person ("team alpha as sender, per day").
+    pub what: String,
+    /// The setting that gives it, where to raise it.
+    pub setting: CapKey,
+    /// The cap.
+    pub cap: Cap,
+    /// What was spent.
+    pub spent: Spend,
+    /// When it resets (`None`: a session's cap, over its life).
+    pub resets: Option<Timestamp>,
+}
+
+impl std::fmt::Display for BudgetExceeded {
+    /// "the budget of team alpha as sender, per day, is spent: $10.02 and 12000 tokens of a cap
+    /// of $10.00; it resets at …; raise … to go on".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the budget of {} is spent: ${:.4} and {} tokens, against a cap of {}; ",
+            self.what, self.spent.usd, self.spent.tokens, self.cap
+        )?;
+        let raise = format!(
+            "raise {} (or now, without a restart: `iris budget set {} --usd N`)",
+            self.setting.config_key(),
+            self.setting
+        );
+        match self.resets {
+            Some(at) => write!(f, "it resets at {at}; {raise} to go on sooner"),
+            None => write!(f, "{raise} to go on, or start a new session"),
+        }
+    }
 }
 
 /// How a session was looked for, as a [`RuntimeError::NotFound`] names it.
@@ -173,7 +220,9 @@ impl Coded for RuntimeError {
             | RuntimeError::HostedElsewhere { .. }
             | RuntimeError::Containment(_) => ErrorCode::ConfigError,
             RuntimeError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
-            RuntimeError::RequestReused { .. } => ErrorCode::ValidationError,
+            RuntimeError::RequestReused { .. } | RuntimeError::InvalidBudgetCap { .. } => {
+                ErrorCode::ValidationError
+            }
             RuntimeError::NotFound { .. } => ErrorCode::SessionNotFound,
             RuntimeError::Agent { code, .. } => *code,
             RuntimeError::Store(error) => error.code(),

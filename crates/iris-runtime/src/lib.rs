@@ -20,9 +20,8 @@ mod shared;
 pub mod startup;
 pub mod tell;
 
-pub use budget::Exceeded as BudgetExceeded;
 pub use clock::Clock;
-pub use error::{RuntimeError, SessionRef};
+pub use error::{BudgetExceeded, RuntimeError, SessionRef};
 pub use pool::PoolView;
 pub use runtime::{Runtime, RuntimeStats, Told, TurnHandle};
 pub use session::{AgentActivity, Cancelled, Deletion, PairStatus, TranscriptRemoval};

@@ -91,7 +91,8 @@ impl Runtime {
                 what: "the process pool",
                 reason: e.to_string(),
             })?;
-        let shared = Shared::new(config, store, pool, metrics, containment, clock);
+        let in_force = crate::budget::in_force::InForce::load(&config, &store)?;
+        let shared = Shared::new(config, store, pool, metrics, containment, clock, in_force);
         let live = Arc::new(Live::new());
         let (registry, _join) = Actor::spawn(None, Registry, (shared.clone(), live.clone()))
             .await
@@ -109,7 +110,46 @@ impl Runtime {
 
     /// Spend against every budget cap that is set (`iris budget`).
     pub fn budget(&self) -> Result<crate::budget::BudgetReport, RuntimeError> {
-        crate::budget::report(&self.shared)
+        crate::budget::report(&self.shared.budgets())
+    }
+
+    /// Sets the cap `key` names at run time (`teams.beta.as_receiver`, `node_daily`,
+    /// `session`), over the configuration's, or with `None` goes back to the configuration's.
+    /// Durable: it holds after a restart. In force for the next tell; a live agent whose
+    /// spending limit no longer matches is launched again before its next turn. Answers the
+    /// budgets as they are now.
+    pub async fn set_budget_cap(
+        &self,
+        key: &str,
+        cap: Option<iris_core::config::budget::Cap>,
+    ) -> Result<crate::budget::BudgetReport, RuntimeError> {
+        let shared = &self.shared;
+        shared.check_open()?;
+        let _one_at_a_time = shared.budget.setting.lock().await;
+        let setting = match &cap {
+            Some(cap) => crate::budget::in_force::checked(&shared.config, key, cap)?,
+            None => iris_core::config::budget::CapKey::parse(key).map_err(|reason| {
+                RuntimeError::InvalidBudgetCap {
+                    key: key.to_owned(),
+                    reason,
+                }
+            })?,
+        };
+        shared
+            .store
+            .set_budget_cap(setting.to_string(), cap)
+            .await?;
+        let in_force = crate::budget::in_force::InForce::load(&shared.config, &shared.store)?;
+        shared.budget.put(in_force);
+        match cap {
+            Some(cap) => {
+                tracing::info!(cap = %setting, limit = %cap, "a budget cap was set at run time")
+            }
+            None => {
+                tracing::info!(cap = %setting, "a budget cap set at run time was removed; the configuration's applies")
+            }
+        }
+        crate::budget::report(&shared.budgets())
     }
 
     /// The runtime's event stream: sessions' state, turns' lifecycle, budget alerts.
@@ -415,7 +455,7 @@ impl Runtime {
         // The caps that do not need the session, checked before it is created (a retry with a
         // request id goes to the session: it may join a turn that ran before the cap).
         if submission.request_id.is_none() {
-            crate::budget::check(&self.shared, None, from, to)?;
+            crate::budget::check(&self.shared.budgets(), None, from, to)?;
         }
         let message = message.into();
         let pair = Pair::new(from.clone(), to.clone());

@@ -13,7 +13,8 @@ use iris_core::config::Config;
 use iris_store::Store;
 use ractor::ActorRef;
 
-use crate::budget::Level;
+use crate::budget::in_force::InForce;
+use crate::budget::{BudgetState, Gate};
 use crate::clock::Clock;
 use crate::error::RuntimeError;
 use crate::events::EventBus;
@@ -43,9 +44,8 @@ pub(crate) struct Shared {
     pub events: Arc<EventBus>,
     /// The wall clock of budgets (which day a spend counts on).
     pub clock: Clock,
-    /// The budget alerts already given, as (day, scope, level): each is logged, counted and
-    /// published once per scope and day in this run.
-    pub budget_alerts: std::sync::Mutex<std::collections::HashSet<(u32, String, Level)>>,
+    /// The budget caps in force and the alerts given.
+    pub budget: BudgetState,
 }
 
 impl Shared {
@@ -56,6 +56,7 @@ impl Shared {
         metrics: Arc<Metrics>,
         containment: Containment,
         clock: Clock,
+        budgets: InForce,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             config,
@@ -68,8 +69,20 @@ impl Shared {
             agent_meters: DashMap::new(),
             events: Arc::new(EventBus::new()),
             clock,
-            budget_alerts: Default::default(),
+            budget: BudgetState::new(budgets),
         })
+    }
+
+    /// What a budget check reads and writes.
+    pub fn budgets(&self) -> Gate<'_> {
+        Gate {
+            config: &self.config,
+            store: &self.store,
+            clock: &self.clock,
+            state: &self.budget,
+            metrics: &self.metrics,
+            events: &self.events,
+        }
     }
 
     /// The notification that the pair's queue has room again.

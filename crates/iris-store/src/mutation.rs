@@ -17,8 +17,8 @@ use crate::counters::Counters;
 use crate::error::{StorageContext, StoreError};
 use crate::spend::{self, Spend, SpendScope};
 use crate::tables::{
-    CONVERSATIONS, LIVE, OPEN_TURNS, PAIRS, PAIRS_BY_TO, REQUEST_IDS, SESSIONS, SPEND, TURN_IDS,
-    TURNS,
+    BUDGET_CAPS, CONVERSATIONS, LIVE, OPEN_TURNS, PAIRS, PAIRS_BY_TO, REQUEST_IDS, SESSIONS, SPEND,
+    TURN_IDS, TURNS,
 };
 
 /// One durable write, submitted to the store's writer. Plain data, so a later layer can forward
@@ -92,6 +92,16 @@ pub enum Mutation {
     InterruptOpenTurns {
         /// The time recorded as the turns' `finished_at`.
         at: Timestamp,
+    },
+    /// Set the cap `key` names (`teams.beta.as_receiver`, see
+    /// [`CapKey`](iris_core::config::budget::CapKey)) at run time, over the configuration's;
+    /// `None` removes it, so the configuration's applies again. Answers [`Applied::Count`]: 1
+    /// if a cap set at run time was replaced or removed, else 0.
+    SetBudgetCap {
+        /// The cap's key.
+        key: String,
+        /// The cap, or `None`.
+        cap: Option<iris_core::config::budget::Cap>,
     },
 }
 
@@ -207,6 +217,7 @@ pub(crate) struct WriteTables<'txn> {
     turn_ids: Table<'txn, u128, TurnKey>,
     request_ids: Table<'txn, u128, TurnKey>,
     spend: Table<'txn, (u32, &'static str), &'static [u8]>,
+    budget_caps: Table<'txn, &'static str, &'static [u8]>,
     open_turns: Table<'txn, TurnKey, ()>,
     conversations: Table<'txn, (u128, &'static str), ()>,
 }
@@ -229,6 +240,9 @@ impl<'txn> WriteTables<'txn> {
                 .open_table(REQUEST_IDS)
                 .during("opening table request_ids")?,
             spend: txn.open_table(SPEND).during("opening table spend")?,
+            budget_caps: txn
+                .open_table(BUDGET_CAPS)
+                .during("opening table budget_caps")?,
             open_turns: txn
                 .open_table(OPEN_TURNS)
                 .during("opening table open_turns")?,
@@ -329,6 +343,26 @@ impl<'txn> WriteTables<'txn> {
             }
             Mutation::InterruptOpenTurns { at } => {
                 Applied::Count(self.interrupt_open_turns(counters, *at)?)
+            }
+            Mutation::SetBudgetCap { key, cap } => {
+                let replaced =
+                    match cap {
+                        Some(cap) => {
+                            let bytes = codec::encode(&crate::spend::StoredCap::from(*cap))
+                                .map_err(|e| StoreError::Encode {
+                                    what: format!("the budget cap {key}"),
+                                    reason: e.to_string(),
+                                })?;
+                            self.budget_caps
+                                .insert(key.as_str(), bytes.as_slice())
+                                .during("writing a budget cap")?
+                        }
+                        None => self
+                            .budget_caps
+                            .remove(key.as_str())
+                            .during("removing a budget cap")?,
+                    };
+                Applied::Count(u64::from(replaced.is_some()))
             }
         })
     }

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use iris_core::config::budget::counted_tokens;
+use iris_core::config::budget::{Cap, counted_tokens};
 use iris_core::{SessionId, TeamName, UsageTotals};
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +45,33 @@ impl Spend {
     /// Whether nothing was spent.
     pub fn is_zero(&self) -> bool {
         self.usd == 0.0 && self.tokens == 0
+    }
+}
+
+/// A budget cap as the `budget_caps` table keeps it: every field written (postcard is not
+/// self-describing, so the configuration's form, which leaves out an unset limit, would not
+/// read back).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StoredCap {
+    usd: Option<f64>,
+    tokens: Option<u64>,
+}
+
+impl From<Cap> for StoredCap {
+    fn from(cap: Cap) -> StoredCap {
+        StoredCap {
+            usd: cap.usd,
+            tokens: cap.tokens,
+        }
+    }
+}
+
+impl From<StoredCap> for Cap {
+    fn from(cap: StoredCap) -> Cap {
+        Cap {
+            usd: cap.usd,
+            tokens: cap.tokens,
+        }
     }
 }
 

@@ -21,12 +21,13 @@ use crate::error::{OpenError, StorageContext, StorageFault, StoreError};
 use crate::mutation::{
     Applied, Change, Mutation, TurnKey, decode_session, decode_turn, key, turn_id_key,
 };
-use crate::spend::{Spend, SpendScope};
+use crate::spend::{Spend, SpendScope, StoredCap};
 use crate::tables::{
-    CONVERSATIONS, LIVE, META, META_COUNTERS, META_SCHEMA, OPEN_TURNS, PAIRS, PAIRS_BY_TO,
-    REQUEST_IDS, SCHEMA_VERSION, SESSIONS, SPEND, TABLE_NAMES, TURN_IDS, TURNS,
+    BUDGET_CAPS, CONVERSATIONS, LIVE, META, META_COUNTERS, META_SCHEMA, OPEN_TURNS, PAIRS,
+    PAIRS_BY_TO, REQUEST_IDS, SCHEMA_VERSION, SESSIONS, SPEND, TABLE_NAMES, TURN_IDS, TURNS,
 };
 use crate::writer::{self, Batching, Job, Open, Opener, Shared, WriterStats};
+use iris_core::config::budget::Cap;
 
 /// How a store is run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -511,6 +512,25 @@ impl Store {
         })
     }
 
+    /// The caps set at run time (`iris budget set`), by key, as stored. A row that cannot be
+    /// read is skipped and logged: the configuration's cap applies there.
+    pub fn budget_caps(&self) -> Result<Vec<(String, Cap)>, StoreError> {
+        self.reading(|| {
+            let table = self.read_table(BUDGET_CAPS, "opening table budget_caps")?;
+            let mut out = Vec::new();
+            for entry in table.iter().during("reading budget caps")? {
+                let (k, v) = entry.during("reading budget caps")?;
+                match codec::decode::<StoredCap>(v.value()) {
+                    Ok(cap) => out.push((k.value().to_owned(), Cap::from(cap))),
+                    Err(error) => {
+                        tracing::warn!(key = k.value(), %error, "an unreadable budget cap is skipped; the configuration's applies");
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Every scope's spend on budget `day` (one key range).
     pub fn spend_on(&self, day: u32) -> Result<Vec<(SpendScope, Spend)>, StoreError> {
         self.reading(|| {
@@ -746,6 +766,15 @@ impl Store {
             .and_then(Applied::into_count)
     }
 
+    /// Sets (or, with `None`, removes) the cap `key` names at run time, durably; returns
+    /// whether a cap set earlier was replaced or removed.
+    pub async fn set_budget_cap(&self, key: String, cap: Option<Cap>) -> Result<bool, StoreError> {
+        self.submit(Mutation::SetBudgetCap { key, cap })
+            .await
+            .and_then(Applied::into_count)
+            .map(|n| n > 0)
+    }
+
     /// Runs a read, reporting a storage fault as [`StoreError::Unavailable`].
     fn reading<T>(&self, read: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
         read().map_err(|error| self.inner.shared.classify(error))
@@ -892,6 +921,7 @@ fn prepare_schema(db: &Database, path: &Path) -> Result<Counters, OpenError> {
     txn.open_table(TURN_IDS).map_err(|e| storage(e.into()))?;
     txn.open_table(REQUEST_IDS).map_err(|e| storage(e.into()))?;
     txn.open_table(SPEND).map_err(|e| storage(e.into()))?;
+    txn.open_table(BUDGET_CAPS).map_err(|e| storage(e.into()))?;
     txn.open_table(TURNS).map_err(|e| storage(e.into()))?;
     txn.open_table(OPEN_TURNS).map_err(|e| storage(e.into()))?;
     txn.open_table(CONVERSATIONS)

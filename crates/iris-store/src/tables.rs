@@ -10,13 +10,14 @@
 //! | `turn_ids` | turn id (u128) | (session id, seq) | `turn(turn_id)` without a scan |
 //! | `request_ids` | request id (u128) | (session id, seq) | `turn_by_request(request_id)`: a retried tell finds the turn its first attempt made |
 //! | `spend` | (budget day, scope) | versioned spend | what each scope (`session:<id>`, `sender:<team>`, `receiver:<team>`, `node`) spent that day (`u32::MAX`: over a session's life); one day's rows are one key range |
+//! | `budget_caps` | cap key (`teams.beta.as_receiver`) | versioned cap | caps set at run time by `iris budget set`, over the configuration's |
 //! | `open_turns` | (session id, seq) | () | turns `queued` or `running`, so start-up interrupts them without scanning the ledger |
 //! | `conversations` | (session id, conversation id) | () | every conversation id the agent reported for a session (they change after `/clear`), so deleting a session can remove each transcript |
 //! | `meta` | name | versioned value | schema version, counters |
 //!
 //! # Schema version
 //!
-//! The turn tables, `request_ids`, `spend` and `conversations` were added without bumping [`SCHEMA_VERSION`], on purpose: the change is
+//! The turn tables, `request_ids`, `spend`, `budget_caps` and `conversations` were added without bumping [`SCHEMA_VERSION`], on purpose: the change is
 //! purely additive. Every table is created at open when missing, so a file written before the
 //! ledger existed opens as is (with an empty ledger), and nothing already stored changed shape.
 //! Bumping the version would make this build refuse every existing file unless it also carried
@@ -41,6 +42,7 @@ pub(crate) const TURN_IDS: TableDefinition<u128, (u128, u64)> = TableDefinition:
 pub(crate) const REQUEST_IDS: TableDefinition<u128, (u128, u64)> =
     TableDefinition::new("request_ids");
 pub(crate) const SPEND: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new("spend");
+pub(crate) const BUDGET_CAPS: TableDefinition<&str, &[u8]> = TableDefinition::new("budget_caps");
 pub(crate) const OPEN_TURNS: TableDefinition<(u128, u64), ()> = TableDefinition::new("open_turns");
 pub(crate) const CONVERSATIONS: TableDefinition<(u128, &str), ()> =
     TableDefinition::new("conversations");
@@ -50,7 +52,7 @@ pub(crate) const META_SCHEMA: &str = "schema_version";
 pub(crate) const META_COUNTERS: &str = "counters";
 
 /// Every table name, to recognise a file as ours.
-pub(crate) const TABLE_NAMES: [&str; 11] = [
+pub(crate) const TABLE_NAMES: [&str; 12] = [
     "sessions",
     "pairs",
     "pairs_by_to",
@@ -59,6 +61,7 @@ pub(crate) const TABLE_NAMES: [&str; 11] = [
     "turn_ids",
     "request_ids",
     "spend",
+    "budget_caps",
     "open_turns",
     "conversations",
     "meta",

@@ -159,6 +159,117 @@ fn serialize_offset<S: serde::Serializer>(minutes: &i32, s: S) -> Result<S::Ok, 
     s.serialize_str(&OffsetText(*minutes).to_string())
 }
 
+/// Which cap a setting names, as `iris budget set` takes it: `session`, `node_daily`,
+/// `teams.NAME.as_sender` or `teams.NAME.as_receiver` (`NAME` a team, or `default`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CapKey {
+    /// `session`.
+    Session,
+    /// `node_daily`.
+    NodeDaily,
+    /// `teams.NAME.as_sender`.
+    Sender(String),
+    /// `teams.NAME.as_receiver`.
+    Receiver(String),
+}
+
+impl CapKey {
+    /// Reads a key; a key that names no cap says which keys there are.
+    pub fn parse(text: &str) -> Result<CapKey, String> {
+        let text = text.trim();
+        match text {
+            "session" => return Ok(CapKey::Session),
+            "node_daily" => return Ok(CapKey::NodeDaily),
+            _ => {}
+        }
+        let parts: Vec<&str> = text.split('.').collect();
+        match parts.as_slice() {
+            ["teams", name, "as_sender"] if !name.is_empty() => Ok(CapKey::Sender((*name).into())),
+            ["teams", name, "as_receiver"] if !name.is_empty() => {
+                Ok(CapKey::Receiver((*name).into()))
+            }
+            _ => Err(format!(
+                "{text:?} names no budget cap; use session, node_daily, teams.NAME.as_sender or teams.NAME.as_receiver (NAME a team, or default)"
+            )),
+        }
+    }
+
+    /// The team a team cap names (`default` included).
+    pub fn team(&self) -> Option<&str> {
+        match self {
+            CapKey::Sender(team) | CapKey::Receiver(team) => Some(team),
+            CapKey::Session | CapKey::NodeDaily => None,
+        }
+    }
+
+    /// Where the configuration sets this cap: `[budgets] session`, `[budgets.teams.beta]
+    /// as_receiver`.
+    pub fn config_key(&self) -> String {
+        match self {
+            CapKey::Session => "[budgets] session".to_owned(),
+            CapKey::NodeDaily => "[budgets] node_daily".to_owned(),
+            CapKey::Sender(team) => format!("[budgets.teams.{team}] as_sender"),
+            CapKey::Receiver(team) => format!("[budgets.teams.{team}] as_receiver"),
+        }
+    }
+}
+
+impl fmt::Display for CapKey {
+    /// The key as `iris budget set` takes it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CapKey::Session => f.write_str("session"),
+            CapKey::NodeDaily => f.write_str("node_daily"),
+            CapKey::Sender(team) => write!(f, "teams.{team}.as_sender"),
+            CapKey::Receiver(team) => write!(f, "teams.{team}.as_receiver"),
+        }
+    }
+}
+
+impl fmt::Display for Cap {
+    /// "$10.00 or 12000 tokens".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.usd, self.tokens) {
+            (Some(usd), Some(tokens)) => write!(f, "${usd:.2} or {tokens} tokens"),
+            (Some(usd), None) => write!(f, "${usd:.2}"),
+            (None, Some(tokens)) => write!(f, "{tokens} tokens"),
+            (None, None) => f.write_str("no limit"),
+        }
+    }
+}
+
+impl Cap {
+    /// Checks a cap given at run time as the loader checks the configuration's: a limit in
+    /// dollars (finite, above 0), in tokens (above 0), or both.
+    pub fn check(&self) -> Result<(), String> {
+        match (self.usd, self.tokens) {
+            (None, None) => Err("a cap needs a limit: give dollars, tokens or both".to_owned()),
+            (Some(usd), _) if !(usd.is_finite() && usd > 0.0) => Err(format!(
+                "{usd} is not a dollar limit; give an amount above 0 such as 5.0"
+            )),
+            (_, Some(0)) => Err("0 tokens is not a limit; give a count above 0".to_owned()),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Budgets {
+    /// These budgets with the cap `key` names replaced by `cap`.
+    pub fn with_cap(mut self, key: &CapKey, cap: Cap) -> Budgets {
+        match key {
+            CapKey::Session => self.session = Some(cap),
+            CapKey::NodeDaily => self.node_daily = Some(cap),
+            CapKey::Sender(team) => {
+                self.teams.entry(team.clone()).or_default().as_sender = Some(cap)
+            }
+            CapKey::Receiver(team) => {
+                self.teams.entry(team.clone()).or_default().as_receiver = Some(cap)
+            }
+        }
+        self
+    }
+}
+
 /// An offset as `day` writes it.
 struct OffsetText(i32);
 
@@ -209,6 +320,54 @@ mod tests {
         }
         for bad in ["", "2", "+2", "+25:00", "+02:60", "CET"] {
             assert!(parse_day_offset(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cap_keys_read_and_print_alike_and_replace_their_cap() {
+        for text in [
+            "session",
+            "node_daily",
+            "teams.beta.as_sender",
+            "teams.default.as_receiver",
+        ] {
+            assert_eq!(
+                CapKey::parse(text).map(|k| k.to_string()).as_deref(),
+                Ok(text)
+            );
+        }
+        for bad in [
+            "",
+            "teams",
+            "teams.beta",
+            "teams..as_sender",
+            "budgets.session",
+            "node",
+        ] {
+            assert!(CapKey::parse(bad).is_err(), "{bad}");
+        }
+        let cap = Cap {
+            usd: Some(3.0),
+            tokens: None,
+        };
+        let key = CapKey::parse("teams.beta.as_receiver").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(key.config_key(), "[budgets.teams.beta] as_receiver");
+        let budgets = Budgets::default().with_cap(&key, cap);
+        let beta = budgets.team(&TeamName::new("beta").unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(beta.as_receiver, Some(cap));
+        assert_eq!(beta.as_sender, None);
+        assert!(cap.check().is_ok());
+        for bad in [
+            (None, None),
+            (Some(0.0), None),
+            (Some(f64::NAN), None),
+            (None, Some(0)),
+        ] {
+            let cap = Cap {
+                usd: bad.0,
+                tokens: bad.1,
+            };
+            assert!(cap.check().is_err(), "{cap:?}");
         }
     }
 

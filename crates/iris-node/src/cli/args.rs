@@ -148,8 +148,13 @@ pub enum Command {
     /// as sender and as receiver, and the node's daily total, with when each resets.
     ///
     /// A tell is refused with BUDGET_EXCEEDED (exit 4) once a cap that covers it is reached;
-    /// at 80 % a warning is logged and the pair's turns are flagged.
-    Budget,
+    /// at 80 % a warning is logged and the pair's turns are flagged. `iris budget set` raises
+    /// (or lowers) a cap at run time, without a restart.
+    Budget {
+        /// What to do (default: show the budgets).
+        #[command(subcommand)]
+        action: Option<BudgetCommand>,
+    },
     /// The cluster, as the running node of this database sees it.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -235,6 +240,36 @@ pub enum SessionsCommand {
         from: String,
         /// The receiving team.
         to: String,
+    },
+}
+
+/// `iris budget …`
+#[derive(Debug, Subcommand)]
+pub enum BudgetCommand {
+    /// Show spend against every cap (the default).
+    Show,
+    /// Set a cap now, over the configuration's, on the running node (kept across restarts
+    /// until `iris budget reset`).
+    ///
+    /// KEY is `session`, `node_daily`, `teams.NAME.as_sender` or `teams.NAME.as_receiver`
+    /// (NAME a team, or `default`), as in [budgets]. Example: `iris budget set
+    /// teams.beta.as_receiver --usd 30`.
+    Set {
+        /// Which cap.
+        #[arg(value_name = "KEY")]
+        key: String,
+        /// At most this many US dollars.
+        #[arg(long, value_name = "USD")]
+        usd: Option<f64>,
+        /// At most this many tokens (input, output and cache creation).
+        #[arg(long, value_name = "N")]
+        tokens: Option<u64>,
+    },
+    /// Remove a cap set with `iris budget set`: the configuration's applies again.
+    Reset {
+        /// Which cap.
+        #[arg(value_name = "KEY")]
+        key: String,
     },
 }
 

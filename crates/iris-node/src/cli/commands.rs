@@ -17,7 +17,9 @@ use iris_api::{
 };
 
 use crate::backend::Backend;
-use crate::cli::args::{Cli, ClusterCommand, Command, ConfigCommand, SessionsCommand};
+use crate::cli::args::{
+    BudgetCommand, Cli, ClusterCommand, Command, ConfigCommand, SessionsCommand,
+};
 use crate::cli::discovery::{self, Places};
 use crate::cli::output::Output;
 use crate::cli::resolve;
@@ -271,7 +273,16 @@ fn request_of(command: Command) -> Result<(RawRequest, Option<String>), ApiError
         Command::Status { from, to } => (RawRequest::Status { from, to }, None),
         Command::Teams { from } => (RawRequest::Teams { from }, None),
         Command::Stats => (RawRequest::Stats, None),
-        Command::Budget => (RawRequest::Budget, None),
+        Command::Budget { action } => (
+            match action.unwrap_or(BudgetCommand::Show) {
+                BudgetCommand::Show => RawRequest::Budget,
+                BudgetCommand::Set { key, usd, tokens } => {
+                    RawRequest::BudgetSet { key, usd, tokens }
+                }
+                BudgetCommand::Reset { key } => RawRequest::BudgetReset { key },
+            },
+            None,
+        ),
         Command::Version
         | Command::Config(_)
         | Command::Cluster(_)

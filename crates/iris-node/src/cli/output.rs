@@ -667,7 +667,7 @@ fn budget_table(
             row.scope.clone(),
             key,
             format!("${:.4} / {} tokens", row.spent.usd, row.spent.tokens),
-            iris_runtime::budget::cap_text(&row.cap),
+            row.cap.to_string(),
             format!("{:.1} %", row.percent),
             format!("{:?}", row.state).to_lowercase(),
             row.resets_at

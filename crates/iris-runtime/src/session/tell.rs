@@ -37,7 +37,7 @@ impl SessionState {
             return Ok(ticket);
         }
         self.refuse_new_work()?;
-        crate::budget::check(&self.shared, Some(self.id), &from, &self.pair.to)?;
+        crate::budget::check(&self.shared.budgets(), Some(self.id), &from, &self.pair.to)?;
         let depth = self.shared.config.settings().queue_depth.get();
         if self.queued_turns() >= depth {
             return Err(RuntimeError::QueueFull {
@@ -157,11 +157,12 @@ impl SessionState {
     /// shared cap): the turn then fails as a new tell would be refused. The bookings of this
     /// session's earlier turns are waited for first, so their spend is counted.
     async fn cap_reached_while_queued(&mut self, turn: &Turn) -> Option<TurnError> {
-        if !self.shared.config.budgets().any() {
+        if !self.shared.budget.in_force().budgets.any() {
             return None;
         }
         self.settle_bookings().await;
-        match crate::budget::check(&self.shared, Some(self.id), &turn.row.from, &self.pair.to) {
+        let gate = self.shared.budgets();
+        match crate::budget::check(&gate, Some(self.id), &turn.row.from, &self.pair.to) {
             Err(RuntimeError::BudgetExceeded(exceeded)) => Some(TurnError::BudgetExceeded {
                 message: format!(
                     "a budget cap was reached while the turn waited in the queue: {exceeded}"
@@ -292,8 +293,13 @@ impl SessionState {
     /// How to launch this pair's agent: with the dollars left under the budget caps that cover
     /// the pair as its spending limit (read now, so a respawn gets what is left then).
     pub(super) fn launch_context(&self) -> LaunchContext {
-        let spending_limit = if self.shared.config.budgets().any() {
-            crate::budget::remaining_usd(&self.shared, self.id, &self.pair.from, &self.pair.to)
+        let spending_limit = if self.shared.budget.in_force().budgets.any() {
+            crate::budget::remaining_usd(
+                &self.shared.budgets(),
+                self.id,
+                &self.pair.from,
+                &self.pair.to,
+            )
         } else {
             None
         };

@@ -212,7 +212,7 @@ impl SessionState {
         if let Some(report) = report {
             let cost = iris_store::spend::Spend::of(&report.usage_totals());
             row.budget_warning = crate::budget::note_booking(
-                &self.shared,
+                &self.shared.budgets(),
                 self.id,
                 &self.pair.from,
                 &self.pair.to,

@@ -13,32 +13,85 @@
 //! commit, so every check is exact and survives restarts. Which day a spend counts on is read
 //! from the runtime's [`Clock`](crate::Clock), which tests move.
 
-use iris_core::config::budget::{Budgets, Cap, DEFAULT_TEAM, TeamCaps};
+use iris_core::config::budget::{Budgets, Cap, CapKey, DEFAULT_TEAM, TeamCaps};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
+use iris_core::config::Config;
 use iris_core::{SessionId, TeamName, Timestamp};
 use iris_store::Store;
 use iris_store::spend::{Spend, SpendScope, WHOLE_LIFE};
 use serde::{Deserialize, Serialize};
 
-use crate::error::RuntimeError;
-use crate::events::{BudgetAlert, EventKind};
-use crate::shared::Shared;
+use crate::clock::Clock;
+use crate::error::{BudgetExceeded, RuntimeError};
+use crate::events::{BudgetAlert, EventBus, EventKind};
+use crate::metrics::Metrics;
+
+pub(crate) mod in_force;
+mod report;
+
+use in_force::InForce;
+
+pub(crate) use report::report;
+pub use report::{BudgetReport, ScopeBudget};
 
 /// The share of a cap at which a warning is given.
 pub const WARNING_AT: f64 = 0.8;
 
-/// A reached cap: which, how much was spent, and when it resets.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Exceeded {
-    /// What the cap covers, said for a person ("team alpha as sender, per day").
-    pub what: String,
-    /// Where to raise it (the configuration key).
-    pub key: String,
-    /// The cap.
-    pub cap: Cap,
-    /// What was spent.
-    pub spent: Spend,
-    /// When it resets (`None`: a session's cap, over its life).
-    pub resets: Option<Timestamp>,
+/// The runtime's budget state: the caps in force and the alerts already given.
+#[derive(Debug)]
+pub(crate) struct BudgetState {
+    in_force: ArcSwap<InForce>,
+    /// The alerts given, as (day, scope, level): each is logged, counted and published once per
+    /// scope and day in this run (and again after a cap changes).
+    alerts: Mutex<HashSet<(u32, String, Level)>>,
+    /// Held while a cap is set at run time, so two settings never interleave.
+    pub setting: tokio::sync::Mutex<()>,
+}
+
+impl BudgetState {
+    pub fn new(in_force: InForce) -> BudgetState {
+        BudgetState {
+            in_force: ArcSwap::from_pointee(in_force),
+            alerts: Mutex::new(HashSet::new()),
+            setting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The caps in force now.
+    pub fn in_force(&self) -> Arc<InForce> {
+        self.in_force.load_full()
+    }
+
+    /// Puts `in_force` in force, and forgets the alerts given: a changed cap warns anew.
+    pub fn put(&self, in_force: InForce) {
+        self.in_force.store(Arc::new(in_force));
+        self.alerts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    /// Whether this alert is the first of its scope, level and day.
+    fn first(&self, alert: (u32, String, Level)) -> bool {
+        self.alerts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(alert)
+    }
+}
+
+/// What budget checks read and write: the caps in force, the spend in the store, the day from
+/// the clock, and where alerts go. Borrowed from the runtime's shared state for one check.
+pub(crate) struct Gate<'a> {
+    pub config: &'a Config,
+    pub store: &'a Store,
+    pub clock: &'a Clock,
+    pub state: &'a BudgetState,
+    pub metrics: &'a Metrics,
+    pub events: &'a EventBus,
 }
 
 /// One cap that covers a turn, and where its spend is counted.
@@ -49,7 +102,8 @@ pub(crate) struct Covered {
     /// The budget day its spend counts on ([`WHOLE_LIFE`] for a session's).
     pub day: u32,
     pub what: String,
-    pub key: String,
+    /// Which setting gives the cap.
+    pub setting: CapKey,
     pub resets: Option<Timestamp>,
 }
 
@@ -68,7 +122,7 @@ pub(crate) fn covering(
         scope: SpendScope::Session(id),
         day: WHOLE_LIFE,
         what: "this session, over its life".to_owned(),
-        key: "[budgets] session".to_owned(),
+        setting: CapKey::Session,
         resets: None,
     });
     let daily = [
@@ -76,29 +130,29 @@ pub(crate) fn covering(
             budgets.team(from).as_sender,
             SpendScope::Sender(from.clone()),
             format!("team {from} as sender, per day"),
-            team_key(budgets, from, "as_sender", |t| t.as_sender),
+            CapKey::Sender(team_table(budgets, from, |t| t.as_sender)),
         ),
         (
             budgets.team(to).as_receiver,
             SpendScope::Receiver(to.clone()),
             format!("team {to} as receiver, per day"),
-            team_key(budgets, to, "as_receiver", |t| t.as_receiver),
+            CapKey::Receiver(team_table(budgets, to, |t| t.as_receiver)),
         ),
         (
             budgets.node_daily,
             SpendScope::Node,
             "this node, per day".to_owned(),
-            "[budgets] node_daily".to_owned(),
+            CapKey::NodeDaily,
         ),
     ]
     .into_iter()
-    .filter_map(|(cap, scope, what, key)| {
+    .filter_map(|(cap, scope, what, setting)| {
         cap.map(|cap| Covered {
             cap,
             scope,
             day,
             what,
-            key,
+            setting,
             resets,
         })
     });
@@ -109,33 +163,36 @@ pub(crate) fn covering(
 /// session exists. Before a session is created, the runtime checks the others, so a refused
 /// first tell does not create (and start) a session for nothing.
 pub(crate) fn check(
-    shared: &Shared,
+    gate: &Gate<'_>,
     session: Option<SessionId>,
     from: &TeamName,
     to: &TeamName,
 ) -> Result<(), RuntimeError> {
-    let budgets = shared.config.budgets();
-    if !budgets.any() {
+    let in_force = gate.state.in_force();
+    if !in_force.budgets.any() {
         return Ok(());
     }
     // A short read of at most four counters, like `next_seq`'s.
-    let covered = covering(budgets, session, from, to, shared.clock.now());
-    match first_reached(&shared.store, covered)? {
+    let covered = covering(&in_force.budgets, session, from, to, gate.clock.now());
+    match first_reached(gate.store, covered)? {
         Some(exceeded) => {
-            shared.metrics.budget_refusals.inc();
+            gate.metrics.budget_refusals.inc();
             Err(RuntimeError::BudgetExceeded(Box::new(exceeded)))
         }
         None => Ok(()),
     }
 }
 
-fn first_reached(store: &Store, covered: Vec<Covered>) -> Result<Option<Exceeded>, RuntimeError> {
+fn first_reached(
+    store: &Store,
+    covered: Vec<Covered>,
+) -> Result<Option<BudgetExceeded>, RuntimeError> {
     for cover in covered {
         let spent = store.spend(&cover.scope, cover.day)?;
         if is_reached(&cover.cap, &spent) {
-            return Ok(Some(Exceeded {
+            return Ok(Some(BudgetExceeded {
                 what: cover.what,
-                key: cover.key,
+                setting: cover.setting,
                 cap: cover.cap,
                 spent,
                 resets: cover.resets,
@@ -149,17 +206,16 @@ fn first_reached(store: &Store, covered: Vec<Covered>) -> Result<Option<Exceeded
 /// (`None`: no dollar cap covers it). A counter that cannot be read is left out, and logged: the
 /// door check refuses the tell on the same fault.
 pub(crate) fn remaining_usd(
-    shared: &Shared,
+    gate: &Gate<'_>,
     session: SessionId,
     from: &TeamName,
     to: &TeamName,
 ) -> Option<f64> {
-    let budgets = shared.config.budgets();
-    covering(budgets, Some(session), from, to, shared.clock.now())
+    covering(&gate.state.in_force().budgets, Some(session), from, to, gate.clock.now())
         .into_iter()
         .filter_map(|cover| {
             let usd = cover.cap.usd?;
-            match shared.store.spend(&cover.scope, cover.day) {
+            match gate.store.spend(&cover.scope, cover.day) {
                 Ok(spent) => Some((usd - spent.usd).max(0.0)),
                 Err(error) => {
                     tracing::warn!(scope = %cover.scope, %error, "could not read a spend counter; the agent's spending limit leaves it out");
@@ -249,25 +305,30 @@ pub(crate) struct Alert {
 /// The caps that cover a turn and stand at 80 % or more once `cost` is added to what the store
 /// holds (the turn's booking, about to commit).
 pub(crate) fn levels(
-    shared: &Shared,
+    gate: &Gate<'_>,
     session: SessionId,
     from: &TeamName,
     to: &TeamName,
     cost: Spend,
 ) -> Vec<Alert> {
-    let budgets = shared.config.budgets();
-    covering(budgets, Some(session), from, to, shared.clock.now())
-        .into_iter()
-        .filter_map(|cover| {
-            let spent = shared.store.spend(&cover.scope, cover.day).ok()?.plus(cost);
-            let level = Level::of(&cover.cap, &spent);
-            (level != Level::Ok).then_some(Alert {
-                cover,
-                spent,
-                level,
-            })
+    covering(
+        &gate.state.in_force().budgets,
+        Some(session),
+        from,
+        to,
+        gate.clock.now(),
+    )
+    .into_iter()
+    .filter_map(|cover| {
+        let spent = gate.store.spend(&cover.scope, cover.day).ok()?.plus(cost);
+        let level = Level::of(&cover.cap, &spent);
+        (level != Level::Ok).then_some(Alert {
+            cover,
+            spent,
+            level,
         })
-        .collect()
+    })
+    .collect()
 }
 
 /// Takes a finished turn's `cost` (its booking is about to commit) against the caps that cover
@@ -275,33 +336,29 @@ pub(crate) fn levels(
 /// time in this run that a scope reaches 80 % or its cap on a budget day, that is logged and
 /// counted.
 pub(crate) fn note_booking(
-    shared: &Shared,
+    gate: &Gate<'_>,
     session: SessionId,
     from: &TeamName,
     to: &TeamName,
     cost: Spend,
 ) -> bool {
-    if !shared.config.budgets().any() {
+    if !gate.state.in_force().budgets.any() {
         return false;
     }
-    let alerts = levels(shared, session, from, to, cost);
+    let alerts = levels(gate, session, from, to, cost);
     for alert in &alerts {
         let key = (alert.cover.day, alert.cover.scope.to_string(), alert.level);
-        let first = shared
-            .budget_alerts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(key);
+        let first = gate.state.first(key);
         if first {
-            give_alert(shared, alert);
-            publish_alert(shared, alert, from, to);
+            give_alert(gate, alert);
+            publish_alert(gate, alert, from, to);
         }
     }
     !alerts.is_empty()
 }
 
 /// Publishes an alert to the event stream: under the pair for a session's cap.
-fn publish_alert(shared: &Shared, alert: &Alert, from: &TeamName, to: &TeamName) {
+fn publish_alert(gate: &Gate<'_>, alert: &Alert, from: &TeamName, to: &TeamName) {
     let scope = alert.cover.scope.to_string();
     let (kind, key) = scope
         .split_once(':')
@@ -319,186 +376,39 @@ fn publish_alert(shared: &Shared, alert: &Alert, from: &TeamName, to: &TeamName)
         Level::Exceeded => EventKind::BudgetExceeded(body),
         _ => EventKind::BudgetWarning(body),
     };
-    shared.events.publish(pair.as_ref(), event);
+    gate.events.publish(pair.as_ref(), event);
 }
 
-fn give_alert(shared: &Shared, alert: &Alert) {
+fn give_alert(gate: &Gate<'_>, alert: &Alert) {
     let Alert {
         cover,
         spent,
         level,
     } = alert;
     let percent = (share(&cover.cap, spent) * 100.0).round();
-    let cap = cap_text(&cover.cap);
+    let cap = cover.cap.to_string();
     let resets = cover.resets.map_or_else(
         || "never (a session's cap is over its life)".to_owned(),
         |at| at.to_string(),
     );
     if *level == Level::Exceeded {
-        shared.metrics.budget_exceeded.inc();
-        tracing::warn!(scope = %cover.scope, spent_usd = spent.usd, spent_tokens = spent.tokens, %cap, %resets, "the budget of {} is spent ({percent} % of {cap}): new tells on it are refused until it resets, or until {} is raised", cover.what, cover.key);
+        gate.metrics.budget_exceeded.inc();
+        tracing::warn!(scope = %cover.scope, spent_usd = spent.usd, spent_tokens = spent.tokens, %cap, %resets, "the budget of {} is spent ({percent} % of {cap}): new tells on it are refused until it resets, or until {} is raised (`iris budget set {}`)", cover.what, cover.setting.config_key(), cover.setting);
     } else {
-        shared.metrics.budget_warnings.inc();
-        tracing::warn!(scope = %cover.scope, spent_usd = spent.usd, spent_tokens = spent.tokens, %cap, %resets, "the budget of {} is at {percent} % of {cap}; tells on it are refused once it is spent (raise {} to allow more)", cover.what, cover.key);
+        gate.metrics.budget_warnings.inc();
+        tracing::warn!(scope = %cover.scope, spent_usd = spent.usd, spent_tokens = spent.tokens, %cap, %resets, "the budget of {} is at {percent} % of {cap}; tells on it are refused once it is spent (raise {} to allow more, or `iris budget set {}`)", cover.what, cover.setting.config_key(), cover.setting);
     }
 }
 
-/// Spend against every cap, as `iris budget` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BudgetReport {
-    /// Today's budget day, as a date (`YYYY-MM-DD`) at the configured offset.
-    pub day: String,
-    /// When days start: `UTC` or an offset such as `+02:00`.
-    pub day_offset: String,
-    /// When today's budget day ends and daily caps reset.
-    pub resets_at: Timestamp,
-    /// Every cap that is set, with what was spent against it.
-    pub scopes: Vec<ScopeBudget>,
-}
-
-/// One cap and its spend.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ScopeBudget {
-    /// `node`, `sender`, `receiver` or `session`.
-    pub scope: String,
-    /// `node`, a team, or a session id.
-    pub key: String,
-    /// A session's pair (`alpha->beta`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pair: Option<String>,
-    /// The cap.
-    pub cap: Cap,
-    /// What was spent against it (today, or over the session's life).
-    pub spent: Spend,
-    /// How full it is (the larger of dollars and tokens), in percent.
-    pub percent: f64,
-    /// `ok`, `warning` (80 % or more) or `exceeded`.
-    pub state: Level,
-    /// When it resets (`None`: a session's cap, over its life).
-    pub resets_at: Option<Timestamp>,
-    /// Where it is set (the configuration key).
-    pub set_by: String,
-}
-
-/// Every cap that is set, with its spend: the node's, each configured team's as sender and as
-/// receiver (today), and each session's that has spent anything (over its life).
-pub(crate) fn report(shared: &Shared) -> Result<BudgetReport, RuntimeError> {
-    let budgets = shared.config.budgets();
-    let now = shared.clock.now();
-    let day = budgets.day_of(now);
-    let resets_at = budgets.day_end(day);
-    let mut covers = Vec::new();
-    for team in shared.config.teams().keys() {
-        // Sender and receiver of a pair with itself: every team's caps, once each.
-        let mut own = covering(budgets, None, team, team, now);
-        own.retain(|c| !matches!(c.scope, SpendScope::Node));
-        covers.extend(own);
-    }
-    if let Some(cap) = budgets.node_daily {
-        covers.insert(
-            0,
-            Covered {
-                cap,
-                scope: SpendScope::Node,
-                day,
-                what: String::new(),
-                key: "[budgets] node_daily".to_owned(),
-                resets: Some(resets_at),
-            },
-        );
-    }
-    let mut scopes = Vec::new();
-    for cover in covers {
-        let spent = shared.store.spend(&cover.scope, cover.day)?;
-        scopes.push(scope_budget(cover, spent, None));
-    }
-    if let Some(cap) = budgets.session {
-        for (scope, spent) in shared.store.spend_on(WHOLE_LIFE)? {
-            let SpendScope::Session(id) = scope else {
-                continue;
-            };
-            let pair = shared
-                .store
-                .get_by_session_id(&id)?
-                .map(|r| format!("{}->{}", r.from_team, r.to_team));
-            let cover = Covered {
-                cap,
-                scope,
-                day: WHOLE_LIFE,
-                what: String::new(),
-                key: "[budgets] session".to_owned(),
-                resets: None,
-            };
-            scopes.push(scope_budget(cover, spent, pair));
-        }
-    }
-    Ok(BudgetReport {
-        day: Budgets::date_of(day),
-        day_offset: budgets.day_text(),
-        resets_at,
-        scopes,
-    })
-}
-
-fn scope_budget(cover: Covered, spent: Spend, pair: Option<String>) -> ScopeBudget {
-    let scope = cover.scope.to_string();
-    let (kind, key) = scope
-        .split_once(':')
-        .unwrap_or((scope.as_str(), scope.as_str()));
-    ScopeBudget {
-        scope: kind.to_owned(),
-        key: key.to_owned(),
-        pair,
-        percent: (share(&cover.cap, &spent) * 1000.0).round() / 10.0,
-        state: Level::of(&cover.cap, &spent),
-        cap: cover.cap,
-        spent,
-        resets_at: cover.resets,
-        set_by: cover.key,
-    }
-}
-
-/// The key that sets a team's cap `field`: in its own table, or in the default one.
-fn team_key(
+/// The `[budgets.teams]` table that gives a team's cap: its own, or the default one.
+fn team_table(
     budgets: &Budgets,
     team: &TeamName,
-    field: &str,
     cap: impl Fn(&TeamCaps) -> Option<Cap>,
 ) -> String {
     match budgets.teams.get(team.as_str()).and_then(&cap) {
-        Some(_) => format!("[budgets.teams.{team}] {field}"),
-        None => format!("[budgets.teams.{DEFAULT_TEAM}] {field}"),
-    }
-}
-
-/// "$10.00 or 12000 tokens".
-pub fn cap_text(cap: &Cap) -> String {
-    let mut parts = Vec::new();
-    if let Some(usd) = cap.usd {
-        parts.push(format!("${usd:.2}"));
-    }
-    if let Some(tokens) = cap.tokens {
-        parts.push(format!("{tokens} tokens"));
-    }
-    parts.join(" or ")
-}
-
-impl std::fmt::Display for Exceeded {
-    /// "the budget of team alpha as sender, per day, is spent: $10.02 and 12000 tokens of a cap
-    /// of $10.00; it resets at …; raise … to go on".
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the budget of {} is spent: ${:.4} and {} tokens, against a cap of {}; ",
-            self.what,
-            self.spent.usd,
-            self.spent.tokens,
-            cap_text(&self.cap)
-        )?;
-        match self.resets {
-            Some(at) => write!(f, "it resets at {at}, or raise {} to go on now", self.key),
-            None => write!(f, "raise {} to go on, or start a new session", self.key),
-        }
+        Some(_) => team.to_string(),
+        None => DEFAULT_TEAM.to_owned(),
     }
 }
 
