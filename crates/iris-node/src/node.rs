@@ -5,9 +5,13 @@
 //! 1. take SIGINT and SIGTERM, so a signal from now on means a graceful stop;
 //! 2. open the database — this takes its lock, so a second node on the same database fails here
 //!    with `STORE_LOCKED` (exit 4), naming the node that holds it when its endpoint file says;
-//! 3. bind the listening socket (a bad `--listen` fails before any agent starts);
+//! 3. bind the listening socket (a bad `--listen` fails before any agent starts); without a
+//!    port (`--listen 127.0.0.1:0`, the default) the port of the previous node on this database
+//!    is tried first, from its identity file (`<database>.identity`: token and port, mode 0600,
+//!    kept across restarts), so that a dashboard left open reconnects to the restarted node;
 //! 4. start the runtime (start-up checks, reaping a previous run's agents);
-//! 5. write the endpoint file (address, pid, a fresh token; mode 0600) next to the database,
+//! 5. write the endpoint file (address, pid, the token; mode 0600) next to the database, and
+//!    the identity file (the token is the previous node's, or a fresh one),
 //!    after checking that its directory is one clients will trust
 //!    ([`endpoint::check_directory`]); while the node serves, the file is looked at every
 //!    [`ENDPOINT_CHECK_INTERVAL`] and written again if it was deleted or changed;
@@ -94,9 +98,11 @@ pub async fn run(config: Config, listen: SocketAddr, json: bool) -> Result<(), A
         },
         None => Store::in_memory().map_err(|e| ApiError::coded(&e))?,
     };
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|e| bind_failure(listen, &e))?;
+    let identity = match &db_path {
+        Some(path) => endpoint::read_identity(path).await,
+        None => None,
+    };
+    let listener = bind(listen, identity.as_ref()).await?;
     let bound = listener.local_addr().map_err(|e| {
         ApiError::new(
             INTERNAL_ERROR,
@@ -133,8 +139,11 @@ pub async fn run(config: Config, listen: SocketAddr, json: bool) -> Result<(), A
     let result = serve(
         &runtime,
         front,
-        listener,
-        bound,
+        Listening {
+            listener,
+            bound,
+            token: identity.map(|i| i.token),
+        },
         db_path,
         json,
         &mut signals,
@@ -159,29 +168,68 @@ struct Front {
     cluster: Option<crate::cluster::StatusSource>,
 }
 
+/// Binds the listening socket: on the previous node's port first when `listen` names none and
+/// that port is free, so clients that hold the node's URL find it again.
+async fn bind(
+    listen: SocketAddr,
+    previous: Option<&endpoint::Identity>,
+) -> Result<TcpListener, ApiError> {
+    if let Some(previous) = previous.filter(|_| listen.port() == 0) {
+        let again = SocketAddr::new(listen.ip(), previous.port);
+        match TcpListener::bind(again).await {
+            Ok(listener) => return Ok(listener),
+            Err(error) => {
+                tracing::info!(addr = %again, %error, "the previous node's port is taken; listening on a new one");
+            }
+        }
+    }
+    TcpListener::bind(listen)
+        .await
+        .map_err(|e| bind_failure(listen, &e))
+}
+
+/// The bound socket, and the token of the previous node on this database, when it kept one.
+struct Listening {
+    listener: TcpListener,
+    bound: SocketAddr,
+    token: Option<String>,
+}
+
 /// Serves until a signal, then shuts down. `Err` only for failures before serving began (the
 /// caller then stops the runtime).
 async fn serve(
     runtime: &Runtime,
     front: Front,
-    listener: TcpListener,
-    bound: SocketAddr,
+    listening: Listening,
     db_path: Option<PathBuf>,
     json: bool,
     signals: &mut Signals,
 ) -> Result<(), ApiError> {
+    let Listening {
+        listener,
+        bound,
+        token,
+    } = listening;
     let pid = std::process::id();
     let limits = crate::http::ServeLimits::for_this_process();
     // Reads this process's start time from /proc: a (tiny) blocking read.
     let addr = advertised(bound);
-    let endpoint = tokio::task::spawn_blocking(move || Endpoint::for_this_process(addr))
+    let mut endpoint = tokio::task::spawn_blocking(move || Endpoint::for_this_process(addr))
         .await
         .map_err(|e| {
             ApiError::new(INTERNAL_ERROR, format!("could not make the endpoint: {e}"))
         })??;
+    if let Some(token) = token {
+        endpoint.token = token;
+    }
     let endpoint_file = match &db_path {
         Some(path) => {
             endpoint::check_directory(path)?;
+            let identity = endpoint::Identity {
+                token: endpoint.token.clone(),
+                port: bound.port(),
+            };
+            endpoint::write_identity(path, &identity).await?;
             Some(endpoint::write(path, &endpoint).await?)
         }
         None => {

@@ -8,7 +8,8 @@
 //!
 //! The screenshots it takes are written to `$CARGO_TARGET_TMPDIR/dashboard/` (under
 //! `target/tmp/`): `streaming.png` while a turn streams, `cancelled.png` after it was cancelled
-//! from the page, and `narrow.png` in a 480 px window.
+//! from the page, and `narrow.png` in a 480 px window. Between the two windows the node restarts,
+//! and the page reconnects on its own.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -262,6 +263,28 @@ async fn the_dashboard_shows_a_streaming_turn_and_cancels_it_in_a_real_browser()
     screenshot(&client, "cancelled.png").await;
     let report = run(scratch.command(), &["report", "alpha", "beta"]).await;
     assert_eq!(report.json[0]["status"], "cancelled", "{report:#?}");
+
+    // The node restarts (on its previous port, with its token): the page notices, reconnects
+    // on its own, and shows the pair again from the new node.
+    node.stop().await;
+    until_text(&client, "#conn", "the lost connection", |t| t != "live").await;
+    let node = scratch.start_node(scratch.command()).await;
+    until_text(&client, "#conn", "the stream again", |t| t == "live").await;
+    until_text(
+        &client,
+        &format!("{cell} .status"),
+        "the pair after the restart",
+        |t| t.contains("active"),
+    )
+    .await;
+    let form_shown = client
+        .find(Locator::Css("#token-form"))
+        .await
+        .unwrap()
+        .is_displayed()
+        .await
+        .unwrap();
+    assert!(!form_shown, "the page asked for a token after the restart");
     client.close().await.unwrap();
 
     // Readable in a narrow window too.

@@ -354,44 +354,45 @@ async fn cluster_status(config: &Config) -> Result<crate::cluster::ClusterStatus
             ),
         ));
     }
+    let (found, db_path) = running_node(
+        config,
+        "start one with `iris node --node NAME` (with $IRIS_NODE set, `${IRIS_NODE}` in the configuration picks that node's database)",
+    )
+    .await?;
+    let client =
+        crate::http::client::Client::new(found, Some(crate::http::endpoint::path_for(&db_path)))?;
+    client.cluster_status().await
+}
+
+/// The node that runs on the configuration's database (its endpoint, and the database), or
+/// `NODE_UNAVAILABLE` ending with `start`, the way to start one.
+async fn running_node(
+    config: &Config,
+    start: &str,
+) -> Result<(crate::http::endpoint::Endpoint, std::path::PathBuf), ApiError> {
     let Some(db_path) = config.database().path() else {
         return Err(ApiError::new(
             iris_core::ErrorCode::ConfigError,
-            "the database is in memory: no other process can reach its node",
+            "the database is in memory: no other process can reach its node; set [database] path",
         ));
     };
-    let Some(found) = crate::http::endpoint::read_live(db_path).await? else {
-        return Err(ApiError::new(
+    match crate::http::endpoint::read_live(db_path).await? {
+        Some(found) => Ok((found, db_path.to_path_buf())),
+        None => Err(ApiError::new(
             iris_api::ApiCode::NodeUnavailable,
-            format!(
-                "no iris node runs on {}; start one with `iris node --node NAME` (with $IRIS_NODE set, `${{IRIS_NODE}}` in the configuration picks that node's database)",
-                db_path.display()
-            ),
-        ));
-    };
-    let client =
-        crate::http::client::Client::new(found, Some(crate::http::endpoint::path_for(db_path)))?;
-    client.cluster_status().await
+            format!("no iris node runs on {}; {start}", db_path.display()),
+        )),
+    }
 }
 
 /// The URL of the dashboard of the node that runs on the configuration's database, with the
 /// node's token in the fragment.
 async fn dashboard_url(config: &Config) -> Result<String, ApiError> {
-    let Some(db_path) = config.database().path() else {
-        return Err(ApiError::new(
-            iris_core::ErrorCode::ConfigError,
-            "the database is in memory: there is no node to show; set [database] path and run `iris node`",
-        ));
-    };
-    let Some(found) = crate::http::endpoint::read_live(db_path).await? else {
-        return Err(ApiError::new(
-            iris_api::ApiCode::NodeUnavailable,
-            format!(
-                "no iris node runs on {}; start one with `iris node`, then run `iris dashboard` again",
-                db_path.display()
-            ),
-        ));
-    };
+    let (found, _) = running_node(
+        config,
+        "start one with `iris node`, then run `iris dashboard` again",
+    )
+    .await?;
     // A node listening on every address is reached, from here, on loopback.
     let host = match found.addr.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),

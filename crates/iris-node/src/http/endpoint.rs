@@ -124,22 +124,27 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Writes `endpoint` to the endpoint file of the database at `db_path`, atomically and with
 /// mode 0600. Returns the file's path.
 pub async fn write(db_path: &Path, endpoint: &Endpoint) -> Result<PathBuf, ApiError> {
-    let path = path_for(db_path);
-    let failed = |what: &str, e: std::io::Error| {
+    write_private(path_for(db_path), "endpoint file", endpoint).await
+}
+
+/// Writes `value` as JSON to `path`, atomically and with mode 0600 (`what` names the file in
+/// errors).
+async fn write_private(
+    path: PathBuf,
+    what: &str,
+    value: &impl Serialize,
+) -> Result<PathBuf, ApiError> {
+    let failed = |step: &str, e: std::io::Error| {
         ApiError::new(
             INTERNAL_ERROR,
             format!(
-                "could not write the node's endpoint file {}: {what}: {e}; check that its directory is writable",
+                "could not write the node's {what} {}: {step}: {e}; check that its directory is writable",
                 path.display()
             ),
         )
     };
-    let text = serde_json::to_vec_pretty(endpoint).map_err(|e| {
-        ApiError::new(
-            INTERNAL_ERROR,
-            format!("could not encode the endpoint: {e}"),
-        )
-    })?;
+    let text = serde_json::to_vec_pretty(value)
+        .map_err(|e| ApiError::new(INTERNAL_ERROR, format!("could not encode the {what}: {e}")))?;
     let mut temp_name = path.as_os_str().to_owned();
     temp_name.push(format!(".tmp.{}", std::process::id()));
     let temp = PathBuf::from(temp_name);
@@ -168,6 +173,91 @@ pub async fn write(db_path: &Path, endpoint: &Endpoint) -> Result<PathBuf, ApiEr
         let _ = tokio::fs::remove_file(&temp).await;
     }
     result.map(|()| path)
+}
+
+/// What a node keeps between its runs on one database, so that a client holding its URL (the
+/// dashboard, with the token in its fragment) still reaches it after a restart: its token and
+/// the port it listened on. `<database>.identity`, mode 0600, kept when the node stops; remove
+/// it to give the next node a new token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The access token.
+    pub token: String,
+    /// The port the node listened on.
+    pub port: u16,
+}
+
+// By hand, so the token never reaches a log line.
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("token", &"<redacted>")
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+/// The suffix of a node's identity file.
+pub const IDENTITY_SUFFIX: &str = ".identity";
+
+/// The identity file of the database at `db_path`.
+pub fn identity_path(db_path: &Path) -> PathBuf {
+    let mut name = db_path.as_os_str().to_owned();
+    name.push(IDENTITY_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// The identity an earlier node on this database kept, if it is there and to be trusted: a
+/// regular file of this user's that no one else can read or write, holding a well-formed
+/// token. Anything else is logged and ignored (the node then makes a new identity).
+pub async fn read_identity(db_path: &Path) -> Option<Identity> {
+    let path = identity_path(db_path);
+    let read = tokio::task::spawn_blocking(move || read_identity_file(&path)).await;
+    match read {
+        Ok(Ok(identity)) => identity,
+        Ok(Err(why)) => {
+            tracing::warn!(file = %identity_path(db_path).display(), %why, "the node's identity file is not used; a new token is made (and the file rewritten)");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+fn read_identity_file(path: &Path) -> Result<Option<Identity>, String> {
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOFOLLOW)
+        .open(path);
+    let mut file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let metadata = file.metadata().map_err(|e| e.to_string())?;
+    check_file(path, &metadata).map_err(|e| e.to_string())?;
+    if metadata.mode() & 0o077 != 0 {
+        return Err(format!(
+            "its mode {:04o} lets other users read it; it holds a token",
+            metadata.mode() & 0o7777
+        ));
+    }
+    let mut bytes = Vec::new();
+    (&mut file)
+        .take(MAX_FILE_LEN)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    let identity: Identity = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    let well_formed =
+        identity.token.len() == 64 && identity.token.bytes().all(|b| b.is_ascii_hexdigit());
+    if !well_formed {
+        return Err("its token is not 64 hex digits".to_owned());
+    }
+    Ok(Some(identity))
+}
+
+/// Keeps `identity` for the next node on the database at `db_path`.
+pub async fn write_identity(db_path: &Path, identity: &Identity) -> Result<PathBuf, ApiError> {
+    write_private(identity_path(db_path), "identity file", identity).await
 }
 
 /// Reads the endpoint file of the database at `db_path`. `Ok(None)` if there is none; an error
@@ -516,6 +606,34 @@ mod tests {
         let shown = format!("{endpoint:?}");
         assert!(!shown.contains(&endpoint.token), "{shown}");
         assert!(shown.contains("redacted"));
+    }
+
+    #[tokio::test]
+    async fn an_identity_is_kept_privately_and_only_a_private_well_formed_one_is_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(&dir);
+        assert_eq!(read_identity(&db).await, None);
+        let identity = Identity {
+            token: new_token().unwrap(),
+            port: 7419,
+        };
+        let path = write_identity(&db, &identity).await.unwrap();
+        assert_eq!(path, identity_path(&db));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(read_identity(&db).await, Some(identity.clone()));
+        assert!(!format!("{identity:?}").contains(&identity.token));
+        // Readable by others: not used.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(read_identity(&db).await, None);
+        // A token that is not one: not used.
+        let forged = Identity {
+            token: "short".into(),
+            port: 1,
+        };
+        std::fs::remove_file(&path).unwrap();
+        write_identity(&db, &forged).await.unwrap();
+        assert_eq!(read_identity(&db).await, None);
     }
 
     #[tokio::test]
