@@ -224,11 +224,7 @@ pub async fn read_identity(db_path: &Path) -> Option<Identity> {
 }
 
 fn read_identity_file(path: &Path) -> Result<Option<Identity>, String> {
-    let opened = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOFOLLOW)
-        .open(path);
-    let mut file = match opened {
+    let mut file = match open_no_follow(path) {
         Ok(file) => file,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.to_string()),
@@ -287,13 +283,7 @@ fn read_trusted(path: &Path) -> Result<Option<Endpoint>, ApiError> {
             ),
         )
     };
-    // Non-blocking, so a FIFO planted under the name cannot hang the open; no symbolic link
-    // (it could point anywhere).
-    let opened = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOFOLLOW)
-        .open(path);
-    let mut file = match opened {
+    let mut file = match open_no_follow(path) {
         Ok(file) => file,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
@@ -328,6 +318,15 @@ fn read_trusted(path: &Path) -> Result<Option<Endpoint>, ApiError> {
             iris_core::redact::clip(&e.to_string())
         ))
     })
+}
+
+/// Opens `path` for reading: non-blocking, so a FIFO planted under the name cannot hang the
+/// open, and not through a symbolic link (it could point anywhere; that fails with `ELOOP`).
+fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOFOLLOW)
+        .open(path)
 }
 
 /// The user this process runs as (its effective uid), which must own the endpoint file, its
