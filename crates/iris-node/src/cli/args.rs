@@ -172,7 +172,8 @@ pub enum Command {
     /// Check or create the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Run a node in the foreground: HTTP control API, MCP at /mcp, /metrics, /healthz.
+    /// Run a node in the foreground: HTTP control API, MCP at /mcp, /metrics, /healthz, the event
+    /// stream at /api/v1/events and the dashboard at / (`iris dashboard` prints its URL).
     ///
     /// Stops gracefully on SIGINT or SIGTERM. While it runs, other iris commands on the same
     /// database talk to it (through the endpoint file it writes next to the database).

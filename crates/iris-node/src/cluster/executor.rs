@@ -248,7 +248,10 @@ fn forward_limit(kind: RequestKind) -> Option<Duration> {
 /// The owner cannot be reached.
 fn unavailable(owner: &NodeName, state: &PeerState) -> ApiError {
     let why = match state {
-        PeerState::Down => "is not connected",
+        // A suspected peer's link is closed (then it is Down while being redialled): say both.
+        PeerState::Down => {
+            "is not connected (it went away, or it missed its heartbeats and its link was closed; it is being dialled again)"
+        }
         PeerState::Suspected => "is not answering its heartbeats",
         PeerState::ConfigMismatch => "loaded another placement (see `iris cluster status`)",
         PeerState::Up => "is not reachable",
