@@ -641,7 +641,9 @@ function applyEvent(kind, ev) {
     if (!state.helloReloaded) scheduleSnapshot();
     return;
   }
-  if (kind === 'budget_warning' || kind === 'budget_exceeded') refreshSideSoon();
+  // What the header and the budgets show changes with these: refresh them (debounced).
+  const SIDE_KINDS = ['budget_warning', 'budget_exceeded', 'session_created', 'session_deleted', 'process_started', 'process_stopped'];
+  if (SIDE_KINDS.includes(kind)) refreshSideSoon();
   if (!ev.from || !ev.to) return;
 
   const pair = getPair(pairKey(ev.from, ev.to));
