@@ -8,17 +8,19 @@
 //!   amount left under its caps as `--max-budget-usd`, so one long turn cannot run far past them.
 //! - **At 80 %** ([`levels`]): a booked turn that leaves a cap at 80 % or more is flagged, and
 //!   the first such booking of a scope and day is logged, counted and published as an event.
+//! - **The caps in force** ([`in_force`]): the configuration's, with those set at run time
+//!   (`iris budget set`, kept in the store) over them; `iris budget` is [`report`].
 //!
 //! The spend is read from the store, where each finished turn's booking adds it in the same
 //! commit, so every check is exact and survives restarts. Which day a spend counts on is read
 //! from the runtime's [`Clock`](crate::Clock), which tests move.
 
-use iris_core::config::budget::{Budgets, Cap, CapKey, DEFAULT_TEAM, TeamCaps};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use iris_core::config::Config;
+use iris_core::config::budget::{Budgets, Cap, CapKey, DEFAULT_TEAM, TeamCaps};
 use iris_core::{SessionId, TeamName, Timestamp};
 use iris_store::Store;
 use iris_store::spend::{Spend, SpendScope, WHOLE_LIFE};
