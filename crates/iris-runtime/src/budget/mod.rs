@@ -1,19 +1,19 @@
 //! Budgets: the caps that cover a turn, and what the runtime does with them.
 //!
-//! - **At the door** ([`check`]): a tell is refused with `BUDGET_EXCEEDED` once any cap that
+//! - **At the door** (`check`): a tell is refused with `BUDGET_EXCEEDED` once any cap that
 //!   covers it (its session, its sender, its receiver, the node) is reached. A queued turn is
 //!   checked again just before it starts, so the tells queued behind the turn that reached a cap
 //!   fail the same way.
-//! - **The turn in flight** ([`remaining_usd`]): an agent is launched with the smallest dollar
+//! - **The turn in flight** (`remaining_usd`): an agent is launched with the smallest dollar
 //!   amount left under its caps as `--max-budget-usd`, so one long turn cannot run far past them.
-//! - **At 80 %** ([`levels`]): a booked turn that leaves a cap at 80 % or more is flagged, and
+//! - **At 80 %** (`levels`): a booked turn that leaves a cap at 80 % or more is flagged, and
 //!   the first such booking of a scope and day is logged, counted and published as an event.
-//! - **The caps in force** ([`in_force`]): the configuration's, with those set at run time
-//!   (`iris budget set`, kept in the store) over them; `iris budget` is [`report`].
+//! - **The caps in force** (`in_force`): the configuration's, with those set at run time
+//!   (`iris budget set`, kept in the store) over them; `iris budget` is [`BudgetReport`].
 //!
 //! The spend is read from the store, where each finished turn's booking adds it in the same
 //! commit, so every check is exact and survives restarts. Which day a spend counts on is read
-//! from the runtime's [`Clock`](crate::Clock), which tests move.
+//! from the runtime's [`crate::Clock`], which tests move.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
