@@ -420,6 +420,8 @@ async fn open_in_browser(url: &str) -> Result<(), ApiError> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status();
+    // An opener that does not return in time is left to the desktop (it may be the browser
+    // itself): it is not iris's to kill.
     match tokio::time::timeout(Duration::from_secs(10), status).await {
         Ok(Ok(status)) if status.success() => Ok(()),
         Ok(Ok(status)) => Err(ApiError::new(

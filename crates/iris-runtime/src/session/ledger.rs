@@ -174,19 +174,20 @@ impl SessionState {
     }
 
     /// Waits (bounded) until every finished turn's bookkeeping is durable and its callers are
-    /// answered: before the actor stops, which would otherwise abort them.
+    /// answered: before the actor stops (which would otherwise abort them), before a resync,
+    /// and before a queued turn's budget check (which must count their spend).
     pub(super) async fn settle_bookings(&mut self) {
         let all = async { while self.bookings.join_next().await.is_some() {} };
         if tokio::time::timeout(BOOKING_SETTLE_LIMIT, all)
             .await
             .is_err()
         {
-            tracing::error!(pair = %self.pair, session = %self.id, "the store did not confirm finished turns in time; their callers hear that the session stopped");
+            tracing::error!(pair = %self.pair, session = %self.id, limit = ?BOOKING_SETTLE_LIMIT, "the store did not confirm finished turns in time; going on without them (if the session stops now, their callers hear that it stopped)");
         }
     }
 }
 
-/// How long a stopping session waits for its last turns' bookkeeping (a few commits at most).
+/// How long a session waits for its finished turns' bookkeeping (a few commits at most).
 const BOOKING_SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Deletes `pair`'s session (only if it is session `expect`, when given): through its actor
