@@ -591,6 +591,12 @@ fn status_detail(s: &StatusReply, now: Timestamp, style: TableStyle) -> String {
         }
         None => rows.push(("session", "none yet".into())),
     }
+    if s.budget_warning {
+        rows.push((
+            "budget",
+            "a cap over this pair is at 80 % or more (`iris budget` shows which)".into(),
+        ));
+    }
     key_values(rows, style)
 }
 
@@ -823,6 +829,24 @@ mod tests {
     use iris_api::{ApiErrorBody, PairReply};
 
     const NOW: Timestamp = Timestamp::from_millis(1_800_000_000_000);
+
+    #[test]
+    fn status_says_when_a_budget_over_the_pair_is_at_80_percent() {
+        let status = |budget_warning| StatusReply {
+            from: TeamName::new("alpha").unwrap(),
+            to: TeamName::new("beta").unwrap(),
+            session: None,
+            awake: false,
+            busy: false,
+            queued: 0,
+            current_turn: None,
+            activity: None,
+            budget_warning,
+        };
+        let shown = |s| human(&Reply::Status(s), NOW, TableStyle::default()).stdout;
+        assert!(shown(status(true)).contains("iris budget"));
+        assert!(!shown(status(false)).contains("budget"));
+    }
 
     fn ago(secs: u64) -> Timestamp {
         Timestamp::from_millis(NOW.as_millis() - secs * 1000)
